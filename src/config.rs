@@ -1,0 +1,318 @@
+//! The pipeline file as written: strict TOML (`deny_unknown_fields` everywhere). Nothing here checks meaning beyond
+//! types; [`crate::plan`] turns a [`Config`] into a validated plan. Every key is documented in the README.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One pipeline file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub job: JobConfig,
+    pub input: InputConfig,
+    pub bow: Option<BowConfig>,
+    pub pca: Option<PcaConfig>,
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+/// `[job]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Names the job in outputs and logs; also the default output folder `out/<name>`.
+    pub name: String,
+    /// Seed for everything random in the job.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub backend: BackendChoice,
+}
+
+/// Where the heavy math runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// A hardware GPU when there is one, otherwise the CPU (with a one-line notice).
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// `[input]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Relative to the pipeline file's folder.
+    pub path: PathBuf,
+    /// Default: from the file's extension.
+    pub format: Option<Format>,
+    pub layout: Layout,
+    /// User column (long, list layouts). Default `user`.
+    pub user: Option<String>,
+    /// Item column (long: one item per row; list: a list column). Default `item` (long) or `items` (list).
+    pub item: Option<String>,
+    /// Optional order column (long layout): a user's items are sorted by it.
+    pub order: Option<String>,
+    /// Text column (text layout). Default `text`.
+    pub text: Option<String>,
+    /// Row id column (text, numeric layouts). Default: the row number.
+    pub id: Option<String>,
+    /// Feature columns (numeric layout). Default: every numeric column but `id`.
+    pub columns: Option<Vec<String>>,
+    /// CSV field separator, one ASCII character. Default `,`.
+    pub separator: Option<String>,
+}
+
+/// Input file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Parquet,
+}
+
+/// How rows of the input map to documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One `user,item` row per interaction.
+    Long,
+    /// One row per user with a list column of items.
+    List,
+    /// One document of free text per row.
+    Text,
+    /// Numeric feature columns (PCA of tables).
+    Numeric,
+}
+
+/// `[bow]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BowConfig {
+    #[serde(default = "default_true")]
+    pub lowercase: bool,
+    #[serde(default = "default_token_pattern")]
+    pub token_pattern: String,
+    #[serde(default)]
+    pub stop_words: Vec<String>,
+    #[serde(default = "default_min_df")]
+    pub min_df: DfBound,
+    #[serde(default = "default_max_df")]
+    pub max_df: DfBound,
+    pub max_features: Option<u64>,
+    #[serde(default)]
+    pub weighting: Weighting,
+}
+
+impl Default for BowConfig {
+    fn default() -> Self {
+        BowConfig {
+            lowercase: true,
+            token_pattern: default_token_pattern(),
+            stop_words: Vec::new(),
+            min_df: default_min_df(),
+            max_df: default_max_df(),
+            max_features: None,
+            weighting: Weighting::default(),
+        }
+    }
+}
+
+/// scikit-learn's default token pattern: runs of two or more word characters.
+pub const DEFAULT_TOKEN_PATTERN: &str = r"(?u)\b\w\w+\b";
+
+fn default_true() -> bool {
+    true
+}
+fn default_token_pattern() -> String {
+    DEFAULT_TOKEN_PATTERN.to_owned()
+}
+fn default_min_df() -> DfBound {
+    DfBound::Count(1)
+}
+fn default_max_df() -> DfBound {
+    DfBound::Fraction(1.0)
+}
+
+/// A document-frequency bound: an integer is a document count, a float a fraction of the documents.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DfBound {
+    Count(u64),
+    Fraction(f64),
+}
+
+impl std::fmt::Display for DfBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DfBound::Count(c) => write!(f, "{c} documents"),
+            DfBound::Fraction(x) => write!(f, "{x:?} of the documents"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DfBound {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DfBound;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a document count (integer >= 0) or a fraction of the documents (float in [0, 1])")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<DfBound, E> {
+                u64::try_from(v)
+                    .map(DfBound::Count)
+                    .map_err(|_| E::custom(format!("a document count cannot be negative (got {v})")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<DfBound, E> {
+                Ok(DfBound::Count(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<DfBound, E> {
+                if (0.0..=1.0).contains(&v) {
+                    Ok(DfBound::Fraction(v))
+                } else {
+                    Err(E::custom(format!("a fraction of the documents must lie in [0, 1] (got {v})")))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How BoW values are weighted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// Raw counts.
+    #[default]
+    Count,
+    /// 1 where a token occurs.
+    Binary,
+    /// scikit-learn's TfidfTransformer defaults: smooth idf, l2-normalised rows.
+    Tfidf,
+}
+
+/// `[pca]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcaConfig {
+    /// An integer (components to keep) or a float in (0, 1) (variance to explain).
+    pub n_components: ComponentsSpec,
+    #[serde(default)]
+    pub whiten: bool,
+    /// Scale each column to unit variance first (population std, as StandardScaler); zero-variance columns stay.
+    #[serde(default)]
+    pub standardize: bool,
+    #[serde(default)]
+    pub solver: PcaSolver,
+    /// Randomized solver: extra random directions beyond n_components. Default 10.
+    pub oversamples: Option<u64>,
+    /// Randomized solver: power iterations. Default 7 when n_components < 0.1·min(n, p), else 4 (as scikit-learn).
+    pub power_iterations: Option<u64>,
+}
+
+/// How many principal components to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ComponentsSpec {
+    Count(u64),
+    VarianceFraction(f64),
+}
+
+impl<'de> Deserialize<'de> for ComponentsSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ComponentsSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of components (integer >= 1) or a variance fraction (float in (0, 1))")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<ComponentsSpec, E> {
+                if v >= 1 {
+                    Ok(ComponentsSpec::Count(v as u64))
+                } else {
+                    Err(E::custom(format!("the number of components must be at least 1 (got {v})")))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<ComponentsSpec, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<ComponentsSpec, E> {
+                if v > 0.0 && v < 1.0 {
+                    Ok(ComponentsSpec::VarianceFraction(v))
+                } else {
+                    Err(E::custom(format!("a variance fraction must lie strictly between 0 and 1 (got {v})")))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// PCA solver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PcaSolver {
+    /// Picked by shape; run.json says which.
+    #[default]
+    Auto,
+    /// Eigendecomposition of the p×p covariance.
+    Covariance,
+    /// Eigendecomposition of the n×n Gram matrix of the centred rows (fewer rows than features).
+    Gram,
+    /// Randomized range finder (Halko et al.) with implicit centring.
+    Randomized,
+}
+
+/// `[output]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Relative to the pipeline file's folder. Default `out/<job.name>`.
+    pub dir: Option<PathBuf>,
+    /// How many complete runs to keep under `runs/`. Default 5.
+    pub keep_runs: Option<u64>,
+}
+
+impl Config {
+    /// Parses a pipeline file's text; `file` only names it in errors.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Config> {
+        let de = toml::de::Deserializer::parse(text).map_err(|e| syntax_error(text, file, String::new(), &e))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            syntax_error(text, file, key, e.inner())
+        })
+    }
+
+    /// Reads and parses a pipeline file.
+    pub fn from_file(file: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(file).map_err(|source| Error::ConfigRead { file: file.to_owned(), source })?;
+        Config::from_toml(&text, file)
+    }
+}
+
+fn syntax_error(text: &str, file: &Path, key: String, e: &toml::de::Error) -> Error {
+    let (line, column) = match e.span() {
+        Some(span) => line_column(text, span.start),
+        None => (1, 1),
+    };
+    Error::ConfigSyntax { file: file.to_owned(), line, column, key, message: e.message().trim().to_owned() }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

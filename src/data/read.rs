@@ -1,0 +1,296 @@
+//! Reading inputs with polars (eager readers, only the needed columns). Every error names the file and the column.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use polars::prelude::*;
+
+use crate::config::Format;
+use crate::dataset::{Dataset, Interactions, NumericTable, TextCorpus};
+use crate::error::{Error, Result};
+use crate::plan::{InputColumns, InputPlan};
+
+/// Reads the input of a plan into a [`Dataset`].
+pub fn read_input(input: &InputPlan) -> Result<Dataset> {
+    let path = input.path.as_path();
+    let wanted: Option<Vec<String>> = match &input.columns {
+        InputColumns::Long { user, item, order } => {
+            Some([Some(user), Some(item), order.as_ref()].into_iter().flatten().cloned().collect())
+        }
+        InputColumns::List { user, items } => Some(vec![user.clone(), items.clone()]),
+        InputColumns::Text { text, id } => Some([Some(text), id.as_ref()].into_iter().flatten().cloned().collect()),
+        InputColumns::Numeric { columns: Some(cols), id } => Some(cols.iter().chain(id.iter()).cloned().collect()),
+        InputColumns::Numeric { columns: None, .. } => None,
+    };
+    let df = read_frame(input, wanted.as_deref())?;
+    if df.height() == 0 {
+        return Err(Error::input(path, None, "the table has no rows"));
+    }
+    match &input.columns {
+        InputColumns::Long { user, item, order } => read_long(path, &df, user, item, order.as_deref()),
+        InputColumns::List { user, items } => read_list(path, &df, user, items),
+        InputColumns::Text { text, id } => read_text(path, &df, text, id.as_deref()),
+        InputColumns::Numeric { columns, id } => read_numeric(path, &df, columns.as_deref(), id.as_deref()),
+    }
+    .inspect(|d| debug_assert_eq!(d.rows(), d.row_ids().len()))
+}
+
+/// Reads the file with only `columns` (all when `None`), checking first that each exists.
+fn read_frame(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
+    let path = input.path.as_path();
+    let available = column_names(input)?;
+    if let Some(cols) = columns {
+        for c in cols {
+            if !available.iter().any(|a| a == c) {
+                return Err(Error::input(
+                    path,
+                    Some(c),
+                    format!("no such column (the file has: {})", available.join(", ")),
+                ));
+            }
+        }
+    }
+    let cannot = |e: PolarsError| Error::input(path, None, format!("cannot read the file: {e}"));
+    match input.format {
+        Format::Csv => {
+            let mut opts = CsvReadOptions::default()
+                .with_has_header(true)
+                .with_infer_schema_length(None)
+                .with_parse_options(CsvParseOptions::default().with_separator(input.separator));
+            if let Some(cols) = columns {
+                opts = opts.with_columns(Some(cols.iter().map(|c| PlSmallStr::from(c.as_str())).collect::<Arc<[_]>>()));
+            }
+            opts.try_into_reader_with_file_path(Some(path.to_owned())).map_err(cannot)?.finish().map_err(cannot)
+        }
+        Format::Parquet => {
+            let file = File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
+            ParquetReader::new(file).with_columns(columns.map(<[String]>::to_vec)).finish().map_err(cannot)
+        }
+    }
+}
+
+/// The column names of the file, read from its header or schema only.
+fn column_names(input: &InputPlan) -> Result<Vec<String>> {
+    let path = input.path.as_path();
+    let cannot = |e: PolarsError| Error::input(path, None, format!("cannot read the file: {e}"));
+    match input.format {
+        Format::Csv => {
+            let df = CsvReadOptions::default()
+                .with_has_header(true)
+                .with_n_rows(Some(1))
+                .with_parse_options(CsvParseOptions::default().with_separator(input.separator))
+                .try_into_reader_with_file_path(Some(path.to_owned()))
+                .map_err(cannot)?
+                .finish()
+                .map_err(cannot)?;
+            Ok(df.get_column_names().into_iter().map(|c| c.to_string()).collect())
+        }
+        Format::Parquet => {
+            let file = File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
+            let schema = ParquetReader::new(file).schema().map_err(cannot)?;
+            Ok(schema.iter_names().map(|c| c.to_string()).collect())
+        }
+    }
+}
+
+fn column<'a>(path: &Path, df: &'a DataFrame, name: &str) -> Result<&'a Series> {
+    let col = df.column(name).map_err(|e| Error::input(path, Some(name), e.to_string()))?;
+    let s = col.as_materialized_series();
+    if s.null_count() > 0 {
+        let first = s.is_null().iter().position(|v| v == Some(true)).unwrap_or(0);
+        return Err(Error::input(
+            path,
+            Some(name),
+            format!(
+                "{} null value(s); the first at data row {} (1-based, header not counted)",
+                s.null_count(),
+                first + 1
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+/// Keys of a column that may hold integers or strings: integers keep their numeric order.
+enum Keys {
+    Ints(Vec<i64>),
+    Strs(Vec<String>),
+}
+
+fn keys(path: &Path, df: &DataFrame, name: &str) -> Result<Keys> {
+    let s = column(path, df, name)?;
+    let dt = s.dtype();
+    if dt.is_integer() {
+        let s = s.cast(&DataType::Int64).map_err(|e| Error::input(path, Some(name), e.to_string()))?;
+        let ca = s.i64().map_err(|e| Error::input(path, Some(name), e.to_string()))?;
+        Ok(Keys::Ints(ca.into_no_null_iter().collect()))
+    } else if dt.is_string() {
+        let ca = s.str().map_err(|e| Error::input(path, Some(name), e.to_string()))?;
+        Ok(Keys::Strs(ca.iter().map(|v| v.unwrap_or_default().to_owned()).collect()))
+    } else {
+        Err(Error::input(path, Some(name), format!("expected integers or strings, found {dt}")))
+    }
+}
+
+/// Sorted unique labels of `keys`, and each key's index among them.
+fn index_keys(keys: Keys) -> (Vec<String>, Option<Vec<i64>>, Vec<u32>) {
+    match keys {
+        Keys::Ints(v) => {
+            let mut uniq = v.clone();
+            uniq.sort_unstable();
+            uniq.dedup();
+            let pos: HashMap<i64, u32> = uniq.iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
+            let idx = v.iter().map(|k| pos[k]).collect();
+            (uniq.iter().map(i64::to_string).collect(), Some(uniq), idx)
+        }
+        Keys::Strs(v) => {
+            let mut uniq = v.clone();
+            uniq.sort_unstable();
+            uniq.dedup();
+            let pos: HashMap<&str, u32> = uniq.iter().enumerate().map(|(i, k)| (k.as_str(), i as u32)).collect();
+            let idx = v.iter().map(|k| pos[k.as_str()]).collect();
+            (uniq, None, idx)
+        }
+    }
+}
+
+fn read_long(path: &Path, df: &DataFrame, user: &str, item: &str, order: Option<&str>) -> Result<Dataset> {
+    let (users, user_numbers, user_idx) = index_keys(keys(path, df, user)?);
+    let (items, _, item_idx) = index_keys(keys(path, df, item)?);
+    let order_vals: Option<Vec<f64>> = match order {
+        None => None,
+        Some(o) => Some(numeric_column(path, df, o)?),
+    };
+    let mut rows: Vec<Vec<(f64, usize, u32)>> = vec![Vec::new(); users.len()];
+    for (r, (&u, &i)) in user_idx.iter().zip(&item_idx).enumerate() {
+        let key = order_vals.as_ref().map_or(0.0, |o| o[r]);
+        rows[u as usize].push((key, r, i));
+    }
+    let lists = rows
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            v.into_iter().map(|(_, _, i)| i).collect()
+        })
+        .collect();
+    Ok(Dataset::Interactions(Interactions { users, user_numbers, items, lists }))
+}
+
+fn read_list(path: &Path, df: &DataFrame, user: &str, items_col: &str) -> Result<Dataset> {
+    let (users, user_numbers, user_idx) = index_keys(keys(path, df, user)?);
+    if users.len() != user_idx.len() {
+        return Err(Error::input(
+            path,
+            Some(user),
+            "a user appears on more than one row; the list layout wants one row per user",
+        ));
+    }
+    let s = column(path, df, items_col)?;
+    let inner = match s.dtype() {
+        DataType::List(inner) => inner.as_ref().clone(),
+        dt => return Err(Error::input(path, Some(items_col), format!("expected a list column, found {dt}"))),
+    };
+    let flat = s
+        .explode(ExplodeOptions { empty_as_null: false, keep_nulls: true })
+        .map_err(|e| Error::input(path, Some(items_col), e.to_string()))?;
+    let lens: Vec<usize> = s
+        .list()
+        .map_err(|e| Error::input(path, Some(items_col), e.to_string()))?
+        .amortized_iter()
+        .map(|l| l.map_or(0, |l| l.as_ref().len()))
+        .collect();
+    if flat.null_count() > 0 {
+        return Err(Error::input(path, Some(items_col), "a list holds a null item"));
+    }
+    let flat_keys = if inner.is_integer() {
+        let f = flat.cast(&DataType::Int64).map_err(|e| Error::input(path, Some(items_col), e.to_string()))?;
+        Keys::Ints(
+            f.i64().map_err(|e| Error::input(path, Some(items_col), e.to_string()))?.into_no_null_iter().collect(),
+        )
+    } else if inner.is_string() {
+        Keys::Strs(
+            flat.str()
+                .map_err(|e| Error::input(path, Some(items_col), e.to_string()))?
+                .iter()
+                .map(|v| v.unwrap_or_default().to_owned())
+                .collect(),
+        )
+    } else {
+        return Err(Error::input(
+            path,
+            Some(items_col),
+            format!("expected a list of integers or strings, found list of {inner}"),
+        ));
+    };
+    let (items, _, flat_idx) = index_keys(flat_keys);
+    let mut lists = vec![Vec::new(); users.len()];
+    let mut at = 0;
+    for (row, &u) in user_idx.iter().enumerate() {
+        lists[u as usize] = flat_idx[at..at + lens[row]].to_vec();
+        at += lens[row];
+    }
+    Ok(Dataset::Interactions(Interactions { users, user_numbers, items, lists }))
+}
+
+fn read_text(path: &Path, df: &DataFrame, text: &str, id: Option<&str>) -> Result<Dataset> {
+    let s = column(path, df, text)?;
+    let ca = s.str().map_err(|_| Error::input(path, Some(text), format!("expected text, found {}", s.dtype())))?;
+    let texts: Vec<String> = ca.iter().map(|v| v.unwrap_or_default().to_owned()).collect();
+    let ids = row_ids(path, df, id)?;
+    Ok(Dataset::Text(TextCorpus { ids, texts }))
+}
+
+fn row_ids(path: &Path, df: &DataFrame, id: Option<&str>) -> Result<Vec<String>> {
+    match id {
+        None => Ok((0..df.height()).map(|r| r.to_string()).collect()),
+        Some(id) => {
+            let ids: Vec<String> = match keys(path, df, id)? {
+                Keys::Ints(v) => v.iter().map(i64::to_string).collect(),
+                Keys::Strs(v) => v,
+            };
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = ids.iter().find(|i| !seen.insert(*i)) {
+                return Err(Error::input(path, Some(id), format!("id '{dup}' appears on more than one row")));
+            }
+            Ok(ids)
+        }
+    }
+}
+
+fn numeric_column(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let s = column(path, df, name)?;
+    if !s.dtype().is_primitive_numeric() {
+        return Err(Error::input(path, Some(name), format!("expected numbers, found {}", s.dtype())));
+    }
+    let s = s.cast(&DataType::Float64).map_err(|e| Error::input(path, Some(name), e.to_string()))?;
+    let v: Vec<f64> = s.f64().map_err(|e| Error::input(path, Some(name), e.to_string()))?.into_no_null_iter().collect();
+    if let Some(r) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::input(path, Some(name), format!("value {} at data row {} is not finite", v[r], r + 1)));
+    }
+    Ok(v)
+}
+
+fn read_numeric(path: &Path, df: &DataFrame, columns: Option<&[String]>, id: Option<&str>) -> Result<Dataset> {
+    let names: Vec<String> = match columns {
+        Some(c) => c.to_vec(),
+        None => df
+            .columns()
+            .iter()
+            .filter(|c| c.dtype().is_primitive_numeric() && Some(c.name().as_str()) != id)
+            .map(|c| c.name().to_string())
+            .collect(),
+    };
+    if names.is_empty() {
+        return Err(Error::input(path, None, "no numeric columns to use"));
+    }
+    let rows = df.height();
+    let mut values = vec![0.0; rows * names.len()];
+    for (j, name) in names.iter().enumerate() {
+        for (r, v) in numeric_column(path, df, name)?.into_iter().enumerate() {
+            values[r * names.len() + j] = v;
+        }
+    }
+    Ok(Dataset::Numeric(NumericTable { ids: row_ids(path, df, id)?, columns: names, rows, values }))
+}

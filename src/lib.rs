@@ -1,0 +1,41 @@
+//! embjob turns tables into embeddings: it reads Parquet or CSV with polars, builds bag-of-words matrices, runs
+//! covariance / PCA, and writes everything as Parquet. One TOML file describes a job; see the README for the
+//! config reference, the output schemas and the architecture.
+//!
+//! The library does the work; the `embjob` binary is a thin command-line edge over [`run`] and [`validate`].
+
+pub mod backend;
+pub mod bow;
+pub mod config;
+pub mod data;
+pub mod dataset;
+pub mod error;
+pub mod foodgen;
+pub mod metrics;
+pub mod outputs;
+pub mod pipeline;
+pub mod plan;
+pub mod report;
+pub mod rng;
+pub mod run_dir;
+pub mod run_record;
+pub mod sparse;
+pub mod table;
+
+use std::path::Path;
+
+pub use error::{Error, Result};
+pub use pipeline::RunSummary;
+pub use plan::{Overrides, Plan};
+pub use report::{Reporter, Silent};
+
+/// Loads and validates a pipeline file, then runs it.
+pub fn run(config_file: &Path, overrides: &Overrides, reporter: &dyn Reporter) -> Result<RunSummary> {
+    let plan = Plan::load(config_file, overrides)?;
+    pipeline::run(&plan, reporter)
+}
+
+/// Loads and validates a pipeline file without running it.
+pub fn validate(config_file: &Path, overrides: &Overrides) -> Result<Plan> {
+    Plan::load(config_file, overrides)
+}

@@ -1,0 +1,159 @@
+//! The `embjob` command line: parses arguments, shows progress, prints errors once and picks the exit code.
+//! The library does the work.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use embjob::config::BackendChoice;
+use embjob::error::exit_code;
+use embjob::{Overrides, Reporter};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "embjob", version, about = "Turn tables into embeddings: bag-of-words, PCA and embedding models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: read the input, compute every configured stage, write the outputs under <output.dir>/latest.
+    Run {
+        /// The pipeline file (TOML).
+        config: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// No progress bars and no stage summaries; errors are still printed.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a pipeline file without running it; lists every problem with its key path.
+    Validate {
+        /// The pipeline file (TOML).
+        config: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Write the seeded synthetic food data set (favourites and item labels) that pipelines/food.toml uses.
+    GenFood {
+        /// Folder to write `food_favorites.csv` and `food_items.csv` into.
+        #[arg(long, default_value = "pipelines/data")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Overrides `job.backend`.
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
+    /// Overrides `output.dir` (relative to the current folder).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+impl Common {
+    fn overrides(&self) -> Overrides {
+        Overrides { backend: self.backend, output_dir: self.output.clone() }
+    }
+}
+
+/// Progress bars on a terminal; one summary line per stage either way (unless quiet).
+struct CliReporter {
+    quiet: bool,
+    bars: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl CliReporter {
+    fn new(quiet: bool) -> CliReporter {
+        CliReporter { quiet, bars: !quiet && std::io::stderr().is_terminal(), bar: Mutex::new(None) }
+    }
+}
+
+impl Reporter for CliReporter {
+    fn stage_started(&self, stage: &str, total: Option<u64>) {
+        if !self.bars {
+            return;
+        }
+        let bar = match total {
+            Some(n) => ProgressBar::new(n).with_style(
+                ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{prefix:>8} {spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_prefix(stage.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn progress(&self, done: u64, message: &str) {
+        if let Ok(slot) = self.bar.lock() {
+            if let Some(bar) = slot.as_ref() {
+                bar.set_position(done);
+                bar.set_message(message.to_owned());
+            }
+        }
+    }
+
+    fn stage_finished(&self, stage: &str, summary: &str, seconds: f64) {
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(bar) = slot.take() {
+                bar.finish_and_clear();
+            }
+        }
+        if !self.quiet {
+            eprintln!("{stage:>8}: {summary} ({seconds:.2} s)");
+        }
+    }
+
+    fn notice(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("  notice: {message}");
+        }
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit_code::CONFIG } else { exit_code::OK };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Run { config, common, quiet } => {
+            let reporter = CliReporter::new(quiet);
+            embjob::run(&config, &common.overrides(), &reporter).map(|s| {
+                if !quiet {
+                    eprintln!("{:>8}: run {} -> {}", "done", s.run_id, s.run_dir.display());
+                }
+            })
+        }
+        Command::Validate { config, common } => embjob::validate(&config, &common.overrides()).map(|plan| {
+            println!("{}: ok (job '{}', output {})", config.display(), plan.job_name, plan.output_dir.display());
+        }),
+        Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(e.exit_code());
+    }
+}

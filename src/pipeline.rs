@@ -1,0 +1,173 @@
+//! Runs a validated [`Plan`]: ingest, bag-of-words, the configured stages, then writes every output into a staging
+//! folder that becomes visible (`latest`) only when all of it is written.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use crate::backend::{self, BackendReport};
+use crate::bow::{self, Bow};
+use crate::data;
+use crate::dataset::Dataset;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::outputs;
+use crate::plan::Plan;
+use crate::report::Reporter;
+use crate::run_dir::{self, Staging};
+use crate::run_record::{self, OutputRecord, RunRecord, StageRecord, Versions};
+use crate::table::Table;
+
+/// What a finished run reports back.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    /// The run's folder under `runs/`.
+    pub run_dir: PathBuf,
+    pub backend: BackendReport,
+    pub metrics: Metrics,
+    pub stages: Vec<StageRecord>,
+}
+
+/// Collects stage timings and tells the reporter.
+struct Stages<'r> {
+    reporter: &'r dyn Reporter,
+    records: Vec<StageRecord>,
+}
+
+impl Stages<'_> {
+    fn run<T>(&mut self, stage: &str, total: Option<u64>, f: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
+        self.reporter.stage_started(stage, total);
+        let t = Instant::now();
+        let (value, summary) = f()?;
+        let seconds = t.elapsed().as_secs_f64();
+        self.reporter.stage_finished(stage, &summary, seconds);
+        self.records.push(StageRecord { stage: stage.to_owned(), seconds, summary });
+        Ok(value)
+    }
+}
+
+/// Runs the whole job. On error nothing of this run is visible and earlier runs are untouched.
+pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
+    let started = SystemTime::now();
+    let backend = backend::select(plan.backend)?;
+    if plan.backend == crate::config::BackendChoice::Auto {
+        reporter.notice(&format!("backend: {}", backend.reason));
+    }
+    let staging = Staging::create(&plan.output_dir)?;
+    let mut stages = Stages { reporter, records: Vec::new() };
+    let mut metrics = Metrics::default();
+    let mut tables: Vec<(&str, Table)> = Vec::new();
+
+    let (dataset, fingerprint) = stages.run("ingest", None, || {
+        let fingerprint = run_record::fingerprint(&plan.input.path)?;
+        let dataset = data::read_input(&plan.input)?;
+        let summary = match &dataset {
+            Dataset::Interactions(i) => format!(
+                "{} users, {} items, {} interactions",
+                i.users.len(),
+                i.items.len(),
+                i.lists.iter().map(Vec::len).sum::<usize>()
+            ),
+            Dataset::Text(t) => format!("{} documents", t.texts.len()),
+            Dataset::Numeric(n) => format!("{} rows × {} columns", n.rows, n.columns.len()),
+        };
+        Ok(((dataset, fingerprint), summary))
+    })?;
+    metrics.push("ingest", "rows", dataset.rows() as f64);
+    if let Dataset::Interactions(i) = &dataset {
+        metrics.push("ingest", "items", i.items.len() as f64);
+        metrics.push("ingest", "interactions", i.lists.iter().map(Vec::len).sum::<usize>() as f64);
+    }
+
+    let bow: Option<Bow> = match &plan.bow {
+        None => None,
+        Some(bow_plan) => Some(stages.run("bow", None, || {
+            let bow = match &dataset {
+                Dataset::Interactions(i) => bow::from_token_ids(bow_plan, i.items.clone(), &i.lists)?,
+                Dataset::Text(t) => bow::from_texts(bow_plan, &t.texts)?,
+                Dataset::Numeric(_) => {
+                    return Err(crate::Error::Internal("a bow stage was planned for numeric input".into()))
+                }
+            };
+            let summary = format!(
+                "{} documents × {} tokens, {} non-zeros ({} tokens pruned)",
+                bow.matrix.rows,
+                bow.matrix.cols,
+                bow.matrix.nnz(),
+                bow.stats.pruned_by_df + bow.stats.pruned_by_max_features
+            );
+            Ok((bow, summary))
+        })?),
+    };
+    if let Some(bow) = &bow {
+        let s = bow.stats;
+        metrics.push("bow", "documents", s.documents as f64);
+        metrics.push("bow", "vocabulary_size", bow.tokens.len() as f64);
+        metrics.push("bow", "nnz", bow.matrix.nnz() as f64);
+        metrics.push("bow", "tokens_seen", s.tokens_seen as f64);
+        metrics.push("bow", "pruned_by_df", s.pruned_by_df as f64);
+        metrics.push("bow", "pruned_by_max_features", s.pruned_by_max_features as f64);
+        metrics.push("bow", "stop_words_dropped", s.stop_words_dropped as f64);
+        metrics.push("bow", "empty_documents", s.empty_documents as f64);
+        tables.push(("vocabulary.parquet", outputs::vocabulary(bow)));
+        tables.push(("bow.parquet", outputs::bow_entries(bow, dataset.row_ids())));
+    }
+
+    let run_id = staging.run_id().to_owned();
+    let outputs = stages.run("write", Some(tables.len() as u64 + 2), || {
+        let mut written = Vec::new();
+        for (i, (name, table)) in tables.iter().enumerate() {
+            data::write_parquet(table, &staging.file(name))?;
+            written.push(OutputRecord { file: (*name).to_owned(), rows: table.rows() });
+            reporter.progress(i as u64 + 1, name);
+        }
+        let metrics_table = metrics.to_table(&run_id);
+        data::write_parquet(&metrics_table, &staging.file("metrics.parquet"))?;
+        written.push(OutputRecord { file: "metrics.parquet".into(), rows: metrics_table.rows() });
+        let n = written.len();
+        Ok((written, format!("{n} Parquet files")))
+    })?;
+
+    let record = RunRecord {
+        run_id: run_id.clone(),
+        job: plan.job_name.clone(),
+        started_at: run_dir::rfc3339(started),
+        finished_at: run_dir::rfc3339(SystemTime::now()),
+        config_file: plan.config_file.clone(),
+        config: plan.config.clone(),
+        resolved: resolved_json(plan),
+        seed: plan.seed,
+        inputs: vec![fingerprint],
+        versions: Versions::current(),
+        backend: backend.clone(),
+        stages: stages.records.clone(),
+        outputs,
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    let run_json = staging.file("run.json");
+    std::fs::write(&run_json, json).map_err(|e| crate::Error::output(&run_json, "cannot write", e))?;
+
+    let run_dir = staging.commit(plan.keep_runs)?;
+    Ok(RunSummary { run_id, run_dir, backend, metrics, stages: stages.records })
+}
+
+/// The values the plan resolved (paths, defaults) as run.json records them.
+fn resolved_json(plan: &Plan) -> serde_json::Value {
+    serde_json::json!({
+        "input_path": plan.input.path,
+        "input_format": plan.input.format,
+        "input_columns": format!("{:?}", plan.input.columns),
+        "bow": plan.bow.as_ref().map(|b| serde_json::json!({
+            "lowercase": b.lowercase,
+            "token_pattern": b.token_pattern.as_str(),
+            "stop_words": b.stop_words,
+            "min_df": b.min_df,
+            "max_df": b.max_df,
+            "max_features": b.max_features,
+            "weighting": b.weighting,
+        })),
+        "output_dir": plan.output_dir,
+        "keep_runs": plan.keep_runs,
+        "backend": plan.backend,
+    })
+}

@@ -1,0 +1,355 @@
+//! A [`Config`] checked and resolved into what a run does. Every problem is collected with its key path before any
+//! work starts, so `embjob validate` can list them all at once.
+
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+use crate::config::{
+    BackendChoice, BowConfig, ComponentsSpec, Config, DfBound, Format, Layout, PcaConfig, PcaSolver, Weighting,
+};
+use crate::error::{ConfigProblem, Error, Result};
+
+/// Everything a run needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The pipeline file.
+    pub config_file: PathBuf,
+    /// The config as written (recorded in run.json).
+    pub config: Config,
+    pub job_name: String,
+    pub seed: u64,
+    pub backend: BackendChoice,
+    pub input: InputPlan,
+    /// Bag-of-words options; `None` for the numeric layout.
+    pub bow: Option<BowPlan>,
+    pub pca: Option<PcaPlan>,
+    pub output_dir: PathBuf,
+    pub keep_runs: usize,
+}
+
+/// Which file to read and how.
+#[derive(Debug, Clone)]
+pub struct InputPlan {
+    pub path: PathBuf,
+    pub format: Format,
+    pub columns: InputColumns,
+    pub separator: u8,
+}
+
+/// The columns to read, by layout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputColumns {
+    Long {
+        user: String,
+        item: String,
+        order: Option<String>,
+    },
+    List {
+        user: String,
+        items: String,
+    },
+    Text {
+        text: String,
+        id: Option<String>,
+    },
+    /// `columns: None` means every numeric column but the id.
+    Numeric {
+        columns: Option<Vec<String>>,
+        id: Option<String>,
+    },
+}
+
+/// Tokenizer and vocabulary options.
+#[derive(Debug, Clone)]
+pub struct BowPlan {
+    pub lowercase: bool,
+    pub token_pattern: Regex,
+    pub stop_words: Vec<String>,
+    pub min_df: DfBound,
+    pub max_df: DfBound,
+    pub max_features: Option<usize>,
+    pub weighting: Weighting,
+}
+
+/// PCA options.
+#[derive(Debug, Clone)]
+pub struct PcaPlan {
+    pub n_components: ComponentsSpec,
+    pub whiten: bool,
+    pub standardize: bool,
+    pub solver: PcaSolver,
+    pub oversamples: usize,
+    pub power_iterations: Option<usize>,
+}
+
+/// Overrides from the command line, applied before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub backend: Option<BackendChoice>,
+    /// Replaces `output.dir` (relative to the current directory, as command-line paths are).
+    pub output_dir: Option<PathBuf>,
+}
+
+impl Plan {
+    /// Reads, parses and validates a pipeline file.
+    pub fn load(file: &Path, overrides: &Overrides) -> Result<Plan> {
+        let config = Config::from_file(file)?;
+        Plan::from_config(config, file, overrides)
+    }
+
+    /// Validates a parsed config; `file` locates relative paths.
+    pub fn from_config(config: Config, file: &Path, overrides: &Overrides) -> Result<Plan> {
+        let mut problems = Problems::default();
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+
+        let job_name = config.job.name.trim().to_owned();
+        if job_name.is_empty() {
+            problems.add("job.name", "must not be empty");
+        } else if job_name.contains(['/', '\\']) || job_name.starts_with('.') {
+            problems.add("job.name", format!("'{job_name}' must not contain a path separator or start with '.'"));
+        }
+
+        let input = plan_input(&config, &base, &mut problems);
+        let bow = match (&config.bow, config.input.layout) {
+            (Some(_), Layout::Numeric) => {
+                problems.add("bow", "the numeric layout has no documents to tokenize; remove [bow]");
+                None
+            }
+            (None, Layout::Numeric) => None,
+            (bow, _) => plan_bow(bow.clone().unwrap_or_default(), &mut problems),
+        };
+        let pca = config.pca.as_ref().and_then(|p| plan_pca(p, &mut problems));
+
+        let output_dir = match (&overrides.output_dir, &config.output.dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(dir)) => base.join(dir),
+            (None, None) => base.join("out").join(&job_name),
+        };
+        if output_dir.is_file() {
+            problems.add("output.dir", format!("{} is a file, not a folder", output_dir.display()));
+        }
+        let keep_runs = config.output.keep_runs.unwrap_or(5);
+        if keep_runs == 0 {
+            problems.add("output.keep_runs", "must be at least 1 (the run just made is always kept)");
+        }
+
+        problems.into_result(file)?;
+        Ok(Plan {
+            config_file: file.to_owned(),
+            job_name,
+            seed: config.job.seed,
+            backend: overrides.backend.unwrap_or(config.job.backend),
+            input: input.ok_or_else(|| Error::Internal("input plan missing without a problem".into()))?,
+            bow,
+            pca,
+            output_dir,
+            keep_runs: keep_runs as usize,
+            config,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(ConfigProblem { key: key.to_owned(), message: message.into() });
+    }
+    fn into_result(self, file: &Path) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::ConfigInvalid { file: file.to_owned(), problems: self.0 })
+        }
+    }
+}
+
+fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<InputPlan> {
+    let input = &config.input;
+    let path = base.join(&input.path);
+    let mut ok = true;
+    if !path.exists() {
+        problems.add("input.path", format!("file not found: {}", path.display()));
+        ok = false;
+    } else if path.is_dir() {
+        problems.add("input.path", format!("{} is a folder, not a file", path.display()));
+        ok = false;
+    }
+    let format = match input.format {
+        Some(f) => Some(f),
+        None => match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv") | Some("tsv") | Some("txt") => Some(Format::Csv),
+            Some("parquet") | Some("pq") => Some(Format::Parquet),
+            _ => {
+                problems.add(
+                    "input.format",
+                    format!(
+                        "cannot tell the format of {} from its extension; set \"csv\" or \"parquet\"",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let separator = match input.separator.as_deref() {
+        None => b',',
+        Some(s) if s.len() == 1 && s.is_ascii() => s.as_bytes()[0],
+        Some("\\t") => b'\t',
+        Some(s) => {
+            problems.add("input.separator", format!("must be one ASCII character (got {s:?})"));
+            ok = false;
+            b','
+        }
+    };
+    if input.separator.is_some() && format == Some(Format::Parquet) {
+        problems.add("input.separator", "only applies to CSV input");
+    }
+
+    // Keys that do not apply to the layout are mistakes, not silently ignored.
+    let layout_name = format!("{:?}", input.layout).to_lowercase();
+    let mut unused = |key: &str, set: bool| {
+        if set {
+            problems.add(&format!("input.{key}"), format!("not used with layout \"{layout_name}\""));
+            ok = false;
+        }
+    };
+    let columns = match input.layout {
+        Layout::Long => {
+            unused("text", input.text.is_some());
+            unused("id", input.id.is_some());
+            unused("columns", input.columns.is_some());
+            InputColumns::Long {
+                user: input.user.clone().unwrap_or_else(|| "user".into()),
+                item: input.item.clone().unwrap_or_else(|| "item".into()),
+                order: input.order.clone(),
+            }
+        }
+        Layout::List => {
+            unused("text", input.text.is_some());
+            unused("id", input.id.is_some());
+            unused("columns", input.columns.is_some());
+            unused("order", input.order.is_some());
+            InputColumns::List {
+                user: input.user.clone().unwrap_or_else(|| "user".into()),
+                items: input.item.clone().unwrap_or_else(|| "items".into()),
+            }
+        }
+        Layout::Text => {
+            unused("user", input.user.is_some());
+            unused("item", input.item.is_some());
+            unused("order", input.order.is_some());
+            unused("columns", input.columns.is_some());
+            InputColumns::Text { text: input.text.clone().unwrap_or_else(|| "text".into()), id: input.id.clone() }
+        }
+        Layout::Numeric => {
+            unused("user", input.user.is_some());
+            unused("item", input.item.is_some());
+            unused("order", input.order.is_some());
+            unused("text", input.text.is_some());
+            if let Some(cols) = &input.columns {
+                if cols.is_empty() {
+                    problems.add("input.columns", "must name at least one column");
+                    ok = false;
+                }
+                let mut seen = std::collections::HashSet::new();
+                for c in cols {
+                    if !seen.insert(c) {
+                        problems.add("input.columns", format!("column '{c}' is listed twice"));
+                        ok = false;
+                    }
+                }
+            }
+            InputColumns::Numeric { columns: input.columns.clone(), id: input.id.clone() }
+        }
+    };
+    match (ok, format) {
+        (true, Some(format)) => Some(InputPlan { path, format, columns, separator }),
+        _ => None,
+    }
+}
+
+fn plan_bow(bow: BowConfig, problems: &mut Problems) -> Option<BowPlan> {
+    let token_pattern = match Regex::new(&bow.token_pattern) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            problems.add("bow.token_pattern", format!("not a valid regular expression: {e}"));
+            None
+        }
+    };
+    let mut ok = token_pattern.is_some();
+    match (bow.min_df, bow.max_df) {
+        (DfBound::Count(lo), DfBound::Count(hi)) if lo > hi => {
+            problems.add("bow.min_df", format!("min_df ({lo}) is above max_df ({hi})"));
+            ok = false;
+        }
+        (DfBound::Fraction(lo), DfBound::Fraction(hi)) if lo > hi => {
+            problems.add("bow.min_df", format!("min_df ({lo}) is above max_df ({hi})"));
+            ok = false;
+        }
+        _ => {}
+    }
+    if bow.max_df == DfBound::Count(0) || bow.max_df == DfBound::Fraction(0.0) {
+        problems.add("bow.max_df", "0 would remove every token");
+        ok = false;
+    }
+    if bow.max_features == Some(0) {
+        problems.add("bow.max_features", "must be at least 1 (leave it out for no limit)");
+        ok = false;
+    }
+    let max_features = bow.max_features.map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+    if !ok {
+        return None;
+    }
+    Some(BowPlan {
+        lowercase: bow.lowercase,
+        token_pattern: token_pattern?,
+        stop_words: bow.stop_words,
+        min_df: bow.min_df,
+        max_df: bow.max_df,
+        max_features,
+        weighting: bow.weighting,
+    })
+}
+
+fn plan_pca(pca: &PcaConfig, problems: &mut Problems) -> Option<PcaPlan> {
+    let mut ok = true;
+    if pca.solver != PcaSolver::Randomized {
+        if pca.oversamples.is_some() {
+            problems.add("pca.oversamples", "only applies to solver = \"randomized\"");
+            ok = false;
+        }
+        if pca.power_iterations.is_some() {
+            problems.add("pca.power_iterations", "only applies to solver = \"randomized\"");
+            ok = false;
+        }
+    }
+    if pca.solver == PcaSolver::Randomized {
+        if let ComponentsSpec::VarianceFraction(_) = pca.n_components {
+            problems.add(
+                "pca.n_components",
+                "a variance fraction needs every eigenvalue; use an integer with solver = \"randomized\"",
+            );
+            ok = false;
+        }
+    }
+    if pca.power_iterations.is_some_and(|p| p > 100) {
+        problems.add("pca.power_iterations", "more than 100 power iterations gain nothing; use at most 100");
+        ok = false;
+    }
+    if pca.oversamples.is_some_and(|p| p > 10_000) {
+        problems.add("pca.oversamples", "must be at most 10000");
+        ok = false;
+    }
+    ok.then(|| PcaPlan {
+        n_components: pca.n_components,
+        whiten: pca.whiten,
+        standardize: pca.standardize,
+        solver: pca.solver,
+        oversamples: pca.oversamples.unwrap_or(10) as usize,
+        power_iterations: pca.power_iterations.map(|p| p as usize),
+    })
+}

@@ -1,0 +1,92 @@
+//! `run.json`: everything needed to understand and reproduce a run.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::backend::BackendReport;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The contents of run.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub job: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub config_file: PathBuf,
+    /// The config as written, with defaults filled in where the plan resolved them.
+    pub config: Config,
+    pub resolved: serde_json::Value,
+    pub seed: u64,
+    pub inputs: Vec<InputFingerprint>,
+    pub versions: Versions,
+    pub backend: BackendReport,
+    pub stages: Vec<StageRecord>,
+    pub outputs: Vec<OutputRecord>,
+}
+
+/// Identifies an input file's exact contents.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputFingerprint {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Versions of what computed the results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Versions {
+    pub embjob: &'static str,
+    pub polars: &'static str,
+    pub wgpu: &'static str,
+    pub target: String,
+}
+
+impl Versions {
+    /// This build's versions.
+    pub fn current() -> Versions {
+        Versions {
+            embjob: env!("CARGO_PKG_VERSION"),
+            polars: "0.55",
+            wgpu: "30",
+            target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+        }
+    }
+}
+
+/// One stage's wall time and summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub seconds: f64,
+    pub summary: String,
+}
+
+/// One output file.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputRecord {
+    pub file: String,
+    pub rows: usize,
+}
+
+/// Size and SHA-256 of a file.
+pub fn fingerprint(path: &Path) -> Result<InputFingerprint> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::input(path, None, format!("cannot read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(InputFingerprint { path: path.to_owned(), bytes, sha256 })
+}

@@ -1,0 +1,162 @@
+//! Config problems: each is an error that names the key path (and the line and column for TOML syntax), exits with
+//! code 2, and leaves `latest` and every earlier run as they were.
+
+use crate::support::*;
+
+const GOOD: &str = "[job]\nname = \"t\"\nbackend = \"cpu\"\n\n[input]\npath = \"data.csv\"\nlayout = \"long\"\n\n[output]\ndir = \"out\"\n";
+
+/// Runs the good config once, swaps in `bad`, runs again and checks the failure and that nothing moved.
+fn fails(bad: &str, code: i32, needles: &[&str]) {
+    let job = long_job("");
+    let first = job.run(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let latest = job.latest().expect("latest after the good run");
+    let runs = job.runs();
+
+    std::fs::write(job.config(), bad).expect("write bad config");
+    let r = job.run(&[]);
+    assert_eq!(r.code, code, "exit code; stderr: {}", r.stderr);
+    for n in needles {
+        assert!(r.stderr.contains(n), "stderr should mention {n:?}:\n{}", r.stderr);
+    }
+    assert_eq!(job.latest(), Some(latest), "latest moved");
+    assert_eq!(job.runs(), runs, "runs changed (or a staging folder remains)");
+
+    // `validate` reports the same problem with the same code.
+    let v = job.validate();
+    assert_eq!(v.code, code, "validate exit code; stderr: {}", v.stderr);
+}
+
+fn with(section_and_key: &str) -> String {
+    format!("{GOOD}{section_and_key}\n")
+}
+
+#[test]
+fn toml_syntax_error_names_line_and_column() {
+    fails("[job]\nname = \"t\"\nseed = = 3\n", 2, &["job.toml:3:8", "extra `=`"]);
+}
+
+#[test]
+fn unknown_top_level_section() {
+    fails(&with("[bogus]\nx = 1"), 2, &["unknown field `bogus`"]);
+}
+
+#[test]
+fn unknown_key_names_its_section() {
+    fails(&with("[bow]\nmin_dff = 2"), 2, &["bow", "unknown field `min_dff`"]);
+}
+
+#[test]
+fn wrong_type_names_the_key_path() {
+    fails(&GOOD.replace("name = \"t\"", "name = \"t\"\nseed = \"seven\""), 2, &["job.seed", "invalid type"]);
+}
+
+#[test]
+fn negative_count_is_rejected() {
+    fails(&with("[bow]\nmin_df = -1"), 2, &["bow.min_df", "negative"]);
+}
+
+#[test]
+fn negative_keep_runs_is_rejected() {
+    fails(&GOOD.replace("dir = \"out\"", "dir = \"out\"\nkeep_runs = -2"), 2, &["output.keep_runs"]);
+}
+
+#[test]
+fn zero_keep_runs_is_rejected() {
+    fails(&GOOD.replace("dir = \"out\"", "dir = \"out\"\nkeep_runs = 0"), 2, &["output.keep_runs", "at least 1"]);
+}
+
+#[test]
+fn min_df_above_max_df() {
+    fails(&with("[bow]\nmin_df = 5\nmax_df = 2"), 2, &["bow.min_df", "above max_df"]);
+}
+
+#[test]
+fn fraction_out_of_range() {
+    fails(&with("[bow]\nmax_df = 1.5"), 2, &["bow.max_df", "[0, 1]"]);
+}
+
+#[test]
+fn missing_input_file() {
+    fails(&GOOD.replace("data.csv", "nope.csv"), 2, &["input.path", "file not found", "nope.csv"]);
+}
+
+#[test]
+fn bad_token_pattern() {
+    fails(&with("[bow]\ntoken_pattern = \"(unclosed\""), 2, &["bow.token_pattern", "regular expression"]);
+}
+
+#[test]
+fn unknown_layout() {
+    fails(&GOOD.replace("layout = \"long\"", "layout = \"wide\""), 2, &["input.layout", "unknown variant `wide`"]);
+}
+
+#[test]
+fn key_that_does_not_apply_to_the_layout() {
+    fails(
+        &GOOD.replace("layout = \"long\"", "layout = \"long\"\ntext = \"body\""),
+        2,
+        &["input.text", "not used with layout"],
+    );
+}
+
+#[test]
+fn missing_required_key() {
+    fails("[job]\nname = \"t\"\n", 2, &["missing field `input`"]);
+}
+
+#[test]
+fn format_cannot_be_inferred() {
+    let job = long_job("").file("data.bin", "x");
+    std::fs::write(job.config(), GOOD.replace("data.csv", "data.bin")).expect("write");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("input.format"), "{}", r.stderr);
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let job = long_job("");
+    std::fs::write(
+        job.config(),
+        with("[bow]\nmin_df = 5\nmax_df = 2\nmax_features = 0").replace("data.csv", "nope.csv"),
+    )
+    .expect("write");
+    let r = job.validate();
+    assert_eq!(r.code, 2);
+    for key in ["input.path", "bow.min_df", "bow.max_features"] {
+        assert!(r.stderr.contains(key), "{key} missing from:\n{}", r.stderr);
+    }
+}
+
+#[test]
+fn unreadable_config_file() {
+    let job = long_job("");
+    let r = embjob(&["run", "does-not-exist.toml"], job.dir.path());
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("does-not-exist.toml"), "{}", r.stderr);
+}
+
+#[test]
+fn bad_command_line_is_a_usage_error() {
+    let job = long_job("");
+    let r = embjob(&["run", "job.toml", "--backend", "tpu"], job.dir.path());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn validate_accepts_a_good_config_and_writes_nothing() {
+    let job = long_job("");
+    let r = job.validate();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("ok"));
+    assert!(!job.out().exists(), "validate must not create outputs");
+}
+
+#[test]
+fn the_shipped_pipelines_validate() {
+    for p in ["pipelines/food.toml", "pipelines/movielens.toml"] {
+        let r = embjob(&["validate", p], &repo());
+        assert_eq!(r.code, 0, "{p}: {}", r.stderr);
+    }
+}

@@ -1,0 +1,8 @@
+//! embjob's integration tests: one binary, one module per area. They read like the specification of the tool.
+
+mod support;
+
+mod bow_parity;
+mod config_errors;
+mod input_errors;
+mod outputs;

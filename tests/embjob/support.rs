@@ -1,0 +1,154 @@
+//! A small builder for pipelines in a temporary folder, and helpers to run the `embjob` binary on them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use polars::prelude::*;
+
+/// The repository root (where Cargo.toml is).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A test fixture under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests").join("fixtures").join(name)
+}
+
+/// A pipeline in its own temporary folder: `job.toml`, its input files, and `out/` for the outputs.
+pub struct Job {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Job {
+    pub fn new() -> Job {
+        Job { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// Writes `job.toml`.
+    pub fn toml(self, text: &str) -> Job {
+        std::fs::write(self.dir.path().join("job.toml"), text).expect("write toml");
+        self
+    }
+
+    /// Writes a file (input data) next to job.toml.
+    pub fn file(self, name: &str, contents: impl AsRef<[u8]>) -> Job {
+        let p = self.dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, contents).expect("write file");
+        self
+    }
+
+    /// Copies a file next to job.toml.
+    pub fn copy(self, from: &Path, name: &str) -> Job {
+        std::fs::copy(from, self.dir.path().join(name)).expect("copy");
+        self
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("job.toml")
+    }
+
+    /// `embjob run job.toml --quiet <args>`.
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        let config = self.config();
+        let mut all = vec!["run", config.to_str().expect("utf-8 path"), "--quiet"];
+        all.extend_from_slice(args);
+        embjob(&all, self.dir.path())
+    }
+
+    /// `embjob validate job.toml`.
+    pub fn validate(&self) -> Outcome {
+        let config = self.config();
+        embjob(&["validate", config.to_str().expect("utf-8 path")], self.dir.path())
+    }
+
+    /// The output folder (`out/` next to job.toml unless the config says otherwise).
+    pub fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+
+    /// Where `out/latest` points, if anywhere.
+    pub fn latest(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.out().join("latest")).ok()
+    }
+
+    /// Run folders under out/runs (complete ones; hidden staging folders excluded).
+    pub fn runs(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.out().join("runs"))
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Every entry under out/runs, hidden ones included.
+    pub fn all_run_entries(&self) -> Vec<String> {
+        self.runs()
+    }
+
+    /// Reads a Parquet file of the latest run.
+    pub fn latest_parquet(&self, name: &str) -> DataFrame {
+        read_parquet(&self.out().join("latest").join(name))
+    }
+}
+
+/// Runs the binary with `args` in `cwd`.
+pub fn embjob(args: &[&str], cwd: &Path) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_embjob"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NODEVICE_SELECT", "1")
+        .output()
+        .expect("run embjob");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn read_parquet(path: &Path) -> DataFrame {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    ParquetReader::new(f).finish().unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+pub fn i64s(df: &DataFrame, col: &str) -> Vec<i64> {
+    let s = df.column(col).expect("column").as_materialized_series().cast(&DataType::Int64).expect("cast");
+    s.i64().expect("i64").iter().map(|v| v.expect("no nulls")).collect()
+}
+
+pub fn f64s(df: &DataFrame, col: &str) -> Vec<f64> {
+    let s = df.column(col).expect("column").as_materialized_series().cast(&DataType::Float64).expect("cast");
+    s.f64().expect("f64").iter().map(|v| v.expect("no nulls")).collect()
+}
+
+pub fn strs(df: &DataFrame, col: &str) -> Vec<String> {
+    let s = df.column(col).expect("column").as_materialized_series().cast(&DataType::String).expect("cast");
+    s.str().expect("str").iter().map(|v| v.expect("no nulls").to_owned()).collect()
+}
+
+/// A minimal valid long-layout pipeline over `data.csv`, with extra TOML appended.
+pub fn long_job(extra: &str) -> Job {
+    Job::new()
+        .file("data.csv", "user,item\n1,apple\n1,pear\n2,apple\n2,plum\n3,pear\n3,plum\n3,apple\n")
+        .toml(&format!(
+            "[job]\nname = \"t\"\nbackend = \"cpu\"\n\n[input]\npath = \"data.csv\"\nlayout = \"long\"\n\n[output]\ndir = \"out\"\n{extra}"
+        ))
+}
