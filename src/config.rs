@@ -62,8 +62,10 @@ pub struct InputConfig {
     pub text: Option<String>,
     /// Row id column (text, numeric layouts). Default: the row number.
     pub id: Option<String>,
-    /// Feature columns (numeric layout). Default: every numeric column but `id`.
+    /// Feature columns (numeric layout). Default: every numeric column but `id` and `exclude`.
     pub columns: Option<Vec<String>>,
+    /// Numeric layout without `columns`: numeric columns to leave out (e.g. a label).
+    pub exclude: Option<Vec<String>>,
     /// CSV field separator, one ASCII character. Default `,`.
     pub separator: Option<String>,
 }
@@ -212,7 +214,7 @@ pub struct PcaConfig {
     pub solver: PcaSolver,
     /// Randomized solver: extra random directions beyond n_components. Default 10.
     pub oversamples: Option<u64>,
-    /// Randomized solver: power iterations. Default 7 when n_components < 0.1·min(n, p), else 4 (as scikit-learn).
+    /// Randomized solver: power iterations. Default 7.
     pub power_iterations: Option<u64>,
 }
 

@@ -1,6 +1,8 @@
 //! Turns stage results into the output tables (schemas documented in the README).
 
 use crate::bow::Bow;
+use crate::metrics::Metrics;
+use crate::pca::PcaResult;
 use crate::table::{ColumnData, Table};
 
 /// `vocabulary.parquet`: token_id, token, df, count.
@@ -29,4 +31,72 @@ pub fn bow_entries(bow: &Bow, row_ids: &[String]) -> Table {
         ("token_id", ColumnData::I32(m.indices.iter().map(|&c| c as i32).collect())),
         ("value", ColumnData::F64(m.values.clone())),
     ])
+}
+
+/// Whether PCA features are BoW tokens or numeric columns (names the output columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureKind {
+    Token,
+    Feature,
+}
+
+impl FeatureKind {
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            FeatureKind::Token => ("token_id", "token"),
+            FeatureKind::Feature => ("feature_id", "feature"),
+        }
+    }
+}
+
+/// `pca_components.parquet`: component, token_id / feature_id, token / feature, loading; one row per loading.
+pub fn pca_components(r: &PcaResult, names: &[String], kind: FeatureKind) -> Table {
+    let (k, p) = (r.components.rows, r.components.cols);
+    let (id_col, name_col) = kind.columns();
+    Table::new(vec![
+        ("component", ColumnData::I32((0..k).flat_map(|c| std::iter::repeat_n(c as i32, p)).collect())),
+        (id_col, ColumnData::I32((0..k).flat_map(|_| 0..p as i32).collect())),
+        (name_col, ColumnData::Str((0..k).flat_map(|_| names.iter().cloned()).collect())),
+        ("loading", ColumnData::F64(r.components.data.clone())),
+    ])
+}
+
+/// `pca_features.parquet`: token_id / feature_id, token / feature, mean, scale (the centring and the
+/// standardization applied before projecting).
+pub fn pca_features(r: &PcaResult, names: &[String], kind: FeatureKind) -> Table {
+    let (id_col, name_col) = kind.columns();
+    Table::new(vec![
+        (id_col, ColumnData::I32((0..names.len() as i32).collect())),
+        (name_col, ColumnData::Str(names.to_vec())),
+        ("mean", ColumnData::F64(r.mean.clone())),
+        ("scale", ColumnData::F64(r.scale.clone())),
+    ])
+}
+
+/// `pca_projections.parquet`: row_id, row, vector (fixed-size list of float32, one value per component).
+pub fn pca_projections(r: &PcaResult, row_ids: &[String]) -> Table {
+    Table::new(vec![
+        ("row_id", ColumnData::I64((0..row_ids.len() as i64).collect())),
+        ("row", ColumnData::Str(row_ids.to_vec())),
+        (
+            "vector",
+            ColumnData::Vectors { dim: r.n_components, values: r.projections.data.iter().map(|&v| v as f32).collect() },
+        ),
+    ])
+}
+
+/// The variance figures of a PCA fit as metrics of stage `pca`.
+pub fn pca_metrics(r: &PcaResult, m: &mut Metrics) {
+    m.push("pca", "n_components", r.n_components as f64);
+    m.push("pca", "total_variance", r.total_variance);
+    m.push("pca", "noise_variance", r.noise_variance);
+    m.push("pca", "explained_variance_ratio_sum", r.explained_variance_ratio.iter().sum());
+    let mut cum = 0.0;
+    for i in 0..r.n_components {
+        cum += r.explained_variance_ratio[i];
+        m.push_at("pca", "explained_variance", i as i64, r.explained_variance[i]);
+        m.push_at("pca", "explained_variance_ratio", i as i64, r.explained_variance_ratio[i]);
+        m.push_at("pca", "cumulative_explained_variance_ratio", i as i64, cum);
+        m.push_at("pca", "singular_value", i as i64, r.singular_values[i]);
+    }
 }

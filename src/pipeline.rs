@@ -4,13 +4,16 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use crate::backend::{self, BackendReport};
+use crate::backend::{self, Backend, BackendReport, Cpu};
 use crate::bow::{self, Bow};
 use crate::data;
 use crate::dataset::Dataset;
+use crate::dense::Matrix;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::outputs;
+use crate::outputs::FeatureKind;
+use crate::pca::{self, PcaInput};
 use crate::plan::Plan;
 use crate::report::Reporter;
 use crate::run_dir::{self, Staging};
@@ -113,6 +116,44 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
         tables.push(("bow.parquet", outputs::bow_entries(bow, dataset.row_ids())));
     }
 
+    let mut details = serde_json::Map::new();
+    if let Some(pca_plan) = &plan.pca {
+        let compute = Cpu;
+        let (input, names, kind) = match (&bow, &dataset) {
+            (Some(bow), _) => (PcaInput::Sparse(bow.matrix.clone()), bow.tokens.clone(), FeatureKind::Token),
+            (None, Dataset::Numeric(t)) => (
+                PcaInput::Dense(Matrix::from_vec(t.rows, t.columns.len(), t.values.clone())),
+                t.columns.clone(),
+                FeatureKind::Feature,
+            ),
+            (None, _) => return Err(crate::Error::Internal("PCA planned without a matrix".into())),
+        };
+        let result = stages.run("pca", None, || {
+            let r = pca::fit(&compute, input, pca_plan, plan.seed)?;
+            let summary = format!(
+                "{} components explain {:.4} of the variance (solver {}: {})",
+                r.n_components,
+                r.explained_variance_ratio.iter().sum::<f64>(),
+                format!("{:?}", r.solver).to_lowercase(),
+                r.solver_reason
+            );
+            Ok((r, summary))
+        })?;
+        outputs::pca_metrics(&result, &mut metrics);
+        tables.push(("pca_components.parquet", outputs::pca_components(&result, &names, kind)));
+        tables.push(("pca_features.parquet", outputs::pca_features(&result, &names, kind)));
+        tables.push(("pca_projections.parquet", outputs::pca_projections(&result, dataset.row_ids())));
+        details.insert(
+            "pca".into(),
+            serde_json::json!({
+                "solver": result.solver,
+                "solver_reason": result.solver_reason,
+                "n_components": result.n_components,
+                "backend": compute.name(),
+            }),
+        );
+    }
+
     let run_id = staging.run_id().to_owned();
     let outputs = stages.run("write", Some(tables.len() as u64 + 2), || {
         let mut written = Vec::new();
@@ -141,6 +182,7 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
         versions: Versions::current(),
         backend: backend.clone(),
         stages: stages.records.clone(),
+        details: serde_json::Value::Object(details),
         outputs,
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| crate::Error::Internal(e.to_string()))?;
@@ -165,6 +207,14 @@ fn resolved_json(plan: &Plan) -> serde_json::Value {
             "max_df": b.max_df,
             "max_features": b.max_features,
             "weighting": b.weighting,
+        })),
+        "pca": plan.pca.as_ref().map(|p| serde_json::json!({
+            "n_components": p.n_components,
+            "whiten": p.whiten,
+            "standardize": p.standardize,
+            "solver": p.solver,
+            "oversamples": p.oversamples,
+            "power_iterations": p.power_iterations,
         })),
         "output_dir": plan.output_dir,
         "keep_runs": plan.keep_runs,

@@ -53,10 +53,11 @@ pub enum InputColumns {
         text: String,
         id: Option<String>,
     },
-    /// `columns: None` means every numeric column but the id.
+    /// `columns: None` means every numeric column but the id and `exclude`.
     Numeric {
         columns: Option<Vec<String>>,
         id: Option<String>,
+        exclude: Vec<String>,
     },
 }
 
@@ -222,6 +223,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
             unused("text", input.text.is_some());
             unused("id", input.id.is_some());
             unused("columns", input.columns.is_some());
+            unused("exclude", input.exclude.is_some());
             InputColumns::Long {
                 user: input.user.clone().unwrap_or_else(|| "user".into()),
                 item: input.item.clone().unwrap_or_else(|| "item".into()),
@@ -233,6 +235,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
             unused("id", input.id.is_some());
             unused("columns", input.columns.is_some());
             unused("order", input.order.is_some());
+            unused("exclude", input.exclude.is_some());
             InputColumns::List {
                 user: input.user.clone().unwrap_or_else(|| "user".into()),
                 items: input.item.clone().unwrap_or_else(|| "items".into()),
@@ -243,6 +246,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
             unused("item", input.item.is_some());
             unused("order", input.order.is_some());
             unused("columns", input.columns.is_some());
+            unused("exclude", input.exclude.is_some());
             InputColumns::Text { text: input.text.clone().unwrap_or_else(|| "text".into()), id: input.id.clone() }
         }
         Layout::Numeric => {
@@ -263,7 +267,15 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
                     }
                 }
             }
-            InputColumns::Numeric { columns: input.columns.clone(), id: input.id.clone() }
+            if input.columns.is_some() && input.exclude.is_some() {
+                problems.add("input.exclude", "give either input.columns or input.exclude, not both");
+                ok = false;
+            }
+            InputColumns::Numeric {
+                columns: input.columns.clone(),
+                id: input.id.clone(),
+                exclude: input.exclude.clone().unwrap_or_default(),
+            }
         }
     };
     match (ok, format) {

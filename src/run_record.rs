@@ -26,6 +26,8 @@ pub struct RunRecord {
     pub versions: Versions,
     pub backend: BackendReport,
     pub stages: Vec<StageRecord>,
+    /// Per stage, what it decided (e.g. the PCA solver `auto` picked and why).
+    pub details: serde_json::Value,
     pub outputs: Vec<OutputRecord>,
 }
 

@@ -21,7 +21,7 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
         }
         InputColumns::List { user, items } => Some(vec![user.clone(), items.clone()]),
         InputColumns::Text { text, id } => Some([Some(text), id.as_ref()].into_iter().flatten().cloned().collect()),
-        InputColumns::Numeric { columns: Some(cols), id } => Some(cols.iter().chain(id.iter()).cloned().collect()),
+        InputColumns::Numeric { columns: Some(cols), id, .. } => Some(cols.iter().chain(id.iter()).cloned().collect()),
         InputColumns::Numeric { columns: None, .. } => None,
     };
     let df = read_frame(input, wanted.as_deref())?;
@@ -32,7 +32,9 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
         InputColumns::Long { user, item, order } => read_long(path, &df, user, item, order.as_deref()),
         InputColumns::List { user, items } => read_list(path, &df, user, items),
         InputColumns::Text { text, id } => read_text(path, &df, text, id.as_deref()),
-        InputColumns::Numeric { columns, id } => read_numeric(path, &df, columns.as_deref(), id.as_deref()),
+        InputColumns::Numeric { columns, id, exclude } => {
+            read_numeric(path, &df, columns.as_deref(), id.as_deref(), exclude)
+        }
     }
     .inspect(|d| debug_assert_eq!(d.rows(), d.row_ids().len()))
 }
@@ -272,13 +274,25 @@ fn numeric_column(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     Ok(v)
 }
 
-fn read_numeric(path: &Path, df: &DataFrame, columns: Option<&[String]>, id: Option<&str>) -> Result<Dataset> {
+fn read_numeric(
+    path: &Path,
+    df: &DataFrame,
+    columns: Option<&[String]>,
+    id: Option<&str>,
+    exclude: &[String],
+) -> Result<Dataset> {
+    for e in exclude {
+        if df.column(e).is_err() {
+            return Err(Error::input(path, Some(e), "no such column (named in input.exclude)"));
+        }
+    }
     let names: Vec<String> = match columns {
         Some(c) => c.to_vec(),
         None => df
             .columns()
             .iter()
             .filter(|c| c.dtype().is_primitive_numeric() && Some(c.name().as_str()) != id)
+            .filter(|c| !exclude.iter().any(|e| e == c.name().as_str()))
             .map(|c| c.name().to_string())
             .collect(),
     };

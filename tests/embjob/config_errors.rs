@@ -160,3 +160,33 @@ fn the_shipped_pipelines_validate() {
         assert_eq!(r.code, 0, "{p}: {}", r.stderr);
     }
 }
+
+#[test]
+fn zero_components() {
+    fails(&with("[pca]\nn_components = 0"), 2, &["pca.n_components", "at least 1"]);
+}
+
+#[test]
+fn variance_fraction_of_one_or_more() {
+    fails(&with("[pca]\nn_components = 1.0"), 2, &["pca.n_components", "strictly between 0 and 1"]);
+}
+
+#[test]
+fn randomized_options_need_the_randomized_solver() {
+    fails(&with("[pca]\nn_components = 2\noversamples = 5"), 2, &["pca.oversamples", "randomized"]);
+}
+
+#[test]
+fn a_variance_target_needs_an_exact_solver() {
+    fails(&with("[pca]\nn_components = 0.5\nsolver = \"randomized\""), 2, &["pca.n_components", "integer"]);
+}
+
+#[test]
+fn more_components_than_the_data_allows_is_an_input_error() {
+    // 3 users × 3 items: at most 3 components.
+    let job = long_job("[pca]\nn_components = 5\n");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("pca.n_components = 5"), "{}", r.stderr);
+    assert!(job.latest().is_none());
+}

@@ -6,3 +6,5 @@ mod bow_parity;
 mod config_errors;
 mod input_errors;
 mod outputs;
+mod pca_parity;
+mod pca_properties;

@@ -9,7 +9,15 @@ fn the_food_pipeline_fills_latest() {
         embjob(&["run", "pipelines/food.toml", "--quiet", "--output", out.path().to_str().expect("utf-8")], &repo());
     assert_eq!(r.code, 0, "{}", r.stderr);
     let latest = out.path().join("latest");
-    for f in ["vocabulary.parquet", "bow.parquet", "metrics.parquet", "run.json"] {
+    for f in [
+        "vocabulary.parquet",
+        "bow.parquet",
+        "metrics.parquet",
+        "pca_components.parquet",
+        "pca_features.parquet",
+        "pca_projections.parquet",
+        "run.json",
+    ] {
         assert!(latest.join(f).is_file(), "{f} missing");
     }
     let vocab = read_parquet(&latest.join("vocabulary.parquet"));
@@ -39,7 +47,22 @@ fn the_food_pipeline_fills_latest() {
     assert_eq!(run["inputs"][0]["sha256"].as_str().map(str::len), Some(64));
     let stages: Vec<&str> =
         run["stages"].as_array().expect("stages").iter().filter_map(|s| s["stage"].as_str()).collect();
-    assert_eq!(stages, ["ingest", "bow", "write"]);
+    assert_eq!(stages, ["ingest", "bow", "pca", "write"]);
+    assert_eq!(run["details"]["pca"]["solver"], "covariance", "240 items < 4,000 users");
+
+    let proj = read_parquet(&latest.join("pca_projections.parquet"));
+    assert_eq!(proj.height(), 4_000);
+    assert_eq!(
+        proj.column("vector").expect("vector").dtype(),
+        &polars::prelude::DataType::Array(Box::new(polars::prelude::DataType::Float32), 8),
+        "vectors are fixed-size lists of float32"
+    );
+    let comps = read_parquet(&latest.join("pca_components.parquet"));
+    assert_eq!(comps.height(), 8 * 240);
+    assert_eq!(
+        comps.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        ["component", "token_id", "token", "loading"]
+    );
 }
 
 #[test]

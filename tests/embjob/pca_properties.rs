@@ -1,0 +1,196 @@
+//! Seeded properties of covariance and PCA on small random inputs, for every solver and for dense and sparse input.
+
+use embjob::backend::{Backend, Cpu};
+use embjob::config::{ComponentsSpec, PcaSolver};
+use embjob::dense::Matrix;
+use embjob::pca::{self, PcaInput};
+use embjob::plan::PcaPlan;
+use embjob::rng::SplitMix;
+use embjob::sparse::Csr;
+
+use crate::support::*;
+
+/// A random n×p matrix with about `density` of its entries non-zero (small integers, like counts).
+fn random_sparse(seed: u64, n: usize, p: usize, density: f64) -> Csr {
+    let mut rng = SplitMix::new(seed);
+    let rows: Vec<Vec<(u32, f64)>> = (0..n)
+        .map(|_| {
+            let mut row = Vec::new();
+            for c in 0..p as u32 {
+                if rng.next_f64() < density {
+                    row.push((c, 1.0 + rng.below(4) as f64));
+                }
+            }
+            row
+        })
+        .collect();
+    Csr::from_rows(p, &rows)
+}
+
+fn plan(k: ComponentsSpec, solver: PcaSolver) -> PcaPlan {
+    PcaPlan { n_components: k, whiten: false, standardize: false, solver, oversamples: 10, power_iterations: None }
+}
+
+fn dense_of(x: &Csr) -> Matrix {
+    Matrix::from_vec(x.rows, x.cols, x.to_dense())
+}
+
+#[test]
+fn covariance_of_sparse_input_equals_dense_and_is_symmetric_psd() {
+    for seed in 0..5 {
+        let x = random_sparse(seed, 40, 12, 0.3);
+        let sparse = pca::covariance(&Cpu, &PcaInput::Sparse(x.clone())).expect("sparse");
+        let dense = pca::covariance(&Cpu, &PcaInput::Dense(dense_of(&x))).expect("dense");
+        for (a, b) in sparse.data.iter().zip(&dense.data) {
+            assert!((a - b).abs() < 1e-12, "seed {seed}: {a} vs {b}");
+        }
+        for i in 0..12 {
+            for j in 0..12 {
+                assert_eq!(sparse.at(i, j), sparse.at(j, i), "symmetric");
+            }
+        }
+        let eig = sparse.to_faer().self_adjoint_eigenvalues(faer::Side::Lower).expect("eig");
+        assert!(eig.iter().all(|&v| v > -1e-10), "seed {seed}: not PSD: {eig:?}");
+    }
+}
+
+#[test]
+fn covariance_equals_numpy_cov_on_digits() {
+    let df = read_parquet(&fixture("digits.parquet"));
+    let cols: Vec<String> = (0..64).map(|i| format!("pixel_{i}")).collect();
+    let n = df.height();
+    let mut values = vec![0.0; n * 64];
+    for (j, c) in cols.iter().enumerate() {
+        for (r, v) in f64s(&df, c).into_iter().enumerate() {
+            values[r * 64 + j] = v;
+        }
+    }
+    let cov = pca::covariance(&Cpu, &PcaInput::Dense(Matrix::from_vec(n, 64, values))).expect("cov");
+    let want = read_parquet(&fixture("cov_digits_raw.parquet"));
+    let (i, j, v) = (i64s(&want, "i"), i64s(&want, "j"), f64s(&want, "cov"));
+    assert_eq!(v.len(), 64 * 64);
+    for r in 0..v.len() {
+        let got = cov.at(i[r] as usize, j[r] as usize);
+        assert!((got - v[r]).abs() <= 1e-9 * v[r].abs().max(1.0), "cov[{},{}] {got} vs numpy {}", i[r], j[r], v[r]);
+    }
+}
+
+#[test]
+fn components_are_orthonormal_for_every_solver_and_input_kind() {
+    for (seed, (n, p)) in [(1u64, (30usize, 10usize)), (2, (8, 20)), (3, (50, 25))] {
+        let x = random_sparse(seed, n, p, 0.4);
+        for solver in [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized] {
+            for input in [PcaInput::Sparse(x.clone()), PcaInput::Dense(dense_of(&x))] {
+                let k = 5.min(n.min(p));
+                let r = pca::fit(&Cpu, input, &plan(ComponentsSpec::Count(k as u64), solver), seed).expect("fit");
+                let c = &r.components;
+                for a in 0..k {
+                    for b in 0..k {
+                        let dot: f64 = (0..p).map(|j| c.at(a, j) * c.at(b, j)).sum();
+                        let want = if a == b { 1.0 } else { 0.0 };
+                        assert!((dot - want).abs() < 1e-9, "{solver:?} seed {seed}: <c{a}, c{b}> = {dot}");
+                    }
+                }
+                // Explained variances descend.
+                assert!(r.explained_variance.windows(2).all(|w| w[0] >= w[1] - 1e-12));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_three_solvers_agree() {
+    let x = random_sparse(7, 60, 18, 0.35);
+    let k = 4;
+    let fits: Vec<_> = [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized]
+        .into_iter()
+        .map(|s| pca::fit(&Cpu, PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(k), s), 3).expect("fit"))
+        .collect();
+    for f in &fits[1..] {
+        // The exact solvers agree to rounding; the randomized one to its (small) approximation error.
+        let (ev_tol, comp_tol) = if f.solver == PcaSolver::Randomized { (1e-6, 1e-4) } else { (1e-10, 1e-8) };
+        for (a, b) in f.explained_variance.iter().zip(&fits[0].explained_variance) {
+            assert!((a - b).abs() < ev_tol * b.max(1.0), "{:?}: {a} vs {b}", f.solver);
+        }
+        for (a, b) in f.components.data.iter().zip(&fits[0].components.data) {
+            assert!((a - b).abs() < comp_tol, "{:?}: components differ ({a} vs {b})", f.solver);
+        }
+    }
+}
+
+#[test]
+fn projections_reconstruct_the_centred_data_at_full_rank() {
+    let x = random_sparse(11, 25, 6, 0.5);
+    let dense = dense_of(&x);
+    let r =
+        pca::fit(&Cpu, PcaInput::Sparse(x), &plan(ComponentsSpec::Count(6), PcaSolver::Covariance), 0).expect("fit");
+    for row in 0..25 {
+        for j in 0..6 {
+            let back: f64 = (0..6).map(|c| r.projections.at(row, c) * r.components.at(c, j)).sum();
+            let centred = dense.at(row, j) - r.mean[j];
+            assert!((back - centred).abs() < 1e-9, "row {row} col {j}: {back} vs {centred}");
+        }
+    }
+}
+
+#[test]
+fn whitened_projections_have_unit_variance() {
+    let x = random_sparse(5, 80, 10, 0.4);
+    let mut p = plan(ComponentsSpec::Count(3), PcaSolver::Covariance);
+    p.whiten = true;
+    let r = pca::fit(&Cpu, PcaInput::Sparse(x), &p, 0).expect("fit");
+    for c in 0..3 {
+        let var: f64 = (0..80).map(|i| r.projections.at(i, c).powi(2)).sum::<f64>() / 79.0;
+        assert!((var - 1.0).abs() < 1e-9, "component {c}: variance {var}");
+    }
+}
+
+#[test]
+fn variance_target_picks_the_fewest_components() {
+    let x = random_sparse(9, 40, 12, 0.4);
+    let full = pca::fit(&Cpu, PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(12), PcaSolver::Covariance), 0)
+        .expect("fit");
+    for target in [0.3, 0.5, 0.8, 0.95] {
+        let r = pca::fit(
+            &Cpu,
+            PcaInput::Sparse(x.clone()),
+            &plan(ComponentsSpec::VarianceFraction(target), PcaSolver::Auto),
+            0,
+        )
+        .expect("fit");
+        let k = r.n_components;
+        let cum: f64 = full.explained_variance_ratio[..k].iter().sum();
+        let before: f64 = full.explained_variance_ratio[..k - 1].iter().sum();
+        assert!(cum > target && before <= target, "target {target}: k = {k} (cum {cum}, before {before})");
+    }
+}
+
+#[test]
+fn more_components_than_rows_or_features_is_an_error() {
+    let x = random_sparse(1, 5, 8, 0.5);
+    let e =
+        pca::fit(&Cpu, PcaInput::Sparse(x), &plan(ComponentsSpec::Count(6), PcaSolver::Auto), 0).expect_err("k > n");
+    assert!(e.to_string().contains("min(rows, features)"), "{e}");
+    assert_eq!(e.exit_code(), 3);
+}
+
+#[test]
+fn sparse_products_match_dense_products() {
+    let x = random_sparse(21, 17, 9, 0.4);
+    let d = dense_of(&x);
+    let mut rng = SplitMix::new(4);
+    let b = Matrix::from_vec(9, 3, (0..27).map(|_| rng.normal()).collect());
+    let c = Matrix::from_vec(17, 3, (0..51).map(|_| rng.normal()).collect());
+    let pairs = [
+        (Cpu.csr_mul(&x, &b).expect("xb"), Cpu.gemm(&d, false, &b, false).expect("dense xb")),
+        (Cpu.csr_t_mul(&x, &c).expect("xtc"), Cpu.gemm(&d, true, &c, false).expect("dense xtc")),
+        (Cpu.gram_csr(&x).expect("gram"), Cpu.gram_dense(&d).expect("dense gram")),
+        (Cpu.outer_csr(&x).expect("outer"), Cpu.gemm(&d, false, &d, true).expect("dense outer")),
+    ];
+    for (i, (s, dn)) in pairs.iter().enumerate() {
+        assert_eq!((s.rows, s.cols), (dn.rows, dn.cols));
+        for (a, b) in s.data.iter().zip(&dn.data) {
+            assert!((a - b).abs() < 1e-12, "product {i}: {a} vs {b}");
+        }
+    }
+}
