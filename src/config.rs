@@ -15,6 +15,9 @@ pub struct Config {
     pub input: InputConfig,
     pub bow: Option<BowConfig>,
     pub pca: Option<PcaConfig>,
+    pub model: Option<ModelConfig>,
+    pub train: Option<TrainConfig>,
+    pub eval: Option<EvalConfig>,
     #[serde(default)]
     pub output: OutputConfig,
 }
@@ -269,6 +272,212 @@ pub enum PcaSolver {
     Gram,
     /// Randomized range finder (Halko et al.) with implicit centring.
     Randomized,
+}
+
+/// `[model]`: multi-hot input → embedding (V×d) → hidden (n, ReLU) → logits over all V items → softmax.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// d, or "auto" = round(items^0.25).
+    #[serde(default)]
+    pub embedding_dim: EmbeddingDim,
+    /// n; 0 = no hidden layer (the pooled embedding feeds the output layer).
+    #[serde(default = "default_hidden")]
+    pub hidden_units: u64,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// k: favourites given as input per example (one more is the label).
+    #[serde(default = "default_inputs_per_example")]
+    pub inputs_per_example: u64,
+}
+
+fn default_hidden() -> u64 {
+    64
+}
+fn default_inputs_per_example() -> u64 {
+    4
+}
+
+/// The embedding width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EmbeddingDim {
+    Fixed(u64),
+    /// round(items^0.25), the rule of thumb of TensorFlow's feature-column guide.
+    Auto,
+}
+
+impl Default for EmbeddingDim {
+    fn default() -> Self {
+        EmbeddingDim::Auto
+    }
+}
+
+impl<'de> Deserialize<'de> for EmbeddingDim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EmbeddingDim;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer >= 1 or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<EmbeddingDim, E> {
+                if v >= 1 {
+                    Ok(EmbeddingDim::Fixed(v as u64))
+                } else {
+                    Err(E::custom(format!("the embedding dimension must be at least 1 (got {v})")))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<EmbeddingDim, E> {
+                if v == "auto" {
+                    Ok(EmbeddingDim::Auto)
+                } else {
+                    Err(E::custom(format!("expected an integer or \"auto\", got \"{v}\"")))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Hidden-layer activation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    Relu,
+}
+
+/// How the input items' embedding rows combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Sum,
+    #[default]
+    Mean,
+}
+
+/// `[train]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default = "default_epochs")]
+    pub epochs: u64,
+    #[serde(default = "default_batch")]
+    pub batch_size: u64,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// SGD momentum (0 = plain SGD).
+    pub momentum: Option<f64>,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub init: EmbeddingInit,
+    /// Weights and shuffling; default the job seed.
+    pub seed: Option<u64>,
+    /// Stop after this many epochs without a lower held-out loss (and keep the best epoch's weights).
+    pub patience: Option<u64>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: default_epochs(),
+            batch_size: default_batch(),
+            optimizer: Optimizer::default(),
+            learning_rate: default_lr(),
+            momentum: None,
+            weight_decay: 0.0,
+            init: EmbeddingInit::default(),
+            seed: None,
+            patience: None,
+        }
+    }
+}
+
+fn default_epochs() -> u64 {
+    3
+}
+fn default_batch() -> u64 {
+    256
+}
+fn default_lr() -> f64 {
+    0.01
+}
+
+/// Optimizer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    #[default]
+    Adam,
+    Sgd,
+}
+
+/// Initialisation of the embedding table (hidden and output layers use PyTorch's nn.Linear default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingInit {
+    /// U(−1/√V, 1/√V): what a bias-free nn.Linear(V, d) on the multi-hot vector gets.
+    #[default]
+    Linear,
+    /// N(0, 1), nn.EmbeddingBag's default.
+    Normal,
+}
+
+/// `[eval]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Cut-offs for recall@k and NDCG@k.
+    #[serde(default = "default_ks")]
+    pub k: Vec<u64>,
+    /// Nearest neighbours written per item.
+    #[serde(default = "default_neighbors")]
+    pub neighbors: u64,
+    /// Share of users held out for testing.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Seed of the split (apart from the training seed).
+    #[serde(default = "default_split_seed")]
+    pub split_seed: u64,
+    /// CSV or Parquet with an item column and a category column.
+    pub labels: Option<PathBuf>,
+    /// Item column of `labels`. Default "item".
+    pub labels_item: Option<String>,
+    /// Category column of `labels`. Default "category".
+    pub labels_category: Option<String>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            k: default_ks(),
+            neighbors: default_neighbors(),
+            test_fraction: default_test_fraction(),
+            split_seed: default_split_seed(),
+            labels: None,
+            labels_item: None,
+            labels_category: None,
+        }
+    }
+}
+
+fn default_ks() -> Vec<u64> {
+    vec![10]
+}
+fn default_neighbors() -> u64 {
+    10
+}
+fn default_test_fraction() -> f64 {
+    0.1
+}
+fn default_split_seed() -> u64 {
+    42
 }
 
 /// `[output]`

@@ -5,14 +5,17 @@
 //! The library does the work; the `embjob` binary is a thin command-line edge over [`run`] and [`validate`].
 
 pub mod backend;
+pub mod bench;
 pub mod bow;
 pub mod config;
 pub mod data;
 pub mod dataset;
 pub mod dense;
 pub mod error;
+pub mod eval;
 pub mod foodgen;
 pub mod metrics;
+pub mod model;
 pub mod outputs;
 pub mod pca;
 pub mod pipeline;
@@ -22,7 +25,9 @@ pub mod rng;
 pub mod run_dir;
 pub mod run_record;
 pub mod sparse;
+pub mod split;
 pub mod table;
+pub mod train;
 
 use std::path::Path;
 

@@ -38,11 +38,39 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Benchmarks (release builds on a quiet machine): `embjob bench pca`.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
     /// Write the seeded synthetic food data set (favourites and item labels) that pipelines/food.toml uses.
     GenFood {
         /// Folder to write `food_favorites.csv` and `food_items.csv` into.
         #[arg(long, default_value = "pipelines/data")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// PCA on lee_docs and a large seeded Zipf bag-of-words, next to scikit-learn when Python has it.
+    Pca {
+        /// Fits per measurement (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// lee_docs.parquet; default: ../shared/data/lee_docs.parquet, else tests/fixtures/lee_docs.parquet.
+        #[arg(long)]
+        lee: Option<PathBuf>,
+        #[arg(long, default_value_t = 20_000)]
+        docs: usize,
+        #[arg(long, default_value_t = 20_000)]
+        terms: usize,
+        /// Components to fit.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Python with scikit-learn and scipy for the peer; "none" skips it.
+        #[arg(long, default_value = "python3")]
+        python: String,
     },
 }
 
@@ -146,6 +174,19 @@ fn main() {
         Command::Validate { config, common } => embjob::validate(&config, &common.overrides()).map(|plan| {
             println!("{}: ok (job '{}', output {})", config.display(), plan.job_name, plan.output_dir.display());
         }),
+        Command::Bench { which: Bench::Pca { repeats, lee, docs, terms, k, python } } => {
+            let lee = lee.unwrap_or_else(|| {
+                let shared = PathBuf::from("../shared/data/lee_docs.parquet");
+                if shared.exists() {
+                    shared
+                } else {
+                    PathBuf::from("tests/fixtures/lee_docs.parquet")
+                }
+            });
+            let python = (python != "none").then_some(python);
+            let opts = embjob::bench::PcaBenchOptions { repeats: repeats.max(1), lee, docs, terms, k, python };
+            embjob::bench::pca(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::table(&ms)))
+        }
         Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {
             for f in files {
                 println!("wrote {}", f.display());

@@ -2,8 +2,10 @@
 
 use crate::bow::Bow;
 use crate::metrics::Metrics;
+use crate::model::Shape;
 use crate::pca::PcaResult;
 use crate::table::{ColumnData, Table};
+use crate::train::ModelOutput;
 
 /// `vocabulary.parquet`: token_id, token, df, count.
 pub fn vocabulary(bow: &Bow) -> Table {
@@ -99,4 +101,54 @@ pub fn pca_metrics(r: &PcaResult, m: &mut Metrics) {
         m.push_at("pca", "cumulative_explained_variance_ratio", i as i64, cum);
         m.push_at("pca", "singular_value", i as i64, r.singular_values[i]);
     }
+}
+
+/// `embeddings.parquet`: item, item_id, frequency (train users with the item), vector (the input-side embedding,
+/// d float32), out_vector (the item's column of the output layer, float32).
+pub fn embeddings(out: &ModelOutput, items: &[String]) -> Table {
+    let Shape { items: v, dim: d, .. } = out.shape;
+    let pre = out.shape.pre_logits();
+    // w2 is pre×V row-major: item i's output vector is column i.
+    let mut out_vectors = Vec::with_capacity(v * pre);
+    for i in 0..v {
+        for r in 0..pre {
+            out_vectors.push(out.params.w2[r * v + i]);
+        }
+    }
+    Table::new(vec![
+        ("item", ColumnData::Str(items.to_vec())),
+        ("item_id", ColumnData::I32((0..v as i32).collect())),
+        ("frequency", ColumnData::I64(out.popularity.iter().map(|&p| p as i64).collect())),
+        ("vector", ColumnData::Vectors { dim: d, values: out.params.emb.clone() }),
+        ("out_vector", ColumnData::Vectors { dim: pre, values: out_vectors }),
+    ])
+}
+
+/// `neighbors.parquet`: item, item_id, rank (1 = nearest), neighbor, neighbor_id, cosine.
+pub fn neighbors(out: &ModelOutput, items: &[String]) -> Table {
+    let k = out.neighbors_per_item;
+    let v = items.len();
+    let mut item = Vec::with_capacity(v * k);
+    let mut item_id = Vec::with_capacity(v * k);
+    let mut rank = Vec::with_capacity(v * k);
+    let mut nb = Vec::with_capacity(v * k);
+    let mut nb_id = Vec::with_capacity(v * k);
+    for i in 0..v {
+        for r in 0..k {
+            let j = out.neighbors[i * k + r] as usize;
+            item.push(items[i].clone());
+            item_id.push(i as i32);
+            rank.push(r as i32 + 1);
+            nb.push(items[j].clone());
+            nb_id.push(j as i32);
+        }
+    }
+    Table::new(vec![
+        ("item", ColumnData::Str(item)),
+        ("item_id", ColumnData::I32(item_id)),
+        ("rank", ColumnData::I32(rank)),
+        ("neighbor", ColumnData::Str(nb)),
+        ("neighbor_id", ColumnData::I32(nb_id)),
+        ("cosine", ColumnData::F64(out.neighbor_cosines.iter().map(|&c| c as f64).collect())),
+    ])
 }

@@ -10,6 +10,8 @@
 //!
 //! The dense decompositions of the small matrices use faer.
 
+#![allow(clippy::needless_range_loop)] // index loops read like the formulas they implement
+
 use crate::backend::Backend;
 use crate::config::{ComponentsSpec, PcaSolver};
 use crate::dense::Matrix;
@@ -246,8 +248,8 @@ fn stage(message: String) -> Error {
     Error::Stage { stage: "pca", message }
 }
 
-/// Picks the solver for `auto`: exact on the smaller side when that is small or most components are wanted,
-/// randomized otherwise.
+/// Picks the solver for `auto`, as scikit-learn does: exact (on the smaller side) when the matrix is small
+/// (min(n, p) ≤ 500) or most components are wanted (k ≥ 0.8·min(n, p)), randomized otherwise.
 fn choose_solver(requested: PcaSolver, n: usize, p: usize, k: Option<usize>) -> (PcaSolver, String) {
     if requested != PcaSolver::Auto {
         return (requested, "requested".into());
@@ -257,8 +259,8 @@ fn choose_solver(requested: PcaSolver, n: usize, p: usize, k: Option<usize>) -> 
     let m = n.min(p);
     match k {
         None => (exact, format!("auto: a variance target needs every eigenvalue; {side}")),
-        Some(_) if m <= 2000 => (exact, format!("auto: exact, {side}")),
-        Some(k) if 2 * k > m => (exact, format!("auto: exact, {k} components of at most {m}; {side}")),
+        Some(_) if m <= 500 => (exact, format!("auto: exact, {side}")),
+        Some(k) if 5 * k >= 4 * m => (exact, format!("auto: exact, {k} components of at most {m}; {side}")),
         Some(k) => (PcaSolver::Randomized, format!("auto: randomized, {k} components of a {n}×{p} matrix")),
     }
 }

@@ -19,6 +19,7 @@ use crate::report::Reporter;
 use crate::run_dir::{self, Staging};
 use crate::run_record::{self, OutputRecord, RunRecord, StageRecord, Versions};
 use crate::table::Table;
+use crate::train;
 
 /// What a finished run reports back.
 #[derive(Debug, Clone)]
@@ -118,7 +119,7 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
 
     let mut details = serde_json::Map::new();
     if let Some(pca_plan) = &plan.pca {
-        let compute = Cpu;
+        let compute = Cpu::new();
         let (input, names, kind) = match (&bow, &dataset) {
             (Some(bow), _) => (PcaInput::Sparse(bow.matrix.clone()), bow.tokens.clone(), FeatureKind::Token),
             (None, Dataset::Numeric(t)) => (
@@ -153,6 +154,56 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
             }),
         );
     }
+
+    if let Some(model_plan) = &plan.model {
+        let Dataset::Interactions(data) = &dataset else {
+            return Err(crate::Error::Internal("model planned without interactions".into()));
+        };
+        let labels: Option<Vec<Option<String>>> = match &model_plan.labels {
+            None => None,
+            Some(lp) => {
+                let map = data::read_labels(lp)?;
+                Some(data.items.iter().map(|i| map.get(i).cloned()).collect())
+            }
+        };
+        let compute = Cpu::new();
+        let t = std::time::Instant::now();
+        let out = train::run(&compute, data, model_plan, labels.as_deref(), &mut metrics, reporter)?;
+        let s = out.split_summary;
+        metrics.push("model", "train_examples", s.train_examples as f64);
+        metrics.push("model", "test_users", s.test_users as f64);
+        metrics.push("model", "test_examples_last", s.test_last as f64);
+        metrics.push("model", "test_examples_loo", s.test_loo as f64);
+        metrics.push("model", "duplicate_items_dropped", s.duplicates_dropped as f64);
+        metrics.push("model", "users_too_short", s.users_too_short as f64);
+        if s.duplicates_dropped > 0 {
+            reporter.notice(&format!("model: dropped {} repeated items within users", s.duplicates_dropped));
+        }
+        let summary = summarize_eval(&metrics, model_plan.ks[0]);
+        let seconds = t.elapsed().as_secs_f64();
+        reporter.stage_finished("eval", &summary, seconds - out.train_seconds);
+        stages.records.push(StageRecord {
+            stage: "train".into(),
+            seconds: out.train_seconds,
+            summary: format!("{} epochs, {:.0} examples/s", out.epochs_run, out.examples_per_second),
+        });
+        stages.records.push(StageRecord { stage: "eval".into(), seconds: seconds - out.train_seconds, summary });
+        tables.push(("embeddings.parquet", outputs::embeddings(&out, &data.items)));
+        tables.push(("neighbors.parquet", outputs::neighbors(&out, &data.items)));
+        details.insert(
+            "model".into(),
+            serde_json::json!({
+                "items": out.shape.items,
+                "embedding_dim": out.shape.dim,
+                "hidden_units": out.shape.hidden,
+                "pooling": out.shape.pooling,
+                "epochs_run": out.epochs_run,
+                "best_epoch": out.best_epoch,
+                "backend": compute.name(),
+            }),
+        );
+    }
+    metrics.push("efficiency", "peak_rss_mb", crate::run_record::peak_rss_mb());
 
     let run_id = staging.run_id().to_owned();
     let outputs = stages.run("write", Some(tables.len() as u64 + 2), || {
@@ -191,6 +242,18 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
 
     let run_dir = staging.commit(plan.keep_runs)?;
     Ok(RunSummary { run_id, run_dir, backend, metrics, stages: stages.records })
+}
+
+/// One line: model vs popularity on the first cut-off, both protocols.
+fn summarize_eval(m: &Metrics, k: usize) -> String {
+    let g = |stage: &str, metric: String| m.get(stage, &metric).unwrap_or(f64::NAN);
+    format!(
+        "recall@{k}: model {:.4} vs popularity {:.4} (last), {:.4} vs {:.4} (loo)",
+        g("eval_model", format!("last_recall@{k}")),
+        g("eval_popularity", format!("last_recall@{k}")),
+        g("eval_model", format!("loo_recall@{k}")),
+        g("eval_popularity", format!("loo_recall@{k}")),
+    )
 }
 
 /// The values the plan resolved (paths, defaults) as run.json records them.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use crate::config::{
-    BackendChoice, BowConfig, ComponentsSpec, Config, DfBound, Format, Layout, PcaConfig, PcaSolver, Weighting,
+    BackendChoice, BowConfig, ComponentsSpec, Config, DfBound, EmbeddingDim, EmbeddingInit, EvalConfig, Format, Layout,
+    Optimizer, PcaConfig, PcaSolver, Pooling, Weighting,
 };
 use crate::error::{ConfigProblem, Error, Result};
 
@@ -24,6 +25,8 @@ pub struct Plan {
     /// Bag-of-words options; `None` for the numeric layout.
     pub bow: Option<BowPlan>,
     pub pca: Option<PcaPlan>,
+    /// The embedding model with its training and evaluation options.
+    pub model: Option<ModelPlan>,
     pub output_dir: PathBuf,
     pub keep_runs: usize,
 }
@@ -84,6 +87,38 @@ pub struct PcaPlan {
     pub power_iterations: Option<usize>,
 }
 
+/// The embedding-layer model, its training and its evaluation.
+#[derive(Debug, Clone)]
+pub struct ModelPlan {
+    pub embedding_dim: EmbeddingDim,
+    pub hidden_units: usize,
+    pub pooling: Pooling,
+    pub inputs_per_example: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub init: EmbeddingInit,
+    pub train_seed: u64,
+    pub patience: Option<usize>,
+    pub ks: Vec<usize>,
+    pub neighbors: usize,
+    pub test_fraction: f64,
+    pub split_seed: u64,
+    pub labels: Option<LabelsPlan>,
+}
+
+/// An item → category file for the similarity evaluation.
+#[derive(Debug, Clone)]
+pub struct LabelsPlan {
+    pub path: PathBuf,
+    pub format: Format,
+    pub item: String,
+    pub category: String,
+}
+
 /// Overrides from the command line, applied before validation.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -122,6 +157,7 @@ impl Plan {
             (bow, _) => plan_bow(bow.clone().unwrap_or_default(), &mut problems),
         };
         let pca = config.pca.as_ref().and_then(|p| plan_pca(p, &mut problems));
+        let model = plan_model(&config, &base, &mut problems);
 
         let output_dir = match (&overrides.output_dir, &config.output.dir) {
             (Some(dir), _) => dir.clone(),
@@ -145,6 +181,7 @@ impl Plan {
             input: input.ok_or_else(|| Error::Internal("input plan missing without a problem".into()))?,
             bow,
             pca,
+            model,
             output_dir,
             keep_runs: keep_runs as usize,
             config,
@@ -363,5 +400,123 @@ fn plan_pca(pca: &PcaConfig, problems: &mut Problems) -> Option<PcaPlan> {
         solver: pca.solver,
         oversamples: pca.oversamples.unwrap_or(10) as usize,
         power_iterations: pca.power_iterations.map(|p| p as usize),
+    })
+}
+
+fn format_of(path: &Path) -> Option<Format> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("csv") | Some("tsv") | Some("txt") => Some(Format::Csv),
+        Some("parquet") | Some("pq") => Some(Format::Parquet),
+        _ => None,
+    }
+}
+
+fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<ModelPlan> {
+    let Some(model) = &config.model else {
+        if config.train.is_some() {
+            problems.add("train", "[train] needs a [model] section");
+        }
+        if config.eval.is_some() {
+            problems.add("eval", "[eval] needs a [model] section");
+        }
+        return None;
+    };
+    let before = problems.0.len();
+    if !matches!(config.input.layout, Layout::Long | Layout::List) {
+        problems.add("model", "the embedding model needs users and items: input.layout = \"long\" or \"list\"");
+    }
+    if let EmbeddingDim::Fixed(d) = model.embedding_dim {
+        if d > 4096 {
+            problems.add("model.embedding_dim", format!("{d} is more than 4096"));
+        }
+    }
+    if model.hidden_units > 65_536 {
+        problems.add("model.hidden_units", format!("{} is more than 65536", model.hidden_units));
+    }
+    if model.inputs_per_example == 0 || model.inputs_per_example > 1024 {
+        problems.add("model.inputs_per_example", "must be between 1 and 1024");
+    }
+    let train = config.train.clone().unwrap_or_default();
+    if train.epochs == 0 || train.epochs > 100_000 {
+        problems.add("train.epochs", "must be between 1 and 100000");
+    }
+    if train.batch_size == 0 || train.batch_size > 1 << 20 {
+        problems.add("train.batch_size", "must be between 1 and 1048576");
+    }
+    if !(train.learning_rate.is_finite() && train.learning_rate > 0.0) {
+        problems.add("train.learning_rate", format!("must be a positive number (got {})", train.learning_rate));
+    }
+    if !(train.weight_decay.is_finite() && train.weight_decay >= 0.0) {
+        problems.add("train.weight_decay", format!("must be 0 or more (got {})", train.weight_decay));
+    }
+    match (train.optimizer, train.momentum) {
+        (Optimizer::Adam, Some(_)) => problems.add("train.momentum", "only applies to optimizer = \"sgd\""),
+        (Optimizer::Sgd, Some(m)) if !(0.0..1.0).contains(&m) => {
+            problems.add("train.momentum", format!("must lie in [0, 1) (got {m})"))
+        }
+        _ => {}
+    }
+    if train.patience == Some(0) {
+        problems.add("train.patience", "must be at least 1 (leave it out to train every epoch)");
+    }
+    let eval: EvalConfig = config.eval.clone().unwrap_or_default();
+    if eval.k.is_empty() {
+        problems.add("eval.k", "must list at least one cut-off");
+    }
+    if eval.k.iter().any(|&k| k == 0) {
+        problems.add("eval.k", "cut-offs must be at least 1");
+    }
+    if eval.neighbors == 0 || eval.neighbors > 1000 {
+        problems.add("eval.neighbors", "must be between 1 and 1000");
+    }
+    if !(eval.test_fraction > 0.0 && eval.test_fraction < 1.0) {
+        problems.add("eval.test_fraction", format!("must lie strictly between 0 and 1 (got {})", eval.test_fraction));
+    }
+    let labels = match &eval.labels {
+        None => {
+            if eval.labels_item.is_some() || eval.labels_category.is_some() {
+                problems.add("eval.labels", "labels_item / labels_category need eval.labels");
+            }
+            None
+        }
+        Some(p) => {
+            let path = base.join(p);
+            let format = format_of(&path);
+            if !path.is_file() {
+                problems.add("eval.labels", format!("file not found: {}", path.display()));
+            } else if format.is_none() {
+                problems
+                    .add("eval.labels", format!("cannot tell the format of {} (use .csv or .parquet)", path.display()));
+            }
+            format.map(|format| LabelsPlan {
+                path,
+                format,
+                item: eval.labels_item.clone().unwrap_or_else(|| "item".into()),
+                category: eval.labels_category.clone().unwrap_or_else(|| "category".into()),
+            })
+        }
+    };
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(ModelPlan {
+        embedding_dim: model.embedding_dim,
+        hidden_units: model.hidden_units as usize,
+        pooling: model.pooling,
+        inputs_per_example: model.inputs_per_example as usize,
+        epochs: train.epochs as usize,
+        batch_size: train.batch_size as usize,
+        optimizer: train.optimizer,
+        learning_rate: train.learning_rate,
+        momentum: train.momentum.unwrap_or(0.0),
+        weight_decay: train.weight_decay,
+        init: train.init,
+        train_seed: train.seed.unwrap_or(config.job.seed),
+        patience: train.patience.map(|p| p as usize),
+        ks: eval.k.iter().map(|&k| k as usize).collect(),
+        neighbors: eval.neighbors as usize,
+        test_fraction: eval.test_fraction,
+        split_seed: eval.split_seed,
+        labels,
     })
 }

@@ -92,3 +92,13 @@ pub fn fingerprint(path: &Path) -> Result<InputFingerprint> {
     let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(InputFingerprint { path: path.to_owned(), bytes, sha256 })
 }
+
+/// Peak resident memory of this process so far, in MB (Linux; 0 elsewhere).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -2,16 +2,67 @@
 //! Dense products go through `matrixmultiply`; sparse products are row-parallel with rayon and sum in a fixed order,
 //! so results do not depend on the thread count.
 
+use std::sync::{Mutex, MutexGuard};
+
 use rayon::prelude::*;
 
-use super::Backend;
+use super::cpu_kernels as k;
+use super::{AdamStep, Backend, Bags, Indices, MatDims, Tensor};
 use crate::dense::Matrix;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sparse::Csr;
 
-/// The CPU backend.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Cpu;
+/// The CPU backend. Its resident tensors are host vectors.
+#[derive(Debug, Default)]
+pub struct Cpu {
+    store: Mutex<Store>,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    f: Vec<Vec<f32>>,
+    u: Vec<Vec<u32>>,
+}
+
+impl Cpu {
+    pub fn new() -> Cpu {
+        Cpu::default()
+    }
+
+    fn store(&self) -> Result<MutexGuard<'_, Store>> {
+        self.store.lock().map_err(|_| Error::Internal("cpu backend: tensor store poisoned by a panic".into()))
+    }
+}
+
+impl Store {
+    fn f(&self, t: Tensor) -> Result<&[f32]> {
+        self.f.get(t.id).map(Vec::as_slice).ok_or_else(|| Error::Internal(format!("cpu backend: no tensor {}", t.id)))
+    }
+    fn u(&self, t: Indices) -> Result<&[u32]> {
+        self.u
+            .get(t.id)
+            .map(|v| &v[..t.len.min(v.len())])
+            .ok_or_else(|| Error::Internal(format!("cpu backend: no index buffer {}", t.id)))
+    }
+    /// Takes a tensor out of the store so it can be written while others are read; `put` returns it.
+    fn take(&mut self, t: Tensor) -> Result<Vec<f32>> {
+        self.f
+            .get_mut(t.id)
+            .map(std::mem::take)
+            .ok_or_else(|| Error::Internal(format!("cpu backend: no tensor {}", t.id)))
+    }
+    fn put(&mut self, t: Tensor, v: Vec<f32>) {
+        self.f[t.id] = v;
+    }
+}
+
+/// Runs `f` with tensor `out` taken out of the store for writing and the store readable.
+fn with_out<R>(store: &mut Store, out: Tensor, f: impl FnOnce(&Store, &mut [f32]) -> Result<R>) -> Result<R> {
+    let mut v = store.take(out)?;
+    let r = f(store, &mut v);
+    store.put(out, v);
+    r
+}
 
 impl Backend for Cpu {
     fn name(&self) -> &'static str {
@@ -100,6 +151,166 @@ impl Backend for Cpu {
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
         super::check_dims("csr_t_mul", x.rows, b.rows)?;
         Ok(csr_times_dense(&transpose(x), b))
+    }
+
+    fn tensor(&self, data: &[f32]) -> Result<Tensor> {
+        let mut s = self.store()?;
+        s.f.push(data.to_vec());
+        Ok(Tensor { id: s.f.len() - 1, len: data.len() })
+    }
+
+    fn write(&self, t: Tensor, data: &[f32]) -> Result<()> {
+        let mut s = self.store()?;
+        let v = s.f.get_mut(t.id).ok_or_else(|| Error::Internal(format!("cpu backend: no tensor {}", t.id)))?;
+        if v.len() != data.len() {
+            return Err(Error::Internal(format!("cpu backend: write of {} values into {}", data.len(), v.len())));
+        }
+        v.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read(&self, t: Tensor) -> Result<Vec<f32>> {
+        Ok(self.store()?.f(t)?.to_vec())
+    }
+
+    fn index_buffer(&self, capacity: usize) -> Result<Indices> {
+        let mut s = self.store()?;
+        s.u.push(vec![0; capacity]);
+        Ok(Indices { id: s.u.len() - 1, len: 0 })
+    }
+
+    fn write_indices(&self, t: Indices, data: &[u32]) -> Result<Indices> {
+        let mut s = self.store()?;
+        let v = s.u.get_mut(t.id).ok_or_else(|| Error::Internal(format!("cpu backend: no index buffer {}", t.id)))?;
+        if data.len() > v.len() {
+            return Err(Error::Internal(format!("cpu backend: {} indices into a buffer of {}", data.len(), v.len())));
+        }
+        v[..data.len()].copy_from_slice(data);
+        Ok(Indices { id: t.id, len: data.len() })
+    }
+
+    fn matmul(&self, a: Tensor, ta: bool, b: Tensor, tb: bool, c: Tensor, dims: MatDims, beta: f32) -> Result<()> {
+        let mut s = self.store()?;
+        with_out(&mut s, c, |s, out| {
+            k::matmul(s.f(a)?, ta, s.f(b)?, tb, out, dims, beta);
+            Ok(())
+        })
+    }
+
+    fn embedding_bag(&self, table: Tensor, dim: usize, bags: &Bags, mean: bool, out: Tensor) -> Result<()> {
+        let mut s = self.store()?;
+        with_out(&mut s, out, |s, out| {
+            k::embedding_bag(s.f(table)?, dim, s.u(bags.items)?, s.u(bags.offsets)?, mean, &mut out[..bags.bags * dim]);
+            Ok(())
+        })
+    }
+
+    fn embedding_bag_backward(
+        &self,
+        d_pooled: Tensor,
+        dim: usize,
+        bags: &Bags,
+        mean: bool,
+        grad: Tensor,
+    ) -> Result<()> {
+        let mut s = self.store()?;
+        with_out(&mut s, grad, |s, out| {
+            k::embedding_bag_backward(
+                s.f(d_pooled)?,
+                dim,
+                s.u(bags.offsets)?,
+                s.u(bags.seg_items)?,
+                s.u(bags.seg_offsets)?,
+                s.u(bags.seg_examples)?,
+                mean,
+                out,
+            );
+            Ok(())
+        })
+    }
+
+    fn bias_act(&self, x: Tensor, bias: Tensor, rows: usize, cols: usize, relu: bool) -> Result<()> {
+        let mut s = self.store()?;
+        with_out(&mut s, x, |s, out| {
+            k::bias_act(&mut out[..rows * cols], s.f(bias)?, cols, relu);
+            Ok(())
+        })
+    }
+
+    fn relu_backward(&self, grad: Tensor, activation: Tensor) -> Result<()> {
+        let mut s = self.store()?;
+        with_out(&mut s, grad, |s, out| {
+            k::relu_backward(out, s.f(activation)?);
+            Ok(())
+        })
+    }
+
+    fn column_sums(&self, x: Tensor, rows: usize, cols: usize, out: Tensor) -> Result<()> {
+        let mut s = self.store()?;
+        with_out(&mut s, out, |s, out| {
+            k::column_sums(s.f(x)?, rows, cols, out);
+            Ok(())
+        })
+    }
+
+    fn softmax_xent(&self, logits: Tensor, targets: Indices, rows: usize, cols: usize, losses: Tensor) -> Result<()> {
+        let mut s = self.store()?;
+        let mut l = s.take(losses)?;
+        let r = with_out(&mut s, logits, |s, out| {
+            k::softmax_xent(&mut out[..rows * cols], s.u(targets)?, cols, &mut l[..rows]);
+            Ok(())
+        });
+        s.put(losses, l);
+        r
+    }
+
+    fn adam(&self, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: AdamStep) -> Result<()> {
+        let mut s = self.store()?;
+        let (mut pm, mut mm, mut vm) = (s.take(param)?, s.take(m)?, s.take(v)?);
+        let r = s.f(grad).map(|g| k::adam(&mut pm, g, &mut mm, &mut vm, step));
+        s.put(param, pm);
+        s.put(m, mm);
+        s.put(v, vm);
+        r
+    }
+
+    fn sgd(
+        &self,
+        param: Tensor,
+        grad: Tensor,
+        velocity: Tensor,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+    ) -> Result<()> {
+        let mut s = self.store()?;
+        let (mut pm, mut vm) = (s.take(param)?, s.take(velocity)?);
+        let r = s.f(grad).map(|g| k::sgd(&mut pm, g, &mut vm, lr, momentum, weight_decay));
+        s.put(param, pm);
+        s.put(velocity, vm);
+        r
+    }
+
+    fn target_ranks(
+        &self,
+        scores: Tensor,
+        rows: usize,
+        cols: usize,
+        targets: Indices,
+        mask_items: Indices,
+        mask_offsets: Indices,
+        ranks: Tensor,
+    ) -> Result<()> {
+        let mut s = self.store()?;
+        with_out(&mut s, ranks, |s, out| {
+            k::target_ranks(s.f(scores)?, cols, s.u(targets)?, s.u(mask_items)?, s.u(mask_offsets)?, &mut out[..rows]);
+            Ok(())
+        })
+    }
+
+    fn cosine_top_k(&self, x: Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+        let s = self.store()?;
+        Ok(k::cosine_top_k(&s.f(x)?[..n * dim], n, dim, k))
     }
 }
 

@@ -10,7 +10,7 @@ use polars::prelude::*;
 use crate::config::Format;
 use crate::dataset::{Dataset, Interactions, NumericTable, TextCorpus};
 use crate::error::{Error, Result};
-use crate::plan::{InputColumns, InputPlan};
+use crate::plan::{InputColumns, InputPlan, LabelsPlan};
 
 /// Reads the input of a plan into a [`Dataset`].
 pub fn read_input(input: &InputPlan) -> Result<Dataset> {
@@ -307,4 +307,26 @@ fn read_numeric(
         }
     }
     Ok(Dataset::Numeric(NumericTable { ids: row_ids(path, df, id)?, columns: names, rows, values }))
+}
+
+/// Reads an item → category file (eval.labels). Item keys are written as the interactions' item labels are.
+pub fn read_labels(plan: &LabelsPlan) -> Result<HashMap<String, String>> {
+    let input = InputPlan {
+        path: plan.path.clone(),
+        format: plan.format,
+        columns: InputColumns::Text { text: plan.category.clone(), id: Some(plan.item.clone()) },
+        separator: b',',
+    };
+    let cols = [plan.item.clone(), plan.category.clone()];
+    let df = read_frame(&input, Some(&cols))?;
+    let path = plan.path.as_path();
+    let items: Vec<String> = match keys(path, &df, &plan.item)? {
+        Keys::Ints(v) => v.iter().map(i64::to_string).collect(),
+        Keys::Strs(v) => v,
+    };
+    let cats: Vec<String> = match keys(path, &df, &plan.category)? {
+        Keys::Ints(v) => v.iter().map(i64::to_string).collect(),
+        Keys::Strs(v) => v,
+    };
+    Ok(items.into_iter().zip(cats).collect())
 }

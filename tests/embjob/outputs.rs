@@ -16,6 +16,8 @@ fn the_food_pipeline_fills_latest() {
         "pca_components.parquet",
         "pca_features.parquet",
         "pca_projections.parquet",
+        "embeddings.parquet",
+        "neighbors.parquet",
         "run.json",
     ] {
         assert!(latest.join(f).is_file(), "{f} missing");
@@ -47,7 +49,7 @@ fn the_food_pipeline_fills_latest() {
     assert_eq!(run["inputs"][0]["sha256"].as_str().map(str::len), Some(64));
     let stages: Vec<&str> =
         run["stages"].as_array().expect("stages").iter().filter_map(|s| s["stage"].as_str()).collect();
-    assert_eq!(stages, ["ingest", "bow", "pca", "write"]);
+    assert_eq!(stages, ["ingest", "bow", "pca", "train", "eval", "write"]);
     assert_eq!(run["details"]["pca"]["solver"], "covariance", "240 items < 4,000 users");
 
     let proj = read_parquet(&latest.join("pca_projections.parquet"));

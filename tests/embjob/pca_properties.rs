@@ -39,8 +39,8 @@ fn dense_of(x: &Csr) -> Matrix {
 fn covariance_of_sparse_input_equals_dense_and_is_symmetric_psd() {
     for seed in 0..5 {
         let x = random_sparse(seed, 40, 12, 0.3);
-        let sparse = pca::covariance(&Cpu, &PcaInput::Sparse(x.clone())).expect("sparse");
-        let dense = pca::covariance(&Cpu, &PcaInput::Dense(dense_of(&x))).expect("dense");
+        let sparse = pca::covariance(&Cpu::new(), &PcaInput::Sparse(x.clone())).expect("sparse");
+        let dense = pca::covariance(&Cpu::new(), &PcaInput::Dense(dense_of(&x))).expect("dense");
         for (a, b) in sparse.data.iter().zip(&dense.data) {
             assert!((a - b).abs() < 1e-12, "seed {seed}: {a} vs {b}");
         }
@@ -65,7 +65,7 @@ fn covariance_equals_numpy_cov_on_digits() {
             values[r * 64 + j] = v;
         }
     }
-    let cov = pca::covariance(&Cpu, &PcaInput::Dense(Matrix::from_vec(n, 64, values))).expect("cov");
+    let cov = pca::covariance(&Cpu::new(), &PcaInput::Dense(Matrix::from_vec(n, 64, values))).expect("cov");
     let want = read_parquet(&fixture("cov_digits_raw.parquet"));
     let (i, j, v) = (i64s(&want, "i"), i64s(&want, "j"), f64s(&want, "cov"));
     assert_eq!(v.len(), 64 * 64);
@@ -82,7 +82,8 @@ fn components_are_orthonormal_for_every_solver_and_input_kind() {
         for solver in [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized] {
             for input in [PcaInput::Sparse(x.clone()), PcaInput::Dense(dense_of(&x))] {
                 let k = 5.min(n.min(p));
-                let r = pca::fit(&Cpu, input, &plan(ComponentsSpec::Count(k as u64), solver), seed).expect("fit");
+                let r =
+                    pca::fit(&Cpu::new(), input, &plan(ComponentsSpec::Count(k as u64), solver), seed).expect("fit");
                 let c = &r.components;
                 for a in 0..k {
                     for b in 0..k {
@@ -104,7 +105,9 @@ fn the_three_solvers_agree() {
     let k = 4;
     let fits: Vec<_> = [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized]
         .into_iter()
-        .map(|s| pca::fit(&Cpu, PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(k), s), 3).expect("fit"))
+        .map(|s| {
+            pca::fit(&Cpu::new(), PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(k), s), 3).expect("fit")
+        })
         .collect();
     for f in &fits[1..] {
         // The exact solvers agree to rounding; the randomized one to its (small) approximation error.
@@ -122,8 +125,8 @@ fn the_three_solvers_agree() {
 fn projections_reconstruct_the_centred_data_at_full_rank() {
     let x = random_sparse(11, 25, 6, 0.5);
     let dense = dense_of(&x);
-    let r =
-        pca::fit(&Cpu, PcaInput::Sparse(x), &plan(ComponentsSpec::Count(6), PcaSolver::Covariance), 0).expect("fit");
+    let r = pca::fit(&Cpu::new(), PcaInput::Sparse(x), &plan(ComponentsSpec::Count(6), PcaSolver::Covariance), 0)
+        .expect("fit");
     for row in 0..25 {
         for j in 0..6 {
             let back: f64 = (0..6).map(|c| r.projections.at(row, c) * r.components.at(c, j)).sum();
@@ -138,7 +141,7 @@ fn whitened_projections_have_unit_variance() {
     let x = random_sparse(5, 80, 10, 0.4);
     let mut p = plan(ComponentsSpec::Count(3), PcaSolver::Covariance);
     p.whiten = true;
-    let r = pca::fit(&Cpu, PcaInput::Sparse(x), &p, 0).expect("fit");
+    let r = pca::fit(&Cpu::new(), PcaInput::Sparse(x), &p, 0).expect("fit");
     for c in 0..3 {
         let var: f64 = (0..80).map(|i| r.projections.at(i, c).powi(2)).sum::<f64>() / 79.0;
         assert!((var - 1.0).abs() < 1e-9, "component {c}: variance {var}");
@@ -148,11 +151,12 @@ fn whitened_projections_have_unit_variance() {
 #[test]
 fn variance_target_picks_the_fewest_components() {
     let x = random_sparse(9, 40, 12, 0.4);
-    let full = pca::fit(&Cpu, PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(12), PcaSolver::Covariance), 0)
-        .expect("fit");
+    let full =
+        pca::fit(&Cpu::new(), PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(12), PcaSolver::Covariance), 0)
+            .expect("fit");
     for target in [0.3, 0.5, 0.8, 0.95] {
         let r = pca::fit(
-            &Cpu,
+            &Cpu::new(),
             PcaInput::Sparse(x.clone()),
             &plan(ComponentsSpec::VarianceFraction(target), PcaSolver::Auto),
             0,
@@ -168,8 +172,8 @@ fn variance_target_picks_the_fewest_components() {
 #[test]
 fn more_components_than_rows_or_features_is_an_error() {
     let x = random_sparse(1, 5, 8, 0.5);
-    let e =
-        pca::fit(&Cpu, PcaInput::Sparse(x), &plan(ComponentsSpec::Count(6), PcaSolver::Auto), 0).expect_err("k > n");
+    let e = pca::fit(&Cpu::new(), PcaInput::Sparse(x), &plan(ComponentsSpec::Count(6), PcaSolver::Auto), 0)
+        .expect_err("k > n");
     assert!(e.to_string().contains("min(rows, features)"), "{e}");
     assert_eq!(e.exit_code(), 3);
 }
@@ -182,10 +186,10 @@ fn sparse_products_match_dense_products() {
     let b = Matrix::from_vec(9, 3, (0..27).map(|_| rng.normal()).collect());
     let c = Matrix::from_vec(17, 3, (0..51).map(|_| rng.normal()).collect());
     let pairs = [
-        (Cpu.csr_mul(&x, &b).expect("xb"), Cpu.gemm(&d, false, &b, false).expect("dense xb")),
-        (Cpu.csr_t_mul(&x, &c).expect("xtc"), Cpu.gemm(&d, true, &c, false).expect("dense xtc")),
-        (Cpu.gram_csr(&x).expect("gram"), Cpu.gram_dense(&d).expect("dense gram")),
-        (Cpu.outer_csr(&x).expect("outer"), Cpu.gemm(&d, false, &d, true).expect("dense outer")),
+        (Cpu::new().csr_mul(&x, &b).expect("xb"), Cpu::new().gemm(&d, false, &b, false).expect("dense xb")),
+        (Cpu::new().csr_t_mul(&x, &c).expect("xtc"), Cpu::new().gemm(&d, true, &c, false).expect("dense xtc")),
+        (Cpu::new().gram_csr(&x).expect("gram"), Cpu::new().gram_dense(&d).expect("dense gram")),
+        (Cpu::new().outer_csr(&x).expect("outer"), Cpu::new().gemm(&d, false, &d, true).expect("dense outer")),
     ];
     for (i, (s, dn)) in pairs.iter().enumerate() {
         assert_eq!((s.rows, s.cols), (dn.rows, dn.cols));

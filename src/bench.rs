@@ -1,0 +1,250 @@
+//! `embjob bench pca`: times PCA fits (median wall time over repeats, peak memory) on lee_docs and on a large seeded
+//! Zipf bag-of-words, and runs scikit-learn's best solver for the same matrices side by side when Python with
+//! scikit-learn and scipy is available. A benchmark, not a test: run it on a quiet machine with a release build.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::backend::Cpu;
+use crate::config::{ComponentsSpec, DfBound, Format, PcaSolver, Weighting, DEFAULT_TOKEN_PATTERN};
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::pca::{self, PcaInput};
+use crate::plan::{BowPlan, InputColumns, InputPlan, PcaPlan};
+use crate::rng::SplitMix;
+use crate::sparse::Csr;
+
+/// Options of `embjob bench pca`.
+#[derive(Debug, Clone)]
+pub struct PcaBenchOptions {
+    pub repeats: usize,
+    /// lee_docs.parquet (from the team's shared/data or the test fixtures).
+    pub lee: PathBuf,
+    pub docs: usize,
+    pub terms: usize,
+    pub k: usize,
+    /// Python interpreter for the scikit-learn peer; `None` skips it.
+    pub python: Option<String>,
+}
+
+/// One measured fit.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub tool: String,
+    pub workload: String,
+    pub solver: String,
+    pub median_s: f64,
+    pub peak_mb: f64,
+    pub evr_sum: f64,
+}
+
+/// A seeded bag-of-words with a Zipf(1.1) vocabulary: `docs` documents of 50–150 tokens over `terms` terms.
+pub fn zipf_bow(docs: usize, terms: usize, seed: u64) -> Csr {
+    let mut rng = SplitMix::new(seed);
+    let mut cdf = Vec::with_capacity(terms);
+    let mut acc = 0.0;
+    for r in 0..terms {
+        acc += 1.0 / ((r + 1) as f64).powf(1.1);
+        cdf.push(acc);
+    }
+    let rows: Vec<Vec<(u32, f64)>> = (0..docs)
+        .map(|_| {
+            let len = 50 + rng.below(101);
+            let mut toks: Vec<u32> = (0..len)
+                .map(|_| {
+                    let u = rng.next_f64() * acc;
+                    cdf.partition_point(|&c| c < u).min(terms - 1) as u32
+                })
+                .collect();
+            toks.sort_unstable();
+            let mut row: Vec<(u32, f64)> = Vec::new();
+            for t in toks {
+                match row.last_mut() {
+                    Some((last, c)) if *last == t => *c += 1.0,
+                    _ => row.push((t, 1.0)),
+                }
+            }
+            row
+        })
+        .collect();
+    Csr::from_rows(terms, &rows)
+}
+
+/// Resets the peak-RSS counter (Linux ≥ 4.0: writing 5 to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn measure(workload: &str, x: &Csr, k: usize, solver: PcaSolver, repeats: usize) -> Result<Measurement> {
+    let plan = PcaPlan {
+        n_components: ComponentsSpec::Count(k as u64),
+        whiten: false,
+        standardize: false,
+        solver,
+        oversamples: 10,
+        power_iterations: None,
+    };
+    let mut times = Vec::with_capacity(repeats);
+    let mut peak: f64 = 0.0;
+    let mut evr_sum = 0.0;
+    let mut solver_name = String::new();
+    for _ in 0..repeats {
+        let input = PcaInput::Sparse(x.clone());
+        reset_peak_rss();
+        let before = crate::run_record::peak_rss_mb();
+        let t = Instant::now();
+        let r = pca::fit(&Cpu::new(), input, &plan, 0)?;
+        times.push(t.elapsed().as_secs_f64());
+        peak = peak.max(crate::run_record::peak_rss_mb() - before);
+        evr_sum = r.explained_variance_ratio.iter().sum();
+        solver_name = format!("{:?}", r.solver).to_lowercase();
+    }
+    Ok(Measurement {
+        tool: "embjob".into(),
+        workload: workload.into(),
+        solver: solver_name,
+        median_s: median(&mut times),
+        peak_mb: peak,
+        evr_sum,
+    })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// The scikit-learn peer: loads the CSR arrays, fits PCA with the given solver `repeats` times, prints JSON.
+const PEER: &str = r#"
+import json, resource, sys, time
+import numpy as np, scipy.sparse as sp
+from sklearn.decomposition import PCA
+d, k, repeats, solver = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+shape = tuple(np.fromfile(d + "/shape", dtype=np.int64))
+X = sp.csr_matrix((np.fromfile(d + "/data", dtype=np.float64), np.fromfile(d + "/indices", dtype=np.int32),
+                   np.fromfile(d + "/indptr", dtype=np.int64)), shape=shape)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+ts = []
+for _ in range(repeats):
+    t = time.perf_counter()
+    p = PCA(n_components=k, svd_solver=solver, random_state=0).fit(X)
+    ts.append(time.perf_counter() - t)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+print(json.dumps({"median_s": float(np.median(ts)), "peak_mb": peak, "peak_over_load_mb": peak - base,
+                  "evr_sum": float(p.explained_variance_ratio_.sum())}))
+"#;
+
+fn write_csr(x: &Csr, dir: &Path) -> Result<()> {
+    let io = |e| Error::output(dir, "cannot write the benchmark matrix", e);
+    let put = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).map_err(io);
+    put("shape", [x.rows as i64, x.cols as i64].iter().flat_map(|v| v.to_le_bytes()).collect())?;
+    put("data", x.values.iter().flat_map(|v| v.to_le_bytes()).collect())?;
+    put("indices", x.indices.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect())?;
+    put("indptr", x.indptr.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect())?;
+    Ok(())
+}
+
+fn peer(python: &str, workload: &str, x: &Csr, k: usize, repeats: usize, solver: &str) -> Option<Measurement> {
+    let dir = tempfile_dir()?;
+    write_csr(x, &dir).ok()?;
+    let out = Command::new(python)
+        .args(["-c", PEER, dir.to_str()?, &k.to_string(), &repeats.to_string(), solver])
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(Measurement {
+        tool: "scikit-learn".into(),
+        workload: workload.into(),
+        solver: solver.into(),
+        median_s: v["median_s"].as_f64()?,
+        peak_mb: v["peak_over_load_mb"].as_f64()?,
+        evr_sum: v["evr_sum"].as_f64()?,
+    })
+}
+
+fn tempfile_dir() -> Option<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("embjob-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
+}
+
+fn lee_bow(path: &Path) -> Result<Csr> {
+    let input = InputPlan {
+        path: path.to_owned(),
+        format: Format::Parquet,
+        columns: InputColumns::Text { text: "text".into(), id: Some("doc_id".into()) },
+        separator: b',',
+    };
+    let Dataset::Text(t) = crate::data::read_input(&input)? else {
+        return Err(Error::Internal("lee_docs did not read as text".into()));
+    };
+    let plan = BowPlan {
+        lowercase: true,
+        token_pattern: regex::Regex::new(DEFAULT_TOKEN_PATTERN).map_err(|e| Error::Internal(e.to_string()))?,
+        stop_words: Vec::new(),
+        min_df: DfBound::Count(1),
+        max_df: DfBound::Fraction(1.0),
+        max_features: None,
+        weighting: Weighting::Count,
+    };
+    Ok(crate::bow::from_texts(&plan, &t.texts)?.matrix)
+}
+
+/// Runs the PCA benchmark, printing progress to `log` and returning every measurement.
+pub fn pca(opts: &PcaBenchOptions, log: &mut dyn Write) -> Result<Vec<Measurement>> {
+    let mut all = Vec::new();
+    let lee = lee_bow(&opts.lee)?;
+    let zipf = zipf_bow(opts.docs, opts.terms, 20_261_126);
+    let zipf_name = format!("zipf {}×{} ({} nnz)", opts.docs, opts.terms, zipf.nnz());
+    let lee_name = format!("lee_docs {}×{} ({} nnz)", lee.rows, lee.cols, lee.nnz());
+    let runs: [(&str, &Csr, PcaSolver, &str); 3] = [
+        (&lee_name, &lee, PcaSolver::Auto, "arpack"),
+        (&lee_name, &lee, PcaSolver::Randomized, "randomized"),
+        (&zipf_name, &zipf, PcaSolver::Auto, "arpack"),
+    ];
+    for (name, x, solver, peer_solver) in runs {
+        let _ = writeln!(log, "embjob       {name}: k = {}, solver {solver:?} ...", opts.k);
+        all.push(measure(name, x, opts.k, solver, opts.repeats)?);
+        if let Some(py) = &opts.python {
+            let _ = writeln!(log, "scikit-learn {name}: k = {}, svd_solver={peer_solver} ...", opts.k);
+            match peer(py, name, x, opts.k, opts.repeats, peer_solver) {
+                Some(m) => all.push(m),
+                None => {
+                    let _ = writeln!(log, "  (peer unavailable: {py} with scikit-learn and scipy did not run)");
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// The measurements as a Markdown table, with the time and memory ratio of scikit-learn over embjob per workload.
+pub fn table(ms: &[Measurement]) -> String {
+    let mut s = String::from(
+        "| workload | tool | solver | median s | peak MB | summed EVR | peer time / embjob time |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (i, m) in ms.iter().enumerate() {
+        // Each peer row follows the embjob row of the same workload.
+        let ratio = match (m.tool.as_str(), i.checked_sub(1).map(|j| &ms[j])) {
+            ("scikit-learn", Some(e)) if e.tool == "embjob" && e.workload == m.workload => {
+                format!("{:.2}×", m.median_s / e.median_s)
+            }
+            _ => String::new(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.4} | {:.0} | {:.6} | {} |\n",
+            m.workload, m.tool, m.solver, m.median_s, m.peak_mb, m.evr_sum, ratio
+        ));
+    }
+    s
+}

@@ -1,0 +1,448 @@
+//! The embedding-layer model of the ML Crash Course food example, trained on any [`Backend`]:
+//!
+//! ```text
+//! input items ─▶ embedding bag (V×d, sum or mean) ─▶ hidden (d×n + b, ReLU) ─▶ logits (n×V + b) ─▶ softmax CE
+//! ```
+//!
+//! Parameters, optimizer state and activations are backend tensors created once; per step only the batch's indices
+//! go up. Initialisation follows the PyTorch peer: embedding rows U(−1/√V, 1/√V) (or N(0,1)), linear layers
+//! U(−1/√fan_in, 1/√fan_in) for weights and biases.
+
+use crate::backend::{AdamStep, Backend, Bags, Indices, MatDims, Tensor};
+use crate::config::{EmbeddingInit, Optimizer, Pooling};
+use crate::error::{Error, Result};
+use crate::rng::SplitMix;
+use crate::split::Example;
+
+/// Sizes of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// V: items (inputs and outputs).
+    pub items: usize,
+    /// d: embedding width.
+    pub dim: usize,
+    /// n: hidden units (0 = none).
+    pub hidden: usize,
+    pub pooling: Pooling,
+}
+
+impl Shape {
+    /// Width of the layer that feeds the logits.
+    pub fn pre_logits(&self) -> usize {
+        if self.hidden > 0 {
+            self.hidden
+        } else {
+            self.dim
+        }
+    }
+}
+
+/// Parameters as host vectors (row-major): `emb` V×d, `w1` d×n, `b1` n, `w2` pre×V, `b2` V.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostParams {
+    pub emb: Vec<f32>,
+    pub w1: Vec<f32>,
+    pub b1: Vec<f32>,
+    pub w2: Vec<f32>,
+    pub b2: Vec<f32>,
+}
+
+impl HostParams {
+    /// Seeded initialisation.
+    pub fn init(shape: Shape, init: EmbeddingInit, seed: u64) -> HostParams {
+        let mut rng = SplitMix::new(seed);
+        let mut uniform = |len: usize, bound: f64| -> Vec<f32> {
+            (0..len).map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32).collect()
+        };
+        let Shape { items: v, dim: d, hidden: n, .. } = shape;
+        let emb = match init {
+            EmbeddingInit::Linear => uniform(v * d, 1.0 / (v as f64).sqrt()),
+            EmbeddingInit::Normal => {
+                let mut r = SplitMix::new(seed ^ 0x6e6f_726d);
+                (0..v * d).map(|_| r.normal() as f32).collect()
+            }
+        };
+        let (w1, b1) = if n > 0 {
+            let bound = 1.0 / (d as f64).sqrt();
+            (uniform(d * n, bound), uniform(n, bound))
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let pre = shape.pre_logits();
+        let bound = 1.0 / (pre as f64).sqrt();
+        let w2 = uniform(pre * v, bound);
+        let b2 = uniform(v, bound);
+        HostParams { emb, w1, b1, w2, b2 }
+    }
+
+    /// All parameters in a fixed order (emb, w1, b1, w2, b2).
+    pub fn parts(&self) -> [&Vec<f32>; 5] {
+        [&self.emb, &self.w1, &self.b1, &self.w2, &self.b2]
+    }
+}
+
+/// Training hyper-parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainOptions {
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+/// One resident parameter with its gradient and optimizer state.
+struct Param {
+    value: Tensor,
+    grad: Tensor,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// The network on a backend: parameters, optimizer state and the workspace for batches up to `capacity`.
+pub struct Network<'b> {
+    be: &'b dyn Backend,
+    pub shape: Shape,
+    capacity: usize,
+    max_items: usize,
+    params: Vec<Param>,
+    pooled: Tensor,
+    hidden: Tensor,
+    logits: Tensor,
+    losses: Tensor,
+    d_hidden: Tensor,
+    d_pooled: Tensor,
+    ranks: Tensor,
+    idx: BatchIndices,
+    mask_capacity: usize,
+    step: u32,
+}
+
+/// Index buffers of one batch.
+#[derive(Clone, Copy)]
+struct BatchIndices {
+    items: Indices,
+    offsets: Indices,
+    targets: Indices,
+    seg_items: Indices,
+    seg_offsets: Indices,
+    seg_examples: Indices,
+    mask_items: Indices,
+    mask_offsets: Indices,
+}
+
+const EMB: usize = 0;
+const W1: usize = 1;
+const B1: usize = 2;
+const W2: usize = 3;
+const B2: usize = 4;
+
+/// A batch laid out for the backend.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub items: Vec<u32>,
+    pub offsets: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub seg_items: Vec<u32>,
+    pub seg_offsets: Vec<u32>,
+    pub seg_examples: Vec<u32>,
+}
+
+impl Batch {
+    /// Lays out `examples`: bags, targets, and the occurrences grouped by item for the segment-sum backward.
+    pub fn new<'e>(examples: impl Iterator<Item = &'e Example>) -> Batch {
+        let mut b = Batch { offsets: vec![0], ..Batch::default() };
+        for e in examples {
+            b.items.extend_from_slice(&e.inputs);
+            b.offsets.push(b.items.len() as u32);
+            b.targets.push(e.target);
+        }
+        let mut occ: Vec<(u32, u32)> = Vec::with_capacity(b.items.len());
+        for r in 0..b.targets.len() {
+            for &it in &b.items[b.offsets[r] as usize..b.offsets[r + 1] as usize] {
+                occ.push((it, r as u32));
+            }
+        }
+        occ.sort_unstable();
+        for (i, &(item, ex)) in occ.iter().enumerate() {
+            if i == 0 || occ[i - 1].0 != item {
+                b.seg_items.push(item);
+                b.seg_offsets.push(i as u32);
+            }
+            b.seg_examples.push(ex);
+        }
+        b.seg_offsets.push(occ.len() as u32);
+        b
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}
+
+impl<'b> Network<'b> {
+    /// Uploads `params` and allocates everything a batch of up to `capacity` examples with up to `max_inputs`
+    /// inputs each needs.
+    pub fn new(
+        be: &'b dyn Backend,
+        shape: Shape,
+        params: &HostParams,
+        capacity: usize,
+        max_inputs: usize,
+    ) -> Result<Network<'b>> {
+        let Shape { items: v, dim: d, hidden: n, .. } = shape;
+        let pre = shape.pre_logits();
+        let mut ps = Vec::new();
+        for p in params.parts() {
+            let zeros = vec![0.0; p.len().max(1)];
+            let value = if p.is_empty() { be.tensor(&zeros)? } else { be.tensor(p)? };
+            ps.push(Param { value, grad: be.tensor(&zeros)?, m: be.tensor(&zeros)?, v: be.tensor(&zeros)? });
+        }
+        let max_items = capacity * max_inputs.max(1);
+        let zeros = |len: usize| be.tensor(&vec![0.0; len.max(1)]);
+        Ok(Network {
+            be,
+            shape,
+            capacity,
+            max_items,
+            params: ps,
+            pooled: zeros(capacity * d)?,
+            hidden: zeros(capacity * n)?,
+            logits: zeros(capacity * v)?,
+            losses: zeros(capacity)?,
+            d_hidden: zeros(capacity * pre)?,
+            d_pooled: zeros(capacity * d)?,
+            ranks: zeros(capacity)?,
+            idx: BatchIndices {
+                items: be.index_buffer(max_items)?,
+                offsets: be.index_buffer(capacity + 1)?,
+                targets: be.index_buffer(capacity)?,
+                seg_items: be.index_buffer(max_items)?,
+                seg_offsets: be.index_buffer(max_items + 1)?,
+                seg_examples: be.index_buffer(max_items)?,
+                mask_items: be.index_buffer(0)?,
+                mask_offsets: be.index_buffer(capacity + 1)?,
+            },
+            mask_capacity: 0,
+            step: 0,
+        })
+    }
+
+    fn upload(&mut self, b: &Batch) -> Result<Bags> {
+        if b.len() > self.capacity || b.items.len() > self.max_items {
+            return Err(Error::Internal(format!(
+                "batch of {} examples / {} items exceeds the workspace ({} / {})",
+                b.len(),
+                b.items.len(),
+                self.capacity,
+                self.max_items
+            )));
+        }
+        let be = self.be;
+        self.idx.items = be.write_indices(self.idx.items, &b.items)?;
+        self.idx.offsets = be.write_indices(self.idx.offsets, &b.offsets)?;
+        self.idx.targets = be.write_indices(self.idx.targets, &b.targets)?;
+        self.idx.seg_items = be.write_indices(self.idx.seg_items, &b.seg_items)?;
+        self.idx.seg_offsets = be.write_indices(self.idx.seg_offsets, &b.seg_offsets)?;
+        self.idx.seg_examples = be.write_indices(self.idx.seg_examples, &b.seg_examples)?;
+        Ok(Bags {
+            bags: b.len(),
+            items: self.idx.items,
+            offsets: self.idx.offsets,
+            seg_items: self.idx.seg_items,
+            seg_offsets: self.idx.seg_offsets,
+            seg_examples: self.idx.seg_examples,
+        })
+    }
+
+    /// Forward pass of the uploaded batch into `logits` (rows = batch size).
+    fn forward(&self, bags: &Bags) -> Result<()> {
+        let be = self.be;
+        let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
+        let rows = bags.bags;
+        be.embedding_bag(self.params[EMB].value, d, bags, pooling == Pooling::Mean, self.pooled)?;
+        let pre = if n > 0 {
+            be.matmul(
+                self.pooled,
+                false,
+                self.params[W1].value,
+                false,
+                self.hidden,
+                MatDims { m: rows, n, k: d },
+                0.0,
+            )?;
+            be.bias_act(self.hidden, self.params[B1].value, rows, n, true)?;
+            self.hidden
+        } else {
+            self.pooled
+        };
+        let k = self.shape.pre_logits();
+        be.matmul(pre, false, self.params[W2].value, false, self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
+        be.bias_act(self.logits, self.params[B2].value, rows, v, false)
+    }
+
+    /// Forward, loss and backward of one batch, then one optimizer step. Returns the batch's summed loss (f64).
+    pub fn train_step(&mut self, batch: &Batch, opts: &TrainOptions) -> Result<f64> {
+        let bags = self.upload(batch)?;
+        self.forward(&bags)?;
+        let be = self.be;
+        let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
+        let rows = batch.len();
+        let pre_t = if n > 0 { self.hidden } else { self.pooled };
+        let pre = self.shape.pre_logits();
+        be.softmax_xent(self.logits, self.idx.targets, rows, v, self.losses)?;
+        let loss: f64 = be.read(self.losses)?[..rows].iter().map(|&l| l as f64).sum();
+        // Output layer.
+        be.matmul(pre_t, true, self.logits, false, self.params[W2].grad, MatDims { m: pre, n: v, k: rows }, 0.0)?;
+        be.column_sums(self.logits, rows, v, self.params[B2].grad)?;
+        be.matmul(
+            self.logits,
+            false,
+            self.params[W2].value,
+            true,
+            self.d_hidden,
+            MatDims { m: rows, n: pre, k: v },
+            0.0,
+        )?;
+        // Hidden layer.
+        let d_pooled = if n > 0 {
+            be.relu_backward(self.d_hidden, self.hidden)?;
+            be.matmul(
+                self.pooled,
+                true,
+                self.d_hidden,
+                false,
+                self.params[W1].grad,
+                MatDims { m: d, n, k: rows },
+                0.0,
+            )?;
+            be.column_sums(self.d_hidden, rows, n, self.params[B1].grad)?;
+            be.matmul(
+                self.d_hidden,
+                false,
+                self.params[W1].value,
+                true,
+                self.d_pooled,
+                MatDims { m: rows, n: d, k: n },
+                0.0,
+            )?;
+            self.d_pooled
+        } else {
+            self.d_hidden
+        };
+        be.embedding_bag_backward(d_pooled, d, &bags, pooling == Pooling::Mean, self.params[EMB].grad)?;
+        self.step += 1;
+        for (i, p) in self.params.iter().enumerate() {
+            if n == 0 && (i == W1 || i == B1) {
+                continue;
+            }
+            match opts.optimizer {
+                Optimizer::Adam => be.adam(
+                    p.value,
+                    p.grad,
+                    p.m,
+                    p.v,
+                    AdamStep {
+                        lr: opts.learning_rate as f32,
+                        beta1: 0.9,
+                        beta2: 0.999,
+                        eps: 1e-8,
+                        weight_decay: opts.weight_decay as f32,
+                        t: self.step,
+                    },
+                )?,
+                Optimizer::Sgd => be.sgd(
+                    p.value,
+                    p.grad,
+                    p.m,
+                    opts.learning_rate as f32,
+                    opts.momentum as f32,
+                    opts.weight_decay as f32,
+                )?,
+            }
+        }
+        Ok(loss)
+    }
+
+    /// Loss (summed, f64) and masked target ranks of a batch, without training. `masks[r]` are the items excluded
+    /// from row r's ranking (the target itself is never excluded).
+    pub fn evaluate(&mut self, batch: &Batch, masks: &[&[u32]]) -> Result<(f64, Vec<f32>)> {
+        let bags = self.upload(batch)?;
+        self.forward(&bags)?;
+        let be = self.be;
+        let rows = batch.len();
+        let mut mask_items = Vec::new();
+        let mut mask_offsets = vec![0u32];
+        for m in masks {
+            mask_items.extend_from_slice(m);
+            mask_offsets.push(mask_items.len() as u32);
+        }
+        if mask_items.len() > self.mask_capacity {
+            self.mask_capacity = mask_items.len().next_power_of_two();
+            self.idx.mask_items = be.index_buffer(self.mask_capacity)?;
+        }
+        let mask_items_t = be.write_indices(self.idx.mask_items, &mask_items)?;
+        let mask_offsets_t = be.write_indices(self.idx.mask_offsets, &mask_offsets)?;
+        be.target_ranks(
+            self.logits,
+            rows,
+            self.shape.items,
+            self.idx.targets,
+            mask_items_t,
+            mask_offsets_t,
+            self.ranks,
+        )?;
+        let ranks = be.read(self.ranks)?[..rows].to_vec();
+        be.softmax_xent(self.logits, self.idx.targets, rows, self.shape.items, self.losses)?;
+        let loss = be.read(self.losses)?[..rows].iter().map(|&l| l as f64).sum();
+        Ok((loss, ranks))
+    }
+
+    /// The parameters back on the host.
+    pub fn params(&self) -> Result<HostParams> {
+        let r = |i: usize| -> Result<Vec<f32>> {
+            let mut v = self.be.read(self.params[i].value)?;
+            if self.shape.hidden == 0 && (i == W1 || i == B1) {
+                v.clear();
+            }
+            Ok(v)
+        };
+        Ok(HostParams { emb: r(EMB)?, w1: r(W1)?, b1: r(B1)?, w2: r(W2)?, b2: r(B2)? })
+    }
+
+    /// The gradients of the mean loss left by the last training step (same layout as the parameters).
+    pub fn gradients(&self) -> Result<HostParams> {
+        let r = |i: usize| -> Result<Vec<f32>> {
+            let mut v = self.be.read(self.params[i].grad)?;
+            if self.shape.hidden == 0 && (i == W1 || i == B1) {
+                v.clear();
+            }
+            Ok(v)
+        };
+        Ok(HostParams { emb: r(EMB)?, w1: r(W1)?, b1: r(B1)?, w2: r(W2)?, b2: r(B2)? })
+    }
+
+    /// Replaces the parameters (e.g. with the best epoch's, for early stopping).
+    pub fn set_params(&mut self, p: &HostParams) -> Result<()> {
+        for (i, part) in p.parts().into_iter().enumerate() {
+            if !part.is_empty() {
+                self.be.write(self.params[i].value, part)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend the network lives on.
+    pub fn backend(&self) -> &'b dyn Backend {
+        self.be
+    }
+
+    /// The embedding table tensor (for the neighbour search).
+    pub fn embedding_tensor(&self) -> Tensor {
+        self.params[EMB].value
+    }
+}

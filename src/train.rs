@@ -1,0 +1,281 @@
+//! The model stage: split, train (with per-epoch held-out metrics and optional early stopping), evaluate against the
+//! popularity baseline, find nearest neighbours, and hand back tables and metrics. Pure: no I/O but the reporter.
+
+use std::time::Instant;
+
+use crate::backend::Backend;
+use crate::config::EmbeddingDim;
+use crate::dataset::Interactions;
+use crate::error::{Error, Result};
+use crate::eval::{self, RankingMetrics};
+use crate::metrics::Metrics;
+use crate::model::{Batch, HostParams, Network, Shape, TrainOptions};
+use crate::plan::ModelPlan;
+use crate::report::Reporter;
+use crate::rng::SplitMix;
+use crate::split::{self, Example, Split};
+
+/// Everything the model stage produces.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    pub shape: Shape,
+    pub params: HostParams,
+    pub split_summary: SplitSummary,
+    /// Train users having each item as a favourite.
+    pub popularity: Vec<u64>,
+    /// Per item, `neighbors` nearest items by cosine of the input embeddings, and the cosines.
+    pub neighbors: Vec<u32>,
+    pub neighbor_cosines: Vec<f32>,
+    pub neighbors_per_item: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub train_seconds: f64,
+    pub examples_per_second: f64,
+}
+
+/// Sizes of the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitSummary {
+    pub train_examples: usize,
+    pub test_users: usize,
+    pub test_last: usize,
+    pub test_loo: usize,
+    pub duplicates_dropped: usize,
+    pub users_too_short: usize,
+}
+
+/// Each user's items without repeats (first occurrence kept), and how many repeats were dropped.
+pub fn distinct_lists(data: &Interactions) -> (Vec<Vec<u32>>, usize) {
+    let mut dropped = 0;
+    let lists = data
+        .lists
+        .iter()
+        .map(|l| {
+            let mut seen = std::collections::HashSet::new();
+            let out: Vec<u32> = l.iter().copied().filter(|i| seen.insert(*i)).collect();
+            dropped += l.len() - out.len();
+            out
+        })
+        .collect();
+    (lists, dropped)
+}
+
+/// The split the plan describes.
+pub fn make_split(data: &Interactions, lists: &[Vec<u32>], plan: &ModelPlan) -> Split {
+    let keys: Vec<u64> = data
+        .users
+        .iter()
+        .enumerate()
+        .map(|(u, label)| split::user_key(label, data.user_numbers.as_ref().map(|n| n[u])))
+        .collect();
+    split::split(lists, &keys, plan.inputs_per_example, plan.test_fraction, plan.split_seed)
+}
+
+/// Ranks (and summed loss) of examples, batch by batch, masking `masks[i]` for example i.
+fn score(net: &mut Network, examples: &[Example], masks: &[&[u32]], batch: usize) -> Result<(f64, Vec<f64>)> {
+    let mut loss = 0.0;
+    let mut ranks = Vec::with_capacity(examples.len());
+    for (chunk, mchunk) in examples.chunks(batch).zip(masks.chunks(batch)) {
+        let b = Batch::new(chunk.iter());
+        let (l, r) = net.evaluate(&b, mchunk)?;
+        loss += l;
+        ranks.extend(r.into_iter().map(f64::from));
+    }
+    Ok((loss, ranks))
+}
+
+fn push_ranking(m: &mut Metrics, stage: &str, protocol: &str, r: &RankingMetrics) {
+    for &(k, v) in &r.recall {
+        m.push(stage, &format!("{protocol}_recall@{k}"), v);
+    }
+    for &(k, v) in &r.ndcg {
+        m.push(stage, &format!("{protocol}_ndcg@{k}"), v);
+    }
+    m.push(stage, &format!("{protocol}_mrr"), r.mrr);
+    m.push(stage, &format!("{protocol}_examples"), r.examples as f64);
+}
+
+/// Trains and evaluates the model; records metrics under stages `train`, `eval_model`, `eval_popularity`,
+/// `similarity`.
+pub fn run(
+    be: &dyn Backend,
+    data: &Interactions,
+    plan: &ModelPlan,
+    labels: Option<&[Option<String>]>,
+    metrics: &mut Metrics,
+    reporter: &dyn Reporter,
+) -> Result<ModelOutput> {
+    let (lists, duplicates_dropped) = distinct_lists(data);
+    let split = make_split(data, &lists, plan);
+    if split.train.is_empty() {
+        return Err(Error::Stage {
+            stage: "model",
+            message: "no training examples: every user is a test user or has fewer than 2 items".into(),
+        });
+    }
+    let v = data.items.len();
+    if v < 2 {
+        return Err(Error::Stage { stage: "model", message: format!("needs at least 2 items, the input has {v}") });
+    }
+    if let Some(&k) = plan.ks.iter().find(|&&k| k > v) {
+        return Err(Error::Stage { stage: "model", message: format!("eval.k = {k} is more than the {v} items") });
+    }
+    let dim = match plan.embedding_dim {
+        EmbeddingDim::Fixed(d) => d as usize,
+        EmbeddingDim::Auto => ((v as f64).powf(0.25).round() as usize).max(1),
+    };
+    let shape = Shape { items: v, dim, hidden: plan.hidden_units, pooling: plan.pooling };
+    let test_users = split.test_users.len();
+    let mut popularity = vec![0u64; v];
+    let mut is_test = vec![false; lists.len()];
+    for &u in &split.test_users {
+        is_test[u as usize] = true;
+    }
+    for (u, l) in lists.iter().enumerate() {
+        if !is_test[u] {
+            for &i in l {
+                popularity[i as usize] += 1;
+            }
+        }
+    }
+    let last_masks: Vec<&[u32]> = split.test_last.iter().map(|e| &lists[e.user as usize][..]).collect();
+    let loo_masks: Vec<&[u32]> = split.test_loo.iter().map(|e| &lists[e.user as usize][..]).collect();
+
+    let params = HostParams::init(shape, plan.init, plan.train_seed);
+    let max_inputs = plan.inputs_per_example.max(1);
+    let mut net = Network::new(be, shape, &params, plan.batch_size, max_inputs)?;
+    let opts = TrainOptions {
+        batch_size: plan.batch_size,
+        optimizer: plan.optimizer,
+        learning_rate: plan.learning_rate,
+        momentum: plan.momentum,
+        weight_decay: plan.weight_decay,
+    };
+    let steps_per_epoch = split.train.len().div_ceil(plan.batch_size);
+    reporter.stage_started("train", Some((steps_per_epoch * plan.epochs) as u64));
+    let mut rng = SplitMix::new(plan.train_seed ^ 0x7368_7566_666c_6521);
+    let mut order: Vec<usize> = (0..split.train.len()).collect();
+    let mut best: Option<(f64, usize, HostParams)> = None;
+    let mut since_best = 0;
+    let mut epochs_run = 0;
+    let mut train_seconds = 0.0;
+    let mut done_steps = 0u64;
+    for epoch in 1..=plan.epochs {
+        // Fisher–Yates with the training seed: a new order each epoch, the same for the same seed.
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let t = Instant::now();
+        let mut loss_sum = 0.0;
+        let mut seen = 0usize;
+        for chunk in order.chunks(plan.batch_size) {
+            let batch = Batch::new(chunk.iter().map(|&i| &split.train[i]));
+            loss_sum += net.train_step(&batch, &opts)?;
+            seen += batch.len();
+            done_steps += 1;
+            if done_steps % 16 == 0 || seen == order.len() {
+                let rate = seen as f64 / t.elapsed().as_secs_f64().max(1e-9);
+                reporter.progress(
+                    done_steps,
+                    &format!(
+                        "epoch {epoch}/{}: loss {:.4}, {:.0} examples/s",
+                        plan.epochs,
+                        loss_sum / seen as f64,
+                        rate
+                    ),
+                );
+            }
+        }
+        train_seconds += t.elapsed().as_secs_f64();
+        epochs_run = epoch;
+        let train_loss = loss_sum / seen as f64;
+        metrics.push_at("train", "loss", epoch as i64, train_loss);
+        let (heldout_loss, loo_ranks) = score(&mut net, &split.test_loo, &loo_masks, plan.batch_size)?;
+        let heldout_loss = heldout_loss / split.test_loo.len().max(1) as f64;
+        metrics.push_at("train", "heldout_loss", epoch as i64, heldout_loss);
+        let loo = eval::ranking_metrics(&loo_ranks, &plan.ks);
+        for &(k, r) in &loo.recall {
+            metrics.push_at("train", &format!("loo_recall@{k}"), epoch as i64, r);
+        }
+        metrics.push_at("train", "loo_mrr", epoch as i64, loo.mrr);
+        if let Some(patience) = plan.patience {
+            let improved = best.as_ref().is_none_or(|(l, _, _)| heldout_loss < *l);
+            if improved {
+                best = Some((heldout_loss, epoch, net.params()?));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= patience {
+                    break;
+                }
+            }
+        }
+    }
+    let best_epoch = match best {
+        Some((_, e, p)) => {
+            net.set_params(&p)?;
+            e
+        }
+        None => epochs_run,
+    };
+    let examples = split.train.len() * epochs_run;
+    let examples_per_second = examples as f64 / train_seconds.max(1e-9);
+    reporter.stage_finished(
+        "train",
+        &format!(
+            "{epochs_run} epochs × {} examples, {:.0} examples/s{}",
+            split.train.len(),
+            examples_per_second,
+            if plan.patience.is_some() { format!(", best epoch {best_epoch}") } else { String::new() }
+        ),
+        train_seconds,
+    );
+    metrics.push("train", "epochs", epochs_run as f64);
+    metrics.push("train", "best_epoch", best_epoch as f64);
+    metrics.push("train", "examples", split.train.len() as f64);
+    metrics.push("train", "seconds", train_seconds);
+    metrics.push("train", "examples_per_second", examples_per_second);
+    metrics.push("train", "embedding_dim", dim as f64);
+
+    // Final evaluation: the model and the popularity baseline, both protocols.
+    let (_, last_ranks) = score(&mut net, &split.test_last, &last_masks, plan.batch_size)?;
+    let (_, loo_ranks) = score(&mut net, &split.test_loo, &loo_masks, plan.batch_size)?;
+    push_ranking(metrics, "eval_model", "last", &eval::ranking_metrics(&last_ranks, &plan.ks));
+    push_ranking(metrics, "eval_model", "loo", &eval::ranking_metrics(&loo_ranks, &plan.ks));
+    let targets = |ex: &[Example]| ex.iter().map(|e| e.target).collect::<Vec<_>>();
+    let pop_last = eval::popularity_ranks(&popularity, &targets(&split.test_last), &last_masks);
+    let pop_loo = eval::popularity_ranks(&popularity, &targets(&split.test_loo), &loo_masks);
+    push_ranking(metrics, "eval_popularity", "last", &eval::ranking_metrics(&pop_last, &plan.ks));
+    push_ranking(metrics, "eval_popularity", "loo", &eval::ranking_metrics(&pop_loo, &plan.ks));
+
+    // Similarity: cosine neighbours of the input embeddings.
+    let k = plan.neighbors.min(v - 1);
+    let (neighbors, neighbor_cosines) = be.cosine_top_k(net.embedding_tensor(), v, dim, k)?;
+    if let Some(labels) = labels {
+        if let Some((agree, chance)) = eval::label_agreement(&neighbors, k, labels) {
+            metrics.push_at("similarity", "label_agreement", k as i64, agree);
+            metrics.push_at("similarity", "label_agreement_chance", k as i64, chance);
+        }
+    }
+    let params = net.params()?;
+    Ok(ModelOutput {
+        shape,
+        params,
+        split_summary: SplitSummary {
+            train_examples: split.train.len(),
+            test_users,
+            test_last: split.test_last.len(),
+            test_loo: split.test_loo.len(),
+            duplicates_dropped,
+            users_too_short: split.users_too_short,
+        },
+        popularity,
+        neighbors,
+        neighbor_cosines,
+        neighbors_per_item: k,
+        epochs_run,
+        best_epoch,
+        train_seconds,
+        examples_per_second,
+    })
+}

@@ -1,0 +1,115 @@
+//! The backward pass equals finite differences of the loss for every parameter, for both poolings, with and
+//! without a hidden layer; and the kernels keep their invariants (softmax rows sum to 1).
+
+use embjob::backend::{cpu_kernels, Cpu};
+use embjob::config::{EmbeddingInit, Optimizer, Pooling};
+use embjob::model::{Batch, HostParams, Network, Shape, TrainOptions};
+use embjob::rng::SplitMix;
+use embjob::split::Example;
+
+fn examples(seed: u64, items: usize, count: usize) -> Vec<Example> {
+    let mut rng = SplitMix::new(seed);
+    (0..count)
+        .map(|u| {
+            let n_inputs = 1 + rng.below(3);
+            let mut inputs: Vec<u32> = Vec::new();
+            while inputs.len() < n_inputs {
+                let it = rng.below(items) as u32;
+                if !inputs.contains(&it) {
+                    inputs.push(it);
+                }
+            }
+            inputs.sort_unstable();
+            Example { user: u as u32, inputs, target: rng.below(items) as u32 }
+        })
+        .collect()
+}
+
+fn loss_of(shape: Shape, params: &HostParams, batch: &Batch) -> f64 {
+    let be = Cpu::new();
+    let mut net = Network::new(&be, shape, params, batch.len(), 4).expect("network");
+    let masks: Vec<&[u32]> = vec![&[]; batch.len()];
+    net.evaluate(batch, &masks).expect("evaluate").0
+}
+
+fn check(shape: Shape) {
+    // Larger-than-default weights so every ReLU is clearly on or off and differences are well above f32 noise.
+    let mut params = HostParams::init(shape, EmbeddingInit::Normal, 7);
+    params.w1.iter_mut().for_each(|w| *w *= 3.0);
+    let ex = examples(3, shape.items, 5);
+    let batch = Batch::new(ex.iter());
+    let be = Cpu::new();
+    let mut net = Network::new(&be, shape, &params, batch.len(), 4).expect("network");
+    let opts = TrainOptions {
+        batch_size: 5,
+        optimizer: Optimizer::Sgd,
+        learning_rate: 1e-30,
+        momentum: 0.0,
+        weight_decay: 0.0,
+    };
+    net.train_step(&batch, &opts).expect("step");
+    let grads = net.gradients().expect("grads");
+    let rows = batch.len() as f64;
+    let names = ["embedding", "w1", "b1", "w2", "b2"];
+    for (part, name) in names.iter().enumerate() {
+        let n = params.parts()[part].len();
+        for i in 0..n {
+            let eps = 1e-2f32;
+            let mut plus = params.clone();
+            let mut minus = params.clone();
+            let get = |p: &mut HostParams| -> *mut f32 {
+                match part {
+                    0 => &mut p.emb[i],
+                    1 => &mut p.w1[i],
+                    2 => &mut p.b1[i],
+                    3 => &mut p.w2[i],
+                    _ => &mut p.b2[i],
+                }
+            };
+            // SAFETY: each pointer comes from a live, exclusively borrowed Vec element just above.
+            unsafe {
+                *get(&mut plus) += eps;
+                *get(&mut minus) -= eps;
+            }
+            let fd = (loss_of(shape, &plus, &batch) - loss_of(shape, &minus, &batch)) / (2.0 * eps as f64) / rows;
+            let g = grads.parts()[part][i] as f64;
+            assert!(
+                (fd - g).abs() <= 2e-3 + 2e-2 * fd.abs(),
+                "{name}[{i}] ({shape:?}): backward {g} vs finite difference {fd}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gradients_equal_finite_differences_mean_pooling_with_hidden_layer() {
+    check(Shape { items: 6, dim: 3, hidden: 4, pooling: Pooling::Mean });
+}
+
+#[test]
+fn gradients_equal_finite_differences_sum_pooling_with_hidden_layer() {
+    check(Shape { items: 5, dim: 2, hidden: 3, pooling: Pooling::Sum });
+}
+
+#[test]
+fn gradients_equal_finite_differences_without_hidden_layer() {
+    check(Shape { items: 7, dim: 3, hidden: 0, pooling: Pooling::Mean });
+}
+
+#[test]
+fn softmax_rows_sum_to_one_and_the_gradient_rows_to_zero() {
+    let mut rng = SplitMix::new(1);
+    let (rows, cols) = (6, 9);
+    let mut logits: Vec<f32> = (0..rows * cols).map(|_| (rng.normal() * 30.0) as f32).collect();
+    let targets: Vec<u32> = (0..rows).map(|_| rng.below(cols) as u32).collect();
+    let mut losses = vec![0.0; rows];
+    cpu_kernels::softmax_xent(&mut logits, &targets, cols, &mut losses);
+    for r in 0..rows {
+        let row = &logits[r * cols..(r + 1) * cols];
+        // grad = (p - onehot) / rows, so rows·grad + onehot = p sums to 1.
+        let p_sum: f64 = row.iter().map(|&g| g as f64 * rows as f64).sum::<f64>() + 1.0;
+        assert!((p_sum - 1.0).abs() < 1e-5, "row {r}: softmax sums to {p_sum}");
+        assert!(row.iter().all(|v| v.is_finite()), "large logits stay finite");
+        assert!(losses[r].is_finite() && losses[r] >= 0.0);
+    }
+}
