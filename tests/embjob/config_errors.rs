@@ -190,3 +190,72 @@ fn more_components_than_the_data_allows_is_an_input_error() {
     assert!(r.stderr.contains("pca.n_components = 5"), "{}", r.stderr);
     assert!(job.latest().is_none());
 }
+
+const MODEL: &str = "[model]\nembedding_dim = 2\nhidden_units = 4\n";
+
+#[test]
+fn zero_embedding_dim() {
+    fails(&with("[model]\nembedding_dim = 0"), 2, &["model.embedding_dim", "at least 1"]);
+}
+
+#[test]
+fn embedding_dim_neither_integer_nor_auto() {
+    fails(&with("[model]\nembedding_dim = \"wide\""), 2, &["model.embedding_dim", "auto"]);
+}
+
+#[test]
+fn zero_batch_size() {
+    fails(&with(&format!("{MODEL}[train]\nbatch_size = 0")), 2, &["train.batch_size"]);
+}
+
+#[test]
+fn learning_rate_must_be_positive() {
+    fails(&with(&format!("{MODEL}[train]\nlearning_rate = 0.0")), 2, &["train.learning_rate", "positive"]);
+    fails(&with(&format!("{MODEL}[train]\nlearning_rate = -0.1")), 2, &["train.learning_rate"]);
+    fails(&with(&format!("{MODEL}[train]\nlearning_rate = nan")), 2, &["train.learning_rate"]);
+}
+
+#[test]
+fn momentum_needs_sgd() {
+    fails(&with(&format!("{MODEL}[train]\nmomentum = 0.9")), 2, &["train.momentum", "sgd"]);
+}
+
+#[test]
+fn train_without_model() {
+    fails(&with("[train]\nepochs = 2"), 2, &["train", "needs a [model]"]);
+}
+
+#[test]
+fn unknown_pooling() {
+    fails(&with("[model]\npooling = \"max\""), 2, &["model.pooling", "unknown variant `max`"]);
+}
+
+#[test]
+fn test_fraction_out_of_range() {
+    fails(&with(&format!("{MODEL}[eval]\ntest_fraction = 1.0")), 2, &["eval.test_fraction"]);
+}
+
+#[test]
+fn missing_labels_file() {
+    fails(&with(&format!("{MODEL}[eval]\nlabels = \"nope.csv\"")), 2, &["eval.labels", "file not found"]);
+}
+
+#[test]
+fn model_needs_users_and_items() {
+    let job = Job::new()
+        .file("docs.csv", "text\nhello world\n")
+        .toml(&format!("[job]\nname='t'\n[input]\npath='docs.csv'\nlayout='text'\n{MODEL}"));
+    let r = job.validate();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("model") && r.stderr.contains("layout"), "{}", r.stderr);
+}
+
+#[test]
+fn k_larger_than_the_item_count_is_an_input_error() {
+    // The small data set has 3 items.
+    let job = long_job(&format!("{MODEL}[eval]\nk = [10]\n"));
+    let r = job.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("eval.k = 10"), "{}", r.stderr);
+    assert!(job.latest().is_none());
+}

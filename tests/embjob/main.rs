@@ -5,6 +5,7 @@ mod support;
 mod bow_parity;
 mod config_errors;
 mod input_errors;
+mod model;
 mod model_gradients;
 mod outputs;
 mod pca_parity;

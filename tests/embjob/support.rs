@@ -129,6 +129,14 @@ pub fn read_parquet(path: &Path) -> DataFrame {
     ParquetReader::new(f).finish().unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
+pub fn read_csv(path: &Path) -> DataFrame {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.to_owned()))
+        .and_then(|r| r.finish())
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
 pub fn i64s(df: &DataFrame, col: &str) -> Vec<i64> {
     let s = df.column(col).expect("column").as_materialized_series().cast(&DataType::Int64).expect("cast");
     s.i64().expect("i64").iter().map(|v| v.expect("no nulls")).collect()

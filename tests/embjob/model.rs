@@ -1,0 +1,183 @@
+//! The embedding model end to end: the split equals the PyTorch peer's example for example, MovieLens results track
+//! the peer, the food model recovers the planted cuisines, runs repeat bit for bit, and early stopping works.
+
+use embjob::config::Format;
+use embjob::dataset::Dataset;
+use embjob::plan::{InputColumns, InputPlan};
+use embjob::train;
+use polars::prelude::*;
+
+use crate::support::*;
+
+fn movielens() -> embjob::dataset::Interactions {
+    let input = InputPlan {
+        path: repo().join("pipelines/data/movielens_favorites.parquet"),
+        format: Format::Parquet,
+        columns: InputColumns::List { user: "user_id".into(), items: "items".into() },
+        separator: b',',
+    };
+    match embjob::data::read_input(&input).expect("read movielens") {
+        Dataset::Interactions(i) => i,
+        _ => panic!("list layout reads as interactions"),
+    }
+}
+
+fn lists_i64(df: &DataFrame, col: &str) -> Vec<Vec<i64>> {
+    let s = df.column(col).expect("column").as_materialized_series().clone();
+    s.list()
+        .expect("list")
+        .amortized_iter()
+        .map(|l| {
+            let l = l.expect("no null lists");
+            let c = l.as_ref().cast(&DataType::Int64).expect("cast");
+            c.i64().expect("i64").iter().map(|v| v.expect("no nulls")).collect()
+        })
+        .collect()
+}
+
+fn movielens_plan(extra: &str) -> embjob::plan::ModelPlan {
+    let toml = format!(
+        "[job]\nname='m'\n[input]\npath={:?}\nlayout='list'\nuser='user_id'\nitem='items'\n[model]\nembedding_dim=32\nhidden_units=64\n{extra}\n",
+        repo().join("pipelines/data/movielens_favorites.parquet")
+    );
+    let config = embjob::config::Config::from_toml(&toml, std::path::Path::new("m.toml")).expect("config");
+    embjob::Plan::from_config(config, std::path::Path::new("m.toml"), &Default::default())
+        .expect("plan")
+        .model
+        .expect("model")
+}
+
+#[test]
+fn split_equals_the_peer_split_example_for_example() {
+    let data = movielens();
+    let plan = movielens_plan("");
+    let (lists, dropped) = train::distinct_lists(&data);
+    assert_eq!(dropped, 0);
+    let split = train::make_split(&data, &lists, &plan);
+    let label = |i: u32| data.items[i as usize].parse::<i64>().expect("movieId");
+    let user = |u: u32| data.user_numbers.as_ref().expect("integer users")[u as usize];
+
+    let want = read_parquet(&fixture("split_movielens_favorites_train_examples.parquet"));
+    let (wu, wi, wt) = (i64s(&want, "user_id"), lists_i64(&want, "input_items"), i64s(&want, "target_item"));
+    assert_eq!(split.train.len(), 45_637);
+    assert_eq!(split.train.len(), wu.len());
+    for (n, e) in split.train.iter().enumerate() {
+        let got = (user(e.user), e.inputs.iter().map(|&i| label(i)).collect::<Vec<_>>(), label(e.target));
+        assert_eq!(got, (wu[n], wi[n].clone(), wt[n]), "train example {n}");
+    }
+
+    let want = read_parquet(&fixture("split_movielens_favorites_test.parquet"));
+    let (wu, wi, wt) = (i64s(&want, "user_id"), lists_i64(&want, "input_items"), i64s(&want, "target_item"));
+    assert_eq!(split.test_last.len(), 66);
+    let mut got: Vec<_> = split
+        .test_last
+        .iter()
+        .map(|e| (user(e.user), e.inputs.iter().map(|&i| label(i)).collect::<Vec<_>>(), label(e.target)))
+        .collect();
+    let mut expected: Vec<_> = (0..wu.len()).map(|n| (wu[n], wi[n].clone(), wt[n])).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    assert_eq!(split.test_loo.len(), 5_898, "every favourite of every test user");
+}
+
+fn eval_metric(job_out: &std::path::Path, stage: &str, metric: &str) -> f64 {
+    let m = read_parquet(&job_out.join("latest/metrics.parquet"));
+    let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    (0..m.height())
+        .find(|&r| s[r] == stage && n[r] == metric)
+        .map(|r| v[r])
+        .unwrap_or_else(|| panic!("{stage}/{metric}"))
+}
+
+/// CI's guard of the parity with PyTorch (the full 5-seed × 3-epoch comparison is in the issue notes): one epoch
+/// of the peer's model must beat popularity on the LOO protocol, and popularity must equal the peer's exactly.
+#[test]
+fn movielens_one_epoch_beats_popularity_and_popularity_equals_the_peer() {
+    let job = Job::new().toml(&format!(
+        "[job]\nname='m'\nseed=0\nbackend='cpu'\n[input]\npath={:?}\nlayout='list'\nuser='user_id'\nitem='items'\n\
+         [model]\nembedding_dim=32\nhidden_units=64\npooling='mean'\n[train]\nepochs=1\n[output]\ndir='out'\n",
+        repo().join("pipelines/data/movielens_favorites.parquet")
+    ));
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = job.out();
+    // The peer's popularity baseline (shared/peers/README.md), exactly.
+    assert!((eval_metric(&out, "eval_popularity", "loo_recall@10") - 0.0656).abs() < 5e-5);
+    assert!((eval_metric(&out, "eval_popularity", "last_recall@10") - 0.0455).abs() < 5e-5);
+    assert!((eval_metric(&out, "eval_popularity", "loo_mrr") - 0.0340).abs() < 5e-5);
+    let model = eval_metric(&out, "eval_model", "loo_recall@10");
+    assert!(model > 0.0656, "one epoch: LOO recall@10 {model} is not above popularity 0.0656");
+    assert!(model < 0.0736 + 0.015, "LOO recall@10 {model} is implausibly far above the peer's 0.0736");
+}
+
+fn food_job(epochs: u32, extra_train: &str) -> Job {
+    Job::new()
+        .copy(&repo().join("pipelines/data/food_favorites.csv"), "food.csv")
+        .copy(&repo().join("pipelines/data/food_items.csv"), "items.csv")
+        .toml(&format!(
+            "[job]\nname='food'\nseed=42\nbackend='cpu'\n[input]\npath='food.csv'\nlayout='long'\nuser='user_id'\n\
+             item='item'\norder='rank'\n[model]\nembedding_dim=3\nhidden_units=16\n[train]\nepochs={epochs}\nbatch_size=64\n{extra_train}\n\
+             [eval]\nk=[5]\nneighbors=5\nlabels='items.csv'\nlabels_category='cuisine'\n[output]\ndir='out'\n"
+        ))
+}
+
+#[test]
+fn food_neighbours_come_from_their_own_cuisine() {
+    let job = food_job(10, "");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let labels = read_csv(&repo().join("pipelines/data/food_items.csv"));
+    let cuisine: std::collections::HashMap<String, String> =
+        strs(&labels, "item").into_iter().zip(strs(&labels, "cuisine")).collect();
+    let nb = job.latest_parquet("neighbors.parquet");
+    let (items, neighbours) = (strs(&nb, "item"), strs(&nb, "neighbor"));
+    assert_eq!(items.len(), 240 * 5);
+    let same = items.iter().zip(&neighbours).filter(|(a, b)| cuisine[*a] == cuisine[*b]).count();
+    let share = same as f64 / items.len() as f64;
+    // 8 cuisines: chance is 1/8.
+    assert!(share > 0.8, "only {share:.3} of the food's nearest neighbours share its cuisine");
+    let agreement = eval_metric(&job.out(), "similarity", "label_agreement");
+    assert!((agreement - share).abs() < 1e-9, "label_agreement metric {agreement} vs {share}");
+    // And the model ranks held-out favourites far better than popularity does.
+    let (model, popularity) = (
+        eval_metric(&job.out(), "eval_model", "loo_recall@5"),
+        eval_metric(&job.out(), "eval_popularity", "loo_recall@5"),
+    );
+    assert!(model > 2.0 * popularity, "recall@5 {model} vs popularity {popularity}");
+}
+
+#[test]
+fn same_seed_same_embeddings_and_metrics() {
+    let a = food_job(2, "");
+    let b = food_job(2, "");
+    for j in [&a, &b] {
+        let r = j.run(&[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    for f in ["embeddings.parquet", "neighbors.parquet"] {
+        let (x, y) = (a.latest_parquet(f), b.latest_parquet(f));
+        assert!(x.equals(&y), "{f} differs between two runs with one seed");
+    }
+    let metrics = |j: &Job| {
+        let m = j.latest_parquet("metrics.parquet");
+        let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+        (0..m.height())
+            .filter(|&r| s[r] != "efficiency" && n[r] != "seconds" && n[r] != "examples_per_second")
+            .map(|r| (s[r].clone(), n[r].clone(), v[r].to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(metrics(&a), metrics(&b));
+}
+
+#[test]
+fn early_stopping_keeps_the_best_epoch() {
+    // The food model's held-out loss bottoms out within a few epochs at this learning rate.
+    let job = food_job(40, "learning_rate = 0.05\npatience = 2");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let epochs = eval_metric(&job.out(), "train", "epochs");
+    let best = eval_metric(&job.out(), "train", "best_epoch");
+    assert!(epochs < 40.0, "training ran all {epochs} epochs");
+    assert_eq!(best, epochs - 2.0, "stopped {epochs} epochs in, 2 after the best ({best})");
+}
