@@ -207,15 +207,17 @@ pub fn pca(opts: &PcaBenchOptions, log: &mut dyn Write) -> Result<Vec<Measuremen
     let zipf = zipf_bow(opts.docs, opts.terms, 20_261_126);
     let zipf_name = format!("zipf {}×{} ({} nnz)", opts.docs, opts.terms, zipf.nnz());
     let lee_name = format!("lee_docs {}×{} ({} nnz)", lee.rows, lee.cols, lee.nnz());
-    let runs: [(&str, &Csr, PcaSolver, &str); 3] = [
-        (&lee_name, &lee, PcaSolver::Auto, "arpack"),
-        (&lee_name, &lee, PcaSolver::Randomized, "randomized"),
-        (&zipf_name, &zipf, PcaSolver::Auto, "arpack"),
+    // scikit-learn's PCA takes sparse input only with svd_solver="arpack" (its fastest there) or
+    // "covariance_eigh": arpack is the peer for every sparse workload.
+    let runs: [(&str, &Csr, PcaSolver, Option<&str>); 3] = [
+        (&lee_name, &lee, PcaSolver::Auto, Some("arpack")),
+        (&lee_name, &lee, PcaSolver::Randomized, None),
+        (&zipf_name, &zipf, PcaSolver::Auto, Some("arpack")),
     ];
     for (name, x, solver, peer_solver) in runs {
         let _ = writeln!(log, "embjob       {name}: k = {}, solver {solver:?} ...", opts.k);
         all.push(measure(name, x, opts.k, solver, opts.repeats)?);
-        if let Some(py) = &opts.python {
+        if let (Some(py), Some(peer_solver)) = (&opts.python, peer_solver) {
             let _ = writeln!(log, "scikit-learn {name}: k = {}, svd_solver={peer_solver} ...", opts.k);
             match peer(py, name, x, opts.k, opts.repeats, peer_solver) {
                 Some(m) => all.push(m),
@@ -244,6 +246,155 @@ pub fn table(ms: &[Measurement]) -> String {
         s.push_str(&format!(
             "| {} | {} | {} | {:.4} | {:.0} | {:.6} | {} |\n",
             m.workload, m.tool, m.solver, m.median_s, m.peak_mb, m.evr_sum, ratio
+        ));
+    }
+    s
+}
+
+/// Options of `embjob bench train`.
+#[derive(Debug, Clone)]
+pub struct TrainBenchOptions {
+    /// A pipeline with a [model] section (default pipelines/movielens.toml).
+    pub config: PathBuf,
+    pub repeats: usize,
+    /// Python with torch and `ref_recommender.py` of the team's peers, for the side-by-side run.
+    pub python: Option<String>,
+    pub peer_script: PathBuf,
+}
+
+/// Training throughput of one tool.
+#[derive(Debug, Clone)]
+pub struct TrainMeasurement {
+    pub tool: String,
+    pub median_train_s: f64,
+    pub median_epoch_s: f64,
+    pub examples_per_s: f64,
+    pub loo_recall_at_10: f64,
+    pub runs: usize,
+}
+
+/// Trains the pipeline's model `repeats` times on the CPU backend (model seeds 0, 1, ...), then the PyTorch peer
+/// with the same settings when it can run. Times cover the training steps only, as the peer's do.
+pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainMeasurement>> {
+    let plan = crate::Plan::load(&opts.config, &crate::Overrides::default())?;
+    let Some(model) = plan.model.clone() else {
+        return Err(Error::Stage {
+            stage: "bench",
+            message: format!("{} has no [model] section", opts.config.display()),
+        });
+    };
+    let Dataset::Interactions(data) = crate::data::read_input(&plan.input)? else {
+        return Err(Error::Stage { stage: "bench", message: "the model needs a long or list input".into() });
+    };
+    let mut times = Vec::new();
+    let mut recalls = Vec::new();
+    let mut examples = 0usize;
+    for seed in 0..opts.repeats.max(1) as u64 {
+        let mut m = model.clone();
+        m.train_seed = seed;
+        let mut metrics = crate::metrics::Metrics::default();
+        let be = Cpu::new();
+        let out = crate::train::run(&be, &data, &m, None, &mut metrics, &crate::Silent)?;
+        examples = out.split_summary.train_examples * out.epochs_run;
+        let _ = writeln!(
+            log,
+            "embjob seed {seed}: {:.3} s, {:.0} examples/s, LOO recall@10 {:.4}",
+            out.train_seconds,
+            out.examples_per_second,
+            metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN)
+        );
+        times.push(out.train_seconds);
+        recalls.push(metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN));
+    }
+    let median_train_s = median(&mut times.clone());
+    let mut all = vec![TrainMeasurement {
+        tool: "embjob (cpu)".into(),
+        median_train_s,
+        median_epoch_s: median_train_s / model.epochs as f64,
+        examples_per_s: examples as f64 / median_train_s,
+        loo_recall_at_10: recalls.iter().sum::<f64>() / recalls.len() as f64,
+        runs: times.len(),
+    }];
+    if let Some(py) = &opts.python {
+        match peer_train(py, &opts.peer_script, &plan, &model, opts.repeats.max(1)) {
+            Some(m) => all.push(m),
+            None => {
+                let _ = writeln!(
+                    log,
+                    "(peer unavailable: {py} {} did not run; torch installed?)",
+                    opts.peer_script.display()
+                );
+            }
+        }
+    }
+    Ok(all)
+}
+
+fn peer_train(
+    python: &str,
+    script: &Path,
+    plan: &crate::Plan,
+    m: &crate::plan::ModelPlan,
+    repeats: usize,
+) -> Option<TrainMeasurement> {
+    let out_dir = tempfile_dir()?;
+    let seeds: Vec<String> = (0..repeats).map(|s| s.to_string()).collect();
+    let dim = match m.embedding_dim {
+        crate::config::EmbeddingDim::Fixed(d) => d.to_string(),
+        crate::config::EmbeddingDim::Auto => return None,
+    };
+    let mode = if m.pooling == crate::config::Pooling::Mean { "mean" } else { "sum" };
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .args(["--favorites", plan.input.path.to_str()?, "--out", out_dir.to_str()?, "--device", "cpu"])
+        .args(["--modes", mode, "--dim", &dim, "--hidden", &m.hidden_units.to_string()])
+        .args(["--lr", &m.learning_rate.to_string(), "--batch", &m.batch_size.to_string()])
+        .args(["--epochs", &m.epochs.to_string(), "--k", &m.inputs_per_example.to_string(), "--model-seeds"])
+        .args(&seeds);
+    let out = cmd.output().ok()?;
+    let _ = std::fs::remove_dir_all(&out_dir);
+    if !out.status.success() {
+        return None;
+    }
+    let mut times = Vec::new();
+    let mut rates = Vec::new();
+    let mut recalls = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["event"] == "result"
+            && v["model"] != "popularity"
+            && v["train_s"].is_number()
+            && v["model_seed"].is_number()
+        {
+            times.push(v["train_s"].as_f64()?);
+            rates.push(v["examples_per_s"].as_f64()?);
+            recalls.push(v["loo_recall@10"].as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    if times.is_empty() {
+        return None;
+    }
+    let median_train_s = median(&mut times.clone());
+    Some(TrainMeasurement {
+        tool: "PyTorch peer (cpu)".into(),
+        median_train_s,
+        median_epoch_s: median_train_s / m.epochs as f64,
+        examples_per_s: median(&mut rates),
+        loo_recall_at_10: recalls.iter().sum::<f64>() / recalls.len() as f64,
+        runs: times.len(),
+    })
+}
+
+/// The training measurements as a Markdown table with the throughput ratio against the first row.
+pub fn train_table(ms: &[TrainMeasurement]) -> String {
+    let mut s = String::from(
+        "| tool | runs | median train s | median epoch s | examples/s | mean LOO recall@10 | embjob / tool throughput |\n|---|---|---|---|---|---|---|\n",
+    );
+    for m in ms {
+        let ratio = ms.first().map(|e| format!("{:.2}×", e.examples_per_s / m.examples_per_s)).unwrap_or_default();
+        s.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} | {:.0} | {:.4} | {} |\n",
+            m.tool, m.runs, m.median_train_s, m.median_epoch_s, m.examples_per_s, m.loo_recall_at_10, ratio
         ));
     }
     s

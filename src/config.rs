@@ -301,18 +301,13 @@ fn default_inputs_per_example() -> u64 {
 }
 
 /// The embedding width.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum EmbeddingDim {
     Fixed(u64),
     /// round(items^0.25), the rule of thumb of TensorFlow's feature-column guide.
+    #[default]
     Auto,
-}
-
-impl Default for EmbeddingDim {
-    fn default() -> Self {
-        EmbeddingDim::Auto
-    }
 }
 
 impl<'de> Deserialize<'de> for EmbeddingDim {

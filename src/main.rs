@@ -72,6 +72,20 @@ enum Bench {
         #[arg(long, default_value = "python3")]
         python: String,
     },
+    /// Training throughput of a pipeline's model (default: MovieLens, the peer's settings) next to the PyTorch peer.
+    Train {
+        #[arg(long, default_value = "pipelines/movielens.toml")]
+        config: PathBuf,
+        /// Training runs (model seeds 0, 1, ...); the median time is reported.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Python with torch for the peer; "none" skips it.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// The peer script.
+        #[arg(long, default_value = "../shared/peers/ref_recommender.py")]
+        peer: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -186,6 +200,11 @@ fn main() {
             let python = (python != "none").then_some(python);
             let opts = embjob::bench::PcaBenchOptions { repeats: repeats.max(1), lee, docs, terms, k, python };
             embjob::bench::pca(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::table(&ms)))
+        }
+        Command::Bench { which: Bench::Train { config, repeats, python, peer } } => {
+            let python = (python != "none").then_some(python);
+            let opts = embjob::bench::TrainBenchOptions { config, repeats, python, peer_script: peer };
+            embjob::bench::train(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::train_table(&ms)))
         }
         Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {
             for f in files {

@@ -178,7 +178,11 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> 
     let (solver, solver_reason) = choose_solver(plan.solver, n, p, wanted);
     let (explained_variance, components) = match solver {
         PcaSolver::Covariance => covariance_solver(be, &input, &mean, n, p)?,
-        PcaSolver::Gram => gram_solver(be, &input, &mean, n)?,
+        PcaSolver::Gram => {
+            // Components cost a product with X each: compute only those kept.
+            let keep = |ev: &[f64]| components_kept(plan.n_components, wanted, ev, total_variance);
+            gram_solver(be, &input, &mean, n, keep)?
+        }
         PcaSolver::Randomized => {
             let k = wanted.ok_or_else(|| Error::Internal("randomized PCA without a component count".into()))?;
             randomized_solver(be, &input, &mean, k, plan, seed)?
@@ -186,23 +190,7 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> 
         PcaSolver::Auto => return Err(Error::Internal("auto solver not resolved".into())),
     };
     let ratios: Vec<f64> = explained_variance.iter().map(|v| v / total_variance).collect();
-    let k = match plan.n_components {
-        ComponentsSpec::Count(_) => wanted.unwrap_or(0),
-        ComponentsSpec::VarianceFraction(f) => {
-            // scikit-learn: the first k whose cumulative ratio exceeds f (searchsorted side = "right").
-            let mut cum = 0.0;
-            let mut k = ratios.len();
-            for (i, r) in ratios.iter().enumerate() {
-                cum += r;
-                if cum > f {
-                    k = i + 1;
-                    break;
-                }
-            }
-            k.max(1)
-        }
-    };
-    let k = k.min(explained_variance.len());
+    let k = components_kept(plan.n_components, wanted, &explained_variance, total_variance).min(components.rows);
     let explained_variance: Vec<f64> = explained_variance[..k].to_vec();
     let mut components = Matrix::from_vec(k, p, components.data[..k * p].to_vec());
     flip_signs(&mut components);
@@ -242,6 +230,24 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> 
         noise_variance,
         whiten: plan.whiten,
     })
+}
+
+/// How many components to keep: the count asked for, or for a variance target scikit-learn's rule (the first k
+/// whose cumulative ratio exceeds it, searchsorted side = "right").
+fn components_kept(spec: ComponentsSpec, wanted: Option<usize>, ev: &[f64], total_variance: f64) -> usize {
+    match spec {
+        ComponentsSpec::Count(_) => wanted.unwrap_or(0).min(ev.len()),
+        ComponentsSpec::VarianceFraction(f) => {
+            let mut cum = 0.0;
+            for (i, v) in ev.iter().enumerate() {
+                cum += v / total_variance;
+                if cum > f {
+                    return i + 1;
+                }
+            }
+            ev.len().max(1)
+        }
+    }
 }
 
 fn stage(message: String) -> Error {
@@ -343,7 +349,13 @@ pub fn covariance(be: &dyn Backend, x: &PcaInput) -> Result<Matrix> {
 }
 
 /// Gram solver: eigendecomposition of `(X − 1μᵀ)(X − 1μᵀ)ᵀ` (n×n); components `Vᵢ = (X − 1μᵀ)ᵀuᵢ / sᵢ`.
-fn gram_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], n: usize) -> Result<(Vec<f64>, Matrix)> {
+fn gram_solver(
+    be: &dyn Backend,
+    x: &PcaInput,
+    mean: &[f64],
+    n: usize,
+    keep: impl Fn(&[f64]) -> usize,
+) -> Result<(Vec<f64>, Matrix)> {
     check_dense_size("Gram", n)?;
     let mut k = match x {
         PcaInput::Dense(m) => be.gemm(m, false, m, true)?,
@@ -359,7 +371,8 @@ fn gram_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], n: usize) -> Result
     }
     let (values, u) = symmetric_eigen(&k)?;
     let p = mean.len();
-    let m = n.min(p);
+    let explained: Vec<f64> = values[..n.min(p)].iter().map(|v| v / (n - 1) as f64).collect();
+    let m = keep(&explained).clamp(1, n.min(p));
     // Components: Xᵀu − μ(1ᵀu), scaled to unit length by sᵢ.
     let u_m = Matrix::from_vec(n, m, (0..n).flat_map(|r| u.row(r)[..m].to_vec()).collect());
     let xtu = x.t_mul(be, &u_m)?;
@@ -372,7 +385,7 @@ fn gram_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], n: usize) -> Result
             comps.data[c * p + j] = if s > 0.0 { v / s } else { 0.0 };
         }
     }
-    Ok((values[..m].iter().map(|v| v / (n - 1) as f64).collect(), comps))
+    Ok((explained, comps))
 }
 
 /// Randomized solver (Halko et al. 2011, algorithm 4.4 with QR between power iterations), centring implicitly:

@@ -463,7 +463,7 @@ fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<M
     if eval.k.is_empty() {
         problems.add("eval.k", "must list at least one cut-off");
     }
-    if eval.k.iter().any(|&k| k == 0) {
+    if eval.k.contains(&0) {
         problems.add("eval.k", "cut-offs must be at least 1");
     }
     if eval.neighbors == 0 || eval.neighbors > 1000 {

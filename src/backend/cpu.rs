@@ -131,15 +131,30 @@ impl Backend for Cpu {
     }
 
     fn outer_csr(&self, x: &Csr) -> Result<Matrix> {
+        // Row i scattered into a dense vector, then gathered against every row j ≤ i; mirrored afterwards.
         let n = x.rows;
         let mut out = Matrix::zeros(n, n);
-        out.data.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
-            let (ia, va) = x.row(i);
-            for (j, slot) in row.iter_mut().enumerate() {
-                let (ib, vb) = x.row(j);
-                *slot = sparse_dot(ia, va, ib, vb);
+        out.data.par_chunks_mut(n.max(1)).enumerate().for_each_init(
+            || vec![0.0f64; x.cols],
+            |dense, (i, row)| {
+                let (ia, va) = x.row(i);
+                for (&c, &v) in ia.iter().zip(va) {
+                    dense[c as usize] = v;
+                }
+                for (j, slot) in row.iter_mut().enumerate().take(i + 1) {
+                    let (ib, vb) = x.row(j);
+                    *slot = ib.iter().zip(vb).map(|(&c, &v)| dense[c as usize] * v).sum();
+                }
+                for &c in ia {
+                    dense[c as usize] = 0.0;
+                }
+            },
+        );
+        for i in 0..n {
+            for j in i + 1..n {
+                out.data[i * n + j] = out.data[j * n + i];
             }
-        });
+        }
         Ok(out)
     }
 
@@ -150,7 +165,28 @@ impl Backend for Cpu {
 
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
         super::check_dims("csr_t_mul", x.rows, b.rows)?;
-        Ok(csr_times_dense(&transpose(x), b))
+        // Each thread owns a block of output rows (columns of X) and scans every row of X for entries in its
+        // block: no transpose, no shared writes, and every output sums over X's rows in order.
+        let (p, k) = (x.cols, b.cols);
+        let mut out = Matrix::zeros(p, k);
+        let block = p.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
+        out.data.par_chunks_mut((block * k).max(1)).enumerate().for_each(|(bi, chunk)| {
+            let lo = bi * block;
+            let hi = (lo + block).min(p);
+            for r in 0..x.rows {
+                let (idx, val) = x.row(r);
+                let start = idx.partition_point(|&c| (c as usize) < lo);
+                let brow = b.row(r);
+                for (&c, &v) in idx[start..].iter().zip(&val[start..]) {
+                    let c = c as usize;
+                    if c >= hi {
+                        break;
+                    }
+                    k::axpy_f64(&mut chunk[(c - lo) * k..(c - lo + 1) * k], v, brow);
+                }
+            }
+        });
+        Ok(out)
     }
 
     fn tensor(&self, data: &[f32]) -> Result<Tensor> {
@@ -314,32 +350,13 @@ impl Backend for Cpu {
     }
 }
 
-/// Dot product of two sparse rows with ascending indices.
-fn sparse_dot(ia: &[u32], va: &[f64], ib: &[u32], vb: &[f64]) -> f64 {
-    let (mut i, mut j, mut s) = (0, 0, 0.0);
-    while i < ia.len() && j < ib.len() {
-        match ia[i].cmp(&ib[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                s += va[i] * vb[j];
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    s
-}
-
 fn csr_times_dense(x: &Csr, b: &Matrix) -> Matrix {
     let k = b.cols;
     let mut out = Matrix::zeros(x.rows, k);
     out.data.par_chunks_mut(k.max(1)).enumerate().for_each(|(r, row)| {
         let (idx, val) = x.row(r);
         for (&c, &v) in idx.iter().zip(val) {
-            for (o, &bv) in row.iter_mut().zip(b.row(c as usize)) {
-                *o += v * bv;
-            }
+            k::axpy_f64(row, v, b.row(c as usize));
         }
     });
     out

@@ -5,40 +5,85 @@ use rayon::prelude::*;
 
 use super::{AdamStep, MatDims};
 
-/// `c = op(a)·op(b) + beta·c`, row-major, through matrixmultiply's sgemm.
+/// `c = op(a)·op(b) + beta·c`, row-major, through matrixmultiply's sgemm. Large products are split into blocks
+/// of C rows (or columns, when C is wide) computed in parallel on rayon's threads; each element's sum is the same
+/// single-threaded sgemm either way, so results do not depend on the thread count.
 pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDims, beta: f32) {
     let MatDims { m, n, k } = d;
     if m == 0 || n == 0 {
         return;
     }
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "matmul: buffers smaller than {m}×{n}×{k}");
     if k == 0 {
-        c.iter_mut().for_each(|x| *x *= beta);
+        c[..m * n].iter_mut().for_each(|x| *x *= beta);
         return;
     }
     // op(a) is m×k: stored k×m when transposed. op(b) is k×n: stored n×k when transposed.
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "matmul: buffers smaller than {m}×{n}×{k}");
-    // SAFETY: the asserts above guarantee that the strided m×k, k×n and m×n views stay inside the slices.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa,
-            csa,
-            b.as_ptr(),
-            rsb,
-            csb,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = if m * n * k < (1 << 20) { 1 } else { threads };
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    let (a_ptr, b_ptr) = (SendConstPtr(a.as_ptr()), SendConstPtr(b.as_ptr()));
+    let by_rows = m >= n;
+    let len = if by_rows { m } else { n };
+    let step = len.div_ceil(blocks);
+    (0..blocks).into_par_iter().for_each(|blk| {
+        let lo = blk * step;
+        let hi = ((blk + 1) * step).min(len);
+        if lo >= hi {
+            return;
+        }
+        let (a_ptr, b_ptr, c_ptr) = (&a_ptr, &b_ptr, &c_ptr);
+        // SAFETY: the asserts above keep every strided view inside its slice; blocks cover disjoint rows (or
+        // columns) of C, so no two threads write the same element, and A and B are only read.
+        unsafe {
+            if by_rows {
+                matrixmultiply::sgemm(
+                    hi - lo,
+                    k,
+                    n,
+                    1.0,
+                    a_ptr.0.offset(lo as isize * rsa),
+                    rsa,
+                    csa,
+                    b_ptr.0,
+                    rsb,
+                    csb,
+                    beta,
+                    c_ptr.0.add(lo * n),
+                    n as isize,
+                    1,
+                );
+            } else {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    hi - lo,
+                    1.0,
+                    a_ptr.0,
+                    rsa,
+                    csa,
+                    b_ptr.0.offset(lo as isize * csb),
+                    rsb,
+                    csb,
+                    beta,
+                    c_ptr.0.add(lo),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+    });
 }
+
+/// A raw pointer that may cross threads (the caller guarantees disjoint writes).
+struct SendPtr(*mut f32);
+// SAFETY: used only by `matmul`, whose blocks write disjoint parts of C.
+unsafe impl Sync for SendPtr {}
+struct SendConstPtr(*const f32);
+// SAFETY: read-only access from several threads.
+unsafe impl Sync for SendConstPtr {}
 
 /// Gather-and-pool over bags.
 pub fn embedding_bag(table: &[f32], dim: usize, items: &[u32], offsets: &[u32], mean: bool, out: &mut [f32]) {
@@ -112,49 +157,145 @@ pub fn column_sums(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     }
 }
 
+/// `e^x` for `x ≤ 0` (softmax arguments), within 2 ulp of `f32::exp` down to −87 and branch-free so that the
+/// compiler vectorizes it: `e^x = 2^n · e^r` with `r = x − n·ln 2`, `|r| ≤ ln 2 / 2`, and a degree-6 polynomial for
+/// `e^r`. Below −87.3 it returns about 1e-38 instead of 0 (the smallest normal float's neighbourhood).
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
+    let x = x.max(-87.3);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+}
+
+/// Defines `$name`, which runs `$generic` compiled for AVX-512 or AVX2 + FMA when the CPU has them, else for the
+/// baseline target. The source is the same and floating-point contraction stays off, so all give identical results.
+macro_rules! multiversion {
+    ($vis:vis fn $name:ident / $generic:ident ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU supports these features, checked just above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
+/// `y += a·x` in f64 (the sparse products of PCA).
+pub fn axpy_f64(y: &mut [f64], a: f64, x: &[f64]) {
+    axpy_f64_dispatch(y, a, x)
+}
+
+multiversion!(fn axpy_f64_dispatch / axpy_f64_generic(y: &mut [f64], a: f64, x: &[f64]));
+
+#[inline(always)]
+fn axpy_f64_generic(y: &mut [f64], a: f64, x: &[f64]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * v;
+    }
+}
+
 /// Fused softmax cross-entropy: logits become the gradient of the mean loss; `losses[r]` the row's loss.
+/// Sums run over 16 fixed lanes, so the result does not depend on the thread count or the CPU's vector width.
 pub fn softmax_xent(logits: &mut [f32], targets: &[u32], cols: usize, losses: &mut [f32]) {
     let rows = losses.len();
     let inv_rows = 1.0 / rows as f32;
     logits.par_chunks_mut(cols).zip(losses.par_iter_mut()).enumerate().for_each(|(r, (row, loss))| {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0f32;
-        for v in row.iter_mut() {
-            let e = (*v - max).exp();
-            *v = e;
-            sum += e;
-        }
-        let t = targets[r] as usize;
-        let p_target = row[t] / sum;
-        *loss = -(p_target.max(f32::MIN_POSITIVE)).ln();
-        let scale = inv_rows / sum;
-        for v in row.iter_mut() {
-            *v *= scale;
-        }
-        row[t] -= inv_rows;
+        *loss = softmax_xent_row(row, targets[r] as usize, inv_rows);
     });
+}
+
+multiversion!(fn softmax_xent_row / softmax_xent_row_generic(row: &mut [f32], t: usize, inv_rows: f32) -> f32);
+
+#[inline(always)]
+fn softmax_xent_row_generic(row: &mut [f32], t: usize, inv_rows: f32) -> f32 {
+    const LANES: usize = 16;
+    let mut lane_max = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            lane_max[l] = if c[l] > lane_max[l] { c[l] } else { lane_max[l] };
+        }
+    }
+    let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    max = lane_max.iter().fold(max, |m, &v| if v > m { v } else { m });
+    let target_logit = row[t];
+    let mut lane_sum = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let e = exp_nonpositive(c[l] - max);
+            c[l] = e;
+            lane_sum[l] += e;
+        }
+    }
+    let mut sum = 0.0f32;
+    for v in chunks.into_remainder() {
+        let e = exp_nonpositive(*v - max);
+        *v = e;
+        sum += e;
+    }
+    sum += lane_sum.iter().sum::<f32>();
+    let scale = inv_rows / sum;
+    for v in row.iter_mut() {
+        *v *= scale;
+    }
+    row[t] -= inv_rows;
+    // loss = log Σ e^(x − max) − (x_t − max).
+    ((sum as f64).ln() - (target_logit - max) as f64) as f32
 }
 
 /// One Adam step over a flat parameter.
 pub fn adam(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: AdamStep) {
+    param
+        .par_chunks_mut(8192)
+        .zip(grad.par_chunks(8192))
+        .zip(m.par_chunks_mut(8192))
+        .zip(v.par_chunks_mut(8192))
+        .for_each(|(((p, g), m), v)| adam_chunk(p, g, m, v, s));
+}
+
+multiversion!(fn adam_chunk / adam_chunk_generic(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamStep));
+
+#[inline(always)]
+fn adam_chunk_generic(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamStep) {
     let bc1 = 1.0 - s.beta1.powi(s.t as i32);
     let bc2 = 1.0 - s.beta2.powi(s.t as i32);
     let step = s.lr / bc1;
-    let bc2_sqrt = bc2.sqrt();
-    param
-        .par_chunks_mut(4096)
-        .zip(grad.par_chunks(4096))
-        .zip(m.par_chunks_mut(4096))
-        .zip(v.par_chunks_mut(4096))
-        .for_each(|(((p, g), m), v)| {
-            for i in 0..p.len() {
-                let gi = g[i] + s.weight_decay * p[i];
-                m[i] = s.beta1 * m[i] + (1.0 - s.beta1) * gi;
-                v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * gi * gi;
-                let denom = v[i].sqrt() / bc2_sqrt + s.eps;
-                p[i] -= step * m[i] / denom;
-            }
-        });
+    let inv_bc2_sqrt = 1.0 / bc2.sqrt();
+    let n = p.len().min(g.len()).min(m.len()).min(v.len());
+    let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let gi = g[i] + s.weight_decay * p[i];
+        m[i] = s.beta1 * m[i] + (1.0 - s.beta1) * gi;
+        v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * gi * gi;
+        let denom = v[i].sqrt() * inv_bc2_sqrt + s.eps;
+        p[i] -= step * m[i] / denom;
+    }
 }
 
 /// One SGD step with momentum.
@@ -179,7 +320,7 @@ pub fn target_ranks(
         let row = &scores[r * cols..(r + 1) * cols];
         let t = targets[r] as usize;
         let st = row[t];
-        let mut higher = row.iter().filter(|&&s| s > st).count();
+        let mut higher = count_above(row, st);
         for &mi in &mask_items[mask_offsets[r] as usize..mask_offsets[r + 1] as usize] {
             if mi as usize != t && row[mi as usize] > st {
                 higher -= 1;
@@ -187,6 +328,13 @@ pub fn target_ranks(
         }
         *out = (higher + 1) as f32;
     });
+}
+
+multiversion!(fn count_above / count_above_generic(row: &[f32], x: f32) -> usize);
+
+#[inline(always)]
+fn count_above_generic(row: &[f32], x: f32) -> usize {
+    row.iter().map(|&s| (s > x) as u32).sum::<u32>() as usize
 }
 
 /// Cosine top-k of every row, itself excluded; ties to the smaller index.
@@ -218,7 +366,7 @@ pub fn cosine_top_k(x: &[f32], n: usize, dim: usize, k: usize) -> (Vec<u32>, Vec
                     if j == me {
                         continue;
                     }
-                    if best.len() == k && !(v > best[k - 1].0) {
+                    if best.len() == k && v <= best[k - 1].0 || v.is_nan() {
                         continue;
                     }
                     let at = best.partition_point(|&(bv, bj)| bv > v || (bv == v && bj < j as u32));
@@ -232,4 +380,21 @@ pub fn cosine_top_k(x: &[f32], n: usize, dim: usize, k: usize) -> (Vec<u32>, Vec
             });
     }
     (idx, sim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_matches_std_exp() {
+        let mut x = 0.0f32;
+        while x > -87.0 {
+            let (a, b) = (exp_nonpositive(x), x.exp());
+            assert!((a - b).abs() <= 3e-7 * b, "exp({x}): {a} vs {b}");
+            x -= 0.0137;
+        }
+        assert!(exp_nonpositive(-1000.0) < 1e-37);
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
 }
