@@ -294,7 +294,7 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
         m.train_seed = seed;
         let mut metrics = crate::metrics::Metrics::default();
         let be = Cpu::new();
-        let out = crate::train::run(&be, &data, &m, None, &mut metrics, &crate::Silent)?;
+        let out = crate::train::run(&be, &data, &m, None, None, &mut metrics, &crate::Silent)?;
         examples = out.split_summary.train_examples * out.epochs_run;
         let _ = writeln!(
             log,

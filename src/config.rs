@@ -446,6 +446,8 @@ pub struct EvalConfig {
     pub labels_item: Option<String>,
     /// Category column of `labels`. Default "category".
     pub labels_category: Option<String>,
+    /// CSV or Parquet of item pairs with a human similarity score (columns item_a, item_b, score).
+    pub pairs: Option<PathBuf>,
 }
 
 impl Default for EvalConfig {
@@ -458,6 +460,7 @@ impl Default for EvalConfig {
             labels: None,
             labels_item: None,
             labels_category: None,
+            pairs: None,
         }
     }
 }

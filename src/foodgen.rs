@@ -325,7 +325,26 @@ pub const SEED: u64 = 20_261_126;
 pub const USERS: u32 = 4_000;
 pub const PER_USER: u32 = 5;
 
-/// Writes `food_favorites.csv` and `food_items.csv` into `dir` (the shipped data set's seed and size).
+/// `count` seeded random item pairs with a planted similarity score: 3 for the same cuisine and course, 2 for the
+/// same cuisine, 1 for the same course, else 0. A stand-in for human similarity judgements (`eval.pairs`).
+pub fn pairs_csv(seed: u64, count: usize) -> String {
+    let menu = items();
+    let mut rng = SplitMix::new(seed ^ 0x7061_6972_73);
+    let mut s = String::from("item_a,item_b,score\n");
+    for _ in 0..count {
+        let a = rng.below(menu.len());
+        let mut b = rng.below(menu.len() - 1);
+        if b >= a {
+            b += 1;
+        }
+        let (x, y) = (&menu[a], &menu[b]);
+        let score = 2 * u32::from(x.cuisine == y.cuisine) + u32::from(x.course == y.course);
+        s.push_str(&format!("{},{},{score}\n", csv_field(x.name), csv_field(y.name)));
+    }
+    s
+}
+
+/// Writes `food_favorites.csv`, `food_items.csv` and `food_pairs.csv` into `dir` (the shipped data set's seed and size).
 pub fn write_files(dir: &std::path::Path) -> crate::Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::output(dir, "cannot create", e))?;
     let favs = dir.join("food_favorites.csv");
@@ -333,7 +352,9 @@ pub fn write_files(dir: &std::path::Path) -> crate::Result<Vec<std::path::PathBu
     std::fs::write(&favs, favourites_csv(&favourites(SEED, USERS, PER_USER)))
         .map_err(|e| crate::Error::output(&favs, "cannot write", e))?;
     std::fs::write(&labels, items_csv()).map_err(|e| crate::Error::output(&labels, "cannot write", e))?;
-    Ok(vec![favs, labels])
+    let pairs = dir.join("food_pairs.csv");
+    std::fs::write(&pairs, pairs_csv(SEED, 600)).map_err(|e| crate::Error::output(&pairs, "cannot write", e))?;
+    Ok(vec![favs, labels, pairs])
 }
 
 #[cfg(test)]

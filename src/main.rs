@@ -45,7 +45,7 @@ enum Command {
     },
     /// Write the seeded synthetic food data set (favourites and item labels) that pipelines/food.toml uses.
     GenFood {
-        /// Folder to write `food_favorites.csv` and `food_items.csv` into.
+        /// Folder to write `food_favorites.csv`, `food_items.csv` and `food_pairs.csv` into.
         #[arg(long, default_value = "pipelines/data")]
         out: PathBuf,
     },

@@ -166,9 +166,13 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
                 Some(data.items.iter().map(|i| map.get(i).cloned()).collect())
             }
         };
+        let pairs = match &model_plan.pairs {
+            None => None,
+            Some((path, format)) => Some(data::read_pairs(path, *format)?),
+        };
         let compute = Cpu::new();
         let t = std::time::Instant::now();
-        let out = train::run(&compute, data, model_plan, labels.as_deref(), &mut metrics, reporter)?;
+        let out = train::run(&compute, data, model_plan, labels.as_deref(), pairs.as_deref(), &mut metrics, reporter)?;
         let s = out.split_summary;
         metrics.push("model", "train_examples", s.train_examples as f64);
         metrics.push("model", "test_users", s.test_users as f64);

@@ -108,6 +108,8 @@ pub struct ModelPlan {
     pub test_fraction: f64,
     pub split_seed: u64,
     pub labels: Option<LabelsPlan>,
+    /// Item pairs with human similarity scores (item_a, item_b, score).
+    pub pairs: Option<(PathBuf, Format)>,
 }
 
 /// An item → category file for the similarity evaluation.
@@ -496,6 +498,26 @@ fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<M
             })
         }
     };
+    let pairs = match &eval.pairs {
+        None => None,
+        Some(p) => {
+            let path = base.join(p);
+            match (path.is_file(), format_of(&path)) {
+                (true, Some(f)) => Some((path, f)),
+                (false, _) => {
+                    problems.add("eval.pairs", format!("file not found: {}", path.display()));
+                    None
+                }
+                (true, None) => {
+                    problems.add(
+                        "eval.pairs",
+                        format!("cannot tell the format of {} (use .csv or .parquet)", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+    };
     if problems.0.len() > before {
         return None;
     }
@@ -518,5 +540,6 @@ fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<M
         test_fraction: eval.test_fraction,
         split_seed: eval.split_seed,
         labels,
+        pairs,
     })
 }

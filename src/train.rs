@@ -102,6 +102,7 @@ pub fn run(
     data: &Interactions,
     plan: &ModelPlan,
     labels: Option<&[Option<String>]>,
+    pairs: Option<&[(String, String, f64)]>,
     metrics: &mut Metrics,
     reporter: &dyn Reporter,
 ) -> Result<ModelOutput> {
@@ -258,6 +259,22 @@ pub fn run(
         }
     }
     let params = net.params()?;
+    if let Some(pairs) = pairs {
+        let index: std::collections::HashMap<&str, usize> =
+            data.items.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        let (mut human, mut model) = (Vec::new(), Vec::new());
+        for (a, b, score) in pairs {
+            if let (Some(&i), Some(&j)) = (index.get(a.as_str()), index.get(b.as_str())) {
+                human.push(*score);
+                model.push(eval::cosine(&params.emb[i * dim..(i + 1) * dim], &params.emb[j * dim..(j + 1) * dim]));
+            }
+        }
+        metrics.push("similarity", "pairs_used", human.len() as f64);
+        metrics.push("similarity", "pairs_unknown_items", (pairs.len() - human.len()) as f64);
+        if let Some(rho) = eval::spearman(&human, &model) {
+            metrics.push("similarity", "spearman", rho);
+        }
+    }
     Ok(ModelOutput {
         shape,
         params,

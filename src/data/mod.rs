@@ -3,5 +3,5 @@
 mod read;
 mod write;
 
-pub use read::{read_input, read_labels};
+pub use read::{read_input, read_labels, read_pairs};
 pub use write::write_parquet;

@@ -330,3 +330,24 @@ pub fn read_labels(plan: &LabelsPlan) -> Result<HashMap<String, String>> {
     };
     Ok(items.into_iter().zip(cats).collect())
 }
+
+/// Reads item pairs with a similarity score (columns item_a, item_b, score), e.g. human judgements.
+pub fn read_pairs(path: &Path, format: Format) -> Result<Vec<(String, String, f64)>> {
+    let input = InputPlan {
+        path: path.to_owned(),
+        format,
+        columns: InputColumns::Text { text: "item_a".into(), id: None },
+        separator: b',',
+    };
+    let cols = ["item_a".to_owned(), "item_b".to_owned(), "score".to_owned()];
+    let df = read_frame(&input, Some(&cols))?;
+    let labels = |name: &str| -> Result<Vec<String>> {
+        Ok(match keys(path, &df, name)? {
+            Keys::Ints(v) => v.iter().map(i64::to_string).collect(),
+            Keys::Strs(v) => v,
+        })
+    };
+    let (a, b) = (labels("item_a")?, labels("item_b")?);
+    let score = numeric_column(path, &df, "score")?;
+    Ok(a.into_iter().zip(b).zip(score).map(|((a, b), s)| (a, b, s)).collect())
+}

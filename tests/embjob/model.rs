@@ -115,10 +115,11 @@ fn food_job(epochs: u32, extra_train: &str) -> Job {
     Job::new()
         .copy(&repo().join("pipelines/data/food_favorites.csv"), "food.csv")
         .copy(&repo().join("pipelines/data/food_items.csv"), "items.csv")
+        .copy(&repo().join("pipelines/data/food_pairs.csv"), "pairs.csv")
         .toml(&format!(
             "[job]\nname='food'\nseed=42\nbackend='cpu'\n[input]\npath='food.csv'\nlayout='long'\nuser='user_id'\n\
              item='item'\norder='rank'\n[model]\nembedding_dim=3\nhidden_units=16\n[train]\nepochs={epochs}\nbatch_size=64\n{extra_train}\n\
-             [eval]\nk=[5]\nneighbors=5\nlabels='items.csv'\nlabels_category='cuisine'\n[output]\ndir='out'\n"
+             [eval]\nk=[5]\nneighbors=5\nlabels='items.csv'\nlabels_category='cuisine'\npairs='pairs.csv'\n[output]\ndir='out'\n"
         ))
 }
 
@@ -145,6 +146,11 @@ fn food_neighbours_come_from_their_own_cuisine() {
         eval_metric(&job.out(), "eval_popularity", "loo_recall@5"),
     );
     assert!(model > 2.0 * popularity, "recall@5 {model} vs popularity {popularity}");
+    // Cosines of the embeddings follow the planted pair scores.
+    let rho = eval_metric(&job.out(), "similarity", "spearman");
+    // Random embeddings give about 0; the course axis is weaker than the cuisine axis in d = 3.
+    assert!(rho > 0.25, "Spearman's rho against the planted pair scores is only {rho}");
+    assert_eq!(eval_metric(&job.out(), "similarity", "pairs_used"), 600.0);
 }
 
 #[test]

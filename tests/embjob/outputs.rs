@@ -139,7 +139,7 @@ fn shipped_food_data_is_what_the_generator_writes() {
     let tmp = tempfile::tempdir().expect("tmp");
     let r = embjob(&["gen-food", "--out", tmp.path().to_str().expect("utf-8")], &repo());
     assert_eq!(r.code, 0, "{}", r.stderr);
-    for f in ["food_favorites.csv", "food_items.csv"] {
+    for f in ["food_favorites.csv", "food_items.csv", "food_pairs.csv"] {
         let shipped = std::fs::read(repo().join("pipelines/data").join(f)).expect("shipped");
         let fresh = std::fs::read(tmp.path().join(f)).expect("fresh");
         assert!(shipped == fresh, "{f} differs from the generator's output");
