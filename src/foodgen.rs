@@ -329,7 +329,7 @@ pub const PER_USER: u32 = 5;
 /// same cuisine, 1 for the same course, else 0. A stand-in for human similarity judgements (`eval.pairs`).
 pub fn pairs_csv(seed: u64, count: usize) -> String {
     let menu = items();
-    let mut rng = SplitMix::new(seed ^ 0x7061_6972_73);
+    let mut rng = SplitMix::new(seed ^ 0x0070_6169_7273);
     let mut s = String::from("item_a,item_b,score\n");
     for _ in 0..count {
         let a = rng.below(menu.len());
