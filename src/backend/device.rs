@@ -29,7 +29,7 @@ pub struct AdapterReport {
 }
 
 impl AdapterReport {
-    fn from_info(info: &wgpu::AdapterInfo) -> AdapterReport {
+    pub fn from_info(info: &wgpu::AdapterInfo) -> AdapterReport {
         AdapterReport {
             name: info.name.clone(),
             device_type: format!("{:?}", info.device_type),

@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod cpu_kernels;
 pub mod device;
+pub mod gpu;
 
 pub use cpu::Cpu;
 pub use device::{select, AdapterReport, BackendReport};

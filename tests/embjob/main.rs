@@ -4,6 +4,7 @@ mod support;
 
 mod bow_parity;
 mod config_errors;
+mod gpu;
 mod input_errors;
 mod model;
 mod model_gradients;

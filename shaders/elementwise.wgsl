@@ -1,0 +1,59 @@
+// elementwise.wgsl: bias + activation, ReLU's backward, and column sums (bias gradients).
+// Invocation index = gid.x + gid.y · 65535 · 64; dispatch (min(w, 65535), ceil(w / 65535), 1), w = ceil(n / 64).
+//
+// Bindings (group 0):
+//   0  uniform        EwParams { rows, cols, relu }
+//   1  storage, rw    x: array<f32>        bias_act: rows×cols, in place; relu_backward: the gradient, in place
+//   2  storage, read  y: array<f32>        bias_act: the bias (cols); relu_backward: the activation
+//   3  storage, rw    out: array<f32>      column_sums: cols
+//   4  storage, read  src: array<f32>      column_sums: rows×cols
+
+struct EwParams {
+    rows: u32,
+    cols: u32,
+    relu: u32,
+    pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: EwParams;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> src: array<f32>;
+
+@compute @workgroup_size(64, 1, 1)
+fn bias_act(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let idx = gid.x + gid.y * 65535u * 64u;
+    if (idx >= p.rows * p.cols) {
+        return;
+    }
+    var v = x[idx] + y[idx % p.cols];
+    if (p.relu == 1u && v < 0.0) {
+        v = 0.0;
+    }
+    x[idx] = v;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let idx = gid.x + gid.y * 65535u * 64u;
+    if (idx >= p.rows * p.cols) {
+        return;
+    }
+    if (y[idx] <= 0.0) {
+        x[idx] = 0.0;
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn column_sums(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x + gid.y * 65535u * 64u;
+    if (col >= p.cols) {
+        return;
+    }
+    var s = 0.0;
+    for (var r = 0u; r < p.rows; r = r + 1u) {
+        s = s + src[r * p.cols + col];
+    }
+    out[col] = s;
+}

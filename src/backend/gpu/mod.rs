@@ -1,0 +1,431 @@
+//! The wgpu backend's device and kernels: adapter selection with the adapter's own limits, the compute pipelines
+//! (built once), GPU buffers and the operations that record dispatches into a command encoder. Each operation has a
+//! CPU twin in `cpu_kernels` and a parity test against it.
+//!
+//! Not yet wired into the [`super::Backend`] trait: the pipeline runs on the CPU backend until every operation
+//! (ranking and neighbour reductions, the PCA products) has a kernel.
+
+pub mod kernels;
+
+use std::sync::mpsc;
+
+use wgpu::util::DeviceExt;
+
+use super::device::AdapterReport;
+use super::{AdamStep, MatDims};
+use crate::error::{Error, Result};
+
+/// A device with every pipeline built.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterReport,
+    pub limits: wgpu::Limits,
+    pipelines: Pipelines,
+}
+
+struct Pipelines {
+    gemm: wgpu::ComputePipeline,
+    softmax: wgpu::ComputePipeline,
+    bag_forward: wgpu::ComputePipeline,
+    bag_backward: wgpu::ComputePipeline,
+    bias_act: wgpu::ComputePipeline,
+    relu_backward: wgpu::ComputePipeline,
+    column_sums: wgpu::ComputePipeline,
+    adam: wgpu::ComputePipeline,
+    sgd: wgpu::ComputePipeline,
+}
+
+/// An f32 buffer on the device.
+pub struct GpuBuf {
+    pub buf: wgpu::Buffer,
+    pub len: usize,
+}
+
+/// A u32 buffer on the device.
+pub struct GpuIdx {
+    pub buf: wgpu::Buffer,
+    pub len: usize,
+}
+
+impl GpuContext {
+    /// Opens an adapter: the one whose name contains `name` when given, else a hardware GPU, else (only when
+    /// `allow_software`) a software adapter such as lavapipe. `Ok(None)` when none fits.
+    pub fn open(name: Option<&str>, allow_software: bool) -> Result<Option<GpuContext>> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let fits = |a: &wgpu::Adapter, hardware_only: bool| {
+            let info = a.get_info();
+            match name {
+                Some(n) => info.name.to_lowercase().contains(&n.to_lowercase()),
+                None => !hardware_only || AdapterReport::from_info(&info).is_hardware(),
+            }
+        };
+        // Vulkan first where an adapter is offered through several backends (GL compiles shaders far more slowly).
+        let pick = |hardware_only: bool| {
+            adapters
+                .iter()
+                .filter(|a| fits(a, hardware_only))
+                .min_by_key(|a| u8::from(a.get_info().backend != wgpu::Backend::Vulkan))
+        };
+        let adapter = pick(true).or_else(|| if allow_software || name.is_some() { pick(false) } else { None });
+        let Some(adapter) = adapter else { return Ok(None) };
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("embjob"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Gpu(format!("cannot open the adapter '{}': {e}", adapter.get_info().name)))?;
+        let pipelines = Pipelines::new(&device)?;
+        Ok(Some(GpuContext {
+            device,
+            queue,
+            adapter: AdapterReport::from_info(&adapter.get_info()),
+            limits,
+            pipelines,
+        }))
+    }
+
+    /// A buffer holding `data`.
+    pub fn upload(&self, data: &[f32]) -> Result<GpuBuf> {
+        self.check_size("tensor", data.len())?;
+        let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(if data.is_empty() { &[0.0f32] } else { data }),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        });
+        Ok(GpuBuf { buf, len: data.len() })
+    }
+
+    /// An index buffer holding `data`.
+    pub fn upload_idx(&self, data: &[u32]) -> Result<GpuIdx> {
+        self.check_size("index buffer", data.len())?;
+        let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(if data.is_empty() { &[0u32] } else { data }),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        });
+        Ok(GpuIdx { buf, len: data.len() })
+    }
+
+    /// Refuses a buffer over the adapter's storage-binding limit, naming the tensor and the limit.
+    fn check_size(&self, what: &str, len: usize) -> Result<()> {
+        let bytes = len as u64 * 4;
+        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::Gpu(format!(
+                "{what} of {len} values ({:.1} MiB) exceeds the adapter's max_storage_buffer_binding_size of {:.1} MiB",
+                bytes as f64 / 1048576.0,
+                limit as f64 / 1048576.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies a buffer back to the host (waits for the queue).
+    pub fn download(&self, b: &GpuBuf) -> Result<Vec<f32>> {
+        let size = (b.len.max(1) * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&b.buf, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback dropped".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading back: {e:?}")))?;
+        let out = bytemuck::cast_slice::<u8, f32>(&view)[..b.len].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// A command encoder for a batch of dispatches; `submit` sends it.
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&Default::default())
+    }
+
+    pub fn submit(&self, enc: wgpu::CommandEncoder) {
+        self.queue.submit([enc.finish()]);
+    }
+
+    fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    fn dispatch(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        entries: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32),
+    ) {
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() })
+            .collect();
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        if groups.0 > 0 && groups.1 > 0 {
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        }
+    }
+
+    /// `c = op(a)·op(b) + beta·c`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        a: &GpuBuf,
+        ta: bool,
+        b: &GpuBuf,
+        tb: bool,
+        c: &GpuBuf,
+        d: MatDims,
+        beta: f32,
+    ) {
+        let params: [u32; 8] = [d.m as u32, d.n as u32, d.k as u32, ta as u32, tb as u32, beta.to_bits(), 0, 0];
+        let u = self.uniform(bytemuck::cast_slice(&params));
+        let groups = ((d.n as u32).div_ceil(64), (d.m as u32).div_ceil(64));
+        self.dispatch(enc, &self.pipelines.gemm, &[(0, &u), (1, &a.buf), (2, &b.buf), (3, &c.buf)], groups);
+    }
+
+    /// Fused softmax cross-entropy (see shaders/softmax_xent.wgsl).
+    pub fn softmax_xent(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        logits: &GpuBuf,
+        targets: &GpuIdx,
+        rows: usize,
+        cols: usize,
+        losses: &GpuBuf,
+    ) {
+        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, 0, 0]));
+        let groups = ((rows as u32).min(65535), (rows as u32).div_ceil(65535));
+        self.dispatch(
+            enc,
+            &self.pipelines.softmax,
+            &[(0, &u), (1, &logits.buf), (2, &targets.buf), (3, &losses.buf)],
+            groups,
+        );
+    }
+
+    /// Gather-and-pool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn embedding_bag(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        table: &GpuBuf,
+        dim: usize,
+        items: &GpuIdx,
+        offsets: &GpuIdx,
+        bags: usize,
+        mean: bool,
+        out: &GpuBuf,
+    ) {
+        let u = self.uniform(bytemuck::cast_slice(&[bags as u32, dim as u32, mean as u32, 0]));
+        self.dispatch(
+            enc,
+            &self.pipelines.bag_forward,
+            &[(0, &u), (1, &table.buf), (2, &items.buf), (3, &offsets.buf), (4, &out.buf)],
+            groups_1d(bags * dim),
+        );
+    }
+
+    /// The embedding gradient as a segment sum; clears `grad` first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn embedding_bag_backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        d_pooled: &GpuBuf,
+        dim: usize,
+        offsets: &GpuIdx,
+        seg_items: &GpuIdx,
+        seg_offsets: &GpuIdx,
+        seg_examples: &GpuIdx,
+        mean: bool,
+        grad: &GpuBuf,
+    ) {
+        enc.clear_buffer(&grad.buf, 0, None);
+        let segments = seg_items.len;
+        let u = self.uniform(bytemuck::cast_slice(&[segments as u32, dim as u32, mean as u32, 0]));
+        self.dispatch(
+            enc,
+            &self.pipelines.bag_backward,
+            &[
+                (0, &u),
+                (3, &offsets.buf),
+                (5, &d_pooled.buf),
+                (6, &seg_items.buf),
+                (7, &seg_offsets.buf),
+                (8, &seg_examples.buf),
+                (9, &grad.buf),
+            ],
+            groups_1d(segments * dim),
+        );
+    }
+
+    /// `x = act(x + bias)`.
+    pub fn bias_act(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &GpuBuf,
+        bias: &GpuBuf,
+        rows: usize,
+        cols: usize,
+        relu: bool,
+    ) {
+        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, relu as u32, 0]));
+        self.dispatch(enc, &self.pipelines.bias_act, &[(0, &u), (1, &x.buf), (2, &bias.buf)], groups_1d(rows * cols));
+    }
+
+    /// `grad *= (act > 0)`.
+    pub fn relu_backward(&self, enc: &mut wgpu::CommandEncoder, grad: &GpuBuf, act: &GpuBuf) {
+        let u = self.uniform(bytemuck::cast_slice(&[1u32, grad.len as u32, 0, 0]));
+        self.dispatch(
+            enc,
+            &self.pipelines.relu_backward,
+            &[(0, &u), (1, &grad.buf), (2, &act.buf)],
+            groups_1d(grad.len),
+        );
+    }
+
+    /// `out[c] = Σ_r x[r][c]`.
+    pub fn column_sums(&self, enc: &mut wgpu::CommandEncoder, x: &GpuBuf, rows: usize, cols: usize, out: &GpuBuf) {
+        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, 0, 0]));
+        self.dispatch(enc, &self.pipelines.column_sums, &[(0, &u), (3, &out.buf), (4, &x.buf)], groups_1d(cols));
+    }
+
+    /// One Adam step.
+    pub fn adam(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        param: &GpuBuf,
+        grad: &GpuBuf,
+        m: &GpuBuf,
+        v: &GpuBuf,
+        s: AdamStep,
+    ) {
+        let bc1 = 1.0 - s.beta1.powi(s.t as i32);
+        let bc2 = 1.0 - s.beta2.powi(s.t as i32);
+        let params: [u32; 12] = [
+            param.len as u32,
+            0,
+            s.lr.to_bits(),
+            s.beta1.to_bits(),
+            s.beta2.to_bits(),
+            s.eps.to_bits(),
+            s.weight_decay.to_bits(),
+            bc1.to_bits(),
+            (1.0 / bc2.sqrt()).to_bits(),
+            0f32.to_bits(),
+            0,
+            0,
+        ];
+        let u = self.uniform(bytemuck::cast_slice(&params));
+        self.dispatch(
+            enc,
+            &self.pipelines.adam,
+            &[(0, &u), (1, &param.buf), (2, &grad.buf), (3, &m.buf), (4, &v.buf)],
+            groups_1d(param.len),
+        );
+    }
+
+    /// One SGD step with momentum (`velocity` holds the momentum buffer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgd(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        param: &GpuBuf,
+        grad: &GpuBuf,
+        velocity: &GpuBuf,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+    ) {
+        let params: [u32; 12] =
+            [param.len as u32, 0, lr.to_bits(), 0, 0, 0, weight_decay.to_bits(), 0, 0, momentum.to_bits(), 0, 0];
+        let u = self.uniform(bytemuck::cast_slice(&params));
+        self.dispatch(
+            enc,
+            &self.pipelines.sgd,
+            &[(0, &u), (1, &param.buf), (2, &grad.buf), (3, &velocity.buf)],
+            groups_1d(param.len),
+        );
+    }
+}
+
+/// Workgroups for `n` invocations of a 64-wide kernel that reads its index as gid.x + gid.y · 65535 · 64.
+fn groups_1d(n: usize) -> (u32, u32) {
+    let w = n.div_ceil(64) as u32;
+    (w.min(65535), w.div_ceil(65535))
+}
+
+impl Pipelines {
+    fn new(device: &wgpu::Device) -> Result<Pipelines> {
+        let module = |name: &str| -> Result<wgpu::ShaderModule> {
+            let src = kernels::source(name).ok_or_else(|| Error::Internal(format!("no kernel '{name}' registered")))?;
+            Ok(device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            }))
+        };
+        let pipeline = |m: &wgpu::ShaderModule, entry: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: m,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let (gemm, softmax, bag, ew, opt) = (
+            module("gemm")?,
+            module("softmax_xent")?,
+            module("embedding_bag")?,
+            module("elementwise")?,
+            module("optim")?,
+        );
+        let p = Pipelines {
+            gemm: pipeline(&gemm, "main"),
+            softmax: pipeline(&softmax, "main"),
+            bag_forward: pipeline(&bag, "forward"),
+            bag_backward: pipeline(&bag, "backward"),
+            bias_act: pipeline(&ew, "bias_act"),
+            relu_backward: pipeline(&ew, "relu_backward"),
+            column_sums: pipeline(&ew, "column_sums"),
+            adam: pipeline(&opt, "adam"),
+            sgd: pipeline(&opt, "sgd"),
+        };
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("building the compute pipelines: {e}")));
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,249 @@
+//! The wgpu kernels: every registered WGSL file validates with naga, and every operation equals its CPU twin on
+//! seeded random inputs (relative error under 1e-4; NaN never passes; outputs are poisoned with NaN before each run
+//! so an unwritten element fails). GPU tests run wherever an adapter exists (lavapipe counts); with
+//! EMBJOB_REQUIRE_GPU=1 a missing adapter fails them instead of skipping.
+
+use std::sync::OnceLock;
+
+use embjob::backend::cpu_kernels as cpu;
+use embjob::backend::gpu::{kernels, GpuContext};
+use embjob::backend::{AdamStep, MatDims};
+use embjob::rng::SplitMix;
+
+#[test]
+fn every_kernel_validates_with_naga() {
+    assert!(kernels::SHADERS.len() >= 5);
+    for (name, src) in kernels::SHADERS {
+        let module =
+            naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}.wgsl does not validate: {e:?}"));
+        assert!(src.starts_with("// "), "{name}.wgsl starts with a header comment documenting its bindings");
+        assert!(src.contains("Bindings"), "{name}.wgsl documents its bindings");
+    }
+}
+
+/// The shared device, or `None` (skip) when there is no adapter and EMBJOB_REQUIRE_GPU is not set.
+fn gpu() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    let ctx = CTX
+        .get_or_init(|| GpuContext::open(std::env::var("EMBJOB_ADAPTER").ok().as_deref(), true).expect("open adapter"));
+    if let Some(c) = ctx {
+        eprintln!("GPU tests on {} ({}, {})", c.adapter.name, c.adapter.backend, c.adapter.device_type);
+    }
+    if ctx.is_none() {
+        if std::env::var("EMBJOB_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("EMBJOB_REQUIRE_GPU=1 but no GPU adapter was found (install mesa-vulkan-drivers for lavapipe)");
+        }
+        eprintln!("SKIPPED: no GPU adapter");
+    }
+    ctx.as_ref()
+}
+
+fn random(seed: u64, n: usize, scale: f64) -> Vec<f32> {
+    let mut r = SplitMix::new(seed);
+    (0..n).map(|_| (r.normal() * scale) as f32).collect()
+}
+
+fn poison(n: usize) -> Vec<f32> {
+    vec![f32::NAN; n]
+}
+
+fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
+    let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (g, c)) in gpu.iter().zip(cpu).enumerate() {
+        assert!(g.is_finite(), "{what}[{i}] = {g} (unwritten or not finite)");
+        assert!((g - c).abs() <= 1e-4 * scale.max(c.abs()), "{what}[{i}]: gpu {g} vs cpu {c}");
+    }
+}
+
+#[test]
+fn gemm_with_every_transpose_equals_cpu() {
+    let Some(g) = gpu() else { return };
+    for (m, n, k) in [(1, 1, 1), (7, 5, 3), (65, 70, 33), (128, 96, 64)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = random(1, m * k, 1.0);
+            let b = random(2, k * n, 1.0);
+            let c0 = random(3, m * n, 1.0);
+            let d = MatDims { m, n, k };
+            for beta in [0.0f32, 0.5] {
+                let mut want = c0.clone();
+                cpu::matmul(&a, ta, &b, tb, &mut want, d, beta);
+                let c = if beta == 0.0 { g.upload(&poison(m * n)).expect("c") } else { g.upload(&c0).expect("c") };
+                let (ga, gb) = (g.upload(&a).expect("a"), g.upload(&b).expect("b"));
+                let mut enc = g.encoder();
+                g.matmul(&mut enc, &ga, ta, &gb, tb, &c, d, beta);
+                g.submit(enc);
+                assert_close(
+                    &g.download(&c).expect("download"),
+                    &want,
+                    &format!("gemm {m}×{n}×{k} ta={ta} tb={tb} beta={beta}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_xent_equals_cpu_and_stays_finite() {
+    let Some(g) = gpu() else { return };
+    for (rows, cols) in [(1, 3), (5, 300), (17, 1000)] {
+        let logits = random(4, rows * cols, 20.0);
+        let mut r = SplitMix::new(5);
+        let targets: Vec<u32> = (0..rows).map(|_| r.below(cols) as u32).collect();
+        let (mut want, mut want_loss) = (logits.clone(), vec![0.0; rows]);
+        cpu::softmax_xent(&mut want, &targets, cols, &mut want_loss);
+        let gl = g.upload(&logits).expect("logits");
+        let gt = g.upload_idx(&targets).expect("targets");
+        let loss = g.upload(&poison(rows)).expect("losses");
+        let mut enc = g.encoder();
+        g.softmax_xent(&mut enc, &gl, &gt, rows, cols, &loss);
+        g.submit(enc);
+        assert_close(&g.download(&gl).expect("grad"), &want, &format!("softmax gradient {rows}×{cols}"));
+        assert_close(&g.download(&loss).expect("loss"), &want_loss, &format!("softmax loss {rows}×{cols}"));
+    }
+}
+
+fn bags(seed: u64, bags: usize, items: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut r = SplitMix::new(seed);
+    let mut members = Vec::new();
+    let mut offsets = vec![0u32];
+    for _ in 0..bags {
+        for _ in 0..1 + r.below(4) {
+            members.push(r.below(items) as u32);
+        }
+        offsets.push(members.len() as u32);
+    }
+    (members, offsets)
+}
+
+#[test]
+fn embedding_bag_forward_and_backward_equal_cpu() {
+    let Some(g) = gpu() else { return };
+    let (v, d, b) = (40, 5, 23);
+    let table = random(6, v * d, 1.0);
+    let (items, offsets) = bags(7, b, v);
+    let batch = embjob::model::Batch::new(
+        (0..b)
+            .map(|r| embjob::split::Example {
+                user: 0,
+                inputs: items[offsets[r] as usize..offsets[r + 1] as usize].to_vec(),
+                target: 0,
+            })
+            .collect::<Vec<_>>()
+            .iter(),
+    );
+    for mean in [false, true] {
+        let mut want = vec![0.0; b * d];
+        cpu::embedding_bag(&table, d, &items, &offsets, mean, &mut want);
+        let (gt, gi, go) =
+            (g.upload(&table).expect("t"), g.upload_idx(&items).expect("i"), g.upload_idx(&offsets).expect("o"));
+        let out = g.upload(&poison(b * d)).expect("out");
+        let mut enc = g.encoder();
+        g.embedding_bag(&mut enc, &gt, d, &gi, &go, b, mean, &out);
+        g.submit(enc);
+        assert_close(&g.download(&out).expect("pooled"), &want, &format!("embedding bag mean={mean}"));
+
+        let d_pooled = random(8, b * d, 1.0);
+        let mut want = vec![f32::NAN; v * d];
+        cpu::embedding_bag_backward(
+            &d_pooled,
+            d,
+            &batch.offsets,
+            &batch.seg_items,
+            &batch.seg_offsets,
+            &batch.seg_examples,
+            mean,
+            &mut want,
+        );
+        let grad = g.upload(&poison(v * d)).expect("grad");
+        let (dp, bo) = (g.upload(&d_pooled).expect("dp"), g.upload_idx(&batch.offsets).expect("offsets"));
+        let (si, so, se) = (
+            g.upload_idx(&batch.seg_items).expect("si"),
+            g.upload_idx(&batch.seg_offsets).expect("so"),
+            g.upload_idx(&batch.seg_examples).expect("se"),
+        );
+        let mut enc = g.encoder();
+        g.embedding_bag_backward(&mut enc, &dp, d, &bo, &si, &so, &se, mean, &grad);
+        g.submit(enc);
+        assert_close(&g.download(&grad).expect("grad"), &want, &format!("embedding gradient mean={mean}"));
+    }
+}
+
+#[test]
+fn bias_relu_and_column_sums_equal_cpu() {
+    let Some(g) = gpu() else { return };
+    let (rows, cols) = (37, 19);
+    let x = random(9, rows * cols, 1.0);
+    let bias = random(10, cols, 1.0);
+    for relu in [false, true] {
+        let mut want = x.clone();
+        cpu::bias_act(&mut want, &bias, cols, relu);
+        let (gx, gb) = (g.upload(&x).expect("x"), g.upload(&bias).expect("b"));
+        let mut enc = g.encoder();
+        g.bias_act(&mut enc, &gx, &gb, rows, cols, relu);
+        g.submit(enc);
+        assert_close(&g.download(&gx).expect("x"), &want, &format!("bias_act relu={relu}"));
+    }
+    let act = random(11, rows * cols, 1.0);
+    let grad = random(12, rows * cols, 1.0);
+    let mut want = grad.clone();
+    cpu::relu_backward(&mut want, &act);
+    let (gg, ga) = (g.upload(&grad).expect("g"), g.upload(&act).expect("a"));
+    let mut enc = g.encoder();
+    g.relu_backward(&mut enc, &gg, &ga);
+    g.submit(enc);
+    assert_close(&g.download(&gg).expect("g"), &want, "relu_backward");
+
+    let mut want = vec![0.0; cols];
+    cpu::column_sums(&x, rows, cols, &mut want);
+    let (gx, out) = (g.upload(&x).expect("x"), g.upload(&poison(cols)).expect("out"));
+    let mut enc = g.encoder();
+    g.column_sums(&mut enc, &gx, rows, cols, &out);
+    g.submit(enc);
+    assert_close(&g.download(&out).expect("sums"), &want, "column_sums");
+}
+
+#[test]
+fn adam_and_sgd_steps_equal_cpu() {
+    let Some(g) = gpu() else { return };
+    let n = 1000;
+    let (p0, grad) = (random(13, n, 1.0), random(14, n, 0.1));
+    let (m0, v0) = (random(15, n, 0.01), random(16, n, 0.01).iter().map(|x| x.abs()).collect::<Vec<_>>());
+    let step = AdamStep { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, t: 3 };
+    let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+    cpu::adam(&mut p, &grad, &mut m, &mut v, step);
+    let (gp, gg, gm, gv) =
+        (g.upload(&p0).expect("p"), g.upload(&grad).expect("g"), g.upload(&m0).expect("m"), g.upload(&v0).expect("v"));
+    let mut enc = g.encoder();
+    g.adam(&mut enc, &gp, &gg, &gm, &gv, step);
+    g.submit(enc);
+    assert_close(&g.download(&gp).expect("p"), &p, "adam param");
+    assert_close(&g.download(&gm).expect("m"), &m, "adam m");
+    assert_close(&g.download(&gv).expect("v"), &v, "adam v");
+
+    let (mut p, mut vel) = (p0.clone(), m0.clone());
+    cpu::sgd(&mut p, &grad, &mut vel, 0.1, 0.9, 0.001);
+    let (gp, gvel) = (g.upload(&p0).expect("p"), g.upload(&m0).expect("vel"));
+    let mut enc = g.encoder();
+    g.sgd(&mut enc, &gp, &gg, &gvel, 0.1, 0.9, 0.001);
+    g.submit(enc);
+    assert_close(&g.download(&gp).expect("p"), &p, "sgd param");
+    assert_close(&g.download(&gvel).expect("vel"), &vel, "sgd velocity");
+}
+
+#[test]
+fn a_buffer_over_the_adapter_limit_is_a_clear_error() {
+    let Some(g) = gpu() else { return };
+    let limit = g.limits.max_storage_buffer_binding_size.min(g.limits.max_buffer_size);
+    let too_many = (limit / 4 + 1) as usize;
+    if too_many > 1 << 30 {
+        return; // an adapter with multi-GiB bindings: not worth allocating the host side here
+    }
+    let e = g.upload(&vec![0.0; too_many]).err().expect("over the limit");
+    let msg = e.to_string();
+    assert!(msg.contains("max_storage_buffer_binding_size"), "{msg}");
+    assert_eq!(e.exit_code(), 4);
+}
