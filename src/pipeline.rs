@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use crate::backend::{self, Backend, BackendReport, Cpu};
+use crate::backend::{self, Backend, BackendReport};
 use crate::bow::{self, Bow};
 use crate::data;
 use crate::dataset::Dataset;
@@ -53,10 +53,11 @@ impl Stages<'_> {
 /// Runs the whole job. On error nothing of this run is visible and earlier runs are untouched.
 pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     let started = SystemTime::now();
-    let backend = backend::select(plan.backend)?;
+    let (compute, backend) = backend::open(plan.backend)?;
     if plan.backend == crate::config::BackendChoice::Auto {
         reporter.notice(&format!("backend: {}", backend.reason));
     }
+    let compute: &dyn Backend = compute.as_ref();
     let staging = Staging::create(&plan.output_dir)?;
     let mut stages = Stages { reporter, records: Vec::new() };
     let mut metrics = Metrics::default();
@@ -119,7 +120,6 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
 
     let mut details = serde_json::Map::new();
     if let Some(pca_plan) = &plan.pca {
-        let compute = Cpu::new();
         let (input, names, kind) = match (&bow, &dataset) {
             (Some(bow), _) => (PcaInput::Sparse(bow.matrix.clone()), bow.tokens.clone(), FeatureKind::Token),
             (None, Dataset::Numeric(t)) => (
@@ -130,7 +130,7 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
             (None, _) => return Err(crate::Error::Internal("PCA planned without a matrix".into())),
         };
         let result = stages.run("pca", None, || {
-            let r = pca::fit(&compute, input, pca_plan, plan.seed)?;
+            let r = pca::fit(compute, input, pca_plan, plan.seed)?;
             let summary = format!(
                 "{} components explain {:.4} of the variance (solver {}: {})",
                 r.n_components,
@@ -170,9 +170,8 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
             None => None,
             Some((path, format)) => Some(data::read_pairs(path, *format)?),
         };
-        let compute = Cpu::new();
         let t = std::time::Instant::now();
-        let out = train::run(&compute, data, model_plan, labels.as_deref(), pairs.as_deref(), &mut metrics, reporter)?;
+        let out = train::run(compute, data, model_plan, labels.as_deref(), pairs.as_deref(), &mut metrics, reporter)?;
         let s = out.split_summary;
         metrics.push("model", "train_examples", s.train_examples as f64);
         metrics.push("model", "test_users", s.test_users as f64);

@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+use super::cpu::Cpu;
+use super::gpu::{Gpu, GpuContext};
+use super::Backend;
 use crate::config::BackendChoice;
 use crate::error::{Error, Result};
 
@@ -54,34 +57,47 @@ pub fn adapters() -> Vec<AdapterReport> {
         .collect()
 }
 
-/// Applies the backend choice. The wgpu compute backend is not part of this build yet, so every choice that would
-/// need it is answered here: `auto` runs on the CPU and says why; `gpu` is an error (exit code 4).
-pub fn select(requested: BackendChoice) -> Result<BackendReport> {
-    let wanted_name = std::env::var("EMBJOB_ADAPTER").ok().filter(|s| !s.is_empty());
+/// Opens the backend a run asks for. `cpu`: the CPU backend. `gpu`: the adapter named by `EMBJOB_ADAPTER`, else a
+/// hardware GPU, else a software adapter (lavapipe); none is an error (exit code 4). `auto`: the named adapter or a
+/// hardware GPU, never a software one (lavapipe's GEMM is ~20× slower than the CPU's); otherwise the CPU, and the
+/// report says why.
+pub fn open(requested: BackendChoice) -> Result<(Box<dyn Backend>, BackendReport)> {
+    let wanted = std::env::var("EMBJOB_ADAPTER").ok().filter(|s| !s.is_empty());
+    let cpu = |reason: String| -> (Box<dyn Backend>, BackendReport) {
+        (Box::new(Cpu::new()), BackendReport { requested, used: "cpu", adapter: None, reason })
+    };
+    let gpu = |ctx: GpuContext, reason: String| -> (Box<dyn Backend>, BackendReport) {
+        let adapter = ctx.adapter.clone();
+        (Box::new(Gpu::new(ctx)), BackendReport { requested, used: "gpu", adapter: Some(adapter), reason })
+    };
     match requested {
-        BackendChoice::Cpu => Ok(BackendReport { requested, used: "cpu", adapter: None, reason: "requested".into() }),
-        BackendChoice::Gpu => Err(Error::Gpu(
-            "the wgpu compute backend is not available in this build; use backend = \"cpu\" or \"auto\"".into(),
-        )),
-        BackendChoice::Auto => {
-            let all = adapters();
-            let chosen = match &wanted_name {
-                Some(n) => all.iter().find(|a| a.name.to_lowercase().contains(&n.to_lowercase())),
-                None => all.iter().find(|a| a.is_hardware()),
-            };
-            let reason = match (chosen, &wanted_name) {
-                (Some(a), _) => format!(
-                    "GPU adapter '{}' found, but the wgpu compute backend is not available in this build: using the CPU",
-                    a.name
-                ),
-                (None, Some(n)) => format!("no GPU adapter matches EMBJOB_ADAPTER='{n}': using the CPU"),
-                (None, None) if all.is_empty() => "no GPU adapter found: using the CPU".into(),
-                (None, None) => format!(
-                    "no hardware GPU adapter found (only software: {}): using the CPU",
-                    all.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            };
-            Ok(BackendReport { requested, used: "cpu", adapter: chosen.cloned(), reason })
-        }
+        BackendChoice::Cpu => Ok(cpu("requested".into())),
+        BackendChoice::Gpu => match GpuContext::open(wanted.as_deref(), true)? {
+            Some(ctx) => {
+                let reason = format!("requested; adapter '{}' ({})", ctx.adapter.name, ctx.adapter.device_type);
+                Ok(gpu(ctx, reason))
+            }
+            None => Err(Error::Gpu(match &wanted {
+                Some(n) => format!("backend = \"gpu\" but no adapter matches EMBJOB_ADAPTER='{n}'"),
+                None => "backend = \"gpu\" but no GPU adapter was found (for a software one: apt-get install mesa-vulkan-drivers)".into(),
+            })),
+        },
+        BackendChoice::Auto => match GpuContext::open(wanted.as_deref(), false)? {
+            Some(ctx) => {
+                let reason = format!("auto: adapter '{}' ({})", ctx.adapter.name, ctx.adapter.device_type);
+                Ok(gpu(ctx, reason))
+            }
+            None => {
+                let all = adapters();
+                Ok(cpu(match &wanted {
+                    Some(n) => format!("no GPU adapter matches EMBJOB_ADAPTER='{n}': using the CPU"),
+                    None if all.is_empty() => "no GPU adapter found: using the CPU".into(),
+                    None => format!(
+                        "no hardware GPU adapter found (only software: {}): using the CPU",
+                        all.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                }))
+            }
+        },
     }
 }

@@ -1,6 +1,5 @@
 //! Where the heavy math runs. [`Backend`] is the contract: every operation the stages need, implemented by the CPU
-//! backend ([`cpu::Cpu`], the test oracle) and, in a later build, by the wgpu backend. `device` picks the backend for
-//! a run.
+//! backend ([`cpu::Cpu`], the test oracle) and the wgpu backend ([`gpu::Gpu`]). `device::open` picks one for a run.
 
 pub mod cpu;
 pub mod cpu_kernels;
@@ -8,7 +7,7 @@ pub mod device;
 pub mod gpu;
 
 pub use cpu::Cpu;
-pub use device::{select, AdapterReport, BackendReport};
+pub use device::{open, AdapterReport, BackendReport};
 
 use crate::dense::Matrix;
 use crate::error::{Error, Result};

@@ -247,3 +247,62 @@ fn a_buffer_over_the_adapter_limit_is_a_clear_error() {
     assert!(msg.contains("max_storage_buffer_binding_size"), "{msg}");
     assert_eq!(e.exit_code(), 4);
 }
+
+/// A food job (10 epochs, d = 3) on one backend.
+fn food_on(backend: &str) -> crate::support::Job {
+    use crate::support::*;
+    let job = Job::new()
+        .copy(&repo().join("pipelines/data/food_favorites.csv"), "food.csv")
+        .copy(&repo().join("pipelines/data/food_items.csv"), "items.csv")
+        .toml(&format!(
+            "[job]\nname='food'\nseed=42\nbackend='{backend}'\n[input]\npath='food.csv'\nlayout='long'\nuser='user_id'\n\
+             item='item'\norder='rank'\n[pca]\nn_components=4\n[model]\nembedding_dim=3\nhidden_units=16\n[train]\nepochs=4\n\
+             batch_size=64\n[eval]\nk=[5]\nneighbors=5\nlabels='items.csv'\nlabels_category='cuisine'\n[output]\ndir='out'\n"
+        ));
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{backend}: {}", r.stderr);
+    job
+}
+
+fn metric_values(job: &crate::support::Job) -> Vec<(String, String, Option<i64>, f64)> {
+    use crate::support::*;
+    let m = job.latest_parquet("metrics.parquet");
+    let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    let idx = m.column("index").expect("index").as_materialized_series().i64().expect("i64").clone();
+    (0..m.height())
+        .filter(|&r| s[r] != "efficiency" && n[r] != "seconds" && n[r] != "examples_per_second")
+        .map(|r| (s[r].clone(), n[r].clone(), idx.get(r), v[r]))
+        .collect()
+}
+
+#[test]
+fn the_food_job_gives_the_same_metrics_on_both_backends() {
+    if gpu().is_none() {
+        return;
+    }
+    let (cpu_job, gpu_job) = (food_on("cpu"), food_on("gpu"));
+    let (c, g) = (metric_values(&cpu_job), metric_values(&gpu_job));
+    assert_eq!(c.len(), g.len());
+    for (a, b) in c.iter().zip(&g) {
+        assert_eq!((&a.0, &a.1, a.2), (&b.0, &b.1, b.2));
+        // f32 kernels summing in other orders: losses and variances agree closely; ranking metrics may move by a
+        // few examples where scores tie within rounding.
+        let tol = if a.1.contains("loss") || a.0 == "pca" { 1e-3 * a.3.abs().max(1.0) } else { 0.02 };
+        assert!((a.3 - b.3).abs() <= tol, "{}/{}[{:?}]: cpu {} vs gpu {}", a.0, a.1, a.2, a.3, b.3);
+    }
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gpu_job.out().join("latest/run.json")).expect("run.json")).expect("json");
+    assert_eq!(run["backend"]["used"], "gpu");
+    assert!(run["backend"]["adapter"]["name"].is_string(), "run.json names the adapter");
+}
+
+#[test]
+fn two_gpu_runs_with_one_seed_give_bit_identical_embeddings() {
+    if gpu().is_none() {
+        return;
+    }
+    let (a, b) = (food_on("gpu"), food_on("gpu"));
+    for f in ["embeddings.parquet", "neighbors.parquet", "pca_projections.parquet"] {
+        assert!(a.latest_parquet(f).equals(&b.latest_parquet(f)), "{f} differs between two GPU runs");
+    }
+}

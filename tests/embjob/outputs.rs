@@ -112,7 +112,15 @@ fn a_killed_runs_staging_folder_is_removed_by_the_next_run() {
 #[test]
 fn gpu_backend_without_a_usable_gpu_is_exit_code_4() {
     let job = long_job("");
-    let r = job.run(&["--backend", "gpu"]);
+    let config = job.config();
+    let r = Outcome::from(
+        std::process::Command::new(env!("CARGO_BIN_EXE_embjob"))
+            .args(["run", config.to_str().expect("utf-8"), "--quiet", "--backend", "gpu"])
+            .env("EMBJOB_ADAPTER", "no-such-adapter-anywhere")
+            .env("NODEVICE_SELECT", "1")
+            .output()
+            .expect("run"),
+    );
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("gpu"), "{}", r.stderr);
     assert!(job.latest().is_none());

@@ -109,6 +109,16 @@ impl Job {
     }
 }
 
+impl From<std::process::Output> for Outcome {
+    fn from(out: std::process::Output) -> Outcome {
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Runs the binary with `args` in `cwd`.
 pub fn embjob(args: &[&str], cwd: &Path) -> Outcome {
     let out = Command::new(env!("CARGO_BIN_EXE_embjob"))

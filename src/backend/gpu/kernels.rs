@@ -8,6 +8,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("embedding_bag", include_str!("../../../shaders/embedding_bag.wgsl")),
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
     ("optim", include_str!("../../../shaders/optim.wgsl")),
+    ("sparse", include_str!("../../../shaders/sparse.wgsl")),
+    ("ranking", include_str!("../../../shaders/ranking.wgsl")),
 ];
 
 /// The source of a registered kernel family.

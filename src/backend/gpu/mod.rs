@@ -2,10 +2,12 @@
 //! (built once), GPU buffers and the operations that record dispatches into a command encoder. Each operation has a
 //! CPU twin in `cpu_kernels` and a parity test against it.
 //!
-//! Not yet wired into the [`super::Backend`] trait: the pipeline runs on the CPU backend until every operation
-//! (ranking and neighbour reductions, the PCA products) has a kernel.
+//! [`Gpu`] implements the [`super::Backend`] trait on top of these operations.
 
+mod backend;
 pub mod kernels;
+
+pub use backend::Gpu;
 
 use std::sync::mpsc;
 
@@ -34,6 +36,9 @@ struct Pipelines {
     column_sums: wgpu::ComputePipeline,
     adam: wgpu::ComputePipeline,
     sgd: wgpu::ComputePipeline,
+    csr_mul: wgpu::ComputePipeline,
+    outer: wgpu::ComputePipeline,
+    ranks: wgpu::ComputePipeline,
 }
 
 /// An f32 buffer on the device.
@@ -379,6 +384,90 @@ impl GpuContext {
     }
 }
 
+impl GpuContext {
+    /// `out = X·B` for a CSR `X` (rows×cols, uploaded as indptr / indices / values) and dense `B` (cols×k).
+    #[allow(clippy::too_many_arguments)]
+    pub fn csr_mul(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        rows: usize,
+        cols: usize,
+        csr: (&GpuIdx, &GpuIdx, &GpuBuf),
+        b: &GpuBuf,
+        k: usize,
+        out: &GpuBuf,
+    ) {
+        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, k as u32, 0]));
+        self.dispatch(
+            enc,
+            &self.pipelines.csr_mul,
+            &[(0, &u), (1, &csr.0.buf), (2, &csr.1.buf), (3, &csr.2.buf), (4, &b.buf), (5, &out.buf)],
+            groups_1d(rows * k),
+        );
+    }
+
+    /// `out = X·Xᵀ` (rows×rows) for a CSR `X`.
+    pub fn csr_outer(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        rows: usize,
+        cols: usize,
+        csr: (&GpuIdx, &GpuIdx, &GpuBuf),
+        out: &GpuBuf,
+    ) {
+        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, 0, 0]));
+        self.dispatch(
+            enc,
+            &self.pipelines.outer,
+            &[(0, &u), (1, &csr.0.buf), (2, &csr.1.buf), (3, &csr.2.buf), (5, &out.buf)],
+            groups_1d(rows * rows),
+        );
+    }
+
+    /// Masked target ranks (see shaders/ranking.wgsl).
+    #[allow(clippy::too_many_arguments)]
+    pub fn target_ranks(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        scores: &GpuBuf,
+        rows: usize,
+        cols: usize,
+        targets: &GpuIdx,
+        mask_items: &GpuIdx,
+        mask_offsets: &GpuIdx,
+        ranks: &GpuBuf,
+    ) {
+        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, 0, 0]));
+        self.dispatch(
+            enc,
+            &self.pipelines.ranks,
+            &[
+                (0, &u),
+                (1, &scores.buf),
+                (2, &targets.buf),
+                (3, &mask_items.buf),
+                (4, &mask_offsets.buf),
+                (5, &ranks.buf),
+            ],
+            groups_1d(rows),
+        );
+    }
+
+    /// Overwrites the front of a buffer (queued before the next submission's commands).
+    pub fn write_f32(&self, b: &GpuBuf, data: &[f32]) {
+        if !data.is_empty() {
+            self.queue.write_buffer(&b.buf, 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Overwrites the front of an index buffer.
+    pub fn write_u32(&self, b: &GpuIdx, data: &[u32]) {
+        if !data.is_empty() {
+            self.queue.write_buffer(&b.buf, 0, bytemuck::cast_slice(data));
+        }
+    }
+}
+
 /// Workgroups for `n` invocations of a 64-wide kernel that reads its index as gid.x + gid.y · 65535 · 64.
 fn groups_1d(n: usize) -> (u32, u32) {
     let w = n.div_ceil(64) as u32;
@@ -412,6 +501,7 @@ impl Pipelines {
             module("elementwise")?,
             module("optim")?,
         );
+        let (sparse, ranking) = (module("sparse")?, module("ranking")?);
         let p = Pipelines {
             gemm: pipeline(&gemm, "main"),
             softmax: pipeline(&softmax, "main"),
@@ -422,6 +512,9 @@ impl Pipelines {
             column_sums: pipeline(&ew, "column_sums"),
             adam: pipeline(&opt, "adam"),
             sgd: pipeline(&opt, "sgd"),
+            csr_mul: pipeline(&sparse, "csr_mul"),
+            outer: pipeline(&sparse, "outer"),
+            ranks: pipeline(&ranking, "main"),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("building the compute pipelines: {e}")));
