@@ -260,6 +260,8 @@ pub struct TrainBenchOptions {
     /// Python with torch and `ref_recommender.py` of the team's peers, for the side-by-side run.
     pub python: Option<String>,
     pub peer_script: PathBuf,
+    /// Which backend trains (cpu, gpu, auto).
+    pub backend: crate::config::BackendChoice,
 }
 
 /// Training throughput of one tool.
@@ -289,12 +291,17 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
     let mut times = Vec::new();
     let mut recalls = Vec::new();
     let mut examples = 0usize;
+    let mut tool = String::new();
     for seed in 0..opts.repeats.max(1) as u64 {
         let mut m = model.clone();
         m.train_seed = seed;
         let mut metrics = crate::metrics::Metrics::default();
-        let be = Cpu::new();
-        let out = crate::train::run(&be, &data, &m, None, None, &mut metrics, &crate::Silent)?;
+        let (be, report) = crate::backend::open(opts.backend)?;
+        if seed == 0 {
+            let _ = writeln!(log, "backend: {} ({})", report.used, report.reason);
+        }
+        tool = format!("embjob ({})", report.adapter.as_ref().map_or("cpu".to_owned(), |a| a.name.clone()));
+        let out = crate::train::run(be.as_ref(), &data, &m, None, None, &mut metrics, &crate::Silent)?;
         examples = out.split_summary.train_examples * out.epochs_run;
         let _ = writeln!(
             log,
@@ -308,7 +315,7 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
     }
     let median_train_s = median(&mut times.clone());
     let mut all = vec![TrainMeasurement {
-        tool: "embjob (cpu)".into(),
+        tool,
         median_train_s,
         median_epoch_s: median_train_s / model.epochs as f64,
         examples_per_s: examples as f64 / median_train_s,
@@ -398,4 +405,59 @@ pub fn train_table(ms: &[TrainMeasurement]) -> String {
         ));
     }
     s
+}
+
+/// GEMM throughput (GFLOP/s, median of `repeats`) of square f32 products on the CPU backend and on every GPU adapter
+/// wgpu offers, software ones included.
+pub fn gemm(sizes: &[usize], repeats: usize, log: &mut dyn Write) -> Result<String> {
+    let mut s = String::from("| backend | n | median ms | GFLOP/s |\n|---|---|---|---|\n");
+    let mut row = |name: &str, n: usize, times: &mut Vec<f64>| {
+        let t = median(times);
+        let gflops = 2.0 * (n as f64).powi(3) / t / 1e9;
+        let _ = writeln!(log, "{name} n={n}: {:.2} ms, {gflops:.1} GFLOP/s", t * 1e3);
+        s.push_str(&format!("| {name} | {n} | {:.2} | {gflops:.1} |\n", t * 1e3));
+    };
+    for &n in sizes {
+        let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+        let mut c = vec![0.0f32; n * n];
+        let d = crate::backend::MatDims { m: n, n, k: n };
+        let mut times = Vec::new();
+        for _ in 0..repeats.max(1) {
+            let t = Instant::now();
+            crate::backend::cpu_kernels::matmul(&a, false, &a, false, &mut c, d, 0.0);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        row("cpu (matrixmultiply)", n, &mut times);
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let names: Vec<String> = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12))
+        .iter()
+        .map(|a| a.get_info().name)
+        .collect();
+    for name in names {
+        let Some(ctx) = crate::backend::gpu::GpuContext::open(Some(&name), true)? else { continue };
+        for &n in sizes {
+            let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+            let (ga, c) = (ctx.upload(&a)?, ctx.upload(&vec![0.0; n * n])?);
+            let d = crate::backend::MatDims { m: n, n, k: n };
+            // Warm-up (pipeline compilation on first use), then timed submissions, each waited for.
+            let mut enc = ctx.encoder();
+            ctx.matmul(&mut enc, &ga, false, &ga, false, &c, d, 0.0);
+            ctx.submit(enc);
+            ctx.download(&c)?;
+            let mut times = Vec::new();
+            for _ in 0..repeats.max(1) {
+                let t = Instant::now();
+                let mut enc = ctx.encoder();
+                ctx.matmul(&mut enc, &ga, false, &ga, false, &c, d, 0.0);
+                ctx.submit(enc);
+                ctx.device
+                    .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+                    .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            row(&format!("gpu: {} ({})", ctx.adapter.name, ctx.adapter.device_type), n, &mut times);
+        }
+    }
+    Ok(s)
 }

@@ -85,6 +85,16 @@ enum Bench {
         /// The peer script.
         #[arg(long, default_value = "../shared/peers/ref_recommender.py")]
         peer: PathBuf,
+        /// Which backend trains.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendChoice,
+    },
+    /// GEMM GFLOP/s on the CPU backend and on every GPU adapter (software ones included).
+    Gemm {
+        #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
     },
 }
 
@@ -201,9 +211,12 @@ fn main() {
             let opts = embjob::bench::PcaBenchOptions { repeats: repeats.max(1), lee, docs, terms, k, python };
             embjob::bench::pca(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::table(&ms)))
         }
-        Command::Bench { which: Bench::Train { config, repeats, python, peer } } => {
+        Command::Bench { which: Bench::Gemm { sizes, repeats } } => {
+            embjob::bench::gemm(&sizes, repeats, &mut std::io::stderr()).map(|t| print!("{t}"))
+        }
+        Command::Bench { which: Bench::Train { config, repeats, python, peer, backend } } => {
             let python = (python != "none").then_some(python);
-            let opts = embjob::bench::TrainBenchOptions { config, repeats, python, peer_script: peer };
+            let opts = embjob::bench::TrainBenchOptions { config, repeats, python, peer_script: peer, backend };
             embjob::bench::train(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::train_table(&ms)))
         }
         Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {
