@@ -430,10 +430,12 @@ pub fn gemm(sizes: &[usize], repeats: usize, log: &mut dyn Write) -> Result<Stri
         row("cpu (matrixmultiply)", n, &mut times);
     }
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let names: Vec<String> = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12))
-        .iter()
-        .map(|a| a.get_info().name)
-        .collect();
+    let names: Vec<String> = pollster::block_on(
+        instance.enumerate_adapters(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12),
+    )
+    .iter()
+    .map(|a| a.get_info().name)
+    .collect();
     for name in names {
         let Some(ctx) = crate::backend::gpu::GpuContext::open(Some(&name), true)? else { continue };
         for &n in sizes {

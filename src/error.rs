@@ -18,8 +18,10 @@ pub mod exit_code {
     pub const INPUT: i32 = 3;
     /// The GPU backend was asked for and is not usable.
     pub const GPU: i32 = 4;
-    /// Interrupted by SIGINT.
+    /// Stopped by SIGINT (Ctrl-C): nothing of the run is visible.
     pub const SIGINT: i32 = 130;
+    /// Stopped by SIGTERM: nothing of the run is visible.
+    pub const SIGTERM: i32 = 143;
 }
 
 /// Everything that can stop a run.
@@ -52,6 +54,10 @@ pub enum Error {
     /// The GPU backend is not usable.
     #[error("gpu: {0}")]
     Gpu(String),
+
+    /// Stopped by a signal; the run's staging folder was removed.
+    #[error("stopped by {}: nothing of this run was kept", match .0 { crate::interrupt::Signal::Interrupt => "SIGINT", crate::interrupt::Signal::Terminate => "SIGTERM" })]
+    Interrupted(crate::interrupt::Signal),
 
     /// An invariant broke: a bug in embjob.
     #[error("internal error: {0}")]
@@ -89,6 +95,8 @@ impl Error {
             Error::Input { .. } | Error::Stage { .. } => exit_code::INPUT,
             Error::Gpu(_) => exit_code::GPU,
             Error::Output { .. } | Error::Internal(_) => exit_code::INTERNAL,
+            Error::Interrupted(crate::interrupt::Signal::Interrupt) => exit_code::SIGINT,
+            Error::Interrupted(crate::interrupt::Signal::Terminate) => exit_code::SIGTERM,
         }
     }
 

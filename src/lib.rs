@@ -14,6 +14,7 @@ pub mod dense;
 pub mod error;
 pub mod eval;
 pub mod foodgen;
+pub mod interrupt;
 pub mod metrics;
 pub mod model;
 pub mod outputs;

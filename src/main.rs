@@ -186,6 +186,8 @@ fn main() {
             std::process::exit(code);
         }
     };
+    // SIGINT / SIGTERM stop the run between steps; its staging folder is removed (exit 130 / 143).
+    embjob::interrupt::install_handlers();
     let result = match cli.command {
         Command::Run { config, common, quiet } => {
             let reporter = CliReporter::new(quiet);

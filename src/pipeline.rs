@@ -40,6 +40,7 @@ struct Stages<'r> {
 
 impl Stages<'_> {
     fn run<T>(&mut self, stage: &str, total: Option<u64>, f: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
+        crate::interrupt::check()?;
         self.reporter.stage_started(stage, total);
         let t = Instant::now();
         let (value, summary) = f()?;
@@ -243,6 +244,7 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     let run_json = staging.file("run.json");
     std::fs::write(&run_json, json).map_err(|e| crate::Error::output(&run_json, "cannot write", e))?;
 
+    crate::interrupt::check()?;
     let run_dir = staging.commit(plan.keep_runs)?;
     Ok(RunSummary { run_id, run_dir, backend, metrics, stages: stages.records })
 }

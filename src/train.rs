@@ -170,6 +170,7 @@ pub fn run(
         let mut loss_sum = 0.0;
         let mut seen = 0usize;
         for chunk in order.chunks(plan.batch_size) {
+            crate::interrupt::check()?;
             let batch = Batch::new(chunk.iter().map(|&i| &split.train[i]));
             loss_sum += net.train_step(&batch, &opts)?;
             seen += batch.len();

@@ -11,3 +11,4 @@ mod model_gradients;
 mod outputs;
 mod pca_parity;
 mod pca_properties;
+mod reliability;

@@ -1,0 +1,131 @@
+//! Runs that are stopped or killed never leave a half-written result: `latest` keeps pointing at a complete earlier
+//! run, no staging folder stays visible after the next run, and a rerun succeeds. Same config and seed, same results
+//! for any thread count.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use embjob::rng::SplitMix;
+
+use crate::support::*;
+
+fn food_job(epochs: u32) -> Job {
+    Job::new().copy(&repo().join("pipelines/data/food_favorites.csv"), "food.csv").toml(&format!(
+        "[job]\nname='food'\nseed=1\nbackend='cpu'\n[input]\npath='food.csv'\nlayout='long'\nuser='user_id'\nitem='item'\n\
+         order='rank'\n[pca]\nn_components=4\n[model]\nembedding_dim=3\nhidden_units=16\n[train]\nepochs={epochs}\n\
+         batch_size=64\n[eval]\nk=[5]\nneighbors=5\n[output]\ndir='out'\nkeep_runs=3\n"
+    ))
+}
+
+fn spawn(job: &Job, env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_embjob"));
+    cmd.args(["run", job.config().to_str().expect("utf-8"), "--quiet"])
+        .env("NODEVICE_SELECT", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn embjob")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill").success();
+    assert!(ok, "kill {sig} failed");
+}
+
+/// `latest` points at a complete run: every file of the run is there and readable.
+fn assert_latest_complete(job: &Job) {
+    let latest = job.out().join("latest");
+    assert!(latest.join("run.json").is_file(), "latest has no run.json");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(latest.join("run.json")).expect("run.json")).expect("json");
+    for f in run["outputs"].as_array().expect("outputs") {
+        let name = f["file"].as_str().expect("file");
+        let df = read_parquet(&latest.join(name));
+        assert_eq!(df.height() as u64, f["rows"].as_u64().expect("rows"), "{name}");
+    }
+}
+
+fn staging_folders(job: &Job) -> Vec<String> {
+    job.runs().into_iter().filter(|r| r.starts_with(".staging")).collect()
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_run_cleanly() {
+    let job = food_job(1);
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let latest = job.latest();
+    let runs = job.runs();
+    std::fs::write(
+        job.config(),
+        std::fs::read_to_string(job.config()).expect("toml").replace("epochs=1", "epochs=500"),
+    )
+    .expect("write");
+    for (sig, code, name) in [("-TERM", 143, "SIGTERM"), ("-INT", 130, "SIGINT")] {
+        let child = spawn(&job, &[]);
+        std::thread::sleep(Duration::from_millis(1500));
+        signal(&child, sig);
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{name}: {stderr}");
+        assert!(stderr.contains(name) && stderr.contains("nothing of this run was kept"), "{stderr}");
+        assert_eq!(job.latest(), latest, "{name} moved latest");
+        assert_eq!(job.runs(), runs, "{name} left a run or a staging folder behind");
+    }
+    assert_latest_complete(&job);
+}
+
+#[test]
+fn sigkill_at_random_moments_never_breaks_latest() {
+    let job = food_job(3);
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // How long a whole run takes here, to spread the kills over it.
+    let t = Instant::now();
+    assert_eq!(job.run(&[]).code, 0);
+    let full = t.elapsed().as_millis() as usize;
+    let mut rng = SplitMix::new(7);
+    for i in 0..10 {
+        let child = spawn(&job, &[]);
+        std::thread::sleep(Duration::from_millis(rng.below(full.max(50)) as u64));
+        signal(&child, "-KILL");
+        let _ = child.wait_with_output();
+        assert!(job.latest().is_some(), "kill {i}: latest vanished");
+        assert_latest_complete(&job);
+    }
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "rerun after kills: {}", r.stderr);
+    assert_latest_complete(&job);
+    assert!(staging_folders(&job).is_empty(), "staging debris after a rerun: {:?}", job.runs());
+    assert!(job.runs().len() <= 3, "keep_runs = 3: {:?}", job.runs());
+}
+
+#[test]
+fn one_thread_and_two_threads_give_identical_results() {
+    let (one, two) = (food_job(2), food_job(2));
+    for (job, threads) in [(&one, "1"), (&two, "2")] {
+        let out = spawn(job, &[("RAYON_NUM_THREADS", threads)]).wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for f in [
+        "vocabulary.parquet",
+        "bow.parquet",
+        "pca_components.parquet",
+        "pca_projections.parquet",
+        "embeddings.parquet",
+        "neighbors.parquet",
+    ] {
+        assert!(one.latest_parquet(f).equals(&two.latest_parquet(f)), "{f} depends on the thread count");
+    }
+    let metrics = |j: &Job| {
+        let m = j.latest_parquet("metrics.parquet");
+        let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+        (0..m.height())
+            .filter(|&r| s[r] != "efficiency" && n[r] != "seconds" && n[r] != "examples_per_second")
+            .map(|r| (s[r].clone(), n[r].clone(), v[r].to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(metrics(&one), metrics(&two));
+}
