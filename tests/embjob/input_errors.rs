@@ -84,3 +84,157 @@ fn non_finite_numeric_values_are_rejected() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("column 'a'") && r.stderr.contains("not finite"), "{}", r.stderr);
 }
+
+/// Runs the good job once, then `toml_extra` on `file` with `contents`; returns the outcome, having checked that a
+/// failure left `latest` and the runs as they were.
+fn rerun_with(file: &str, contents: &[u8], extra_input: &str, extra: &str) -> (Job, Outcome) {
+    let job = long_job("");
+    assert_eq!(job.run(&[]).code, 0);
+    let (latest, runs) = (job.latest(), job.runs());
+    std::fs::write(job.path(file), contents).expect("write data");
+    let toml = std::fs::read_to_string(job.config())
+        .expect("read")
+        .replace("data.csv", file)
+        .replace("layout = \"long\"", &format!("layout = \"long\"\n{extra_input}"));
+    std::fs::write(job.config(), format!("{toml}{extra}")).expect("write config");
+    let r = job.run(&[]);
+    if r.code != 0 {
+        assert_eq!(job.latest(), latest, "latest moved");
+        assert_eq!(job.runs(), runs, "runs changed (or a staging folder remains)");
+    }
+    (job, r)
+}
+
+#[test]
+fn ragged_csv_rows_name_the_file() {
+    let (_, r) = rerun_with("d.csv", b"user,item\n1,apple\n2,pear,extra,fields\n", "", "");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d.csv"), "{}", r.stderr);
+}
+
+#[test]
+fn an_unclosed_quote_names_the_file() {
+    let (_, r) = rerun_with("d.csv", b"user,item\n1,\"apple\n2,pear\n", "", "");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d.csv"), "{}", r.stderr);
+}
+
+#[test]
+fn invalid_utf8_names_the_file() {
+    let (_, r) = rerun_with("d.csv", b"user,item\n1,caf\xe9\n2,pear\n", "", "");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d.csv"), "{}", r.stderr);
+}
+
+#[test]
+fn a_utf8_bom_and_crlf_line_endings_are_read_normally() {
+    let (job, r) = rerun_with("d.csv", b"\xef\xbb\xbfuser,item\r\n1,apple\r\n1,pear\r\n2,apple\r\n", "", "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let vocab = job.latest_parquet("vocabulary.parquet");
+    assert_eq!(strs(&vocab, "token"), ["apple", "pear"], "no \\r in tokens, no BOM in the header");
+}
+
+#[test]
+fn non_ascii_items_are_kept() {
+    let (job, r) = rerun_with("d.csv", "user,item\n1,crème brûlée\n1,bún chả\n2,crème brûlée\n".as_bytes(), "", "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(strs(&job.latest_parquet("vocabulary.parquet"), "token"), ["bún chả", "crème brûlée"]);
+}
+
+#[test]
+fn a_single_user_cannot_train_a_model() {
+    let (_, r) = rerun_with("d.csv", b"user,item\n1,apple\n1,pear\n1,plum\n", "", "[model]\nembedding_dim = 2\n");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("no training examples"), "{}", r.stderr);
+}
+
+#[test]
+fn duplicate_items_within_a_user_are_dropped_and_counted() {
+    let data = b"user,item\n1,apple\n1,apple\n1,pear\n2,apple\n2,plum\n3,pear\n3,plum\n3,apple\n4,plum\n4,pear\n";
+    let (job, r) = rerun_with(
+        "d.csv",
+        data,
+        "",
+        "[model]\nembedding_dim = 2\nhidden_units = 0\n[eval]\nk = [2]\ntest_fraction = 0.25\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = job.latest_parquet("metrics.parquet");
+    let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    let dropped = (0..m.height()).find(|&i| s[i] == "model" && n[i] == "duplicate_items_dropped").map(|i| v[i]);
+    assert_eq!(dropped, Some(1.0));
+}
+
+#[test]
+fn parquet_with_a_float_item_column_is_a_type_error() {
+    let job = Job::new().toml("");
+    let path = job.path("d.parquet");
+    let mut df = polars::prelude::df!("user" => [1i64, 2], "item" => [1.5f64, 2.5]).expect("df");
+    polars::prelude::ParquetWriter::new(std::fs::File::create(&path).expect("create")).finish(&mut df).expect("write");
+    let bytes = std::fs::read(&path).expect("read");
+    let (_, r) = rerun_with("d.parquet", &bytes, "", "");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("column 'item'") && r.stderr.contains("expected integers or strings"), "{}", r.stderr);
+}
+
+#[test]
+fn parquet_with_an_all_null_column_is_reported() {
+    let job = Job::new().toml("");
+    let path = job.path("d.parquet");
+    let mut df = polars::prelude::df!("user" => [1i64, 2], "item" => [None::<&str>, None]).expect("df");
+    polars::prelude::ParquetWriter::new(std::fs::File::create(&path).expect("create")).finish(&mut df).expect("write");
+    let bytes = std::fs::read(&path).expect("read");
+    let (_, r) = rerun_with("d.parquet", &bytes, "", "");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("column 'item'") && r.stderr.contains("null"), "{}", r.stderr);
+}
+
+#[test]
+fn a_list_where_a_flat_column_is_expected_is_a_type_error() {
+    let job = Job::new().toml("");
+    let path = job.path("d.parquet");
+    use polars::prelude::*;
+    let items = Series::new("item".into(), [Series::new("".into(), [1i64, 2])]);
+    let mut df =
+        DataFrame::new_infer_height(vec![Series::new("user".into(), [1i64]).into(), items.into()]).expect("df");
+    ParquetWriter::new(std::fs::File::create(&path).expect("create")).finish(&mut df).expect("write");
+    let bytes = std::fs::read(&path).expect("read");
+    let (_, r) = rerun_with("d.parquet", &bytes, "", "");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("column 'item'"), "{}", r.stderr);
+}
+
+#[test]
+fn an_output_folder_that_is_a_file_is_a_config_error() {
+    let job = long_job("");
+    std::fs::write(job.path("outfile"), b"not a folder").expect("write");
+    let config = job.config();
+    let r = embjob(&["run", config.to_str().expect("utf-8"), "--quiet", "--output", "outfile"], job.dir.path());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("output.dir") && r.stderr.contains("is a file"), "{}", r.stderr);
+}
+
+#[test]
+fn a_read_only_output_folder_fails_without_damage() {
+    let job = long_job("");
+    assert_eq!(job.run(&[]).code, 0);
+    let (latest, runs) = (job.latest(), job.runs());
+    let runs_dir = job.out().join("runs");
+    let mut perms = std::fs::metadata(&runs_dir).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o555);
+    std::fs::set_permissions(&runs_dir, perms.clone()).expect("chmod");
+    // root ignores permission bits: only meaningful when the folder really is read-only to us.
+    let writable = std::fs::write(runs_dir.join(".probe"), b"x").is_ok();
+    let _ = std::fs::remove_file(runs_dir.join(".probe"));
+    let r = job.run(&[]);
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&runs_dir, perms).expect("chmod back");
+    if writable {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        return;
+    }
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("runs"), "{}", r.stderr);
+    assert_eq!(job.latest(), latest);
+    assert_eq!(job.runs(), runs);
+}
