@@ -116,7 +116,16 @@ pub struct Network<'b> {
     idx: BatchIndices,
     mask_capacity: usize,
     step: u32,
+    /// Per-example losses of the last steps, on the device; read back every `LOSS_LOG_STEPS` steps at most.
+    loss_log: Tensor,
+    /// Rows logged per step since the last read-back.
+    logged: Vec<usize>,
+    /// Losses already read back but not yet taken.
+    loss_pending: f64,
 }
+
+/// Steps whose losses stay on the device before they are read back.
+pub const LOSS_LOG_STEPS: usize = 16;
 
 /// Index buffers of one batch.
 #[derive(Clone, Copy)]
@@ -229,6 +238,9 @@ impl<'b> Network<'b> {
             },
             mask_capacity: 0,
             step: 0,
+            loss_log: zeros(capacity * LOSS_LOG_STEPS)?,
+            logged: Vec::new(),
+            loss_pending: 0.0,
         })
     }
 
@@ -285,8 +297,26 @@ impl<'b> Network<'b> {
         be.bias_act(self.logits, self.params[B2].value, rows, v, false)
     }
 
-    /// Forward, loss and backward of one batch, then one optimizer step. Returns the batch's summed loss (f64).
-    pub fn train_step(&mut self, batch: &Batch, opts: &TrainOptions) -> Result<f64> {
+    /// The summed loss (f64) of the steps since the last call; reads the device's loss log back once.
+    pub fn take_loss(&mut self) -> Result<f64> {
+        let mut total = std::mem::take(&mut self.loss_pending);
+        if !self.logged.is_empty() {
+            let log = self.be.read(self.loss_log)?;
+            for (slot, &rows) in self.logged.iter().enumerate() {
+                total +=
+                    log[slot * self.capacity..slot * self.capacity + rows].iter().map(|&l| f64::from(l)).sum::<f64>();
+            }
+            self.logged.clear();
+        }
+        Ok(total)
+    }
+
+    /// Forward, loss and backward of one batch, then one optimizer step. The loss stays on the device until
+    /// [`Network::take_loss`] (or a full log) reads it back.
+    pub fn train_step(&mut self, batch: &Batch, opts: &TrainOptions) -> Result<()> {
+        if self.logged.len() == LOSS_LOG_STEPS {
+            self.loss_pending += self.take_loss()?;
+        }
         let bags = self.upload(batch)?;
         self.forward(&bags)?;
         let be = self.be;
@@ -295,7 +325,8 @@ impl<'b> Network<'b> {
         let pre_t = if n > 0 { self.hidden } else { self.pooled };
         let pre = self.shape.pre_logits();
         be.softmax_xent(self.logits, self.idx.targets, rows, v, self.losses)?;
-        let loss: f64 = be.read(self.losses)?[..rows].iter().map(|&l| l as f64).sum();
+        be.copy(self.losses, 0, self.loss_log, self.logged.len() * self.capacity, rows)?;
+        self.logged.push(rows);
         // Output layer.
         be.matmul(pre_t, true, self.logits, false, self.params[W2].grad, MatDims { m: pre, n: v, k: rows }, 0.0)?;
         be.column_sums(self.logits, rows, v, self.params[B2].grad)?;
@@ -365,7 +396,7 @@ impl<'b> Network<'b> {
                 )?,
             }
         }
-        Ok(loss)
+        Ok(())
     }
 
     /// Loss (summed, f64) and masked target ranks of a batch, without training. `masks[r]` are the items excluded

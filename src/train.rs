@@ -172,10 +172,11 @@ pub fn run(
         for chunk in order.chunks(plan.batch_size) {
             crate::interrupt::check()?;
             let batch = Batch::new(chunk.iter().map(|&i| &split.train[i]));
-            loss_sum += net.train_step(&batch, &opts)?;
+            net.train_step(&batch, &opts)?;
             seen += batch.len();
             done_steps += 1;
-            if done_steps % 16 == 0 || seen == order.len() {
+            if done_steps % crate::model::LOSS_LOG_STEPS as u64 == 0 || seen == order.len() {
+                loss_sum += net.take_loss()?;
                 let rate = seen as f64 / t.elapsed().as_secs_f64().max(1e-9);
                 reporter.progress(
                     done_steps,

@@ -225,6 +225,20 @@ impl Backend for Cpu {
         Ok(Indices { id: t.id, len: data.len() })
     }
 
+    fn copy(&self, src: Tensor, src_offset: usize, dst: Tensor, dst_offset: usize, len: usize) -> Result<()> {
+        let mut s = self.store()?;
+        with_out(&mut s, dst, |s, out| {
+            let from = s
+                .f(src)?
+                .get(src_offset..src_offset + len)
+                .ok_or_else(|| Error::Internal("copy: source range".into()))?;
+            out.get_mut(dst_offset..dst_offset + len)
+                .ok_or_else(|| Error::Internal("copy: destination range".into()))?
+                .copy_from_slice(from);
+            Ok(())
+        })
+    }
+
     fn matmul(&self, a: Tensor, ta: bool, b: Tensor, tb: bool, c: Tensor, dims: MatDims, beta: f32) -> Result<()> {
         let mut s = self.store()?;
         with_out(&mut s, c, |s, out| {

@@ -51,6 +51,8 @@ pub trait Backend: Send + Sync {
     fn index_buffer(&self, capacity: usize) -> Result<Indices>;
     /// Fills the front of an index buffer; returns the handle with its new length.
     fn write_indices(&self, t: Indices, data: &[u32]) -> Result<Indices>;
+    /// Copies `len` values from `src[src_offset..]` to `dst[dst_offset..]` on the device.
+    fn copy(&self, src: Tensor, src_offset: usize, dst: Tensor, dst_offset: usize, len: usize) -> Result<()>;
 
     // ---- Model operations (f32; every reduction in a fixed order, so results repeat bit for bit). ----
 

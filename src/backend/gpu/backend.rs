@@ -206,6 +206,19 @@ impl Backend for Gpu {
         Ok(Indices { id: t.id, len: data.len() })
     }
 
+    fn copy(&self, src: Tensor, src_offset: usize, dst: Tensor, dst_offset: usize, len: usize) -> Result<()> {
+        self.record(|_, st, enc| {
+            let (a, b) = (st.f(src)?, st.f(dst)?);
+            if src_offset + len > a.len || dst_offset + len > b.len {
+                return Err(Error::Internal("copy: range outside a tensor".into()));
+            }
+            if len > 0 {
+                enc.copy_buffer_to_buffer(&a.buf, src_offset as u64 * 4, &b.buf, dst_offset as u64 * 4, len as u64 * 4);
+            }
+            Ok(())
+        })
+    }
+
     fn matmul(&self, a: Tensor, ta: bool, b: Tensor, tb: bool, c: Tensor, dims: MatDims, beta: f32) -> Result<()> {
         self.record(|ctx, st, enc| {
             ctx.matmul(enc, st.f(a)?, ta, st.f(b)?, tb, st.f(c)?, dims, beta);

@@ -24,7 +24,20 @@ pub struct GpuContext {
     pub adapter: AdapterReport,
     pub limits: wgpu::Limits,
     pipelines: Pipelines,
+    /// Uniform buffers and bind groups, reused when a dispatch repeats (every training step does).
+    bind_groups: std::sync::Mutex<std::collections::HashMap<BindKey, (wgpu::Buffer, wgpu::BindGroup)>>,
 }
+
+/// A dispatch's pipeline, buffers and parameters.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    buffers: Vec<(u32, wgpu::Buffer)>,
+    params: Vec<u8>,
+}
+
+/// Cached bind groups beyond this are dropped (one-shot products would otherwise keep their buffers alive).
+const MAX_CACHED_BIND_GROUPS: usize = 512;
 
 struct Pipelines {
     gemm: wgpu::ComputePipeline,
@@ -90,6 +103,7 @@ impl GpuContext {
             adapter: AdapterReport::from_info(&adapter.get_info()),
             limits,
             pipelines,
+            bind_groups: Default::default(),
         }))
     }
 
@@ -167,34 +181,50 @@ impl GpuContext {
         self.queue.submit([enc.finish()]);
     }
 
-    fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytes,
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
-    }
-
+    /// Records one dispatch of `pipeline` with its parameters (uniform binding 0) and storage buffers. The uniform
+    /// buffer and the bind group are created once per distinct (pipeline, buffers, parameters) and reused.
     fn dispatch(
         &self,
         enc: &mut wgpu::CommandEncoder,
         pipeline: &wgpu::ComputePipeline,
+        params: &[u8],
         entries: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32),
     ) {
-        let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = entries
-            .iter()
-            .map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() })
-            .collect();
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &layout,
-            entries: &entries,
+        let key = BindKey {
+            pipeline: pipeline.clone(),
+            buffers: entries.iter().map(|(b, buf)| (*b, (*buf).clone())).collect(),
+            params: params.to_vec(),
+        };
+        let mut cache = match self.bind_groups.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if cache.len() > MAX_CACHED_BIND_GROUPS {
+            cache.clear();
+        }
+        let (_, bg) = cache.entry(key).or_insert_with(|| {
+            let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: params,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let layout = pipeline.get_bind_group_layout(0);
+            let mut all: Vec<wgpu::BindGroupEntry> =
+                vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+            all.extend(
+                entries.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }),
+            );
+            let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &all,
+            });
+            (uniform, bg)
         });
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
         pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bg, &[]);
+        pass.set_bind_group(0, &*bg, &[]);
         if groups.0 > 0 && groups.1 > 0 {
             pass.dispatch_workgroups(groups.0, groups.1, 1);
         }
@@ -214,9 +244,9 @@ impl GpuContext {
         beta: f32,
     ) {
         let params: [u32; 8] = [d.m as u32, d.n as u32, d.k as u32, ta as u32, tb as u32, beta.to_bits(), 0, 0];
-        let u = self.uniform(bytemuck::cast_slice(&params));
+        let params: &[u8] = bytemuck::cast_slice(&params);
         let groups = ((d.n as u32).div_ceil(64), (d.m as u32).div_ceil(64));
-        self.dispatch(enc, &self.pipelines.gemm, &[(0, &u), (1, &a.buf), (2, &b.buf), (3, &c.buf)], groups);
+        self.dispatch(enc, &self.pipelines.gemm, params, &[(1, &a.buf), (2, &b.buf), (3, &c.buf)], groups);
     }
 
     /// Fused softmax cross-entropy (see shaders/softmax_xent.wgsl).
@@ -229,12 +259,14 @@ impl GpuContext {
         cols: usize,
         losses: &GpuBuf,
     ) {
-        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, 0, 0]));
+        let raw = [rows as u32, cols as u32, 0, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
         let groups = ((rows as u32).min(65535), (rows as u32).div_ceil(65535));
         self.dispatch(
             enc,
             &self.pipelines.softmax,
-            &[(0, &u), (1, &logits.buf), (2, &targets.buf), (3, &losses.buf)],
+            params,
+            &[(1, &logits.buf), (2, &targets.buf), (3, &losses.buf)],
             groups,
         );
     }
@@ -252,11 +284,13 @@ impl GpuContext {
         mean: bool,
         out: &GpuBuf,
     ) {
-        let u = self.uniform(bytemuck::cast_slice(&[bags as u32, dim as u32, mean as u32, 0]));
+        let raw = [bags as u32, dim as u32, mean as u32, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
         self.dispatch(
             enc,
             &self.pipelines.bag_forward,
-            &[(0, &u), (1, &table.buf), (2, &items.buf), (3, &offsets.buf), (4, &out.buf)],
+            params,
+            &[(1, &table.buf), (2, &items.buf), (3, &offsets.buf), (4, &out.buf)],
             groups_1d(bags * dim),
         );
     }
@@ -277,12 +311,13 @@ impl GpuContext {
     ) {
         enc.clear_buffer(&grad.buf, 0, None);
         let segments = seg_items.len;
-        let u = self.uniform(bytemuck::cast_slice(&[segments as u32, dim as u32, mean as u32, 0]));
+        let raw = [segments as u32, dim as u32, mean as u32, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
         self.dispatch(
             enc,
             &self.pipelines.bag_backward,
+            params,
             &[
-                (0, &u),
                 (3, &offsets.buf),
                 (5, &d_pooled.buf),
                 (6, &seg_items.buf),
@@ -304,25 +339,29 @@ impl GpuContext {
         cols: usize,
         relu: bool,
     ) {
-        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, relu as u32, 0]));
-        self.dispatch(enc, &self.pipelines.bias_act, &[(0, &u), (1, &x.buf), (2, &bias.buf)], groups_1d(rows * cols));
+        let raw = [rows as u32, cols as u32, relu as u32, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
+        self.dispatch(enc, &self.pipelines.bias_act, params, &[(1, &x.buf), (2, &bias.buf)], groups_1d(rows * cols));
     }
 
     /// `grad *= (act > 0)`.
     pub fn relu_backward(&self, enc: &mut wgpu::CommandEncoder, grad: &GpuBuf, act: &GpuBuf) {
-        let u = self.uniform(bytemuck::cast_slice(&[1u32, grad.len as u32, 0, 0]));
+        let raw = [1u32, grad.len as u32, 0, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
         self.dispatch(
             enc,
             &self.pipelines.relu_backward,
-            &[(0, &u), (1, &grad.buf), (2, &act.buf)],
+            params,
+            &[(1, &grad.buf), (2, &act.buf)],
             groups_1d(grad.len),
         );
     }
 
     /// `out[c] = Σ_r x[r][c]`.
     pub fn column_sums(&self, enc: &mut wgpu::CommandEncoder, x: &GpuBuf, rows: usize, cols: usize, out: &GpuBuf) {
-        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, 0, 0]));
-        self.dispatch(enc, &self.pipelines.column_sums, &[(0, &u), (3, &out.buf), (4, &x.buf)], groups_1d(cols));
+        let raw = [rows as u32, cols as u32, 0, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
+        self.dispatch(enc, &self.pipelines.column_sums, params, &[(3, &out.buf), (4, &x.buf)], groups_1d(cols));
     }
 
     /// One Adam step.
@@ -351,11 +390,12 @@ impl GpuContext {
             0,
             0,
         ];
-        let u = self.uniform(bytemuck::cast_slice(&params));
+        let params: &[u8] = bytemuck::cast_slice(&params);
         self.dispatch(
             enc,
             &self.pipelines.adam,
-            &[(0, &u), (1, &param.buf), (2, &grad.buf), (3, &m.buf), (4, &v.buf)],
+            params,
+            &[(1, &param.buf), (2, &grad.buf), (3, &m.buf), (4, &v.buf)],
             groups_1d(param.len),
         );
     }
@@ -374,11 +414,12 @@ impl GpuContext {
     ) {
         let params: [u32; 12] =
             [param.len as u32, 0, lr.to_bits(), 0, 0, 0, weight_decay.to_bits(), 0, 0, momentum.to_bits(), 0, 0];
-        let u = self.uniform(bytemuck::cast_slice(&params));
+        let params: &[u8] = bytemuck::cast_slice(&params);
         self.dispatch(
             enc,
             &self.pipelines.sgd,
-            &[(0, &u), (1, &param.buf), (2, &grad.buf), (3, &velocity.buf)],
+            params,
+            &[(1, &param.buf), (2, &grad.buf), (3, &velocity.buf)],
             groups_1d(param.len),
         );
     }
@@ -397,11 +438,13 @@ impl GpuContext {
         k: usize,
         out: &GpuBuf,
     ) {
-        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, k as u32, 0]));
+        let raw = [rows as u32, cols as u32, k as u32, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
         self.dispatch(
             enc,
             &self.pipelines.csr_mul,
-            &[(0, &u), (1, &csr.0.buf), (2, &csr.1.buf), (3, &csr.2.buf), (4, &b.buf), (5, &out.buf)],
+            params,
+            &[(1, &csr.0.buf), (2, &csr.1.buf), (3, &csr.2.buf), (4, &b.buf), (5, &out.buf)],
             groups_1d(rows * k),
         );
     }
@@ -415,11 +458,13 @@ impl GpuContext {
         csr: (&GpuIdx, &GpuIdx, &GpuBuf),
         out: &GpuBuf,
     ) {
-        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, 0, 0]));
+        let raw = [rows as u32, cols as u32, 0, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
         self.dispatch(
             enc,
             &self.pipelines.outer,
-            &[(0, &u), (1, &csr.0.buf), (2, &csr.1.buf), (3, &csr.2.buf), (5, &out.buf)],
+            params,
+            &[(1, &csr.0.buf), (2, &csr.1.buf), (3, &csr.2.buf), (5, &out.buf)],
             groups_1d(rows * rows),
         );
     }
@@ -437,18 +482,12 @@ impl GpuContext {
         mask_offsets: &GpuIdx,
         ranks: &GpuBuf,
     ) {
-        let u = self.uniform(bytemuck::cast_slice(&[rows as u32, cols as u32, 0, 0]));
+        let raw = [rows as u32, cols as u32, 0, 0];
         self.dispatch(
             enc,
             &self.pipelines.ranks,
-            &[
-                (0, &u),
-                (1, &scores.buf),
-                (2, &targets.buf),
-                (3, &mask_items.buf),
-                (4, &mask_offsets.buf),
-                (5, &ranks.buf),
-            ],
+            bytemuck::cast_slice(&raw),
+            &[(1, &scores.buf), (2, &targets.buf), (3, &mask_items.buf), (4, &mask_offsets.buf), (5, &ranks.buf)],
             groups_1d(rows),
         );
     }
