@@ -306,3 +306,20 @@ fn two_gpu_runs_with_one_seed_give_bit_identical_embeddings() {
         assert!(a.latest_parquet(f).equals(&b.latest_parquet(f)), "{f} differs between two GPU runs");
     }
 }
+
+#[test]
+fn cosine_neighbours_equal_cpu() {
+    let Some(g) = gpu() else { return };
+    let (n, d, k) = (300, 7, 10);
+    let x = random(17, n * d, 1.0);
+    let (want_idx, want_sim) = cpu::cosine_top_k(&x, n, d, k);
+    let (idx, sim) = g.cosine_top_k(&g.upload(&x).expect("x"), n, d, k).expect("top k");
+    assert_close(&sim, &want_sim, "cosines");
+    // Neighbours agree except where two cosines tie within rounding.
+    let same = idx.iter().zip(&want_idx).filter(|(a, b)| a == b).count();
+    assert!(same as f64 >= 0.99 * (n * k) as f64, "only {same} of {} neighbours agree", n * k);
+    for r in 0..n {
+        assert!(!idx[r * k..(r + 1) * k].contains(&(r as u32)), "row {r} lists itself");
+        assert!(sim[r * k..(r + 1) * k].windows(2).all(|w| w[0] >= w[1]), "row {r} not in descending order");
+    }
+}

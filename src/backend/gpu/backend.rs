@@ -2,8 +2,8 @@
 //! operation records its dispatch into one pending command encoder, which is submitted only when the host needs a
 //! result (`read`) or before new data is written, so a training step's dispatches share one encoder.
 //!
-//! PCA's products run in f32 on the device (f64 on the host before and after). The cosine neighbour search still
-//! reads the embedding table back and ranks on the host.
+//! PCA's products run in f32 on the device (f64 on the host before and after). The cosine neighbour search runs on
+//! the device up to 64 neighbours per item, on the host beyond.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -343,6 +343,12 @@ impl Backend for Gpu {
     }
 
     fn cosine_top_k(&self, x: Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+        if k <= GpuContext::MAX_NEIGHBORS {
+            let mut st = self.state()?;
+            self.flush(&mut st);
+            return self.ctx.cosine_top_k(st.f(x)?, n, dim, k);
+        }
+        // More neighbours than the kernel keeps per row: rank on the host.
         let table = self.read(x)?;
         Ok(cpu_kernels::cosine_top_k(&table[..n * dim], n, dim, k))
     }

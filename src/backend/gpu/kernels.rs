@@ -10,6 +10,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("optim", include_str!("../../../shaders/optim.wgsl")),
     ("sparse", include_str!("../../../shaders/sparse.wgsl")),
     ("ranking", include_str!("../../../shaders/ranking.wgsl")),
+    ("neighbors", include_str!("../../../shaders/neighbors.wgsl")),
 ];
 
 /// The source of a registered kernel family.

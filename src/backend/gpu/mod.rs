@@ -52,6 +52,8 @@ struct Pipelines {
     csr_mul: wgpu::ComputePipeline,
     outer: wgpu::ComputePipeline,
     ranks: wgpu::ComputePipeline,
+    normalize: wgpu::ComputePipeline,
+    top_k: wgpu::ComputePipeline,
 }
 
 /// An f32 buffer on the device.
@@ -492,6 +494,38 @@ impl GpuContext {
         );
     }
 
+    /// Most neighbours per row the `top_k` kernel keeps (its private arrays).
+    pub const MAX_NEIGHBORS: usize = 64;
+
+    /// Cosine top-k of every row of `x` (n × dim), itself excluded; `k` ≤ [`Self::MAX_NEIGHBORS`].
+    pub fn cosine_top_k(&self, x: &GpuBuf, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+        let k = k.min(n.saturating_sub(1)).min(Self::MAX_NEIGHBORS);
+        let unit = self.upload(&vec![0.0; n * dim])?;
+        let out_idx = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("neighbour ids"),
+            size: (n * k).max(1) as u64 * 4,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let out_sim = self.upload(&vec![0.0; n * k])?;
+        let raw = [n as u32, dim as u32, k as u32, 0];
+        let params: &[u8] = bytemuck::cast_slice(&raw);
+        let mut enc = self.encoder();
+        self.dispatch(&mut enc, &self.pipelines.normalize, params, &[(1, &x.buf), (2, &unit.buf)], groups_1d(n));
+        self.dispatch(
+            &mut enc,
+            &self.pipelines.top_k,
+            params,
+            &[(2, &unit.buf), (3, &out_idx), (4, &out_sim.buf)],
+            groups_1d(n),
+        );
+        self.submit(enc);
+        let sims = self.download(&out_sim)?;
+        let ids: Vec<u32> =
+            self.download(&GpuBuf { buf: out_idx, len: n * k })?.into_iter().map(f32::to_bits).collect();
+        Ok((ids, sims))
+    }
+
     /// Overwrites the front of a buffer (queued before the next submission's commands).
     pub fn write_f32(&self, b: &GpuBuf, data: &[f32]) {
         if !data.is_empty() {
@@ -540,7 +574,7 @@ impl Pipelines {
             module("elementwise")?,
             module("optim")?,
         );
-        let (sparse, ranking) = (module("sparse")?, module("ranking")?);
+        let (sparse, ranking, neighbors) = (module("sparse")?, module("ranking")?, module("neighbors")?);
         let p = Pipelines {
             gemm: pipeline(&gemm, "main"),
             softmax: pipeline(&softmax, "main"),
@@ -554,6 +588,8 @@ impl Pipelines {
             csr_mul: pipeline(&sparse, "csr_mul"),
             outer: pipeline(&sparse, "outer"),
             ranks: pipeline(&ranking, "main"),
+            normalize: pipeline(&neighbors, "normalize"),
+            top_k: pipeline(&neighbors, "top_k"),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("building the compute pipelines: {e}")));
