@@ -1,5 +1,6 @@
 // gemm.wgsl: C = op(A)·op(B) + beta·C for row-major f32 matrices; op(A) is m×k, op(B) is k×n.
-// A transposed (ta = 1) is stored k×m; B transposed (tb = 1) is stored n×k.
+// A transposed is stored k×m; B transposed is stored n×k. The override constants TA / TB pick the layout (one
+// pipeline each); the uniform's ta / tb fields mirror them.
 // Each invocation keeps a 4×4 block of C in registers (no workgroup memory); a 16×16 workgroup covers 64×64 of C.
 // Dispatch: (ceil(n / 64), ceil(m / 64), 1). Sums run over k in order, so results repeat bit for bit.
 //
@@ -25,25 +26,9 @@ struct GemmParams {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-fn load_a(i: u32, kk: u32) -> f32 {
-    if (i >= p.m) {
-        return 0.0;
-    }
-    if (p.ta == 1u) {
-        return a[kk * p.m + i];
-    }
-    return a[i * p.k + kk];
-}
-
-fn load_b(kk: u32, j: u32) -> f32 {
-    if (j >= p.n) {
-        return 0.0;
-    }
-    if (p.tb == 1u) {
-        return b[j * p.k + kk];
-    }
-    return b[kk * p.n + j];
-}
+// Which operands are transposed: fixed per pipeline (one pipeline per combination), so the loads do not branch.
+override TA: bool = false;
+override TB: bool = false;
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -52,13 +37,29 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (row0 >= p.m || col0 >= p.n) {
         return;
     }
+    // Rows and columns past the edge read the last valid one (never written back), so the loop has no branches.
+    let rr = vec4<u32>(min(row0, p.m - 1u), min(row0 + 1u, p.m - 1u), min(row0 + 2u, p.m - 1u), min(row0 + 3u, p.m - 1u));
+    let cc = vec4<u32>(min(col0, p.n - 1u), min(col0 + 1u, p.n - 1u), min(col0 + 2u, p.n - 1u), min(col0 + 3u, p.n - 1u));
     var acc: array<vec4<f32>, 4>;
     for (var kk = 0u; kk < p.k; kk = kk + 1u) {
-        let bv = vec4<f32>(load_b(kk, col0), load_b(kk, col0 + 1u), load_b(kk, col0 + 2u), load_b(kk, col0 + 3u));
-        acc[0] = acc[0] + load_a(row0, kk) * bv;
-        acc[1] = acc[1] + load_a(row0 + 1u, kk) * bv;
-        acc[2] = acc[2] + load_a(row0 + 2u, kk) * bv;
-        acc[3] = acc[3] + load_a(row0 + 3u, kk) * bv;
+        var av: vec4<f32>;
+        var bv: vec4<f32>;
+        if (TA) {
+            let base = kk * p.m;
+            av = vec4<f32>(a[base + rr.x], a[base + rr.y], a[base + rr.z], a[base + rr.w]);
+        } else {
+            av = vec4<f32>(a[rr.x * p.k + kk], a[rr.y * p.k + kk], a[rr.z * p.k + kk], a[rr.w * p.k + kk]);
+        }
+        if (TB) {
+            bv = vec4<f32>(b[cc.x * p.k + kk], b[cc.y * p.k + kk], b[cc.z * p.k + kk], b[cc.w * p.k + kk]);
+        } else {
+            let base = kk * p.n;
+            bv = vec4<f32>(b[base + cc.x], b[base + cc.y], b[base + cc.z], b[base + cc.w]);
+        }
+        acc[0] = acc[0] + av.x * bv;
+        acc[1] = acc[1] + av.y * bv;
+        acc[2] = acc[2] + av.z * bv;
+        acc[3] = acc[3] + av.w * bv;
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
         let row = row0 + i;

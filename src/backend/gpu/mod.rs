@@ -40,7 +40,8 @@ struct BindKey {
 const MAX_CACHED_BIND_GROUPS: usize = 512;
 
 struct Pipelines {
-    gemm: wgpu::ComputePipeline,
+    /// Indexed by `2·ta + tb`.
+    gemm: [wgpu::ComputePipeline; 4],
     softmax: wgpu::ComputePipeline,
     bag_forward: wgpu::ComputePipeline,
     bag_backward: wgpu::ComputePipeline,
@@ -248,7 +249,13 @@ impl GpuContext {
         let params: [u32; 8] = [d.m as u32, d.n as u32, d.k as u32, ta as u32, tb as u32, beta.to_bits(), 0, 0];
         let params: &[u8] = bytemuck::cast_slice(&params);
         let groups = ((d.n as u32).div_ceil(64), (d.m as u32).div_ceil(64));
-        self.dispatch(enc, &self.pipelines.gemm, params, &[(1, &a.buf), (2, &b.buf), (3, &c.buf)], groups);
+        self.dispatch(
+            enc,
+            &self.pipelines.gemm[2 * usize::from(ta) + usize::from(tb)],
+            params,
+            &[(1, &a.buf), (2, &b.buf), (3, &c.buf)],
+            groups,
+        );
     }
 
     /// Fused softmax cross-entropy (see shaders/softmax_xent.wgsl).
@@ -566,6 +573,17 @@ impl Pipelines {
                 cache: None,
             })
         };
+        let gemm_pipeline = |m: &wgpu::ShaderModule, ta: bool, tb: bool| {
+            let constants = [("TA", if ta { 1.0 } else { 0.0 }), ("TB", if tb { 1.0 } else { 0.0 })];
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("gemm"),
+                layout: None,
+                module: m,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+                cache: None,
+            })
+        };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let (gemm, softmax, bag, ew, opt) = (
             module("gemm")?,
@@ -576,7 +594,12 @@ impl Pipelines {
         );
         let (sparse, ranking, neighbors) = (module("sparse")?, module("ranking")?, module("neighbors")?);
         let p = Pipelines {
-            gemm: pipeline(&gemm, "main"),
+            gemm: [
+                gemm_pipeline(&gemm, false, false),
+                gemm_pipeline(&gemm, false, true),
+                gemm_pipeline(&gemm, true, false),
+                gemm_pipeline(&gemm, true, true),
+            ],
             softmax: pipeline(&softmax, "main"),
             bag_forward: pipeline(&bag, "forward"),
             bag_backward: pipeline(&bag, "backward"),
