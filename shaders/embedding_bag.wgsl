@@ -1,4 +1,5 @@
-// embedding_bag.wgsl: gather-and-pool over bags (forward) and its gradient as a segment sum (backward).
+// embedding_bag.wgsl: weighted gather-and-pool over bags (forward) and its gradient as a segment sum (backward).
+// Mean pooling divides by the bag's total weight (its size when every weight is 1).
 // No atomics: the backward pass gets each item's occurrences grouped (seg_items / seg_offsets / seg_examples, built
 // on the host per batch), and one invocation sums one (item, dimension) in a fixed order.
 // Invocation index = gid.x + gid.y · 65535 · 64; dispatch (min(w, 65535), ceil(w / 65535), 1), w = ceil(n / 64).
@@ -9,6 +10,7 @@
 //   2  storage, read  items: array<u32>        (bag members, concatenated)
 //   3  storage, read  offsets: array<u32>      (bags + 1)
 //   4  storage, rw    pooled: array<f32>       (bags × dim)
+//  10  storage, read  weights: array<f32>      (one per bag member; 1 when unweighted)
 // backward:
 //   0  uniform        BagParams { count = segments, dim, mean }
 //   3  storage, read  offsets: array<u32>
@@ -17,6 +19,8 @@
 //   7  storage, read  seg_offsets: array<u32>  (segments + 1)
 //   8  storage, read  seg_examples: array<u32>
 //   9  storage, rw    grad: array<f32>         (V × dim, cleared before the dispatch)
+//  10  storage, read  weights: array<f32>      (one per bag member, for the mean's normaliser)
+//  11  storage, read  seg_weights: array<f32>  (the weight of each occurrence, in segment order)
 
 struct BagParams {
     count: u32,
@@ -35,6 +39,16 @@ struct BagParams {
 @group(0) @binding(7) var<storage, read> seg_offsets: array<u32>;
 @group(0) @binding(8) var<storage, read> seg_examples: array<u32>;
 @group(0) @binding(9) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(10) var<storage, read> weights: array<f32>;
+@group(0) @binding(11) var<storage, read> seg_weights: array<f32>;
+
+fn bag_weight(r: u32) -> f32 {
+    var w = 0.0;
+    for (var j = offsets[r]; j < offsets[r + 1u]; j = j + 1u) {
+        w = w + weights[j];
+    }
+    return w;
+}
 
 @compute @workgroup_size(64, 1, 1)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -48,10 +62,11 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let hi = offsets[r + 1u];
     var s = 0.0;
     for (var j = lo; j < hi; j = j + 1u) {
-        s = s + table[items[j] * p.dim + c];
+        s = s + weights[j] * table[items[j] * p.dim + c];
     }
-    if (p.mean == 1u && hi > lo) {
-        s = s * (1.0 / f32(hi - lo));
+    let total = bag_weight(r);
+    if (p.mean == 1u && total > 0.0) {
+        s = s * (1.0 / total);
     }
     pooled[idx] = s;
 }
@@ -67,9 +82,9 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc = 0.0;
     for (var j = seg_offsets[s]; j < seg_offsets[s + 1u]; j = j + 1u) {
         let e = seg_examples[j];
-        var scale = 1.0;
+        var scale = seg_weights[j];
         if (p.mean == 1u) {
-            scale = 1.0 / f32(offsets[e + 1u] - offsets[e]);
+            scale = seg_weights[j] * (1.0 / bag_weight(e));
         }
         acc = acc + d_pooled[e * p.dim + c] * scale;
     }

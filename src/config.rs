@@ -61,6 +61,8 @@ pub struct InputConfig {
     pub item: Option<String>,
     /// Optional order column (long layout): a user's items are sorted by it.
     pub order: Option<String>,
+    /// Optional weight column (long layout, positive numbers): the model's pooling weights each input item by it.
+    pub weight: Option<String>,
     /// Text column (text layout). Default `text`.
     pub text: Option<String>,
     /// Row id column (text, numeric layouts). Default: the row number.

@@ -23,6 +23,8 @@ pub struct Interactions {
     pub items: Vec<String>,
     /// Per user, the item indices in order (by the order column, else by file order). May repeat an item.
     pub lists: Vec<Vec<u32>>,
+    /// Per user, a positive weight for each entry of `lists` (the long layout's `input.weight` column).
+    pub weights: Option<Vec<Vec<f32>>>,
 }
 
 /// Free-text documents.

@@ -116,6 +116,9 @@ pub struct Network<'b> {
     idx: BatchIndices,
     mask_capacity: usize,
     step: u32,
+    /// Bag weights of the current batch, by member and in segment order.
+    weights: Tensor,
+    seg_weights: Tensor,
     /// Per-example losses of the last steps, on the device; read back every `LOSS_LOG_STEPS` steps at most.
     loss_log: Tensor,
     /// Rows logged per step since the last read-back.
@@ -151,34 +154,46 @@ const B2: usize = 4;
 pub struct Batch {
     pub items: Vec<u32>,
     pub offsets: Vec<u32>,
+    /// One weight per bag member (1 when unweighted).
+    pub weights: Vec<f32>,
     pub targets: Vec<u32>,
     pub seg_items: Vec<u32>,
     pub seg_offsets: Vec<u32>,
     pub seg_examples: Vec<u32>,
+    /// The weight of each occurrence, in segment order.
+    pub seg_weights: Vec<f32>,
 }
 
 impl Batch {
-    /// Lays out `examples`: bags, targets, and the occurrences grouped by item for the segment-sum backward.
+    /// Lays out `examples` with weight 1 for every input.
     pub fn new<'e>(examples: impl Iterator<Item = &'e Example>) -> Batch {
+        Batch::weighted(examples, |_, _| 1.0)
+    }
+
+    /// Lays out `examples`: bags with `weight(user, item)` per input, targets, and the occurrences grouped by item
+    /// for the segment-sum backward.
+    pub fn weighted<'e>(examples: impl Iterator<Item = &'e Example>, weight: impl Fn(u32, u32) -> f32) -> Batch {
         let mut b = Batch { offsets: vec![0], ..Batch::default() };
         for e in examples {
             b.items.extend_from_slice(&e.inputs);
+            b.weights.extend(e.inputs.iter().map(|&i| weight(e.user, i)));
             b.offsets.push(b.items.len() as u32);
             b.targets.push(e.target);
         }
-        let mut occ: Vec<(u32, u32)> = Vec::with_capacity(b.items.len());
+        let mut occ: Vec<(u32, u32, usize)> = Vec::with_capacity(b.items.len());
         for r in 0..b.targets.len() {
-            for &it in &b.items[b.offsets[r] as usize..b.offsets[r + 1] as usize] {
-                occ.push((it, r as u32));
+            for j in b.offsets[r] as usize..b.offsets[r + 1] as usize {
+                occ.push((b.items[j], r as u32, j));
             }
         }
         occ.sort_unstable();
-        for (i, &(item, ex)) in occ.iter().enumerate() {
+        for (i, &(item, ex, j)) in occ.iter().enumerate() {
             if i == 0 || occ[i - 1].0 != item {
                 b.seg_items.push(item);
                 b.seg_offsets.push(i as u32);
             }
             b.seg_examples.push(ex);
+            b.seg_weights.push(b.weights[j]);
         }
         b.seg_offsets.push(occ.len() as u32);
         b
@@ -238,6 +253,8 @@ impl<'b> Network<'b> {
             },
             mask_capacity: 0,
             step: 0,
+            weights: zeros(max_items)?,
+            seg_weights: zeros(max_items)?,
             loss_log: zeros(capacity * LOSS_LOG_STEPS)?,
             logged: Vec::new(),
             loss_pending: 0.0,
@@ -261,10 +278,14 @@ impl<'b> Network<'b> {
         self.idx.seg_items = be.write_indices(self.idx.seg_items, &b.seg_items)?;
         self.idx.seg_offsets = be.write_indices(self.idx.seg_offsets, &b.seg_offsets)?;
         self.idx.seg_examples = be.write_indices(self.idx.seg_examples, &b.seg_examples)?;
+        be.write(self.weights, &b.weights)?;
+        be.write(self.seg_weights, &b.seg_weights)?;
         Ok(Bags {
             bags: b.len(),
             items: self.idx.items,
             offsets: self.idx.offsets,
+            weights: self.weights,
+            seg_weights: self.seg_weights,
             seg_items: self.idx.seg_items,
             seg_offsets: self.idx.seg_offsets,
             seg_examples: self.idx.seg_examples,

@@ -47,6 +47,7 @@ pub enum InputColumns {
         user: String,
         item: String,
         order: Option<String>,
+        weight: Option<String>,
     },
     List {
         user: String,
@@ -267,6 +268,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
                 user: input.user.clone().unwrap_or_else(|| "user".into()),
                 item: input.item.clone().unwrap_or_else(|| "item".into()),
                 order: input.order.clone(),
+                weight: input.weight.clone(),
             }
         }
         Layout::List => {
@@ -275,6 +277,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
             unused("columns", input.columns.is_some());
             unused("order", input.order.is_some());
             unused("exclude", input.exclude.is_some());
+            unused("weight", input.weight.is_some());
             InputColumns::List {
                 user: input.user.clone().unwrap_or_else(|| "user".into()),
                 items: input.item.clone().unwrap_or_else(|| "items".into()),
@@ -286,6 +289,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
             unused("order", input.order.is_some());
             unused("columns", input.columns.is_some());
             unused("exclude", input.exclude.is_some());
+            unused("weight", input.weight.is_some());
             InputColumns::Text { text: input.text.clone().unwrap_or_else(|| "text".into()), id: input.id.clone() }
         }
         Layout::Numeric => {
@@ -293,6 +297,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
             unused("item", input.item.is_some());
             unused("order", input.order.is_some());
             unused("text", input.text.is_some());
+            unused("weight", input.weight.is_some());
             if let Some(cols) = &input.columns {
                 if cols.is_empty() {
                     problems.add("input.columns", "must name at least one column");

@@ -46,18 +46,29 @@ pub struct SplitSummary {
 
 /// Each user's items without repeats (first occurrence kept), and how many repeats were dropped.
 pub fn distinct_lists(data: &Interactions) -> (Vec<Vec<u32>>, usize) {
-    let mut dropped = 0;
-    let lists = data
-        .lists
-        .iter()
-        .map(|l| {
-            let mut seen = std::collections::HashSet::new();
-            let out: Vec<u32> = l.iter().copied().filter(|i| seen.insert(*i)).collect();
-            dropped += l.len() - out.len();
-            out
-        })
-        .collect();
+    let (lists, _, dropped) = distinct_weighted(data);
     (lists, dropped)
+}
+
+/// Like [`distinct_lists`], with the weight of each kept entry (1 without a weight column).
+fn distinct_weighted(data: &Interactions) -> (Vec<Vec<u32>>, Vec<Vec<f32>>, usize) {
+    let mut dropped = 0;
+    let mut lists = Vec::with_capacity(data.lists.len());
+    let mut weights = Vec::with_capacity(data.lists.len());
+    for (u, l) in data.lists.iter().enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        let (mut items, mut ws) = (Vec::new(), Vec::new());
+        for (j, &i) in l.iter().enumerate() {
+            if seen.insert(i) {
+                items.push(i);
+                ws.push(data.weights.as_ref().map_or(1.0, |w| w[u][j]));
+            }
+        }
+        dropped += l.len() - items.len();
+        lists.push(items);
+        weights.push(ws);
+    }
+    (lists, weights, dropped)
 }
 
 /// The split the plan describes.
@@ -71,12 +82,21 @@ pub fn make_split(data: &Interactions, lists: &[Vec<u32>], plan: &ModelPlan) -> 
     split::split(lists, &keys, plan.inputs_per_example, plan.test_fraction, plan.split_seed)
 }
 
+/// The pooling weight of an input item of a user.
+type WeightOf<'a> = &'a dyn Fn(u32, u32) -> f32;
+
 /// Ranks (and summed loss) of examples, batch by batch, masking `masks[i]` for example i.
-fn score(net: &mut Network, examples: &[Example], masks: &[&[u32]], batch: usize) -> Result<(f64, Vec<f64>)> {
+fn score(
+    net: &mut Network,
+    examples: &[Example],
+    masks: &[&[u32]],
+    batch: usize,
+    w: WeightOf,
+) -> Result<(f64, Vec<f64>)> {
     let mut loss = 0.0;
     let mut ranks = Vec::with_capacity(examples.len());
     for (chunk, mchunk) in examples.chunks(batch).zip(masks.chunks(batch)) {
-        let b = Batch::new(chunk.iter());
+        let b = Batch::weighted(chunk.iter(), w);
         let (l, r) = net.evaluate(&b, mchunk)?;
         loss += l;
         ranks.extend(r.into_iter().map(f64::from));
@@ -106,8 +126,19 @@ pub fn run(
     metrics: &mut Metrics,
     reporter: &dyn Reporter,
 ) -> Result<ModelOutput> {
-    let (lists, duplicates_dropped) = distinct_lists(data);
+    let (lists, list_weights, duplicates_dropped) = distinct_weighted(data);
     let split = make_split(data, &lists, plan);
+    // Weighted pooling: an input's weight is its entry's weight in the user's list.
+    let weight_map: Option<std::collections::HashMap<(u32, u32), f32>> = data.weights.as_ref().map(|_| {
+        lists
+            .iter()
+            .zip(&list_weights)
+            .enumerate()
+            .flat_map(|(u, (l, w))| l.iter().zip(w).map(move |(&i, &x)| ((u as u32, i), x)))
+            .collect()
+    });
+    let weight_fn = |u: u32, i: u32| weight_map.as_ref().and_then(|m| m.get(&(u, i)).copied()).unwrap_or(1.0);
+    let weight_of: WeightOf = &weight_fn;
     if split.train.is_empty() {
         return Err(Error::Stage {
             stage: "model",
@@ -171,7 +202,7 @@ pub fn run(
         let mut seen = 0usize;
         for chunk in order.chunks(plan.batch_size) {
             crate::interrupt::check()?;
-            let batch = Batch::new(chunk.iter().map(|&i| &split.train[i]));
+            let batch = Batch::weighted(chunk.iter().map(|&i| &split.train[i]), weight_of);
             net.train_step(&batch, &opts)?;
             seen += batch.len();
             done_steps += 1;
@@ -193,7 +224,7 @@ pub fn run(
         epochs_run = epoch;
         let train_loss = loss_sum / seen as f64;
         metrics.push_at("train", "loss", epoch as i64, train_loss);
-        let (heldout_loss, loo_ranks) = score(&mut net, &split.test_loo, &loo_masks, plan.batch_size)?;
+        let (heldout_loss, loo_ranks) = score(&mut net, &split.test_loo, &loo_masks, plan.batch_size, weight_of)?;
         let heldout_loss = heldout_loss / split.test_loo.len().max(1) as f64;
         metrics.push_at("train", "heldout_loss", epoch as i64, heldout_loss);
         let loo = eval::ranking_metrics(&loo_ranks, &plan.ks);
@@ -241,8 +272,8 @@ pub fn run(
     metrics.push("train", "embedding_dim", dim as f64);
 
     // Final evaluation: the model and the popularity baseline, both protocols.
-    let (_, last_ranks) = score(&mut net, &split.test_last, &last_masks, plan.batch_size)?;
-    let (_, loo_ranks) = score(&mut net, &split.test_loo, &loo_masks, plan.batch_size)?;
+    let (_, last_ranks) = score(&mut net, &split.test_last, &last_masks, plan.batch_size, weight_of)?;
+    let (_, loo_ranks) = score(&mut net, &split.test_loo, &loo_masks, plan.batch_size, weight_of)?;
     push_ranking(metrics, "eval_model", "last", &eval::ranking_metrics(&last_ranks, &plan.ks));
     push_ranking(metrics, "eval_model", "loo", &eval::ranking_metrics(&loo_ranks, &plan.ks));
     let targets = |ex: &[Example]| ex.iter().map(|e| e.target).collect::<Vec<_>>();

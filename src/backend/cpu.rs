@@ -198,10 +198,10 @@ impl Backend for Cpu {
     fn write(&self, t: Tensor, data: &[f32]) -> Result<()> {
         let mut s = self.store()?;
         let v = s.f.get_mut(t.id).ok_or_else(|| Error::Internal(format!("cpu backend: no tensor {}", t.id)))?;
-        if v.len() != data.len() {
+        if v.len() < data.len() {
             return Err(Error::Internal(format!("cpu backend: write of {} values into {}", data.len(), v.len())));
         }
-        v.copy_from_slice(data);
+        v[..data.len()].copy_from_slice(data);
         Ok(())
     }
 
@@ -250,7 +250,15 @@ impl Backend for Cpu {
     fn embedding_bag(&self, table: Tensor, dim: usize, bags: &Bags, mean: bool, out: Tensor) -> Result<()> {
         let mut s = self.store()?;
         with_out(&mut s, out, |s, out| {
-            k::embedding_bag(s.f(table)?, dim, s.u(bags.items)?, s.u(bags.offsets)?, mean, &mut out[..bags.bags * dim]);
+            k::embedding_bag(
+                s.f(table)?,
+                dim,
+                s.u(bags.items)?,
+                s.u(bags.offsets)?,
+                s.f(bags.weights)?,
+                mean,
+                &mut out[..bags.bags * dim],
+            );
             Ok(())
         })
     }
@@ -269,9 +277,11 @@ impl Backend for Cpu {
                 s.f(d_pooled)?,
                 dim,
                 s.u(bags.offsets)?,
+                s.f(bags.weights)?,
                 s.u(bags.seg_items)?,
                 s.u(bags.seg_offsets)?,
                 s.u(bags.seg_examples)?,
+                s.f(bags.seg_weights)?,
                 mean,
                 out,
             );

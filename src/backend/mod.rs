@@ -43,7 +43,7 @@ pub trait Backend: Send + Sync {
 
     /// A new f32 tensor holding `data`.
     fn tensor(&self, data: &[f32]) -> Result<Tensor>;
-    /// Overwrites a tensor (lengths must match).
+    /// Overwrites the front of a tensor (`data` no longer than it).
     fn write(&self, t: Tensor, data: &[f32]) -> Result<()>;
     /// Copies a tensor back to the host.
     fn read(&self, t: Tensor) -> Result<Vec<f32>>;
@@ -60,8 +60,8 @@ pub trait Backend: Send + Sync {
     #[allow(clippy::too_many_arguments)]
     fn matmul(&self, a: Tensor, ta: bool, b: Tensor, tb: bool, c: Tensor, dims: MatDims, beta: f32) -> Result<()>;
 
-    /// Gather-and-pool: `out[r] = Σ table[items[j]]` over the bag `offsets[r]..offsets[r+1]`, divided by the bag's
-    /// size with mean pooling. `table` is V×dim, `out` is bags×dim.
+    /// Gather-and-pool: `out[r] = Σ w_j · table[items[j]]` over the bag `offsets[r]..offsets[r+1]`, divided by the
+    /// bag's total weight with mean pooling (its size when every weight is 1). `table` is V×dim, `out` is bags×dim.
     fn embedding_bag(&self, table: Tensor, dim: usize, bags: &Bags, mean: bool, out: Tensor) -> Result<()>;
 
     /// The embedding gradient as a segment sum over each item's occurrences (no atomics): `grad` (V×dim) is
@@ -138,13 +138,16 @@ pub struct MatDims {
     pub k: usize,
 }
 
-/// A batch of bags (the input items of each example) and, for the backward pass, the same occurrences grouped by
-/// item: `seg_items[s]` occurs at bag positions `seg_examples[seg_offsets[s]..seg_offsets[s+1]]` (ascending).
+/// A batch of bags (the input items of each example, with a weight each) and, for the backward pass, the same
+/// occurrences grouped by item: `seg_items[s]` occurs in the bags `seg_examples[seg_offsets[s]..seg_offsets[s+1]]`
+/// (ascending) with the weights `seg_weights[..]` at the same positions.
 #[derive(Debug, Clone, Copy)]
 pub struct Bags {
     pub bags: usize,
     pub items: Indices,
     pub offsets: Indices,
+    pub weights: Tensor,
+    pub seg_weights: Tensor,
     pub seg_items: Indices,
     pub seg_offsets: Indices,
     pub seg_examples: Indices,

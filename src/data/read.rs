@@ -16,8 +16,8 @@ use crate::plan::{InputColumns, InputPlan, LabelsPlan};
 pub fn read_input(input: &InputPlan) -> Result<Dataset> {
     let path = input.path.as_path();
     let wanted: Option<Vec<String>> = match &input.columns {
-        InputColumns::Long { user, item, order } => {
-            Some([Some(user), Some(item), order.as_ref()].into_iter().flatten().cloned().collect())
+        InputColumns::Long { user, item, order, weight } => {
+            Some([Some(user), Some(item), order.as_ref(), weight.as_ref()].into_iter().flatten().cloned().collect())
         }
         InputColumns::List { user, items } => Some(vec![user.clone(), items.clone()]),
         InputColumns::Text { text, id } => Some([Some(text), id.as_ref()].into_iter().flatten().cloned().collect()),
@@ -29,7 +29,9 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
         return Err(Error::input(path, None, "the table has no rows"));
     }
     match &input.columns {
-        InputColumns::Long { user, item, order } => read_long(path, &df, user, item, order.as_deref()),
+        InputColumns::Long { user, item, order, weight } => {
+            read_long(path, &df, user, item, order.as_deref(), weight.as_deref())
+        }
         InputColumns::List { user, items } => read_list(path, &df, user, items),
         InputColumns::Text { text, id } => read_text(path, &df, text, id.as_deref()),
         InputColumns::Numeric { columns, id, exclude } => {
@@ -158,26 +160,49 @@ fn index_keys(keys: Keys) -> (Vec<String>, Option<Vec<i64>>, Vec<u32>) {
     }
 }
 
-fn read_long(path: &Path, df: &DataFrame, user: &str, item: &str, order: Option<&str>) -> Result<Dataset> {
+fn read_long(
+    path: &Path,
+    df: &DataFrame,
+    user: &str,
+    item: &str,
+    order: Option<&str>,
+    weight: Option<&str>,
+) -> Result<Dataset> {
     let (users, user_numbers, user_idx) = index_keys(keys(path, df, user)?);
     let (items, _, item_idx) = index_keys(keys(path, df, item)?);
     let order_vals: Option<Vec<f64>> = match order {
         None => None,
         Some(o) => Some(numeric_column(path, df, o)?),
     };
+    let weight_vals: Option<Vec<f64>> = match weight {
+        None => None,
+        Some(w) => {
+            let v = numeric_column(path, df, w)?;
+            if let Some(r) = v.iter().position(|&x| x <= 0.0) {
+                return Err(Error::input(
+                    path,
+                    Some(w),
+                    format!("weight {} at data row {} is not positive", v[r], r + 1),
+                ));
+            }
+            Some(v)
+        }
+    };
     let mut rows: Vec<Vec<(f64, usize, u32)>> = vec![Vec::new(); users.len()];
     for (r, (&u, &i)) in user_idx.iter().zip(&item_idx).enumerate() {
         let key = order_vals.as_ref().map_or(0.0, |o| o[r]);
         rows[u as usize].push((key, r, i));
     }
-    let lists = rows
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            v.into_iter().map(|(_, _, i)| i).collect()
-        })
-        .collect();
-    Ok(Dataset::Interactions(Interactions { users, user_numbers, items, lists }))
+    let mut lists = Vec::with_capacity(rows.len());
+    let mut weights = weight_vals.as_ref().map(|_| Vec::with_capacity(rows.len()));
+    for mut v in rows {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        if let (Some(ws), Some(vals)) = (weights.as_mut(), weight_vals.as_ref()) {
+            ws.push(v.iter().map(|&(_, r, _)| vals[r] as f32).collect());
+        }
+        lists.push(v.into_iter().map(|(_, _, i)| i).collect());
+    }
+    Ok(Dataset::Interactions(Interactions { users, user_numbers, items, lists, weights }))
 }
 
 fn read_list(path: &Path, df: &DataFrame, user: &str, items_col: &str) -> Result<Dataset> {
@@ -233,7 +258,7 @@ fn read_list(path: &Path, df: &DataFrame, user: &str, items_col: &str) -> Result
         lists[u as usize] = flat_idx[at..at + lens[row]].to_vec();
         at += lens[row];
     }
-    Ok(Dataset::Interactions(Interactions { users, user_numbers, items, lists }))
+    Ok(Dataset::Interactions(Interactions { users, user_numbers, items, lists, weights: None }))
 }
 
 fn read_text(path: &Path, df: &DataFrame, text: &str, id: Option<&str>) -> Result<Dataset> {

@@ -259,3 +259,13 @@ fn k_larger_than_the_item_count_is_an_input_error() {
     assert!(r.stderr.contains("eval.k = 10"), "{}", r.stderr);
     assert!(job.latest().is_none());
 }
+
+#[test]
+fn a_weight_column_needs_the_long_layout() {
+    let job = Job::new()
+        .file("docs.csv", "text\nhello world\n")
+        .toml("[job]\nname='t'\n[input]\npath='docs.csv'\nlayout='text'\nweight='w'\n");
+    let r = job.validate();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("input.weight") && r.stderr.contains("not used with layout"), "{}", r.stderr);
+}

@@ -125,24 +125,27 @@ fn embedding_bag_forward_and_backward_equal_cpu() {
     let (v, d, b) = (40, 5, 23);
     let table = random(6, v * d, 1.0);
     let (items, offsets) = bags(7, b, v);
-    let batch = embjob::model::Batch::new(
-        (0..b)
-            .map(|r| embjob::split::Example {
-                user: 0,
-                inputs: items[offsets[r] as usize..offsets[r + 1] as usize].to_vec(),
-                target: 0,
-            })
-            .collect::<Vec<_>>()
-            .iter(),
-    );
+    // Weighted bags: weight = 0.5 + (user + item) % 3.
+    let examples: Vec<embjob::split::Example> = (0..b)
+        .map(|r| embjob::split::Example {
+            user: r as u32,
+            inputs: items[offsets[r] as usize..offsets[r + 1] as usize].to_vec(),
+            target: 0,
+        })
+        .collect();
+    let batch = embjob::model::Batch::weighted(examples.iter(), |u, i| 0.5 + ((u + i) % 3) as f32);
     for mean in [false, true] {
         let mut want = vec![0.0; b * d];
-        cpu::embedding_bag(&table, d, &items, &offsets, mean, &mut want);
-        let (gt, gi, go) =
-            (g.upload(&table).expect("t"), g.upload_idx(&items).expect("i"), g.upload_idx(&offsets).expect("o"));
+        cpu::embedding_bag(&table, d, &batch.items, &batch.offsets, &batch.weights, mean, &mut want);
+        let (gt, gi, go) = (
+            g.upload(&table).expect("t"),
+            g.upload_idx(&batch.items).expect("i"),
+            g.upload_idx(&batch.offsets).expect("o"),
+        );
+        let gw = g.upload(&batch.weights).expect("w");
         let out = g.upload(&poison(b * d)).expect("out");
         let mut enc = g.encoder();
-        g.embedding_bag(&mut enc, &gt, d, &gi, &go, b, mean, &out);
+        g.embedding_bag(&mut enc, &gt, d, (&gi, &go, &gw), b, mean, &out);
         g.submit(enc);
         assert_close(&g.download(&out).expect("pooled"), &want, &format!("embedding bag mean={mean}"));
 
@@ -152,21 +155,24 @@ fn embedding_bag_forward_and_backward_equal_cpu() {
             &d_pooled,
             d,
             &batch.offsets,
+            &batch.weights,
             &batch.seg_items,
             &batch.seg_offsets,
             &batch.seg_examples,
+            &batch.seg_weights,
             mean,
             &mut want,
         );
         let grad = g.upload(&poison(v * d)).expect("grad");
-        let (dp, bo) = (g.upload(&d_pooled).expect("dp"), g.upload_idx(&batch.offsets).expect("offsets"));
+        let dp = g.upload(&d_pooled).expect("dp");
         let (si, so, se) = (
             g.upload_idx(&batch.seg_items).expect("si"),
             g.upload_idx(&batch.seg_offsets).expect("so"),
             g.upload_idx(&batch.seg_examples).expect("se"),
         );
+        let gsw = g.upload(&batch.seg_weights).expect("seg weights");
         let mut enc = g.encoder();
-        g.embedding_bag_backward(&mut enc, &dp, d, &bo, &si, &so, &se, mean, &grad);
+        g.embedding_bag_backward(&mut enc, &dp, d, (&go, &gw), (&si, &so, &se, &gsw), mean, &grad);
         g.submit(enc);
         assert_close(&g.download(&grad).expect("grad"), &want, &format!("embedding gradient mean={mean}"));
     }

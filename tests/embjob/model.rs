@@ -187,3 +187,56 @@ fn early_stopping_keeps_the_best_epoch() {
     assert!(epochs < 40.0, "training ran all {epochs} epochs");
     assert_eq!(best, epochs - 2.0, "stopped {epochs} epochs in, 2 after the best ({best})");
 }
+
+/// A small long-layout model job whose CSV has a weight column.
+fn weighted_job(weights: &str, use_weight: bool) -> Job {
+    let mut csv = String::from("user,item,w\n");
+    let mut rng = embjob::rng::SplitMix::new(3);
+    for u in 1..=60 {
+        let mut mine: Vec<usize> = Vec::new();
+        while mine.len() < 5 {
+            let i = rng.below(12);
+            if !mine.contains(&i) {
+                mine.push(i);
+            }
+        }
+        for (n, i) in mine.iter().enumerate() {
+            let w = match weights {
+                "ones" => "1".to_owned(),
+                "varied" => format!("{}", 1 + (u + n) % 5),
+                other => other.to_owned(),
+            };
+            csv.push_str(&format!("{u},item{i},{w}\n"));
+        }
+    }
+    let weight_key = if use_weight { "weight = 'w'\n" } else { "" };
+    Job::new().file("d.csv", csv).toml(&format!(
+        "[job]\nname='w'\nseed=5\nbackend='cpu'\n[input]\npath='d.csv'\nlayout='long'\n{weight_key}\
+         [model]\nembedding_dim=4\nhidden_units=8\n[train]\nepochs=3\nbatch_size=16\n[eval]\nk=[3]\n[output]\ndir='out'\n"
+    ))
+}
+
+#[test]
+fn weights_of_one_pool_exactly_like_no_weights() {
+    let (plain, ones) = (weighted_job("ones", false), weighted_job("ones", true));
+    for j in [&plain, &ones] {
+        let r = j.run(&[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert!(plain.latest_parquet("embeddings.parquet").equals(&ones.latest_parquet("embeddings.parquet")));
+    let varied = weighted_job("varied", true);
+    let r = varied.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !plain.latest_parquet("embeddings.parquet").equals(&varied.latest_parquet("embeddings.parquet")),
+        "unequal weights must change the model"
+    );
+}
+
+#[test]
+fn a_non_positive_weight_is_an_input_error() {
+    let job = weighted_job("0", true);
+    let r = job.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("column 'w'") && r.stderr.contains("not positive"), "{}", r.stderr);
+}

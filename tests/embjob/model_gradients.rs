@@ -37,7 +37,8 @@ fn check(shape: Shape) {
     let mut params = HostParams::init(shape, EmbeddingInit::Normal, 7);
     params.w1.iter_mut().for_each(|w| *w *= 3.0);
     let ex = examples(3, shape.items, 5);
-    let batch = Batch::new(ex.iter());
+    // Unequal pooling weights, so the weighted paths are checked too.
+    let batch = Batch::weighted(ex.iter(), |u, i| 0.5 + ((u * 7 + i) % 4) as f32 * 0.5);
     let be = Cpu::new();
     let mut net = Network::new(&be, shape, &params, batch.len(), 4).expect("network");
     let opts = TrainOptions {

@@ -175,7 +175,7 @@ impl Backend for Gpu {
         let mut st = self.state()?;
         self.flush(&mut st);
         let b = st.f(t)?;
-        if b.len != data.len() {
+        if b.len < data.len() {
             return Err(Error::Internal(format!("gpu backend: write of {} values into {}", data.len(), b.len)));
         }
         self.ctx.write_f32(b, data);
@@ -232,8 +232,7 @@ impl Backend for Gpu {
                 enc,
                 st.f(table)?,
                 dim,
-                st.u(bags.items)?,
-                st.u(bags.offsets)?,
+                (st.u(bags.items)?, st.u(bags.offsets)?, st.f(bags.weights)?),
                 bags.bags,
                 mean,
                 st.f(out)?,
@@ -256,10 +255,8 @@ impl Backend for Gpu {
                 enc,
                 st.f(d_pooled)?,
                 dim,
-                st.u(bags.offsets)?,
-                &seg,
-                st.u(bags.seg_offsets)?,
-                st.u(bags.seg_examples)?,
+                (st.u(bags.offsets)?, st.f(bags.weights)?),
+                (&seg, st.u(bags.seg_offsets)?, st.u(bags.seg_examples)?, st.f(bags.seg_weights)?),
                 mean,
                 st.f(grad)?,
             );

@@ -287,8 +287,7 @@ impl GpuContext {
         enc: &mut wgpu::CommandEncoder,
         table: &GpuBuf,
         dim: usize,
-        items: &GpuIdx,
-        offsets: &GpuIdx,
+        (items, offsets, weights): (&GpuIdx, &GpuIdx, &GpuBuf),
         bags: usize,
         mean: bool,
         out: &GpuBuf,
@@ -299,7 +298,7 @@ impl GpuContext {
             enc,
             &self.pipelines.bag_forward,
             params,
-            &[(1, &table.buf), (2, &items.buf), (3, &offsets.buf), (4, &out.buf)],
+            &[(1, &table.buf), (2, &items.buf), (3, &offsets.buf), (4, &out.buf), (10, &weights.buf)],
             groups_1d(bags * dim),
         );
     }
@@ -311,10 +310,8 @@ impl GpuContext {
         enc: &mut wgpu::CommandEncoder,
         d_pooled: &GpuBuf,
         dim: usize,
-        offsets: &GpuIdx,
-        seg_items: &GpuIdx,
-        seg_offsets: &GpuIdx,
-        seg_examples: &GpuIdx,
+        (offsets, weights): (&GpuIdx, &GpuBuf),
+        (seg_items, seg_offsets, seg_examples, seg_weights): (&GpuIdx, &GpuIdx, &GpuIdx, &GpuBuf),
         mean: bool,
         grad: &GpuBuf,
     ) {
@@ -333,6 +330,8 @@ impl GpuContext {
                 (7, &seg_offsets.buf),
                 (8, &seg_examples.buf),
                 (9, &grad.buf),
+                (10, &weights.buf),
+                (11, &seg_weights.buf),
             ],
             groups_1d(segments * dim),
         );
