@@ -165,15 +165,7 @@ fn same_seed_same_embeddings_and_metrics() {
         let (x, y) = (a.latest_parquet(f), b.latest_parquet(f));
         assert!(x.equals(&y), "{f} differs between two runs with one seed");
     }
-    let metrics = |j: &Job| {
-        let m = j.latest_parquet("metrics.parquet");
-        let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
-        (0..m.height())
-            .filter(|&r| s[r] != "efficiency" && n[r] != "seconds" && n[r] != "examples_per_second")
-            .map(|r| (s[r].clone(), n[r].clone(), v[r].to_bits()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(metrics(&a), metrics(&b));
+    assert_eq!(result_metrics(&a), result_metrics(&b));
 }
 
 #[test]

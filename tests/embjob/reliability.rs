@@ -119,13 +119,5 @@ fn one_thread_and_two_threads_give_identical_results() {
     ] {
         assert!(one.latest_parquet(f).equals(&two.latest_parquet(f)), "{f} depends on the thread count");
     }
-    let metrics = |j: &Job| {
-        let m = j.latest_parquet("metrics.parquet");
-        let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
-        (0..m.height())
-            .filter(|&r| s[r] != "efficiency" && n[r] != "seconds" && n[r] != "examples_per_second")
-            .map(|r| (s[r].clone(), n[r].clone(), v[r].to_bits()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(metrics(&one), metrics(&two));
+    assert_eq!(result_metrics(&one), result_metrics(&two));
 }

@@ -162,6 +162,17 @@ pub fn strs(df: &DataFrame, col: &str) -> Vec<String> {
     s.str().expect("str").iter().map(|v| v.expect("no nulls").to_owned()).collect()
 }
 
+/// The latest run's metrics that must repeat exactly for one config and seed: every (stage, metric, value bits)
+/// but wall times, throughput and memory.
+pub fn result_metrics(job: &Job) -> Vec<(String, String, u64)> {
+    let m = job.latest_parquet("metrics.parquet");
+    let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    (0..m.height())
+        .filter(|&r| s[r] != "efficiency" && n[r] != "seconds" && n[r] != "examples_per_second")
+        .map(|r| (s[r].clone(), n[r].clone(), v[r].to_bits()))
+        .collect()
+}
+
 /// A minimal valid long-layout pipeline over `data.csv`, with extra TOML appended.
 pub fn long_job(extra: &str) -> Job {
     Job::new()
