@@ -221,26 +221,41 @@ impl<'b> Network<'b> {
         let Shape { items: v, dim: d, hidden: n, .. } = shape;
         let pre = shape.pre_logits();
         let mut ps = Vec::new();
-        for p in params.parts() {
+        for (p, name) in params.parts().into_iter().zip([
+            "embedding table",
+            "hidden weights",
+            "hidden bias",
+            "output weights",
+            "output bias",
+        ]) {
             let zeros = vec![0.0; p.len().max(1)];
-            let value = if p.is_empty() { be.tensor(&zeros)? } else { be.tensor(p)? };
+            let value = if p.is_empty() { be.tensor(&zeros) } else { be.tensor(p) }.map_err(|e| match e {
+                Error::Gpu(m) => Error::Gpu(format!("{name} ({} values): {m}", p.len())),
+                e => e,
+            })?;
             ps.push(Param { value, grad: be.tensor(&zeros)?, m: be.tensor(&zeros)?, v: be.tensor(&zeros)? });
         }
         let max_items = capacity * max_inputs.max(1);
-        let zeros = |len: usize| be.tensor(&vec![0.0; len.max(1)]);
+        // A tensor that does not fit the device is an error naming it and its shape.
+        let zeros = |name: &str, len: usize| {
+            be.tensor(&vec![0.0; len.max(1)]).map_err(|e| match e {
+                Error::Gpu(m) => Error::Gpu(format!("{name} ({len} values): {m}")),
+                e => e,
+            })
+        };
         Ok(Network {
             be,
             shape,
             capacity,
             max_items,
             params: ps,
-            pooled: zeros(capacity * d)?,
-            hidden: zeros(capacity * n)?,
-            logits: zeros(capacity * v)?,
-            losses: zeros(capacity)?,
-            d_hidden: zeros(capacity * pre)?,
-            d_pooled: zeros(capacity * d)?,
-            ranks: zeros(capacity)?,
+            pooled: zeros("pooled embeddings (batch × d)", capacity * d)?,
+            hidden: zeros("hidden activations (batch × n)", capacity * n)?,
+            logits: zeros("logits (batch × items)", capacity * v)?,
+            losses: zeros("losses (batch)", capacity)?,
+            d_hidden: zeros("hidden gradient", capacity * pre)?,
+            d_pooled: zeros("pooled gradient", capacity * d)?,
+            ranks: zeros("ranks", capacity)?,
             idx: BatchIndices {
                 items: be.index_buffer(max_items)?,
                 offsets: be.index_buffer(capacity + 1)?,
@@ -253,9 +268,9 @@ impl<'b> Network<'b> {
             },
             mask_capacity: 0,
             step: 0,
-            weights: zeros(max_items)?,
-            seg_weights: zeros(max_items)?,
-            loss_log: zeros(capacity * LOSS_LOG_STEPS)?,
+            weights: zeros("bag weights", max_items)?,
+            seg_weights: zeros("segment weights", max_items)?,
+            loss_log: zeros("loss log", capacity * LOSS_LOG_STEPS)?,
             logged: Vec::new(),
             loss_pending: 0.0,
         })

@@ -329,3 +329,29 @@ fn cosine_neighbours_equal_cpu() {
         assert!(sim[r * k..(r + 1) * k].windows(2).all(|w| w[0] >= w[1]), "row {r} not in descending order");
     }
 }
+
+#[test]
+fn a_model_too_large_for_the_adapter_stops_with_the_tensor_and_the_limit() {
+    let Some(g) = gpu() else { return };
+    let limit = g.limits.max_storage_buffer_binding_size.min(g.limits.max_buffer_size);
+    if limit > 256 << 20 {
+        eprintln!("SKIPPED: the adapter binds {limit} bytes; this check needs a small-limit adapter such as lavapipe");
+        return;
+    }
+    // logits = batch × items floats, just over the limit.
+    let items = 4100usize;
+    let batch = (limit as usize / 4) / items + 1;
+    let mut csv = String::from("user,item\n");
+    for i in 0..items {
+        csv.push_str(&format!("{},{}\n", 1 + i % 2, i));
+    }
+    let job = crate::support::Job::new().file("d.csv", csv).toml(&format!(
+        "[job]\nname='big'\nbackend='gpu'\n[input]\npath='d.csv'\nlayout='long'\n[model]\nembedding_dim=2\nhidden_units=0\n\
+         [train]\nbatch_size={batch}\n[eval]\nk=[5]\n[output]\ndir='out'\n"
+    ));
+    let r = job.run(&[]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("logits") && r.stderr.contains("max_storage_buffer_binding_size"), "{}", r.stderr);
+    assert!(job.latest().is_none());
+    assert!(job.runs().iter().all(|r| !r.starts_with(".staging")), "{:?}", job.runs());
+}
