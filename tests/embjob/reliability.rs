@@ -121,3 +121,35 @@ fn one_thread_and_two_threads_give_identical_results() {
     }
     assert_eq!(result_metrics(&one), result_metrics(&two));
 }
+
+#[test]
+fn a_full_disk_fails_the_run_without_damage() {
+    let job = long_job("");
+    let out = job.out();
+    std::fs::create_dir_all(&out).expect("mkdir");
+    // A 96 KiB tmpfs as the output folder (needs root; skipped where mounting is not allowed).
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96k", "tmpfs", out.to_str().expect("utf-8")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a small tmpfs here");
+        return;
+    }
+    let first = job.run(&[]);
+    let (latest, runs) = (job.latest(), job.runs());
+    // A second input whose BoW does not fit in what is left.
+    let mut csv = String::from("user,item\n");
+    for u in 0..20_000 {
+        csv.push_str(&format!("{u},item{}\nu{u},other{}\n", u % 5000, u * 7 % 4999));
+    }
+    std::fs::write(job.path("data.csv"), csv).expect("write data");
+    let second = job.run(&[]);
+    let after = (job.latest(), job.runs());
+    let _ = Command::new("umount").arg(&out).status();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(second.stderr.contains("No space left") || second.stderr.contains("space"), "{}", second.stderr);
+    assert_eq!(after, (latest, runs), "latest moved or a staging folder stayed behind");
+}
