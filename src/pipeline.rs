@@ -180,8 +180,19 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
         metrics.push("model", "test_examples_loo", s.test_loo as f64);
         metrics.push("model", "duplicate_items_dropped", s.duplicates_dropped as f64);
         metrics.push("model", "users_too_short", s.users_too_short as f64);
+        metrics.push("model", "users_with_fewer_inputs", s.users_with_fewer_inputs as f64);
         if s.duplicates_dropped > 0 {
             reporter.notice(&format!("model: dropped {} repeated items within users", s.duplicates_dropped));
+        }
+        if s.users_too_short > 0 {
+            reporter.notice(&format!("model: skipped {} users with fewer than 2 items", s.users_too_short));
+        }
+        if s.users_with_fewer_inputs > 0 {
+            reporter.notice(&format!(
+                "model: {} users have fewer than inputs_per_example + 1 = {} items; their examples use fewer inputs",
+                s.users_with_fewer_inputs,
+                model_plan.inputs_per_example + 1
+            ));
         }
         let summary = summarize_eval(&metrics, model_plan.ks[0]);
         let seconds = t.elapsed().as_secs_f64();

@@ -42,6 +42,8 @@ pub struct SplitSummary {
     pub test_loo: usize,
     pub duplicates_dropped: usize,
     pub users_too_short: usize,
+    /// Users with at least 2 but fewer than k + 1 items: their examples have fewer than k inputs.
+    pub users_with_fewer_inputs: usize,
 }
 
 /// Each user's items without repeats (first occurrence kept), and how many repeats were dropped.
@@ -318,6 +320,10 @@ pub fn run(
             test_loo: split.test_loo.len(),
             duplicates_dropped,
             users_too_short: split.users_too_short,
+            users_with_fewer_inputs: lists
+                .iter()
+                .filter(|l| l.len() >= 2 && l.len() < plan.inputs_per_example + 1)
+                .count(),
         },
         popularity,
         neighbors,

@@ -238,3 +238,23 @@ fn a_read_only_output_folder_fails_without_damage() {
     assert_eq!(job.latest(), latest);
     assert_eq!(job.runs(), runs);
 }
+
+#[test]
+fn short_users_are_used_counted_and_reported() {
+    // k = 4: users 1 and 2 have 3 items (fewer inputs), user 5 has one item (skipped).
+    let data = b"user,item\n1,a1\n1,a2\n1,a3\n2,a1\n2,a3\n2,a4\n3,a1\n3,a2\n3,a3\n3,a4\n3,a5\n4,a2\n4,a3\n4,a4\n4,a5\n4,a1\n5,a1\n";
+    let job = Job::new().file("d.csv", &data[..]).toml(
+        "[job]\nname='s'\nbackend='cpu'\n[input]\npath='d.csv'\nlayout='long'\n[model]\nembedding_dim=2\nhidden_units=0\n\
+         [eval]\nk=[2]\ntest_fraction=0.2\n[output]\ndir='out'\n",
+    );
+    let config = job.config();
+    let r = embjob(&["run", config.to_str().expect("utf-8")], job.dir.path());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("skipped 1 users with fewer than 2 items"), "{}", r.stderr);
+    assert!(r.stderr.contains("2 users have fewer than inputs_per_example + 1"), "{}", r.stderr);
+    let m = job.latest_parquet("metrics.parquet");
+    let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    let get = |k: &str| (0..m.height()).find(|&i| s[i] == "model" && n[i] == k).map(|i| v[i]);
+    assert_eq!(get("users_too_short"), Some(1.0));
+    assert_eq!(get("users_with_fewer_inputs"), Some(2.0));
+}
