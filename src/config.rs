@@ -33,6 +33,8 @@ pub struct JobConfig {
     pub seed: u64,
     #[serde(default)]
     pub backend: BackendChoice,
+    /// Refuse stages whose planned memory is over this: bytes, or e.g. "4GiB", "500MB".
+    pub max_memory: Option<toml::Value>,
 }
 
 /// Where the heavy math runs.

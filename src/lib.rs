@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod foodgen;
 pub mod interrupt;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod outputs;

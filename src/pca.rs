@@ -256,7 +256,7 @@ fn stage(message: String) -> Error {
 
 /// Picks the solver for `auto`, as scikit-learn does: exact (on the smaller side) when the matrix is small
 /// (min(n, p) ≤ 500) or most components are wanted (k ≥ 0.8·min(n, p)), randomized otherwise.
-fn choose_solver(requested: PcaSolver, n: usize, p: usize, k: Option<usize>) -> (PcaSolver, String) {
+pub fn choose_solver(requested: PcaSolver, n: usize, p: usize, k: Option<usize>) -> (PcaSolver, String) {
     if requested != PcaSolver::Auto {
         return (requested, "requested".into());
     }

@@ -130,6 +130,18 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
             ),
             (None, _) => return Err(crate::Error::Internal("PCA planned without a matrix".into())),
         };
+        let (rows, cols) = match &input {
+            PcaInput::Dense(m) => (m.rows, m.cols),
+            PcaInput::Sparse(c) => (c.rows, c.cols),
+        };
+        let k = match pca_plan.n_components {
+            crate::config::ComponentsSpec::Count(k) => k as usize,
+            crate::config::ComponentsSpec::VarianceFraction(_) => rows.min(cols),
+        };
+        let solver = pca::choose_solver(pca_plan.solver, rows, cols, Some(k)).0;
+        let mem = crate::memory::pca(rows, cols, solver, k, pca_plan.oversamples);
+        reporter.notice(&crate::memory::describe("pca", &mem));
+        crate::memory::check("pca", &mem, plan.max_memory)?;
         let result = stages.run("pca", None, || {
             let r = pca::fit(compute, input, pca_plan, plan.seed)?;
             let summary = format!(
@@ -171,6 +183,14 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
             None => None,
             Some((path, format)) => Some(data::read_pairs(path, *format)?),
         };
+        let dim = match model_plan.embedding_dim {
+            crate::config::EmbeddingDim::Fixed(d) => d as usize,
+            crate::config::EmbeddingDim::Auto => ((data.items.len() as f64).powf(0.25).round() as usize).max(1),
+        };
+        let mem =
+            crate::memory::model(data.items.len(), dim, model_plan.hidden_units, model_plan.batch_size, backend.used);
+        reporter.notice(&crate::memory::describe("model", &mem));
+        crate::memory::check("model", &mem, plan.max_memory)?;
         let t = std::time::Instant::now();
         let out = train::run(compute, data, model_plan, labels.as_deref(), pairs.as_deref(), &mut metrics, reporter)?;
         let s = out.split_summary;

@@ -29,6 +29,8 @@ pub struct Plan {
     pub model: Option<ModelPlan>,
     pub output_dir: PathBuf,
     pub keep_runs: usize,
+    /// `job.max_memory` in bytes.
+    pub max_memory: Option<u64>,
 }
 
 /// Which file to read and how.
@@ -175,6 +177,20 @@ impl Plan {
             problems.add("output.keep_runs", "must be at least 1 (the run just made is always kept)");
         }
 
+        let max_memory = match &config.job.max_memory {
+            None => None,
+            Some(v) => {
+                let parsed = match v {
+                    toml::Value::Integer(i) if *i > 0 => Some(*i as u64),
+                    toml::Value::String(s) => crate::memory::parse_size(s),
+                    _ => None,
+                };
+                if parsed.is_none() {
+                    problems.add("job.max_memory", format!("{v} is not a size (bytes, or e.g. \"4GiB\", \"500MB\")"));
+                }
+                parsed
+            }
+        };
         problems.into_result(file)?;
         Ok(Plan {
             config_file: file.to_owned(),
@@ -187,6 +203,7 @@ impl Plan {
             model,
             output_dir,
             keep_runs: keep_runs as usize,
+            max_memory,
             config,
         })
     }

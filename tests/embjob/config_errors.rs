@@ -269,3 +269,13 @@ fn a_weight_column_needs_the_long_layout() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("input.weight") && r.stderr.contains("not used with layout"), "{}", r.stderr);
 }
+
+#[test]
+fn max_memory_must_be_a_size() {
+    fails(
+        &GOOD.replace("backend = \"cpu\"", "backend = \"cpu\"\nmax_memory = \"lots\""),
+        2,
+        &["job.max_memory", "not a size"],
+    );
+    fails(&GOOD.replace("backend = \"cpu\"", "backend = \"cpu\"\nmax_memory = -5"), 2, &["job.max_memory"]);
+}

@@ -258,3 +258,17 @@ fn short_users_are_used_counted_and_reported() {
     assert_eq!(get("users_too_short"), Some(1.0));
     assert_eq!(get("users_with_fewer_inputs"), Some(2.0));
 }
+
+#[test]
+fn a_stage_over_max_memory_is_refused_before_it_runs() {
+    let job = Job::new().file("d.csv", "user,item\n1,a\n1,b\n2,a\n2,c\n3,b\n3,c\n").toml(
+        "[job]\nname='m'\nbackend='cpu'\nmax_memory='1kB'\n[input]\npath='d.csv'\nlayout='long'\n\
+         [model]\nembedding_dim=8\nhidden_units=64\n[eval]\nk=[2]\n[output]\ndir='out'\n",
+    );
+    let config = job.config();
+    let r = embjob(&["run", config.to_str().expect("utf-8")], job.dir.path());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("memory plan, model"), "the plan is stated first: {}", r.stderr);
+    assert!(r.stderr.contains("over job.max_memory = 1.0 kB") && r.stderr.contains("largest:"), "{}", r.stderr);
+    assert!(job.latest().is_none());
+}

@@ -1,0 +1,113 @@
+//! Memory plans: what the heavy stages will allocate, stated before they run and checked against `job.max_memory`,
+//! so a run that cannot fit stops at once with the tensor that does not fit instead of failing half-way.
+
+use crate::config::PcaSolver;
+use crate::error::{Error, Result};
+
+/// One planned allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub what: String,
+    pub bytes: u64,
+}
+
+/// Human-readable size: "6.3 MB".
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.1} kB", b / 1e3)
+    }
+}
+
+fn item(what: String, elems: u64, width: u64) -> Item {
+    Item { what, bytes: elems.saturating_mul(width) }
+}
+
+/// The PCA stage's main allocations for an n×p input, k components.
+pub fn pca(n: usize, p: usize, solver: PcaSolver, k: usize, oversamples: usize) -> Vec<Item> {
+    let (n, p, k) = (n as u64, p as u64, k as u64);
+    match solver {
+        PcaSolver::Covariance => vec![item(format!("covariance {p} × {p} × 8 B (and its eigenvectors)"), 2 * p * p, 8)],
+        PcaSolver::Gram => vec![item(format!("Gram matrix {n} × {n} × 8 B (and its eigenvectors)"), 2 * n * n, 8)],
+        PcaSolver::Randomized | PcaSolver::Auto => {
+            let l = k + oversamples as u64;
+            vec![item(format!("random ranges ({n} + {p}) × {l} × 8 B, three copies"), 3 * (n + p) * l, 8)]
+        }
+    }
+}
+
+/// The model stage's main allocations: parameters with gradients and Adam moments, and the batch workspace.
+pub fn model(items: usize, dim: usize, hidden: usize, batch: usize, device: &str) -> Vec<Item> {
+    let (v, d, h, b) = (items as u64, dim as u64, hidden as u64, batch as u64);
+    let pre = if h > 0 { h } else { d };
+    let params = v * d + d * h + h + pre * v + v;
+    vec![
+        item(format!("parameters, gradients and Adam moments 4 × {params} × 4 B on {device}"), 4 * params, 4),
+        item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4),
+        item(format!("activations {b} × ({d} + {h}) × 8 B on {device}"), b * (d + h) * 2, 4),
+    ]
+}
+
+/// One line stating a plan, e.g. "pca: covariance 240 × 240 × 8 B = 0.9 MB; total 0.9 MB".
+pub fn describe(stage: &str, plan: &[Item]) -> String {
+    let total: u64 = plan.iter().map(|i| i.bytes).sum();
+    let parts: Vec<String> = plan.iter().map(|i| format!("{} = {}", i.what, human(i.bytes))).collect();
+    format!("memory plan, {stage}: {}; total {}", parts.join("; "), human(total))
+}
+
+/// Refuses a plan over `limit` bytes, naming its largest allocation.
+pub fn check(stage: &'static str, plan: &[Item], limit: Option<u64>) -> Result<()> {
+    let Some(limit) = limit else { return Ok(()) };
+    let total: u64 = plan.iter().map(|i| i.bytes).sum();
+    if total > limit {
+        let largest =
+            plan.iter().max_by_key(|i| i.bytes).map_or(String::new(), |i| format!("{} = {}", i.what, human(i.bytes)));
+        return Err(Error::Stage {
+            stage,
+            message: format!(
+                "needs about {} (largest: {largest}), over job.max_memory = {}",
+                human(total),
+                human(limit)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Parses a size: an integer number of bytes, or a number with kB / MB / GB / KiB / MiB / GiB.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = num * mult;
+    (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("1.5 MB"), Some(1_500_000));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("0"), None);
+    }
+}
