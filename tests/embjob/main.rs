@@ -4,6 +4,7 @@ mod support;
 
 mod bow_parity;
 mod config_errors;
+mod fuzz;
 mod gpu;
 mod input_errors;
 mod model;
