@@ -41,8 +41,36 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
     .inspect(|d| debug_assert_eq!(d.rows(), d.row_ids().len()))
 }
 
+/// Runs a polars read, turning a panic inside the reader (polars-parquet panics on some corrupt metadata, found by
+/// the fuzzer) into an input error naming the file. The default panic message is kept off stderr meanwhile.
+fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    let message = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = std::sync::Arc::clone(&message);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut m) = seen.lock() {
+            let payload = info.payload();
+            *m = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown reader failure".to_owned());
+        }
+    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    std::panic::set_hook(previous);
+    outcome.unwrap_or_else(|_| {
+        let m = message.lock().map(|m| m.clone()).unwrap_or_default();
+        Err(Error::input(path, None, format!("cannot read the file: it is corrupt (the reader failed: {m})")))
+    })
+}
+
 /// Reads the file with only `columns` (all when `None`), checking first that each exists.
 fn read_frame(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
+    guarded(&input.path, || read_frame_unguarded(input, columns))
+}
+
+fn read_frame_unguarded(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
     let path = input.path.as_path();
     let available = column_names(input)?;
     if let Some(cols) = columns {

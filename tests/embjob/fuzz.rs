@@ -76,18 +76,20 @@ fn mutated_inputs_never_panic() {
     let parquet_seed = std::fs::read(fixture("fastfood.parquet")).expect("parquet");
     let layouts = || {
         [
-            InputColumns::Long { user: "user_id".into(), item: "item".into(), order: Some("rank".into()), weight: None },
+            InputColumns::Long {
+                user: "user_id".into(),
+                item: "item".into(),
+                order: Some("rank".into()),
+                weight: None,
+            },
             InputColumns::Numeric { columns: None, id: None, exclude: vec![] },
             InputColumns::Text { text: "item".into(), id: Some("user_id".into()) },
         ]
     };
     let mut rng = SplitMix::new(0x1a9e57);
     for i in 0..iterations() {
-        let (seed, format, name) = if i % 2 == 0 {
-            (&csv_seed, Format::Csv, "f.csv")
-        } else {
-            (&parquet_seed, Format::Parquet, "f.parquet")
-        };
+        let (seed, format, name) =
+            if i % 2 == 0 { (&csv_seed, Format::Csv, "f.csv") } else { (&parquet_seed, Format::Parquet, "f.parquet") };
         let bytes = mutate(&mut rng, seed);
         let path = dir.path().join(name);
         std::fs::write(&path, &bytes).expect("write");

@@ -272,3 +272,13 @@ fn a_stage_over_max_memory_is_refused_before_it_runs() {
     assert!(r.stderr.contains("over job.max_memory = 1.0 kB") && r.stderr.contains("largest:"), "{}", r.stderr);
     assert!(job.latest().is_none());
 }
+
+#[test]
+fn a_parquet_file_with_corrupt_metadata_is_an_input_error_not_a_panic() {
+    // Found by the fuzzer (tests/embjob/fuzz.rs): polars-parquet panics on this file's thrift metadata.
+    let bytes = std::fs::read(fixture("fuzz_corrupt_thrift.parquet")).expect("fixture");
+    let (_, r) = rerun_with("d.parquet", &bytes, "", "");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d.parquet") && r.stderr.contains("corrupt"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "the panic message leaked: {}", r.stderr);
+}
