@@ -23,6 +23,14 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// This machine's physical memory (MemTotal of /proc/meminfo), `None` where it cannot be read.
+pub fn physical() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 fn item(what: String, elems: u64, width: u64) -> Item {
     Item { what, bytes: elems.saturating_mul(width) }
 }

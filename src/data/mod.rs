@@ -1,5 +1,6 @@
 //! The only module that uses polars: reading inputs and writing Parquet outputs.
 
+mod parquet_check;
 mod read;
 mod write;
 

@@ -1,7 +1,6 @@
 //! Reading inputs with polars (eager readers, only the needed columns). Every error names the file and the column.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,38 +40,79 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
     .inspect(|d| debug_assert_eq!(d.rows(), d.row_ids().len()))
 }
 
-/// Runs a polars read, turning a panic inside the reader (polars-parquet panics on some corrupt metadata, found by
-/// the fuzzer) into an input error naming the file. The default panic message is kept off stderr meanwhile.
+/// Runs a polars read, turning a panic inside the reader (polars-parquet panics on some corrupt files, found by the
+/// fuzzer) into an input error naming the file. Panic messages are kept off stderr meanwhile: one process-wide hook,
+/// installed once, stays silent for a panic on a thread inside `guarded` or on one of polars' worker threads while any
+/// guarded read runs, and hands every other panic to the hook that was there before.
 fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
-    let message = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let seen = std::sync::Arc::clone(&message);
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if let Ok(mut m) = seen.lock() {
-            let payload = info.payload();
-            *m = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown reader failure".to_owned());
-        }
-    }));
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    thread_local! {
+        static GUARDED: Cell<bool> = const { Cell::new(false) };
+    }
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static MESSAGE: Mutex<String> = Mutex::new(String::new());
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let worker = std::thread::current().name().is_some_and(|n| n.starts_with("polars"));
+            if GUARDED.with(Cell::get) || (worker && ACTIVE.load(Ordering::SeqCst) > 0) {
+                let payload = info.payload();
+                let m = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown reader failure".to_owned());
+                if let Ok(mut slot) = MESSAGE.lock() {
+                    *slot = m;
+                }
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    let was = GUARDED.with(|g| g.replace(true));
+    ACTIVE.fetch_add(1, Ordering::SeqCst);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
-    std::panic::set_hook(previous);
+    ACTIVE.fetch_sub(1, Ordering::SeqCst);
+    GUARDED.with(|g| g.set(was));
     outcome.unwrap_or_else(|_| {
-        let m = message.lock().map(|m| m.clone()).unwrap_or_default();
+        let m = MESSAGE.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default();
         Err(Error::input(path, None, format!("cannot read the file: it is corrupt (the reader failed: {m})")))
     })
 }
 
 /// Reads the file with only `columns` (all when `None`), checking first that each exists.
 fn read_frame(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
-    guarded(&input.path, || read_frame_unguarded(input, columns))
+    let df = guarded(&input.path, || read_frame_unguarded(input, columns))?;
+    // A corrupt file can decode into columns of different lengths (found by the fuzzer); nothing below may index
+    // one column by another's rows.
+    for c in df.columns() {
+        if c.len() != df.height() {
+            return Err(Error::input(
+                &input.path,
+                Some(c.name()),
+                format!("the file is corrupt: this column has {} values, the table {} rows", c.len(), df.height()),
+            ));
+        }
+    }
+    Ok(df)
 }
 
 fn read_frame_unguarded(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
     let path = input.path.as_path();
-    let available = column_names(input)?;
+    // Parquet is read into memory once: its footer and page headers are checked before polars decodes it.
+    let parquet = match input.format {
+        Format::Parquet => {
+            let bytes = std::fs::read(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
+            super::parquet_check::check(path, &bytes, columns, crate::memory::physical())?;
+            Some(bytes)
+        }
+        Format::Csv => None,
+    };
+    let available = column_names(input, parquet.as_deref())?;
     if let Some(cols) = columns {
         for c in cols {
             if !available.iter().any(|a| a == c) {
@@ -85,8 +125,8 @@ fn read_frame_unguarded(input: &InputPlan, columns: Option<&[String]>) -> Result
         }
     }
     let cannot = |e: PolarsError| Error::input(path, None, format!("cannot read the file: {e}"));
-    match input.format {
-        Format::Csv => {
+    match parquet {
+        None => {
             let mut opts = CsvReadOptions::default()
                 .with_has_header(true)
                 .with_infer_schema_length(None)
@@ -96,19 +136,19 @@ fn read_frame_unguarded(input: &InputPlan, columns: Option<&[String]>) -> Result
             }
             opts.try_into_reader_with_file_path(Some(path.to_owned())).map_err(cannot)?.finish().map_err(cannot)
         }
-        Format::Parquet => {
-            let file = File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
-            ParquetReader::new(file).with_columns(columns.map(<[String]>::to_vec)).finish().map_err(cannot)
-        }
+        Some(bytes) => ParquetReader::new(std::io::Cursor::new(bytes))
+            .with_columns(columns.map(<[String]>::to_vec))
+            .finish()
+            .map_err(cannot),
     }
 }
 
-/// The column names of the file, read from its header or schema only.
-fn column_names(input: &InputPlan) -> Result<Vec<String>> {
+/// The column names of the file, read from its header or schema only (`parquet`: the file's bytes, already checked).
+fn column_names(input: &InputPlan, parquet: Option<&[u8]>) -> Result<Vec<String>> {
     let path = input.path.as_path();
     let cannot = |e: PolarsError| Error::input(path, None, format!("cannot read the file: {e}"));
-    match input.format {
-        Format::Csv => {
+    match parquet {
+        None => {
             let df = CsvReadOptions::default()
                 .with_has_header(true)
                 .with_n_rows(Some(1))
@@ -119,9 +159,8 @@ fn column_names(input: &InputPlan) -> Result<Vec<String>> {
                 .map_err(cannot)?;
             Ok(df.get_column_names().into_iter().map(|c| c.to_string()).collect())
         }
-        Format::Parquet => {
-            let file = File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
-            let schema = ParquetReader::new(file).schema().map_err(cannot)?;
+        Some(bytes) => {
+            let schema = ParquetReader::new(std::io::Cursor::new(bytes)).schema().map_err(cannot)?;
             Ok(schema.iter_names().map(|c| c.to_string()).collect())
         }
     }

@@ -1,6 +1,7 @@
 //! A seeded mutation fuzzer for the config parser and for CSV / Parquet ingest: valid files with bytes flipped,
 //! inserted, deleted or repeated must give a result or an error, never a panic. CI runs a few hundred cases per
-//! target; `EMBJOB_FUZZ_ITERATIONS=N` runs more (the issue notes give the long run's length and findings).
+//! target; `EMBJOB_FUZZ_ITERATIONS=N` runs more, `EMBJOB_FUZZ_SECONDS=S` stops a target after S seconds and
+//! `EMBJOB_FUZZ_SEED=N` starts another sequence (the issue notes give the long runs' lengths and findings).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -11,8 +12,20 @@ use embjob::rng::SplitMix;
 
 use crate::support::*;
 
-fn iterations() -> usize {
-    std::env::var("EMBJOB_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// Case numbers to run: `EMBJOB_FUZZ_ITERATIONS` (300 by default), cut short after `EMBJOB_FUZZ_SECONDS`.
+fn cases() -> impl Iterator<Item = usize> {
+    let deadline =
+        env_number("EMBJOB_FUZZ_SECONDS").map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    (0..env_number("EMBJOB_FUZZ_ITERATIONS").unwrap_or(300) as usize)
+        .take_while(move |_| deadline.is_none_or(|d| std::time::Instant::now() < d))
+}
+
+fn rng(seed: u64) -> SplitMix {
+    SplitMix::new(seed ^ env_number("EMBJOB_FUZZ_SEED").unwrap_or(0))
 }
 
 /// A mutated copy of `seed`: 1–4 random edits.
@@ -49,8 +62,10 @@ fn mutated_configs_never_panic() {
         .iter()
         .map(|p| std::fs::read(repo().join(p)).expect("seed"))
         .collect();
-    let mut rng = SplitMix::new(0xf022);
-    for i in 0..iterations() {
+    let mut rng = rng(0xf022);
+    let mut done = 0;
+    for i in cases() {
+        done += 1;
         let input = mutate(&mut rng, &seeds[i % seeds.len()]);
         let text = String::from_utf8_lossy(&input).into_owned();
         let file = repo().join("pipelines/fuzz.toml");
@@ -61,11 +76,14 @@ fn mutated_configs_never_panic() {
         }));
         assert!(outcome.is_ok(), "case {i} panicked on:\n{text}");
     }
+    eprintln!("config fuzzing: {done} cases, no panic");
+    assert!(done > 0);
 }
 
-fn read(path: &Path, format: Format, columns: InputColumns) {
+/// Reads the file with one layout; whether it succeeded.
+fn read(path: &Path, format: Format, columns: InputColumns) -> bool {
     let plan = InputPlan { path: path.to_owned(), format, columns, separator: b',' };
-    let _ = embjob::data::read_input(&plan);
+    embjob::data::read_input(&plan).is_ok()
 }
 
 #[test]
@@ -74,36 +92,79 @@ fn mutated_inputs_never_panic() {
     // a reader cannot be caught): target/fuzz-last-<thread>.{csv,parquet}.
     let dir = repo().join("target").join(format!("fuzz-inputs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let csv_seed: Vec<u8> =
-        std::fs::read(repo().join("pipelines/data/food_favorites.csv")).expect("csv")[..2000].to_vec();
-    let parquet_seed = std::fs::read(fixture("fastfood.parquet")).expect("parquet");
-    let layouts = || {
-        [
-            InputColumns::Long {
-                user: "user_id".into(),
-                item: "item".into(),
-                order: Some("rank".into()),
-                weight: None,
-            },
-            InputColumns::Numeric { columns: None, id: None, exclude: vec![] },
-            InputColumns::Text { text: "item".into(), id: Some("user_id".into()) },
-        ]
+    let csv_all = std::fs::read(repo().join("pipelines/data/food_favorites.csv")).expect("csv");
+    let cut = csv_all[..2000].iter().rposition(|&b| b == b'\n').map_or(2000, |p| p + 1);
+    let csv_seed = csv_all[..cut].to_vec();
+    // A compressed real file, and two small uncompressed ones (v1 and v2 data pages, dictionaries, nulls, several row
+    // groups) whose page headers and encodings mutations reach directly.
+    let parquet_seeds: Vec<Vec<u8>> = ["fastfood_complete.parquet", "fuzz_seed_v1.parquet", "fuzz_seed_v2.parquet"]
+        .iter()
+        .map(|f| std::fs::read(fixture(f)).expect("parquet"))
+        .collect();
+    let long = |weight: Option<&str>| InputColumns::Long {
+        user: "user_id".into(),
+        item: "item".into(),
+        order: Some("rank".into()),
+        weight: weight.map(String::from),
     };
-    let mut rng = SplitMix::new(0x1a9e57);
-    for i in 0..iterations() {
-        let (seed, format, name) =
-            if i % 2 == 0 { (&csv_seed, Format::Csv, "f.csv") } else { (&parquet_seed, Format::Parquet, "f.parquet") };
+    let numeric = |exclude: &[&str]| InputColumns::Numeric {
+        columns: None,
+        id: None,
+        exclude: exclude.iter().map(|c| c.to_string()).collect(),
+    };
+    let text = || InputColumns::Text { text: "item".into(), id: None };
+    // Each case's seed, format, file name and the layouts its unmutated seed reads with.
+    let case = |i: usize| {
+        if i % 2 == 0 {
+            (&csv_seed, Format::Csv, "f.csv", vec![long(None), numeric(&["item"]), text()])
+        } else {
+            let s = (i / 2) % parquet_seeds.len();
+            let layouts = if s == 0 {
+                vec![numeric(&["restaurant", "item", "salad"])]
+            } else {
+                vec![long(Some("weight")), numeric(&["item"]), text()]
+            };
+            (&parquet_seeds[s], Format::Parquet, "f.parquet", layouts)
+        }
+    };
+    for i in 0..2 * parquet_seeds.len() {
+        let (seed, format, name, layouts) = case(i);
+        let path = dir.join(name);
+        std::fs::write(&path, seed).expect("write");
+        for columns in layouts {
+            let plan = InputPlan { path: path.clone(), format, columns, separator: b',' };
+            let read = embjob::data::read_input(&plan);
+            assert!(read.is_ok(), "seed {i}: {:?}", read.err());
+        }
+    }
+    let mut rng = rng(0x1a9e57);
+    let (mut done, mut reads, mut read_ok) = (0, 0, 0);
+    for i in cases() {
+        done += 1;
+        let (seed, format, name, layouts) = case(i);
         let bytes = mutate(&mut rng, seed);
         let path = dir.join(name);
         std::fs::write(&path, &bytes).expect("write");
-        for columns in layouts() {
+        for columns in layouts {
             let outcome = catch_unwind(AssertUnwindSafe(|| read(&path, format, columns.clone())));
-            if outcome.is_err() {
+            reads += 1;
+            read_ok += usize::from(matches!(outcome, Ok(true)));
+            if let Err(payload) = &outcome {
                 let keep = repo().join("target").join(format!("fuzz-crash-{i}-{name}"));
-                let _ = std::fs::write(&keep, &bytes);
-                panic!("case {i} ({name}, {columns:?}) panicked; input kept at {}", keep.display());
+                let kept = std::fs::write(&keep, &bytes);
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "case {i} ({name}, {columns:?}) panicked: {message}; input kept at {} ({kept:?})",
+                    keep.display()
+                );
             }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("ingest fuzzing: {done} files, {reads} reads, {read_ok} succeeded, the rest were errors, no panic");
+    assert!(done > 0);
 }

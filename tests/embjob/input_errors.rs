@@ -57,7 +57,7 @@ fn wrong_dtype_for_the_item_column() {
 
 #[test]
 fn unreadable_parquet_file() {
-    fails_on_data("d.parquet", b"this is not parquet", "", &["d.parquet", "cannot read"]);
+    fails_on_data("d.parquet", b"this is not parquet", "", &["d.parquet", "not a Parquet file"]);
 }
 
 #[test]
@@ -281,4 +281,58 @@ fn a_parquet_file_with_corrupt_metadata_is_an_input_error_not_a_panic() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("d.parquet") && r.stderr.contains("corrupt"), "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "the panic message leaked: {}", r.stderr);
+}
+
+/// A numeric-layout job over `bytes` as `d.parquet`, run after a good run, which must stay `latest`.
+fn numeric_parquet_rerun(bytes: &[u8]) -> (Job, Outcome) {
+    let good = std::fs::read(fixture("fastfood_complete.parquet")).expect("fixture");
+    let job = Job::new()
+        .file("d.parquet", good)
+        .toml("[job]\nname='t'\nbackend='cpu'\n[input]\npath='d.parquet'\nlayout='numeric'\nexclude=['restaurant','item','salad']\n[output]\ndir='out'\n");
+    assert_eq!(job.run(&[]).code, 0);
+    let (latest, runs) = (job.latest(), job.runs());
+    std::fs::write(job.path("d.parquet"), bytes).expect("write");
+    let r = job.run(&[]);
+    assert_eq!(job.latest(), latest, "latest moved");
+    assert_eq!(job.runs(), runs, "runs changed (or a staging folder remains)");
+    (job, r)
+}
+
+#[test]
+fn a_parquet_page_claiming_a_negative_value_count_is_an_input_error_not_an_abort() {
+    // Found by the fuzzer: polars-parquet 0.55 allocates 2^61 bytes for this page and aborts the process (exit 134).
+    // The page headers are now checked before polars decodes anything.
+    let bytes = std::fs::read(fixture("fuzz_parquet_abort.parquet")).expect("fixture");
+    let (_, r) = numeric_parquet_rerun(&bytes);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d.parquet") && r.stderr.contains("corrupt Parquet file"), "{}", r.stderr);
+    assert!(r.stderr.contains("claims -"), "names the negative count: {}", r.stderr);
+}
+
+#[test]
+fn a_parquet_footer_with_a_length_past_the_file_is_an_input_error() {
+    let mut bytes = std::fs::read(fixture("fastfood_complete.parquet")).expect("fixture");
+    let n = bytes.len();
+    bytes[n - 8..n - 4].copy_from_slice(&(i32::MAX).to_le_bytes());
+    let (_, r) = numeric_parquet_rerun(&bytes);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d.parquet") && r.stderr.contains("footer claims"), "{}", r.stderr);
+}
+
+#[test]
+fn a_truncated_parquet_file_is_an_input_error() {
+    let bytes = std::fs::read(fixture("fastfood_complete.parquet")).expect("fixture");
+    let (_, r) = numeric_parquet_rerun(&bytes[..bytes.len() / 2]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d.parquet") && r.stderr.contains("truncated"), "{}", r.stderr);
+}
+
+#[test]
+fn a_parquet_column_decoding_short_of_the_row_count_is_an_input_error_not_a_panic() {
+    // Found by the fuzzer: polars decodes one column of this file 42 values short of its row group (silently in
+    // release builds), and the long reader then indexed past the end of it.
+    let bytes = std::fs::read(fixture("fuzz_short_column.parquet")).expect("fixture");
+    let (_, r) = rerun_with("d.parquet", &bytes, "user = \"user_id\"\norder = \"rank\"\nweight = \"weight\"", "");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d.parquet") && r.stderr.contains("corrupt"), "{}", r.stderr);
 }

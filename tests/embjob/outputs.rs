@@ -45,7 +45,13 @@ fn the_food_pipeline_fills_latest() {
         serde_json::from_slice(&std::fs::read(latest.join("run.json")).expect("run.json")).expect("json");
     assert_eq!(run["job"], "food");
     assert_eq!(run["seed"], 42);
-    assert_eq!(run["backend"]["used"], "cpu");
+    // food.toml says backend = "auto": the CPU here and in CI (lavapipe is software, never chosen by auto), a hardware
+    // GPU where there is one (the H200 of a device session, for one).
+    match run["backend"]["used"].as_str() {
+        Some("cpu") => assert!(run["backend"]["adapter"].is_null(), "{}", run["backend"]),
+        Some("gpu") => assert_ne!(run["backend"]["adapter"]["device_type"], "Cpu", "auto chose a software adapter"),
+        other => panic!("backend used: {other:?}"),
+    }
     assert_eq!(run["inputs"][0]["sha256"].as_str().map(str::len), Some(64));
     let stages: Vec<&str> =
         run["stages"].as_array().expect("stages").iter().filter_map(|s| s["stage"].as_str()).collect();
