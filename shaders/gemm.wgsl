@@ -2,13 +2,18 @@
 // A transposed is stored k×m; B transposed is stored n×k. The override constants TA / TB pick the layout (one
 // pipeline each); the uniform's ta / tb fields mirror them.
 // Each invocation keeps a 4×4 block of C in registers (no workgroup memory); a 16×16 workgroup covers 64×64 of C.
-// Dispatch: (ceil(n / 64), ceil(m / 64), 1). Sums run over k in order, so results repeat bit for bit.
+// Dispatch: (ceil(n / 64), ceil(m / 64), splits). Sums run over k in order, so results repeat bit for bit.
+//
+// Split k (few output tiles, long k): workgroup z sums k in [z·kc, (z+1)·kc) into slice z of c (splits slices of
+// m×n, beta ignored); then `reduce_splits`, one invocation per element of the real C (64-wide, 1-D over x and y),
+// adds the slices in order: C = beta·C + Σ_z slice_z.
 //
 // Bindings (group 0):
 //   0  uniform        GemmParams
-//   1  storage, read  a: array<f32>
-//   2  storage, read  b: array<f32>
-//   3  storage, rw    c: array<f32>   (read only when beta != 0)
+//   1  storage, read  a: array<f32>         (main)
+//   2  storage, read  b: array<f32>         (main)
+//   3  storage, rw    c: array<f32>         (main: C, or the slices when split; reduce_splits: C)
+//   4  storage, read  partials: array<f32>  (reduce_splits: the slices)
 
 struct GemmParams {
     m: u32,
@@ -17,14 +22,15 @@ struct GemmParams {
     ta: u32,
     tb: u32,
     beta: f32,
-    pad0: u32,
-    pad1: u32,
+    kc: u32,      // k per slice (= k when not split)
+    splits: u32,  // slices of k (1 = not split)
 }
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> partials: array<f32>;
 
 // Which operands are transposed: fixed per pipeline (one pipeline per combination), so the loads do not branch.
 override TA: bool = false;
@@ -41,7 +47,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let rr = vec4<u32>(min(row0, p.m - 1u), min(row0 + 1u, p.m - 1u), min(row0 + 2u, p.m - 1u), min(row0 + 3u, p.m - 1u));
     let cc = vec4<u32>(min(col0, p.n - 1u), min(col0 + 1u, p.n - 1u), min(col0 + 2u, p.n - 1u), min(col0 + 3u, p.n - 1u));
     var acc: array<vec4<f32>, 4>;
-    for (var kk = 0u; kk < p.k; kk = kk + 1u) {
+    let k_begin = gid.z * p.kc;
+    let k_end = min(p.k, k_begin + p.kc);
+    let slice = gid.z * p.m * p.n;
+    for (var kk = k_begin; kk < k_end; kk = kk + 1u) {
         var av: vec4<f32>;
         var bv: vec4<f32>;
         if (TA) {
@@ -67,9 +76,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var j = 0u; j < 4u; j = j + 1u) {
                 let col = col0 + j;
                 if (col < p.n) {
-                    let at = row * p.n + col;
+                    let at = slice + row * p.n + col;
                     var v = acc[i][j];
-                    if (p.beta != 0.0) {
+                    if (p.splits == 1u && p.beta != 0.0) {
                         v = v + p.beta * c[at];
                     }
                     c[at] = v;
@@ -77,4 +86,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * 65535u * 64u;
+    let mn = p.m * p.n;
+    if (i >= mn) {
+        return;
+    }
+    var v = 0.0;
+    for (var z = 0u; z < p.splits; z = z + 1u) {
+        v = v + partials[z * mn + i];
+    }
+    if (p.beta != 0.0) {
+        v = v + p.beta * c[i];
+    }
+    c[i] = v;
 }

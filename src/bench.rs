@@ -260,6 +260,8 @@ pub struct TrainBenchOptions {
     /// Python with torch and `ref_recommender.py` of the team's peers, for the side-by-side run.
     pub python: Option<String>,
     pub peer_script: PathBuf,
+    /// Where the peer trains: "cpu" or "cuda".
+    pub peer_device: String,
     /// Which backend trains (cpu, gpu, auto).
     pub backend: crate::config::BackendChoice,
 }
@@ -310,6 +312,9 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
             out.examples_per_second,
             metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN)
         );
+        if let Some(profile) = be.profile_report() {
+            let _ = writeln!(log, "GPU kernel times, seed {seed} (training and evaluation):\n{profile}");
+        }
         times.push(out.train_seconds);
         recalls.push(metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN));
     }
@@ -323,7 +328,7 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
         runs: times.len(),
     }];
     if let Some(py) = &opts.python {
-        match peer_train(py, &opts.peer_script, &plan, &model, opts.repeats.max(1)) {
+        match peer_train(py, &opts.peer_script, &opts.peer_device, &plan, &model, opts.repeats.max(1)) {
             Some(m) => all.push(m),
             None => {
                 let _ = writeln!(
@@ -340,6 +345,7 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
 fn peer_train(
     python: &str,
     script: &Path,
+    device: &str,
     plan: &crate::Plan,
     m: &crate::plan::ModelPlan,
     repeats: usize,
@@ -353,7 +359,7 @@ fn peer_train(
     let mode = if m.pooling == crate::config::Pooling::Mean { "mean" } else { "sum" };
     let mut cmd = Command::new(python);
     cmd.arg(script)
-        .args(["--favorites", plan.input.path.to_str()?, "--out", out_dir.to_str()?, "--device", "cpu"])
+        .args(["--favorites", plan.input.path.to_str()?, "--out", out_dir.to_str()?, "--device", device])
         .args(["--modes", mode, "--dim", &dim, "--hidden", &m.hidden_units.to_string()])
         .args(["--lr", &m.learning_rate.to_string(), "--batch", &m.batch_size.to_string()])
         .args(["--epochs", &m.epochs.to_string(), "--k", &m.inputs_per_example.to_string(), "--model-seeds"])
@@ -383,7 +389,7 @@ fn peer_train(
     }
     let median_train_s = median(&mut times.clone());
     Some(TrainMeasurement {
-        tool: "PyTorch peer (cpu)".into(),
+        tool: format!("PyTorch peer ({device})"),
         median_train_s,
         median_epoch_s: median_train_s / m.epochs as f64,
         examples_per_s: median(&mut rates),
@@ -407,9 +413,35 @@ pub fn train_table(ms: &[TrainMeasurement]) -> String {
     s
 }
 
-/// GEMM throughput (GFLOP/s, median of `repeats`) of square f32 products on the CPU backend and on every GPU adapter
-/// wgpu offers, software ones included.
-pub fn gemm(sizes: &[usize], repeats: usize, log: &mut dyn Write) -> Result<String> {
+/// The PyTorch GEMM peer: square f32 products (TF32 off, so the same arithmetic as ours) on the CPU and, when torch
+/// sees one, on CUDA (cuBLAS); the median of `repeats` timed products after a warm-up, one JSON line per measurement.
+const GEMM_PEER: &str = r#"
+import json, sys, time
+import torch
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+sizes, repeats = [int(s) for s in sys.argv[1].split(",")], int(sys.argv[2])
+devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+for dev in devices:
+    name = torch.cuda.get_device_name(0) if dev == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    for n in sizes:
+        a = (torch.arange(n * n, device=dev) % 7).float().mul_(0.1).reshape(n, n)
+        c = a @ a
+        times = []
+        for _ in range(repeats):
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            c = a @ a
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        print(json.dumps({"device": dev, "name": name, "n": n, "times": times}), flush=True)
+"#;
+
+/// GEMM throughput (GFLOP/s, median of `repeats`) of square f32 products on the CPU backend, on every GPU adapter
+/// wgpu offers (software ones included) and, when `python` has torch, PyTorch on the CPU and CUDA side by side.
+pub fn gemm(sizes: &[usize], repeats: usize, python: Option<&str>, cpu: bool, log: &mut dyn Write) -> Result<String> {
     let mut s = String::from("| backend | n | median ms | GFLOP/s |\n|---|---|---|---|\n");
     let mut row = |name: &str, n: usize, times: &mut Vec<f64>| {
         let t = median(times);
@@ -417,7 +449,7 @@ pub fn gemm(sizes: &[usize], repeats: usize, log: &mut dyn Write) -> Result<Stri
         let _ = writeln!(log, "{name} n={n}: {:.2} ms, {gflops:.1} GFLOP/s", t * 1e3);
         s.push_str(&format!("| {name} | {n} | {:.2} | {gflops:.1} |\n", t * 1e3));
     };
-    for &n in sizes {
+    for &n in sizes.iter().filter(|_| cpu) {
         let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
         let mut c = vec![0.0f32; n * n];
         let d = crate::backend::MatDims { m: n, n, k: n };
@@ -444,14 +476,14 @@ pub fn gemm(sizes: &[usize], repeats: usize, log: &mut dyn Write) -> Result<Stri
             let d = crate::backend::MatDims { m: n, n, k: n };
             // Warm-up (pipeline compilation on first use), then timed submissions, each waited for.
             let mut enc = ctx.encoder();
-            ctx.matmul(&mut enc, &ga, false, &ga, false, &c, d, 0.0);
+            ctx.matmul(&mut enc, &ga, false, &ga, false, &c, d, 0.0)?;
             ctx.submit(enc);
             ctx.download(&c)?;
             let mut times = Vec::new();
             for _ in 0..repeats.max(1) {
                 let t = Instant::now();
                 let mut enc = ctx.encoder();
-                ctx.matmul(&mut enc, &ga, false, &ga, false, &c, d, 0.0);
+                ctx.matmul(&mut enc, &ga, false, &ga, false, &c, d, 0.0)?;
                 ctx.submit(enc);
                 ctx.device
                     .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
@@ -459,6 +491,24 @@ pub fn gemm(sizes: &[usize], repeats: usize, log: &mut dyn Write) -> Result<Stri
                 times.push(t.elapsed().as_secs_f64());
             }
             row(&format!("gpu: {} ({})", ctx.adapter.name, ctx.adapter.device_type), n, &mut times);
+        }
+    }
+    if let Some(py) = python {
+        let list = sizes.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        match Command::new(py).args(["-c", GEMM_PEER, &list, &repeats.max(1).to_string()]).output() {
+            Ok(out) if out.status.success() => {
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+                    let (Some(n), Some(times)) = (v["n"].as_u64(), v["times"].as_array()) else { continue };
+                    let mut times: Vec<f64> = times.iter().filter_map(serde_json::Value::as_f64).collect();
+                    let name =
+                        format!("torch {}: {}", v["device"].as_str().unwrap_or("?"), v["name"].as_str().unwrap_or("?"));
+                    row(&name, n as usize, &mut times);
+                }
+            }
+            _ => {
+                let _ = writeln!(log, "(peer unavailable: {py} with torch did not run)");
+            }
         }
     }
     Ok(s)

@@ -85,6 +85,9 @@ enum Bench {
         /// The peer script.
         #[arg(long, default_value = "../shared/peers/ref_recommender.py")]
         peer: PathBuf,
+        /// Where the peer trains.
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        peer_device: String,
         /// Which backend trains.
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendChoice,
@@ -95,6 +98,12 @@ enum Bench {
         sizes: Vec<usize>,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Python with torch for the peer (CPU, and cuBLAS when CUDA is there); "none" skips it.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// Skips the CPU backend (GPU adapters and the peer only).
+        #[arg(long)]
+        no_cpu: bool,
     },
 }
 
@@ -213,12 +222,15 @@ fn main() {
             let opts = embjob::bench::PcaBenchOptions { repeats: repeats.max(1), lee, docs, terms, k, python };
             embjob::bench::pca(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::table(&ms)))
         }
-        Command::Bench { which: Bench::Gemm { sizes, repeats } } => {
-            embjob::bench::gemm(&sizes, repeats, &mut std::io::stderr()).map(|t| print!("{t}"))
-        }
-        Command::Bench { which: Bench::Train { config, repeats, python, peer, backend } } => {
+        Command::Bench { which: Bench::Gemm { sizes, repeats, python, no_cpu } } => {
             let python = (python != "none").then_some(python);
-            let opts = embjob::bench::TrainBenchOptions { config, repeats, python, peer_script: peer, backend };
+            embjob::bench::gemm(&sizes, repeats, python.as_deref(), !no_cpu, &mut std::io::stderr())
+                .map(|t| print!("{t}"))
+        }
+        Command::Bench { which: Bench::Train { config, repeats, python, peer, peer_device, backend } } => {
+            let python = (python != "none").then_some(python);
+            let opts =
+                embjob::bench::TrainBenchOptions { config, repeats, python, peer_script: peer, peer_device, backend };
             embjob::bench::train(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::train_table(&ms)))
         }
         Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {

@@ -19,6 +19,11 @@ pub trait Backend: Send + Sync {
     /// Short name for logs and run.json.
     fn name(&self) -> &'static str;
 
+    /// Kernel timings since the last call, where the backend records them (the GPU with `EMBJOB_GPU_PROFILE=1`).
+    fn profile_report(&self) -> Option<String> {
+        None
+    }
+
     /// `op(A)·op(B)`, where `op` transposes when its flag is set.
     fn gemm(&self, a: &Matrix, ta: bool, b: &Matrix, tb: bool) -> Result<Matrix>;
 

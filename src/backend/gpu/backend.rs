@@ -111,6 +111,13 @@ impl Backend for Gpu {
         "gpu"
     }
 
+    fn profile_report(&self) -> Option<String> {
+        if let Ok(mut st) = self.state() {
+            self.flush(&mut st);
+        }
+        self.ctx.profile_report()
+    }
+
     fn gemm(&self, a: &Matrix, ta: bool, b: &Matrix, tb: bool) -> Result<Matrix> {
         let (m, k) = if ta { (a.cols, a.rows) } else { (a.rows, a.cols) };
         let (k2, n) = if tb { (b.cols, b.rows) } else { (b.rows, b.cols) };
@@ -119,8 +126,7 @@ impl Backend for Gpu {
         }
         let (ga, gb) = (self.ctx.upload(&f32s(a))?, self.ctx.upload(&f32s(b))?);
         let out = self.one_shot(m * n, "gemm output", |enc, c| {
-            self.ctx.matmul(enc, &ga, ta, &gb, tb, c, MatDims { m, n, k }, 0.0);
-            Ok(())
+            self.ctx.matmul(enc, &ga, ta, &gb, tb, c, MatDims { m, n, k }, 0.0)
         })?;
         Ok(f64_matrix(m, n, out))
     }
@@ -220,10 +226,7 @@ impl Backend for Gpu {
     }
 
     fn matmul(&self, a: Tensor, ta: bool, b: Tensor, tb: bool, c: Tensor, dims: MatDims, beta: f32) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.matmul(enc, st.f(a)?, ta, st.f(b)?, tb, st.f(c)?, dims, beta);
-            Ok(())
-        })
+        self.record(|ctx, st, enc| ctx.matmul(enc, st.f(a)?, ta, st.f(b)?, tb, st.f(c)?, dims, beta))
     }
 
     fn embedding_bag(&self, table: Tensor, dim: usize, bags: &Bags, mean: bool, out: Tensor) -> Result<()> {

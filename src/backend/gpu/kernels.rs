@@ -17,3 +17,19 @@ pub const SHADERS: &[(&str, &str)] = &[
 pub fn source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
+
+/// The source a run compiles: the registered one, or `$EMBJOB_SHADER_DIR/<name>.wgsl` when that variable is set and
+/// the file exists (for tuning kernels on a GPU machine without rebuilding; never set in tests or CI).
+pub fn source_for_run(name: &str) -> crate::error::Result<std::borrow::Cow<'static, str>> {
+    if let Some(dir) = std::env::var_os("EMBJOB_SHADER_DIR") {
+        let path = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
+        if path.exists() {
+            return std::fs::read_to_string(&path)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| crate::error::Error::Gpu(format!("{}: {e}", path.display())));
+        }
+    }
+    source(name)
+        .map(std::borrow::Cow::Borrowed)
+        .ok_or_else(|| crate::error::Error::Internal(format!("no kernel '{name}' registered")))
+}

@@ -6,6 +6,7 @@
 
 mod backend;
 pub mod kernels;
+mod profile;
 
 pub use backend::Gpu;
 
@@ -26,6 +27,10 @@ pub struct GpuContext {
     pipelines: Pipelines,
     /// Uniform buffers and bind groups, reused when a dispatch repeats (every training step does).
     bind_groups: std::sync::Mutex<std::collections::HashMap<BindKey, (wgpu::Buffer, wgpu::BindGroup)>>,
+    /// Partial products of split-k GEMMs (grown on demand, reused).
+    split_scratch: std::sync::Mutex<Option<GpuBuf>>,
+    /// Kernel timings (`EMBJOB_GPU_PROFILE=1`).
+    profiler: Option<profile::Profiler>,
 }
 
 /// A dispatch's pipeline, buffers and parameters.
@@ -42,6 +47,7 @@ const MAX_CACHED_BIND_GROUPS: usize = 512;
 struct Pipelines {
     /// Indexed by `2·ta + tb`.
     gemm: [wgpu::ComputePipeline; 4],
+    gemm_reduce: wgpu::ComputePipeline,
     softmax: wgpu::ComputePipeline,
     bag_forward: wgpu::ComputePipeline,
     bag_backward: wgpu::ComputePipeline,
@@ -92,14 +98,18 @@ impl GpuContext {
         let adapter = pick(true).or_else(|| if allow_software || name.is_some() { pick(false) } else { None });
         let Some(adapter) = adapter else { return Ok(None) };
         let limits = adapter.limits();
+        let profiling = std::env::var_os("EMBJOB_GPU_PROFILE").is_some();
+        let features =
+            if profiling { adapter.features() & wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("embjob"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
         .map_err(|e| Error::Gpu(format!("cannot open the adapter '{}': {e}", adapter.get_info().name)))?;
         let pipelines = Pipelines::new(&device)?;
+        let profiler = profile::Profiler::new(&device, &queue);
         Ok(Some(GpuContext {
             device,
             queue,
@@ -107,6 +117,8 @@ impl GpuContext {
             limits,
             pipelines,
             bind_groups: Default::default(),
+            split_scratch: Default::default(),
+            profiler,
         }))
     }
 
@@ -181,7 +193,17 @@ impl GpuContext {
     }
 
     pub fn submit(&self, enc: wgpu::CommandEncoder) {
-        self.queue.submit([enc.finish()]);
+        match &self.profiler {
+            Some(p) => p.submit(&self.device, &self.queue, enc),
+            None => {
+                self.queue.submit([enc.finish()]);
+            }
+        }
+    }
+
+    /// Kernel times since the last call, when profiling (`EMBJOB_GPU_PROFILE=1` on an adapter with timestamps).
+    pub fn profile_report(&self) -> Option<String> {
+        self.profiler.as_ref().map(profile::Profiler::report)
     }
 
     /// Records one dispatch of `pipeline` with its parameters (uniform binding 0) and storage buffers. The uniform
@@ -193,6 +215,19 @@ impl GpuContext {
         params: &[u8],
         entries: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32),
+    ) {
+        self.dispatch3(enc, pipeline, params, entries, groups, 1);
+    }
+
+    /// [`GpuContext::dispatch`] with `z` workgroups along z.
+    fn dispatch3(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u8],
+        entries: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32),
+        z: u32,
     ) {
         let key = BindKey {
             pipeline: pipeline.clone(),
@@ -225,15 +260,19 @@ impl GpuContext {
             });
             (uniform, bg)
         });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        let timestamp_writes =
+            self.profiler.as_ref().and_then(|p| p.next(|| self.pipelines.label(pipeline, params, groups)));
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &*bg, &[]);
-        if groups.0 > 0 && groups.1 > 0 {
-            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        if groups.0 > 0 && groups.1 > 0 && z > 0 {
+            pass.dispatch_workgroups(groups.0, groups.1, z);
         }
     }
 
-    /// `c = op(a)·op(b) + beta·c`.
+    /// `c = op(a)·op(b) + beta·c`. Products with few output tiles and a long k (the model's `dlogits·Wᵀ`: 256 × 64
+    /// outputs over 6,169 items) split k into slices that run side by side and add up in a second pass, in a fixed
+    /// order, so the result still repeats bit for bit.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
@@ -245,17 +284,80 @@ impl GpuContext {
         c: &GpuBuf,
         d: MatDims,
         beta: f32,
-    ) {
-        let params: [u32; 8] = [d.m as u32, d.n as u32, d.k as u32, ta as u32, tb as u32, beta.to_bits(), 0, 0];
-        let params: &[u8] = bytemuck::cast_slice(&params);
+    ) -> Result<()> {
+        // The GEMM kernel runs without runtime bounds checks (see `Pipelines::new`): the operands must hold their
+        // shapes, checked here.
+        if a.len < d.m * d.k || b.len < d.k * d.n || c.len < d.m * d.n {
+            return Err(Error::Internal(format!(
+                "gemm {}×{}×{}: operands of {}, {} and {} values are too small",
+                d.m, d.n, d.k, a.len, b.len, c.len
+            )));
+        }
         let groups = ((d.n as u32).div_ceil(64), (d.m as u32).div_ceil(64));
-        self.dispatch(
-            enc,
-            &self.pipelines.gemm[2 * usize::from(ta) + usize::from(tb)],
-            params,
-            &[(1, &a.buf), (2, &b.buf), (3, &c.buf)],
-            groups,
-        );
+        let splits = self.k_splits(d);
+        let pipeline = &self.pipelines.gemm[2 * usize::from(ta) + usize::from(tb)];
+        if splits > 1 {
+            let kc = d.k.div_ceil(splits);
+            let splits = d.k.div_ceil(kc);
+            if let Some(scratch) = self.scratch(splits * d.m * d.n) {
+                let params = gemm_params(d, ta, tb, 0.0, kc, splits);
+                let params: &[u8] = bytemuck::cast_slice(&params);
+                self.dispatch3(
+                    enc,
+                    pipeline,
+                    params,
+                    &[(1, &a.buf), (2, &b.buf), (3, &scratch)],
+                    groups,
+                    splits as u32,
+                );
+                let params = gemm_params(d, ta, tb, beta, kc, splits);
+                let params: &[u8] = bytemuck::cast_slice(&params);
+                self.dispatch(
+                    enc,
+                    &self.pipelines.gemm_reduce,
+                    params,
+                    &[(3, &c.buf), (4, &scratch)],
+                    groups_1d(d.m * d.n),
+                );
+                return Ok(());
+            }
+        }
+        let params = gemm_params(d, ta, tb, beta, d.k, 1);
+        let params: &[u8] = bytemuck::cast_slice(&params);
+        self.dispatch(enc, pipeline, params, &[(1, &a.buf), (2, &b.buf), (3, &c.buf)], groups);
+        Ok(())
+    }
+
+    /// How many slices of k a product runs in: enough for about 128 workgroups when its 64 × 64 output tiles are
+    /// fewer, each slice at least 256 long. A function of the shape only (the same on every adapter).
+    fn k_splits(&self, d: MatDims) -> usize {
+        let tiles = d.m.div_ceil(64) * d.n.div_ceil(64);
+        if tiles >= 64 || d.k < 1024 {
+            return 1;
+        }
+        (128 / tiles).clamp(1, d.k / 256).min(64)
+    }
+
+    /// The split-k scratch buffer with room for `len` values (grown when needed), `None` over the binding limit.
+    fn scratch(&self, len: usize) -> Option<wgpu::Buffer> {
+        let mut slot = match self.split_scratch.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if slot.as_ref().is_none_or(|b| b.len < len) {
+            let bytes = (len as u64 * 4).next_power_of_two();
+            if self.check_size("split-k partial products", (bytes / 4) as usize).is_err() {
+                return None;
+            }
+            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("split-k partials"),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            *slot = Some(GpuBuf { buf, len: (bytes / 4) as usize });
+        }
+        slot.as_ref().map(|b| b.buf.clone())
     }
 
     /// Fused softmax cross-entropy (see shaders/softmax_xent.wgsl).
@@ -496,7 +598,7 @@ impl GpuContext {
             &self.pipelines.ranks,
             bytemuck::cast_slice(&raw),
             &[(1, &scores.buf), (2, &targets.buf), (3, &mask_items.buf), (4, &mask_offsets.buf), (5, &ranks.buf)],
-            groups_1d(rows),
+            ((rows as u32).min(65535), (rows as u32).div_ceil(65535)),
         );
     }
 
@@ -547,6 +649,11 @@ impl GpuContext {
     }
 }
 
+/// The GEMM uniform (see `GemmParams` in shaders/gemm.wgsl).
+fn gemm_params(d: MatDims, ta: bool, tb: bool, beta: f32, kc: usize, splits: usize) -> [u32; 8] {
+    [d.m as u32, d.n as u32, d.k as u32, ta as u32, tb as u32, beta.to_bits(), kc as u32, splits as u32]
+}
+
 /// Workgroups for `n` invocations of a 64-wide kernel that reads its index as gid.x + gid.y · 65535 · 64.
 fn groups_1d(n: usize) -> (u32, u32) {
     let w = n.div_ceil(64) as u32;
@@ -556,11 +663,20 @@ fn groups_1d(n: usize) -> (u32, u32) {
 impl Pipelines {
     fn new(device: &wgpu::Device) -> Result<Pipelines> {
         let module = |name: &str| -> Result<wgpu::ShaderModule> {
-            let src = kernels::source(name).ok_or_else(|| Error::Internal(format!("no kernel '{name}' registered")))?;
-            Ok(device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            }))
+            let src = kernels::source_for_run(name)?;
+            let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(src) };
+            if name == "gemm" {
+                // SAFETY: the GEMM kernel is the one hot loop, and wgpu's injected checks (a clamp on every load,
+                // a counter on every loop) cost it most of its speed. It cannot index out of bounds: every row and
+                // column it reads is clamped to m − 1 / n − 1 and k to its slice below p.k, every write is guarded
+                // by row < m and col < n, and `GpuContext::matmul` checks that the buffers hold m×k, k×n and m×n
+                // values (splits×m×n for the split-k scratch) before dispatching; its loops end at k and at the
+                // slice count. Parity tests with poisoned outputs cover every transpose, edge tiles and splits.
+                // (A kernel swapped in through EMBJOB_SHADER_DIR for tuning is trusted the same way.)
+                Ok(unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) })
+            } else {
+                Ok(device.create_shader_module(desc))
+            }
         };
         let pipeline = |m: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -599,6 +715,7 @@ impl Pipelines {
                 gemm_pipeline(&gemm, true, false),
                 gemm_pipeline(&gemm, true, true),
             ],
+            gemm_reduce: pipeline(&gemm, "reduce_splits"),
             softmax: pipeline(&softmax, "main"),
             bag_forward: pipeline(&bag, "forward"),
             bag_backward: pipeline(&bag, "backward"),
@@ -617,5 +734,34 @@ impl Pipelines {
             return Err(Error::Gpu(format!("building the compute pipelines: {e}")));
         }
         Ok(p)
+    }
+    /// A dispatch's name for the profile: the kernel, and for GEMMs the transposes and m × n × k (and k slices).
+    fn label(&self, pipeline: &wgpu::ComputePipeline, params: &[u8], groups: (u32, u32)) -> String {
+        let named = [
+            (&self.gemm_reduce, "gemm split-k reduce"),
+            (&self.softmax, "softmax_xent"),
+            (&self.bag_forward, "embedding_bag forward"),
+            (&self.bag_backward, "embedding_bag backward"),
+            (&self.bias_act, "bias_act"),
+            (&self.relu_backward, "relu_backward"),
+            (&self.column_sums, "column_sums"),
+            (&self.adam, "adam"),
+            (&self.sgd, "sgd"),
+            (&self.csr_mul, "csr_mul"),
+            (&self.outer, "csr outer"),
+            (&self.ranks, "ranks"),
+            (&self.normalize, "normalize"),
+            (&self.top_k, "top_k"),
+        ];
+        if let Some((_, name)) = named.iter().find(|(p, _)| *p == pipeline) {
+            return format!("{name} ({}×{} groups)", groups.0, groups.1);
+        }
+        if self.gemm.contains(pipeline) && params.len() >= 32 {
+            let v: Vec<u32> = params.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let t = |x: u32| if x == 1 { "T" } else { "N" };
+            let split = if v[7] > 1 { format!(", k in {} slices", v[7]) } else { String::new() };
+            return format!("gemm {}{} {}×{}×{}{split}", t(v[3]), t(v[4]), v[0], v[1], v[2]);
+        }
+        "?".into()
     }
 }
