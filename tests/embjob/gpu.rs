@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use embjob::backend::cpu_kernels as cpu;
-use embjob::backend::gpu::{kernels, GpuContext};
+use embjob::backend::gpu::{kernels, GemmKernel, GpuContext};
 use embjob::backend::{AdamStep, MatDims};
 use embjob::rng::SplitMix;
 
@@ -62,37 +62,50 @@ fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
 #[test]
 fn gemm_with_every_transpose_equals_cpu() {
     let Some(g) = gpu() else { return };
-    // The last two split k into slices (few output tiles, long k), as the model's dlogits·Wᵀ does.
-    for (m, n, k) in [(1, 1, 1), (7, 5, 3), (65, 70, 33), (128, 96, 64), (37, 29, 3000), (130, 70, 1500)] {
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let a = random(1, m * k, 1.0);
-            let b = random(2, k * n, 1.0);
-            let c0 = random(3, m * n, 1.0);
-            let d = MatDims { m, n, k };
-            for beta in [0.0f32, 0.5] {
-                let mut want = c0.clone();
-                cpu::matmul(&a, ta, &b, tb, &mut want, d, beta);
-                let c = if beta == 0.0 { g.upload(&poison(m * n)).expect("c") } else { g.upload(&c0).expect("c") };
-                let (ga, gb) = (g.upload(&a).expect("a"), g.upload(&b).expect("b"));
-                let mut enc = g.encoder();
-                g.matmul(&mut enc, &ga, ta, &gb, tb, &c, d, beta).expect("gemm");
-                g.submit(enc);
-                let got = g.download(&c).expect("download");
-                assert_close(&got, &want, &format!("gemm {m}×{n}×{k} ta={ta} tb={tb} beta={beta}"));
-                if beta == 0.0 {
-                    // Split or not, a product repeats bit for bit.
-                    let mut enc = g.encoder();
-                    g.matmul(&mut enc, &ga, ta, &gb, tb, &c, d, beta).expect("gemm");
-                    g.submit(enc);
-                    let again = g.download(&c).expect("download");
-                    assert!(
-                        got.iter().zip(&again).all(|(x, y)| x.to_bits() == y.to_bits()),
-                        "gemm {m}×{n}×{k} repeats"
-                    );
+    // Both kernels (register-only and workgroup-memory tiles), whichever this adapter uses by default. The last two
+    // shapes split k into slices (few output tiles, long k), as the model's dlogits·Wᵀ does.
+    for kernel in [GemmKernel::Register, GemmKernel::Tiled] {
+        for (m, n, k) in [(1, 1, 1), (7, 5, 3), (65, 70, 33), (128, 96, 64), (37, 29, 3000), (130, 70, 1500)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = random(1, m * k, 1.0);
+                let b = random(2, k * n, 1.0);
+                let c0 = random(3, m * n, 1.0);
+                let d = MatDims { m, n, k };
+                let what = format!("{kernel:?} gemm {m}×{n}×{k} ta={ta} tb={tb}");
+                for beta in [0.0f32, 0.5] {
+                    let mut want = c0.clone();
+                    cpu::matmul(&a, ta, &b, tb, &mut want, d, beta);
+                    let c = if beta == 0.0 { g.upload(&poison(m * n)).expect("c") } else { g.upload(&c0).expect("c") };
+                    let (ga, gb) = (g.upload(&a).expect("a"), g.upload(&b).expect("b"));
+                    let run = || {
+                        let mut enc = g.encoder();
+                        g.matmul_with(kernel, &mut enc, &ga, ta, &gb, tb, &c, d, beta).expect("gemm");
+                        g.submit(enc);
+                        g.download(&c).expect("download")
+                    };
+                    let got = run();
+                    assert_close(&got, &want, &format!("{what} beta={beta}"));
+                    if beta == 0.0 {
+                        // Split or not, a product repeats bit for bit.
+                        let again = run();
+                        assert!(got.iter().zip(&again).all(|(x, y)| x.to_bits() == y.to_bits()), "{what} repeats");
+                    }
                 }
             }
         }
     }
+}
+
+#[test]
+fn gemm_refuses_operands_smaller_than_their_shape() {
+    // The GEMM kernels run without injected bounds checks, so the host checks the operands' sizes.
+    let Some(g) = gpu() else { return };
+    let (a, b, c) = (g.upload(&[1.0; 6]).expect("a"), g.upload(&[1.0; 6]).expect("b"), g.upload(&[0.0; 4]).expect("c"));
+    let mut enc = g.encoder();
+    assert!(g.matmul(&mut enc, &a, false, &b, false, &c, MatDims { m: 2, n: 2, k: 3 }, 0.0).is_ok());
+    let err = g.matmul(&mut enc, &a, false, &b, false, &c, MatDims { m: 3, n: 2, k: 3 }, 0.0).expect_err("too small");
+    assert!(err.to_string().contains("too small"), "{err}");
+    g.submit(enc);
 }
 
 #[test]
@@ -212,13 +225,17 @@ fn bias_relu_and_column_sums_equal_cpu() {
     g.submit(enc);
     assert_close(&g.download(&gg).expect("g"), &want, "relu_backward");
 
-    let mut want = vec![0.0; cols];
-    cpu::column_sums(&x, rows, cols, &mut want);
-    let (gx, out) = (g.upload(&x).expect("x"), g.upload(&poison(cols)).expect("out"));
-    let mut enc = g.encoder();
-    g.column_sums(&mut enc, &gx, rows, cols, &out);
-    g.submit(enc);
-    assert_close(&g.download(&out).expect("sums"), &want, "column_sums");
+    // Short (one pass) and tall (chunks of 256 rows, then the chunks) column sums.
+    for (rows, cols) in [(rows, cols), (1000, 70)] {
+        let x = random(11, rows * cols, 1.0);
+        let mut want = vec![0.0; cols];
+        cpu::column_sums(&x, rows, cols, &mut want);
+        let (gx, out) = (g.upload(&x).expect("x"), g.upload(&poison(cols)).expect("out"));
+        let mut enc = g.encoder();
+        g.column_sums(&mut enc, &gx, rows, cols, &out);
+        g.submit(enc);
+        assert_close(&g.download(&out).expect("sums"), &want, &format!("column_sums {rows}×{cols}"));
+    }
 }
 
 #[test]

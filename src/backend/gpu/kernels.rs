@@ -4,6 +4,7 @@
 /// (name, WGSL source) of every kernel family.
 pub const SHADERS: &[(&str, &str)] = &[
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
+    ("gemm_tiled", include_str!("../../../shaders/gemm_tiled.wgsl")),
     ("softmax_xent", include_str!("../../../shaders/softmax_xent.wgsl")),
     ("embedding_bag", include_str!("../../../shaders/embedding_bag.wgsl")),
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),

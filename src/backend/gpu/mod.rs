@@ -31,6 +31,17 @@ pub struct GpuContext {
     split_scratch: std::sync::Mutex<Option<GpuBuf>>,
     /// Kernel timings (`EMBJOB_GPU_PROFILE=1`).
     profiler: Option<profile::Profiler>,
+    /// The GEMM kernel [`GpuContext::matmul`] uses: tiled on hardware GPUs, register-only on software adapters.
+    pub gemm_kernel: GemmKernel,
+}
+
+/// The two GEMM kernels (same contract, both parity-tested).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// shaders/gemm.wgsl: 4×4 register blocks, no workgroup memory (faster on lavapipe).
+    Register,
+    /// shaders/gemm_tiled.wgsl: 16×64 workgroup-memory tiles (faster on hardware GPUs).
+    Tiled,
 }
 
 /// A dispatch's pipeline, buffers and parameters.
@@ -47,6 +58,7 @@ const MAX_CACHED_BIND_GROUPS: usize = 512;
 struct Pipelines {
     /// Indexed by `2·ta + tb`.
     gemm: [wgpu::ComputePipeline; 4],
+    gemm_tiled: [wgpu::ComputePipeline; 4],
     gemm_reduce: wgpu::ComputePipeline,
     softmax: wgpu::ComputePipeline,
     bag_forward: wgpu::ComputePipeline,
@@ -54,6 +66,7 @@ struct Pipelines {
     bias_act: wgpu::ComputePipeline,
     relu_backward: wgpu::ComputePipeline,
     column_sums: wgpu::ComputePipeline,
+    column_sums_chunks: wgpu::ComputePipeline,
     adam: wgpu::ComputePipeline,
     sgd: wgpu::ComputePipeline,
     csr_mul: wgpu::ComputePipeline,
@@ -110,15 +123,18 @@ impl GpuContext {
         .map_err(|e| Error::Gpu(format!("cannot open the adapter '{}': {e}", adapter.get_info().name)))?;
         let pipelines = Pipelines::new(&device)?;
         let profiler = profile::Profiler::new(&device, &queue);
+        let report = AdapterReport::from_info(&adapter.get_info());
+        let gemm_kernel = if report.is_hardware() { GemmKernel::Tiled } else { GemmKernel::Register };
         Ok(Some(GpuContext {
             device,
             queue,
-            adapter: AdapterReport::from_info(&adapter.get_info()),
+            adapter: report,
             limits,
             pipelines,
             bind_groups: Default::default(),
             split_scratch: Default::default(),
             profiler,
+            gemm_kernel,
         }))
     }
 
@@ -285,6 +301,23 @@ impl GpuContext {
         d: MatDims,
         beta: f32,
     ) -> Result<()> {
+        self.matmul_with(self.gemm_kernel, enc, a, ta, b, tb, c, d, beta)
+    }
+
+    /// [`GpuContext::matmul`] with a chosen kernel (the parity tests run both).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_with(
+        &self,
+        kernel: GemmKernel,
+        enc: &mut wgpu::CommandEncoder,
+        a: &GpuBuf,
+        ta: bool,
+        b: &GpuBuf,
+        tb: bool,
+        c: &GpuBuf,
+        d: MatDims,
+        beta: f32,
+    ) -> Result<()> {
         // The GEMM kernel runs without runtime bounds checks (see `Pipelines::new`): the operands must hold their
         // shapes, checked here.
         if a.len < d.m * d.k || b.len < d.k * d.n || c.len < d.m * d.n {
@@ -295,7 +328,11 @@ impl GpuContext {
         }
         let groups = ((d.n as u32).div_ceil(64), (d.m as u32).div_ceil(64));
         let splits = self.k_splits(d);
-        let pipeline = &self.pipelines.gemm[2 * usize::from(ta) + usize::from(tb)];
+        let pipelines = match kernel {
+            GemmKernel::Register => &self.pipelines.gemm,
+            GemmKernel::Tiled => &self.pipelines.gemm_tiled,
+        };
+        let pipeline = &pipelines[2 * usize::from(ta) + usize::from(tb)];
         if splits > 1 {
             let kc = d.k.div_ceil(splits);
             let splits = d.k.div_ceil(kc);
@@ -328,14 +365,15 @@ impl GpuContext {
         Ok(())
     }
 
-    /// How many slices of k a product runs in: enough for about 128 workgroups when its 64 × 64 output tiles are
-    /// fewer, each slice at least 256 long. A function of the shape only (the same on every adapter).
+    /// How many slices of k a product runs in: enough for about 256 workgroups when its 64 × 64 output tiles are
+    /// fewer than 128 (a large GPU has about that many cores), each slice at least 256 long. A function of the shape
+    /// only, the same on every adapter.
     fn k_splits(&self, d: MatDims) -> usize {
         let tiles = d.m.div_ceil(64) * d.n.div_ceil(64);
-        if tiles >= 64 || d.k < 1024 {
+        if tiles >= 128 || d.k < 1024 {
             return 1;
         }
-        (128 / tiles).clamp(1, d.k / 256).min(64)
+        (256 / tiles).clamp(1, d.k / 256).min(64)
     }
 
     /// The split-k scratch buffer with room for `len` values (grown when needed), `None` over the binding limit.
@@ -468,7 +506,24 @@ impl GpuContext {
     }
 
     /// `out[c] = Σ_r x[r][c]`.
+    /// Column sums of a rows × cols matrix. Tall ones (the bias gradients at large batches) sum chunks of 256 rows
+    /// side by side, then the chunks in order.
     pub fn column_sums(&self, enc: &mut wgpu::CommandEncoder, x: &GpuBuf, rows: usize, cols: usize, out: &GpuBuf) {
+        const CHUNK: usize = 256;
+        let chunks = rows.div_ceil(CHUNK);
+        if chunks > 1 {
+            if let Some(scratch) = self.scratch(chunks * cols) {
+                let raw = [rows as u32, cols as u32, 0, CHUNK as u32];
+                let params: &[u8] = bytemuck::cast_slice(&raw);
+                let (pipe, entries) = (&self.pipelines.column_sums_chunks, [(3, &scratch), (4, &x.buf)]);
+                self.dispatch3(enc, pipe, params, &entries, groups_1d(cols), chunks as u32);
+                let raw = [chunks as u32, cols as u32, 0, 0];
+                let params: &[u8] = bytemuck::cast_slice(&raw);
+                let entries = [(3, &out.buf), (4, &scratch)];
+                self.dispatch(enc, &self.pipelines.column_sums, params, &entries, groups_1d(cols));
+                return;
+            }
+        }
         let raw = [rows as u32, cols as u32, 0, 0];
         let params: &[u8] = bytemuck::cast_slice(&raw);
         self.dispatch(enc, &self.pipelines.column_sums, params, &[(3, &out.buf), (4, &x.buf)], groups_1d(cols));
@@ -665,7 +720,7 @@ impl Pipelines {
         let module = |name: &str| -> Result<wgpu::ShaderModule> {
             let src = kernels::source_for_run(name)?;
             let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(src) };
-            if name == "gemm" {
+            if name.starts_with("gemm") {
                 // SAFETY: the GEMM kernel is the one hot loop, and wgpu's injected checks (a clamp on every load,
                 // a counter on every loop) cost it most of its speed. It cannot index out of bounds: every row and
                 // column it reads is clamped to m − 1 / n − 1 and k to its slice below p.k, every write is guarded
@@ -700,6 +755,7 @@ impl Pipelines {
             })
         };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let tiled = module("gemm_tiled")?;
         let (gemm, softmax, bag, ew, opt) = (
             module("gemm")?,
             module("softmax_xent")?,
@@ -715,6 +771,12 @@ impl Pipelines {
                 gemm_pipeline(&gemm, true, false),
                 gemm_pipeline(&gemm, true, true),
             ],
+            gemm_tiled: [
+                gemm_pipeline(&tiled, false, false),
+                gemm_pipeline(&tiled, false, true),
+                gemm_pipeline(&tiled, true, false),
+                gemm_pipeline(&tiled, true, true),
+            ],
             gemm_reduce: pipeline(&gemm, "reduce_splits"),
             softmax: pipeline(&softmax, "main"),
             bag_forward: pipeline(&bag, "forward"),
@@ -722,6 +784,7 @@ impl Pipelines {
             bias_act: pipeline(&ew, "bias_act"),
             relu_backward: pipeline(&ew, "relu_backward"),
             column_sums: pipeline(&ew, "column_sums"),
+            column_sums_chunks: pipeline(&ew, "column_sums_chunks"),
             adam: pipeline(&opt, "adam"),
             sgd: pipeline(&opt, "sgd"),
             csr_mul: pipeline(&sparse, "csr_mul"),
@@ -745,6 +808,7 @@ impl Pipelines {
             (&self.bias_act, "bias_act"),
             (&self.relu_backward, "relu_backward"),
             (&self.column_sums, "column_sums"),
+            (&self.column_sums_chunks, "column_sums chunks"),
             (&self.adam, "adam"),
             (&self.sgd, "sgd"),
             (&self.csr_mul, "csr_mul"),
@@ -756,11 +820,13 @@ impl Pipelines {
         if let Some((_, name)) = named.iter().find(|(p, _)| *p == pipeline) {
             return format!("{name} ({}×{} groups)", groups.0, groups.1);
         }
-        if self.gemm.contains(pipeline) && params.len() >= 32 {
+        let tiled = self.gemm_tiled.contains(pipeline);
+        if (tiled || self.gemm.contains(pipeline)) && params.len() >= 32 {
             let v: Vec<u32> = params.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let t = |x: u32| if x == 1 { "T" } else { "N" };
             let split = if v[7] > 1 { format!(", k in {} slices", v[7]) } else { String::new() };
-            return format!("gemm {}{} {}×{}×{}{split}", t(v[3]), t(v[4]), v[0], v[1], v[2]);
+            let kind = if tiled { "gemm tiled" } else { "gemm" };
+            return format!("{kind} {}{} {}×{}×{}{split}", t(v[3]), t(v[4]), v[0], v[1], v[2]);
         }
         "?".into()
     }
