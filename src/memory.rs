@@ -69,18 +69,27 @@ pub fn describe(stage: &str, plan: &[Item]) -> String {
 
 /// Refuses a plan over `limit` bytes, naming its largest allocation.
 pub fn check(stage: &'static str, plan: &[Item], limit: Option<u64>) -> Result<()> {
-    let Some(limit) = limit else { return Ok(()) };
+    check_against(stage, plan, limit.map(|l| (l, "job.max_memory")))
+}
+
+/// [`check`] with this machine's memory as the limit when `job.max_memory` is not set: sizes come from the config
+/// and the data, and a plan larger than the machine cannot run (the allocation would abort the process).
+pub fn check_or_physical(stage: &'static str, plan: &[Item], limit: Option<u64>) -> Result<()> {
+    match limit {
+        Some(l) => check_against(stage, plan, Some((l, "job.max_memory"))),
+        None => check_against(stage, plan, physical().map(|p| (p, "this machine's memory"))),
+    }
+}
+
+fn check_against(stage: &'static str, plan: &[Item], limit: Option<(u64, &str)>) -> Result<()> {
+    let Some((limit, what)) = limit else { return Ok(()) };
     let total: u64 = plan.iter().map(|i| i.bytes).sum();
     if total > limit {
         let largest =
             plan.iter().max_by_key(|i| i.bytes).map_or(String::new(), |i| format!("{} = {}", i.what, human(i.bytes)));
         return Err(Error::Stage {
             stage,
-            message: format!(
-                "needs about {} (largest: {largest}), over job.max_memory = {}",
-                human(total),
-                human(limit)
-            ),
+            message: format!("needs about {} (largest: {largest}), over {what} = {}", human(total), human(limit)),
         });
     }
     Ok(())

@@ -141,7 +141,7 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
         let solver = pca::choose_solver(pca_plan.solver, rows, cols, Some(k)).0;
         let mem = crate::memory::pca(rows, cols, solver, k, pca_plan.oversamples);
         reporter.notice(&crate::memory::describe("pca", &mem));
-        crate::memory::check("pca", &mem, plan.max_memory)?;
+        crate::memory::check_or_physical("pca", &mem, plan.max_memory)?;
         let result = stages.run("pca", None, || {
             let r = pca::fit(compute, input, pca_plan, plan.seed)?;
             let summary = format!(
@@ -190,7 +190,12 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
         let mem =
             crate::memory::model(data.items.len(), dim, model_plan.hidden_units, model_plan.batch_size, backend.used);
         reporter.notice(&crate::memory::describe("model", &mem));
-        crate::memory::check("model", &mem, plan.max_memory)?;
+        // On the GPU the adapter's limits bound each tensor (checked when it is created); on the CPU the machine's memory.
+        if backend.used == "cpu" {
+            crate::memory::check_or_physical("model", &mem, plan.max_memory)?;
+        } else {
+            crate::memory::check("model", &mem, plan.max_memory)?;
+        }
         let t = std::time::Instant::now();
         let out = train::run(compute, data, model_plan, labels.as_deref(), pairs.as_deref(), &mut metrics, reporter)?;
         let s = out.split_summary;

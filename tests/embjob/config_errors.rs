@@ -112,6 +112,7 @@ fn format_cannot_be_inferred() {
     let r = job.run(&[]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("input.format"), "{}", r.stderr);
+    job.assert_no_run();
 }
 
 #[test]
@@ -127,6 +128,7 @@ fn every_problem_is_listed_at_once() {
     for key in ["input.path", "bow.min_df", "bow.max_features"] {
         assert!(r.stderr.contains(key), "{key} missing from:\n{}", r.stderr);
     }
+    job.assert_no_run();
 }
 
 #[test]
@@ -135,6 +137,7 @@ fn unreadable_config_file() {
     let r = embjob(&["run", "does-not-exist.toml"], job.dir.path());
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("does-not-exist.toml"), "{}", r.stderr);
+    job.assert_no_run();
 }
 
 #[test]
@@ -142,6 +145,8 @@ fn bad_command_line_is_a_usage_error() {
     let job = long_job("");
     let r = embjob(&["run", "job.toml", "--backend", "tpu"], job.dir.path());
     assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("tpu"), "{}", r.stderr);
+    job.assert_no_run();
 }
 
 #[test]
@@ -248,6 +253,7 @@ fn model_needs_users_and_items() {
     let r = job.validate();
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("model") && r.stderr.contains("layout"), "{}", r.stderr);
+    job.assert_no_run();
 }
 
 #[test]
@@ -268,6 +274,7 @@ fn a_weight_column_needs_the_long_layout() {
     let r = job.validate();
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("input.weight") && r.stderr.contains("not used with layout"), "{}", r.stderr);
+    job.assert_no_run();
 }
 
 #[test]

@@ -83,6 +83,7 @@ fn non_finite_numeric_values_are_rejected() {
     let r = job.run(&[]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("column 'a'") && r.stderr.contains("not finite"), "{}", r.stderr);
+    job.assert_no_run();
 }
 
 /// Runs the good job once, then `toml_extra` on `file` with `contents`; returns the outcome, having checked that a
@@ -212,6 +213,8 @@ fn an_output_folder_that_is_a_file_is_a_config_error() {
     let r = embjob(&["run", config.to_str().expect("utf-8"), "--quiet", "--output", "outfile"], job.dir.path());
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("output.dir") && r.stderr.contains("is a file"), "{}", r.stderr);
+    assert_eq!(std::fs::read(job.path("outfile")).expect("outfile"), b"not a folder", "the file is untouched");
+    job.assert_no_run();
 }
 
 #[test]
@@ -335,4 +338,19 @@ fn a_parquet_column_decoding_short_of_the_row_count_is_an_input_error_not_a_pani
     let (_, r) = rerun_with("d.parquet", &bytes, "user = \"user_id\"\norder = \"rank\"\nweight = \"weight\"", "");
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("d.parquet") && r.stderr.contains("corrupt"), "{}", r.stderr);
+}
+
+#[test]
+fn a_model_larger_than_this_machine_is_refused_before_it_allocates() {
+    // No job.max_memory: the limit is the machine's memory. The largest model the config allows (d 4,096, n 65,536,
+    // a batch of 2^20: about 0.6 TB of activations) could only abort the process.
+    let job = Job::new().file("d.csv", "user,item\n1,a\n1,b\n2,a\n2,c\n3,b\n3,c\n").toml(
+        "[job]\nname='m'\nbackend='cpu'\n[input]\npath='d.csv'\nlayout='long'\n\
+         [model]\nembedding_dim=4096\nhidden_units=65536\n[train]\nbatch_size=1048576\n[eval]\nk=[2]\n\
+         [output]\ndir='out'\n",
+    );
+    let r = job.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("over this machine's memory") && r.stderr.contains("largest:"), "{}", r.stderr);
+    job.assert_no_run();
 }

@@ -98,6 +98,12 @@ impl Job {
         v
     }
 
+    /// A failed first run left nothing: no `latest`, no run or staging folder.
+    pub fn assert_no_run(&self) {
+        assert!(self.latest().is_none(), "latest exists: {:?}", self.latest());
+        assert!(self.runs().is_empty(), "run folders remain: {:?}", self.runs());
+    }
+
     /// Every entry under out/runs, hidden ones included.
     pub fn all_run_entries(&self) -> Vec<String> {
         self.runs()
