@@ -1,9 +1,9 @@
 // gemm_tiled.wgsl: C = op(A)·op(B) + beta·C, as gemm.wgsl (same parameters, bindings, dispatch and split-k slices;
 // its `reduce_splits` adds the slices), with workgroup-memory tiles: per step of 16 along k, the 256 invocations of a
 // 16×16 workgroup load a 16×64 tile of A and of B once (zeros past the edges), then each accumulates its 4×4 block
-// of C (rows y + 16i, columns x + 16j) from workgroup memory. Used on hardware GPUs, where it measures faster (H200,
-// 8192³: 24.9 TFLOP/s vs 14.7 for the register-only kernel); software adapters keep gemm.wgsl. Sums run over k in
-// order, so results repeat bit for bit.
+// of C (rows y + 16i, columns x + 16j) from workgroup memory. Used on hardware GPUs for products under 2^30
+// multiply-adds (more workgroups than gemm_tiled128.wgsl; H200, 8192³: 25.0 TFLOP/s vs 14.7 for the register-only
+// kernel); software adapters keep gemm.wgsl. Sums run over k in order, so results repeat bit for bit.
 //
 // Bindings (group 0):
 //   0  uniform        GemmParams

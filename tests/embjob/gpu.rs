@@ -22,6 +22,9 @@ fn every_kernel_validates_with_naga() {
         assert!(src.starts_with("// "), "{name}.wgsl starts with a header comment documenting its bindings");
         assert!(src.contains("Bindings"), "{name}.wgsl documents its bindings");
     }
+    // The host sizes GEMM dispatches from the tile each kernel declares.
+    let tile = |name: &str| kernels::tile_of(kernels::source(name).expect("registered"));
+    assert_eq!((tile("gemm"), tile("gemm_tiled"), tile("gemm_tiled128")), (64, 64, 128));
 }
 
 /// The shared device, or `None` (skip) when there is no adapter and EMBJOB_REQUIRE_GPU is not set.
@@ -62,9 +65,9 @@ fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
 #[test]
 fn gemm_with_every_transpose_equals_cpu() {
     let Some(g) = gpu() else { return };
-    // Both kernels (register-only and workgroup-memory tiles), whichever this adapter uses by default. The last two
-    // shapes split k into slices (few output tiles, long k), as the model's dlogits·Wᵀ does.
-    for kernel in [GemmKernel::Register, GemmKernel::Tiled] {
+    // Every kernel (register-only, 64×64 and 128×128 workgroup-memory tiles), whichever this adapter uses by default.
+    // The last two shapes split k into slices (few output tiles, long k), as the model's dlogits·Wᵀ does.
+    for kernel in [GemmKernel::Register, GemmKernel::Tiled, GemmKernel::Tiled128] {
         for (m, n, k) in [(1, 1, 1), (7, 5, 3), (65, 70, 33), (128, 96, 64), (37, 29, 3000), (130, 70, 1500)] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a = random(1, m * k, 1.0);

@@ -5,6 +5,7 @@
 pub const SHADERS: &[(&str, &str)] = &[
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("gemm_tiled", include_str!("../../../shaders/gemm_tiled.wgsl")),
+    ("gemm_tiled128", include_str!("../../../shaders/gemm_tiled128.wgsl")),
     ("softmax_xent", include_str!("../../../shaders/softmax_xent.wgsl")),
     ("embedding_bag", include_str!("../../../shaders/embedding_bag.wgsl")),
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
@@ -33,4 +34,12 @@ pub fn source_for_run(name: &str) -> crate::error::Result<std::borrow::Cow<'stat
     source(name)
         .map(std::borrow::Cow::Borrowed)
         .ok_or_else(|| crate::error::Error::Internal(format!("no kernel '{name}' registered")))
+}
+
+/// The square output tile a GEMM kernel's workgroup covers: its `const TILE: u32 = …u;` (64 when it declares none).
+/// The host sizes the dispatch from it, so a kernel and its dispatch cannot disagree.
+pub fn tile_of(src: &str) -> u32 {
+    src.lines()
+        .find_map(|l| l.trim().strip_prefix("const TILE: u32 = ")?.strip_suffix("u;")?.parse().ok())
+        .unwrap_or(64)
 }
