@@ -5,6 +5,7 @@ mod support;
 mod bow_parity;
 mod config_errors;
 mod fuzz;
+mod generated_jobs;
 mod gpu;
 mod input_errors;
 mod model;

@@ -318,7 +318,7 @@ impl GpuContext {
         self.matmul_with(kernel, enc, a, ta, b, tb, c, d, beta)
     }
 
-    /// [`GpuContext::matmul`] with a chosen kernel (the parity tests run both).
+    /// [`GpuContext::matmul`] with a chosen kernel (the parity tests run every one).
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_with(
         &self,
