@@ -190,7 +190,7 @@ fn lee_bow(path: &Path) -> Result<Csr> {
     };
     let plan = BowPlan {
         lowercase: true,
-        token_pattern: regex::Regex::new(DEFAULT_TOKEN_PATTERN).map_err(|e| Error::Internal(e.to_string()))?,
+        token_pattern: crate::token_pattern::TokenPattern::new(DEFAULT_TOKEN_PATTERN).map_err(Error::Internal)?,
         stop_words: Vec::new(),
         min_df: DfBound::Count(1),
         max_df: DfBound::Fraction(1.0),

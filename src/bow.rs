@@ -39,21 +39,19 @@ pub struct BowStats {
     pub empty_documents: usize,
 }
 
-/// Splits `text` into tokens the way scikit-learn's default analyzer does: optional lowercasing, the token pattern's
-/// matches (its first group when it has exactly one), stop words removed.
-pub fn tokenize<'t>(plan: &BowPlan, text: &'t str, lowered: &'t mut String) -> Vec<&'t str> {
+/// Splits `text` into tokens the way scikit-learn's default analyzer does: optional lowercasing (Python's
+/// `str.lower`, which Rust's `to_lowercase` equals, final sigma included), the token pattern's matches with Python's
+/// meaning of `\w` and `\b` (its group when it has one), stop words removed by the caller.
+pub fn tokenize<'t>(plan: &BowPlan, text: &'t str, lowered: &'t mut String) -> Result<Vec<&'t str>> {
     let text: &str = if plan.lowercase {
         *lowered = text.to_lowercase();
         lowered.as_str()
     } else {
         text
     };
-    let re = &plan.token_pattern;
-    if re.captures_len() == 2 {
-        re.captures_iter(text).filter_map(|c| c.get(1).map(|m| m.as_str())).collect()
-    } else {
-        re.find_iter(text).map(|m| m.as_str()).collect()
-    }
+    plan.token_pattern
+        .tokens(text)
+        .map_err(|e| Error::Stage { stage: "bow", message: format!("bow.token_pattern: {e}") })
 }
 
 /// BoW of free-text documents.
@@ -66,7 +64,7 @@ pub fn from_texts(plan: &BowPlan, texts: &[String]) -> Result<Bow> {
     let mut lowered = String::new();
     for text in texts {
         let mut doc = Vec::new();
-        for tok in tokenize(plan, text, &mut lowered) {
+        for tok in tokenize(plan, text, &mut lowered)? {
             if stop.contains(tok) {
                 stop_dropped += 1;
                 continue;

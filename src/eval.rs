@@ -2,7 +2,7 @@
 //! recall@k (hit rate), MRR over the full ranking, NDCG@k; a popularity baseline; cosine nearest neighbours and,
 //! with labels, how often neighbours share a category.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Ranking quality of one model under one protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +66,8 @@ pub fn label_agreement(neighbors: &[u32], k: usize, labels: &[Option<String>]) -
     if counted == 0 {
         return None;
     }
-    let mut freq: HashMap<&String, usize> = HashMap::new();
+    // A BTreeMap, so the f64 sum below runs in label order: a HashMap's order changes from process to process.
+    let mut freq: BTreeMap<&String, usize> = BTreeMap::new();
     let mut n = 0usize;
     for l in labels.iter().flatten() {
         *freq.entry(l).or_default() += 1;

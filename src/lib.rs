@@ -29,6 +29,7 @@ pub mod run_record;
 pub mod sparse;
 pub mod split;
 pub mod table;
+pub mod token_pattern;
 pub mod train;
 
 use std::path::Path;

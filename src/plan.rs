@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use regex::Regex;
-
 use crate::config::{
     BackendChoice, BowConfig, ComponentsSpec, Config, DfBound, EmbeddingDim, EmbeddingInit, EvalConfig, Format, Layout,
     Optimizer, PcaConfig, PcaSolver, Pooling, Weighting,
@@ -71,7 +69,7 @@ pub enum InputColumns {
 #[derive(Debug, Clone)]
 pub struct BowPlan {
     pub lowercase: bool,
-    pub token_pattern: Regex,
+    pub token_pattern: crate::token_pattern::TokenPattern,
     pub stop_words: Vec<String>,
     pub min_df: DfBound,
     pub max_df: DfBound,
@@ -346,7 +344,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
 }
 
 fn plan_bow(bow: BowConfig, problems: &mut Problems) -> Option<BowPlan> {
-    let token_pattern = match Regex::new(&bow.token_pattern) {
+    let token_pattern = match crate::token_pattern::TokenPattern::new(&bow.token_pattern) {
         Ok(re) => Some(re),
         Err(e) => {
             problems.add("bow.token_pattern", format!("not a valid regular expression: {e}"));

@@ -3,6 +3,7 @@
 mod support;
 
 mod bow_parity;
+mod bow_unicode;
 mod config_errors;
 mod fuzz;
 mod generated_jobs;
