@@ -142,6 +142,10 @@ const MAX_DENSE_SOLVER_BYTES: usize = 4 << 30;
 
 /// Fits PCA on `input` (consumed: standardization scales it in place).
 pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> Result<PcaResult> {
+    // faer's blocked QR and SVD split their work by the thread count, which changed the last bits of the
+    // components between 1 and 2 threads (MovieLens, randomized solver): the small dense decompositions run on
+    // one thread, the large products stay parallel.
+    faer::set_global_parallelism(faer::Par::Seq);
     let (n, p) = input.shape();
     if n < 2 {
         return Err(stage(format!("needs at least 2 rows, the input has {n}")));

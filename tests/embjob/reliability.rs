@@ -102,24 +102,68 @@ fn sigkill_at_random_moments_never_breaks_latest() {
     assert!(job.runs().len() <= 3, "keep_runs = 3: {:?}", job.runs());
 }
 
+/// The food job with every evaluation on: planted cuisine labels and pair scores.
+fn food_job_with_labels(epochs: u32) -> Job {
+    let data = repo().join("pipelines/data");
+    food_job(epochs)
+        .copy(&data.join("food_items.csv"), "items.csv")
+        .copy(&data.join("food_pairs.csv"), "pairs.csv")
+        .edit_toml("neighbors=5\n", "neighbors=5\nlabels='items.csv'\nlabels_category='cuisine'\npairs='pairs.csv'\n")
+}
+
+/// MovieLens favourites with the peer's model: 256 × 64 × 6,169 products, which the CPU GEMM splits across threads.
+fn movielens_job() -> Job {
+    Job::new().copy(&repo().join("pipelines/data/movielens_favorites.parquet"), "ml.parquet").toml(
+        "[job]\nname='ml'\nseed=3\nbackend='cpu'\n[input]\npath='ml.parquet'\nlayout='list'\nuser='user_id'\n\
+         item='items'\n[bow]\nweighting='binary'\n[pca]\nn_components=8\n[model]\nembedding_dim=32\n\
+         hidden_units=64\n[train]\nepochs=1\nbatch_size=256\n[eval]\nk=[10]\nneighbors=10\n[output]\ndir='out'\n",
+    )
+}
+
+const RESULT_FILES: [&str; 6] = [
+    "vocabulary.parquet",
+    "bow.parquet",
+    "pca_components.parquet",
+    "pca_projections.parquet",
+    "embeddings.parquet",
+    "neighbors.parquet",
+];
+
+/// Runs `make()` as three processes (1 thread, 2 threads, 2 threads again: a new process, so a new hash seed)
+/// and asserts that every result file and result metric is identical.
+fn assert_repeats_across_processes_and_threads(make: impl Fn() -> Job) {
+    let runs: Vec<Job> = ["1", "2", "2"]
+        .iter()
+        .map(|threads| {
+            let job = make();
+            let out = spawn(&job, &[("RAYON_NUM_THREADS", threads)]).wait_with_output().expect("wait");
+            assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+            job
+        })
+        .collect();
+    for other in &runs[1..] {
+        for f in RESULT_FILES {
+            assert!(runs[0].latest_parquet(f).equals(&other.latest_parquet(f)), "{f} differs between runs");
+        }
+        assert_eq!(result_metrics(&runs[0]), result_metrics(other));
+    }
+}
+
 #[test]
-fn one_thread_and_two_threads_give_identical_results() {
-    let (one, two) = (food_job(2), food_job(2));
-    for (job, threads) in [(&one, "1"), (&two, "2")] {
-        let out = spawn(job, &[("RAYON_NUM_THREADS", threads)]).wait_with_output().expect("wait");
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+fn labels_and_pairs_repeat_across_processes_and_thread_counts() {
+    assert_repeats_across_processes_and_threads(|| food_job_with_labels(2));
+    // The label metrics are there to compare (the chance rate summed over a hash map once changed per process).
+    let job = food_job_with_labels(1);
+    assert_eq!(job.run(&[]).code, 0);
+    let names: Vec<String> = result_metrics(&job).into_iter().map(|(_, m, _)| m).collect();
+    for m in ["label_agreement", "label_agreement_chance", "spearman"] {
+        assert!(names.iter().any(|n| n == m), "{m} missing from {names:?}");
     }
-    for f in [
-        "vocabulary.parquet",
-        "bow.parquet",
-        "pca_components.parquet",
-        "pca_projections.parquet",
-        "embeddings.parquet",
-        "neighbors.parquet",
-    ] {
-        assert!(one.latest_parquet(f).equals(&two.latest_parquet(f)), "{f} depends on the thread count");
-    }
-    assert_eq!(result_metrics(&one), result_metrics(&two));
+}
+
+#[test]
+fn movielens_sized_products_repeat_across_processes_and_thread_counts() {
+    assert_repeats_across_processes_and_threads(movielens_job);
 }
 
 #[test]

@@ -41,6 +41,15 @@ impl Job {
         self
     }
 
+    /// Replaces `from` (which must be there) with `to` in `job.toml`.
+    pub fn edit_toml(self, from: &str, to: &str) -> Job {
+        let path = self.config();
+        let toml = std::fs::read_to_string(&path).expect("read toml");
+        assert!(toml.contains(from), "{from:?} is not in job.toml");
+        std::fs::write(path, toml.replacen(from, to, 1)).expect("write toml");
+        self
+    }
+
     /// Writes a file (input data) next to job.toml.
     pub fn file(self, name: &str, contents: impl AsRef<[u8]>) -> Job {
         let p = self.dir.path().join(name);
