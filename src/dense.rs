@@ -1,11 +1,17 @@
 //! A dense row-major f64 matrix on the host: what the backends take and return for the PCA operations.
+//!
+//! The fields are private and every constructor checks that the buffer holds `rows × cols` values, so safe code
+//! cannot build a `Matrix` whose buffer is shorter than its shape (the CPU backend hands its pointer and strides to
+//! `matrixmultiply`).
 
-/// `rows × cols`, row-major.
+use crate::error::{Error, Result};
+
+/// `rows × cols`, row-major; `data.len() == rows * cols` always.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
-    pub rows: usize,
-    pub cols: usize,
-    pub data: Vec<f64>,
+    rows: usize,
+    cols: usize,
+    data: Vec<f64>,
 }
 
 impl Matrix {
@@ -14,10 +20,54 @@ impl Matrix {
         Matrix { rows, cols, data: vec![0.0; rows * cols] }
     }
 
-    /// From row-major values; `data.len()` must be `rows * cols`.
-    pub fn from_vec(rows: usize, cols: usize, data: Vec<f64>) -> Matrix {
-        assert_eq!(data.len(), rows * cols, "Matrix::from_vec: {rows}×{cols} needs {} values", rows * cols);
+    /// From row-major values; an error unless `data.len()` is `rows * cols`.
+    pub fn from_vec(rows: usize, cols: usize, data: Vec<f64>) -> Result<Matrix> {
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(Error::Internal(format!(
+                "a {rows}×{cols} matrix needs {} values, not {}",
+                rows.saturating_mul(cols),
+                data.len()
+            )));
+        }
+        Ok(Matrix { rows, cols, data })
+    }
+
+    /// From a function of (row, column).
+    pub fn from_fn(rows: usize, cols: usize, f: impl Fn(usize, usize) -> f64) -> Matrix {
+        let mut data = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            data.extend((0..cols).map(|c| f(r, c)));
+        }
         Matrix { rows, cols, data }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The row-major values.
+    pub fn data(&self) -> &[f64] {
+        &self.data
+    }
+
+    /// The row-major values, to change in place (the shape stays).
+    pub fn data_mut(&mut self) -> &mut [f64] {
+        &mut self.data
+    }
+
+    /// The row-major values, taken.
+    pub fn into_data(self) -> Vec<f64> {
+        self.data
+    }
+
+    /// Element `(r, c)`, to change in place.
+    #[inline]
+    pub fn at_mut(&mut self, r: usize, c: usize) -> &mut f64 {
+        &mut self.data[r * self.cols + c]
     }
 
     /// Element `(r, c)`.

@@ -53,13 +53,13 @@ impl FeatureKind {
 
 /// `pca_components.parquet`: component, token_id / feature_id, token / feature, loading; one row per loading.
 pub fn pca_components(r: &PcaResult, names: &[String], kind: FeatureKind) -> Table {
-    let (k, p) = (r.components.rows, r.components.cols);
+    let (k, p) = (r.components.rows(), r.components.cols());
     let (id_col, name_col) = kind.columns();
     Table::new(vec![
         ("component", ColumnData::I32((0..k).flat_map(|c| std::iter::repeat_n(c as i32, p)).collect())),
         (id_col, ColumnData::I32((0..k).flat_map(|_| 0..p as i32).collect())),
         (name_col, ColumnData::Str((0..k).flat_map(|_| names.iter().cloned()).collect())),
-        ("loading", ColumnData::F64(r.components.data.clone())),
+        ("loading", ColumnData::F64(r.components.data().to_vec())),
     ])
 }
 
@@ -82,7 +82,7 @@ pub fn pca_projections(r: &PcaResult, row_ids: &[String]) -> Table {
         ("row", ColumnData::Str(row_ids.to_vec())),
         (
             "vector",
-            ColumnData::Vectors { dim: r.n_components, values: r.projections.data.iter().map(|&v| v as f32).collect() },
+            ColumnData::Vectors { dim: r.n_components, values: r.projections.data().iter().map(|&v| v as f32).collect() },
         ),
     ])
 }

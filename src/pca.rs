@@ -30,7 +30,7 @@ pub enum PcaInput {
 impl PcaInput {
     fn shape(&self) -> (usize, usize) {
         match self {
-            PcaInput::Dense(m) => (m.rows, m.cols),
+            PcaInput::Dense(m) => (m.rows(), m.cols()),
             PcaInput::Sparse(c) => (c.rows, c.cols),
         }
     }
@@ -91,8 +91,8 @@ impl PcaInput {
     fn scale_columns(&mut self, scale: &[f64]) {
         match self {
             PcaInput::Dense(m) => {
-                let p = m.cols;
-                for (i, x) in m.data.iter_mut().enumerate() {
+                let p = m.cols();
+                for (i, x) in m.data_mut().iter_mut().enumerate() {
                     *x /= scale[i % p];
                 }
             }
@@ -194,9 +194,9 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> 
         PcaSolver::Auto => return Err(Error::Internal("auto solver not resolved".into())),
     };
     let ratios: Vec<f64> = explained_variance.iter().map(|v| v / total_variance).collect();
-    let k = components_kept(plan.n_components, wanted, &explained_variance, total_variance).min(components.rows);
+    let k = components_kept(plan.n_components, wanted, &explained_variance, total_variance).min(components.rows());
     let explained_variance: Vec<f64> = explained_variance[..k].to_vec();
-    let mut components = Matrix::from_vec(k, p, components.data[..k * p].to_vec());
+    let mut components = Matrix::from_vec(k, p, components.data()[..k * p].to_vec())?;
     flip_signs(&mut components);
 
     // Projections (X − 1μᵀ)Vᵀ = X·Vᵀ − 1(μᵀVᵀ), without centring X.
@@ -205,14 +205,14 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> 
     let shift: Vec<f64> = (0..k).map(|c| (0..p).map(|j| mean[j] * vt.at(j, c)).sum()).collect();
     for r in 0..n {
         for c in 0..k {
-            projections.data[r * k + c] -= shift[c];
+            projections.data_mut()[r * k + c] -= shift[c];
         }
     }
     if plan.whiten {
         for r in 0..n {
             for c in 0..k {
                 let sd = explained_variance[c].sqrt();
-                projections.data[r * k + c] = if sd > 0.0 { projections.data[r * k + c] / sd } else { 0.0 };
+                projections.data_mut()[r * k + c] = if sd > 0.0 { projections.data()[r * k + c] / sd } else { 0.0 };
             }
         }
     }
@@ -296,13 +296,13 @@ fn symmetric_eigen(m: &Matrix) -> Result<(Vec<f64>, Matrix)> {
         .map_err(|e| stage(format!("the eigendecomposition did not converge: {e:?}")))?;
     let vals = eig.S().column_vector();
     let vecs = eig.U();
-    let d = m.rows;
+    let d = m.rows();
     let mut values = Vec::with_capacity(d);
     let mut vectors = Matrix::zeros(d, d);
     for (out_c, c) in (0..d).rev().enumerate() {
         values.push(vals[c].max(0.0));
         for r in 0..d {
-            vectors.data[r * d + out_c] = vecs[(r, c)];
+            vectors.data_mut()[r * d + out_c] = vecs[(r, c)];
         }
     }
     Ok((values, vectors))
@@ -314,7 +314,7 @@ fn covariance_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], n: usize, p: 
     let cov = covariance_from(be, x, mean, n)?;
     let (values, vectors) = symmetric_eigen(&cov)?;
     let m = n.min(p);
-    Ok((values[..m].to_vec(), Matrix::from_vec(m, p, vectors.transpose().data[..m * p].to_vec())))
+    Ok((values[..m].to_vec(), Matrix::from_vec(m, p, vectors.transpose().data()[..m * p].to_vec())?))
 }
 
 /// The covariance matrix (ddof = 1), centred without densifying a sparse input.
@@ -323,20 +323,20 @@ fn covariance_from(be: &dyn Backend, x: &PcaInput, mean: &[f64], n: usize) -> Re
         PcaInput::Dense(m) => be.gram_dense(m)?,
         PcaInput::Sparse(c) => be.gram_csr(c)?,
     };
-    let p = g.rows;
+    let p = g.rows();
     let denom = (n - 1) as f64;
     for a in 0..p {
         for b in 0..p {
-            let v = (g.data[a * p + b] - n as f64 * mean[a] * mean[b]) / denom;
-            g.data[a * p + b] = v;
+            let v = (g.data()[a * p + b] - n as f64 * mean[a] * mean[b]) / denom;
+            g.data_mut()[a * p + b] = v;
         }
     }
     // Exact symmetry (the products may differ in the last bit).
     for a in 0..p {
         for b in a + 1..p {
-            let v = 0.5 * (g.data[a * p + b] + g.data[b * p + a]);
-            g.data[a * p + b] = v;
-            g.data[b * p + a] = v;
+            let v = 0.5 * (g.data()[a * p + b] + g.data()[b * p + a]);
+            g.data_mut()[a * p + b] = v;
+            g.data_mut()[b * p + a] = v;
         }
     }
     Ok(g)
@@ -366,11 +366,11 @@ fn gram_solver(
         PcaInput::Sparse(c) => be.outer_csr(c)?,
     };
     // Centre: K − (Xμ)1ᵀ − 1(Xμ)ᵀ + (μᵀμ)11ᵀ.
-    let xmu = x.mul(be, &Matrix::from_vec(mean.len(), 1, mean.to_vec()))?.data;
+    let xmu = x.mul(be, &Matrix::from_vec(mean.len(), 1, mean.to_vec())?)?.into_data();
     let mumu: f64 = mean.iter().map(|m| m * m).sum();
     for a in 0..n {
         for b in 0..n {
-            k.data[a * n + b] += mumu - xmu[a] - xmu[b];
+            k.data_mut()[a * n + b] += mumu - xmu[a] - xmu[b];
         }
     }
     let (values, u) = symmetric_eigen(&k)?;
@@ -378,7 +378,7 @@ fn gram_solver(
     let explained: Vec<f64> = values[..n.min(p)].iter().map(|v| v / (n - 1) as f64).collect();
     let m = keep(&explained).clamp(1, n.min(p));
     // Components: Xᵀu − μ(1ᵀu), scaled to unit length by sᵢ.
-    let u_m = Matrix::from_vec(n, m, (0..n).flat_map(|r| u.row(r)[..m].to_vec()).collect());
+    let u_m = Matrix::from_vec(n, m, (0..n).flat_map(|r| u.row(r)[..m].to_vec()).collect())?;
     let xtu = x.t_mul(be, &u_m)?;
     let colsum: Vec<f64> = (0..m).map(|c| (0..n).map(|r| u_m.at(r, c)).sum()).collect();
     let mut comps = Matrix::zeros(m, p);
@@ -386,7 +386,7 @@ fn gram_solver(
         let s = values[c].sqrt();
         for j in 0..p {
             let v = xtu.at(j, c) - mean[j] * colsum[c];
-            comps.data[c * p + j] = if s > 0.0 { v / s } else { 0.0 };
+            comps.data_mut()[c * p + j] = if s > 0.0 { v / s } else { 0.0 };
         }
     }
     Ok((explained, comps))
@@ -406,23 +406,23 @@ fn randomized_solver(
     let l = (k + plan.oversamples).min(n.min(p));
     let iters = plan.power_iterations.unwrap_or(DEFAULT_POWER_ITERATIONS);
     let mut rng = SplitMix::new(seed ^ 0x5043_415f_7261_6e64);
-    let omega = Matrix::from_vec(p, l, (0..p * l).map(|_| rng.normal()).collect());
+    let omega = Matrix::from_vec(p, l, (0..p * l).map(|_| rng.normal()).collect())?;
     let centred_mul = |b: &Matrix| -> Result<Matrix> {
         let mut y = x.mul(be, b)?;
-        let shift: Vec<f64> = (0..b.cols).map(|c| (0..p).map(|j| mean[j] * b.at(j, c)).sum()).collect();
+        let shift: Vec<f64> = (0..b.cols()).map(|c| (0..p).map(|j| mean[j] * b.at(j, c)).sum()).collect();
         for r in 0..n {
-            for c in 0..b.cols {
-                y.data[r * b.cols + c] -= shift[c];
+            for c in 0..b.cols() {
+                y.data_mut()[r * b.cols() + c] -= shift[c];
             }
         }
         Ok(y)
     };
     let centred_t_mul = |b: &Matrix| -> Result<Matrix> {
         let mut z = x.t_mul(be, b)?;
-        let colsum: Vec<f64> = (0..b.cols).map(|c| (0..n).map(|r| b.at(r, c)).sum()).collect();
+        let colsum: Vec<f64> = (0..b.cols()).map(|c| (0..n).map(|r| b.at(r, c)).sum()).collect();
         for j in 0..p {
-            for c in 0..b.cols {
-                z.data[j * b.cols + c] -= mean[j] * colsum[c];
+            for c in 0..b.cols() {
+                z.data_mut()[j * b.cols() + c] -= mean[j] * colsum[c];
             }
         }
         Ok(z)
@@ -442,7 +442,7 @@ fn randomized_solver(
     for c in 0..k {
         ev.push(s[c] * s[c] / (n - 1) as f64);
         for j in 0..p {
-            comps.data[c * p + j] = w[(j, c)];
+            comps.data_mut()[c * p + j] = w[(j, c)];
         }
     }
     Ok((ev, comps))
@@ -456,9 +456,9 @@ fn orthonormal_columns(m: &Matrix) -> Matrix {
 
 /// scikit-learn's sign convention: each component's largest-|value| entry is positive.
 fn flip_signs(components: &mut Matrix) {
-    let p = components.cols;
-    for c in 0..components.rows {
-        let row = &mut components.data[c * p..(c + 1) * p];
+    let p = components.cols();
+    for c in 0..components.rows() {
+        let row = &mut components.data_mut()[c * p..(c + 1) * p];
         let mut best = 0.0f64;
         let mut sign = 1.0;
         for &v in row.iter() {

@@ -124,14 +124,14 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
         let (input, names, kind) = match (&bow, &dataset) {
             (Some(bow), _) => (PcaInput::Sparse(bow.matrix.clone()), bow.tokens.clone(), FeatureKind::Token),
             (None, Dataset::Numeric(t)) => (
-                PcaInput::Dense(Matrix::from_vec(t.rows, t.columns.len(), t.values.clone())),
+                PcaInput::Dense(Matrix::from_vec(t.rows, t.columns.len(), t.values.clone())?),
                 t.columns.clone(),
                 FeatureKind::Feature,
             ),
             (None, _) => return Err(crate::Error::Internal("PCA planned without a matrix".into())),
         };
         let (rows, cols) = match &input {
-            PcaInput::Dense(m) => (m.rows, m.cols),
+            PcaInput::Dense(m) => (m.rows(), m.cols()),
             PcaInput::Sparse(c) => (c.rows, c.cols),
         };
         let k = match pca_plan.n_components {

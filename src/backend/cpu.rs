@@ -70,30 +70,34 @@ impl Backend for Cpu {
     }
 
     fn gemm(&self, a: &Matrix, ta: bool, b: &Matrix, tb: bool) -> Result<Matrix> {
-        let (m, k) = if ta { (a.cols, a.rows) } else { (a.rows, a.cols) };
-        let (k2, n) = if tb { (b.cols, b.rows) } else { (b.rows, b.cols) };
+        let (m, k) = if ta { (a.cols(), a.rows()) } else { (a.rows(), a.cols()) };
+        let (k2, n) = if tb { (b.cols(), b.rows()) } else { (b.rows(), b.cols()) };
         super::check_dims("gemm", k, k2)?;
         let mut c = Matrix::zeros(m, n);
         // Row-major strides; a transpose is the same buffer with its strides swapped.
-        let (rsa, csa) = if ta { (1, a.cols as isize) } else { (a.cols as isize, 1) };
-        let (rsb, csb) = if tb { (1, b.cols as isize) } else { (b.cols as isize, 1) };
+        let (rsa, csa) = if ta { (1, a.cols() as isize) } else { (a.cols() as isize, 1) };
+        let (rsb, csb) = if tb { (1, b.cols() as isize) } else { (b.cols() as isize, 1) };
+        if a.data().len() != m * k || b.data().len() != k * n || c.data().len() != m * n {
+            return Err(Error::Internal("gemm: an operand's buffer does not hold its shape".into()));
+        }
         if m > 0 && n > 0 && k > 0 {
-            // SAFETY: the pointers and strides describe the m×k, k×n and m×n matrices held by `a`, `b` and `c`,
-            // whose buffers have exactly those sizes (checked above and by construction of `c`).
+            // SAFETY: the pointers and strides describe the m×k, k×n and m×n matrices held by `a`, `b` and `c`.
+            // A `Matrix` always holds rows × cols values (private fields, checked constructors: src/dense.rs), the
+            // inner dimensions are checked above and `c` was made m×n here; the lengths are checked once more.
             unsafe {
                 matrixmultiply::dgemm(
                     m,
                     k,
                     n,
                     1.0,
-                    a.data.as_ptr(),
+                    a.data().as_ptr(),
                     rsa,
                     csa,
-                    b.data.as_ptr(),
+                    b.data().as_ptr(),
                     rsb,
                     csb,
                     0.0,
-                    c.data.as_mut_ptr(),
+                    c.data_mut().as_mut_ptr(),
                     n as isize,
                     1,
                 );
@@ -108,7 +112,7 @@ impl Backend for Cpu {
         let p = x.cols;
         let mut out = Matrix::zeros(p, p);
         let block = p.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
-        out.data.par_chunks_mut(block * p).enumerate().for_each(|(bi, chunk)| {
+        out.data_mut().par_chunks_mut(block * p).enumerate().for_each(|(bi, chunk)| {
             let lo = bi * block;
             let hi = (lo + block).min(p);
             for r in 0..x.rows {
@@ -134,7 +138,7 @@ impl Backend for Cpu {
         // Row i scattered into a dense vector, then gathered against every row j ≤ i; mirrored afterwards.
         let n = x.rows;
         let mut out = Matrix::zeros(n, n);
-        out.data.par_chunks_mut(n.max(1)).enumerate().for_each_init(
+        out.data_mut().par_chunks_mut(n.max(1)).enumerate().for_each_init(
             || vec![0.0f64; x.cols],
             |dense, (i, row)| {
                 let (ia, va) = x.row(i);
@@ -152,25 +156,25 @@ impl Backend for Cpu {
         );
         for i in 0..n {
             for j in i + 1..n {
-                out.data[i * n + j] = out.data[j * n + i];
+                out.data_mut()[i * n + j] = out.data()[j * n + i];
             }
         }
         Ok(out)
     }
 
     fn csr_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
-        super::check_dims("csr_mul", x.cols, b.rows)?;
+        super::check_dims("csr_mul", x.cols, b.rows())?;
         Ok(csr_times_dense(x, b))
     }
 
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
-        super::check_dims("csr_t_mul", x.rows, b.rows)?;
+        super::check_dims("csr_t_mul", x.rows, b.rows())?;
         // Each thread owns a block of output rows (columns of X) and scans every row of X for entries in its
         // block: no transpose, no shared writes, and every output sums over X's rows in order.
-        let (p, k) = (x.cols, b.cols);
+        let (p, k) = (x.cols, b.cols());
         let mut out = Matrix::zeros(p, k);
         let block = p.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
-        out.data.par_chunks_mut((block * k).max(1)).enumerate().for_each(|(bi, chunk)| {
+        out.data_mut().par_chunks_mut((block * k).max(1)).enumerate().for_each(|(bi, chunk)| {
             let lo = bi * block;
             let hi = (lo + block).min(p);
             for r in 0..x.rows {
@@ -375,9 +379,9 @@ impl Backend for Cpu {
 }
 
 fn csr_times_dense(x: &Csr, b: &Matrix) -> Matrix {
-    let k = b.cols;
+    let k = b.cols();
     let mut out = Matrix::zeros(x.rows, k);
-    out.data.par_chunks_mut(k.max(1)).enumerate().for_each(|(r, row)| {
+    out.data_mut().par_chunks_mut(k.max(1)).enumerate().for_each(|(r, row)| {
         let (idx, val) = x.row(r);
         for (&c, &v) in idx.iter().zip(val) {
             k::axpy_f64(row, v, b.row(c as usize));

@@ -32,7 +32,7 @@ fn plan(k: ComponentsSpec, solver: PcaSolver) -> PcaPlan {
 }
 
 fn dense_of(x: &Csr) -> Matrix {
-    Matrix::from_vec(x.rows, x.cols, x.to_dense())
+    Matrix::from_vec(x.rows, x.cols, x.to_dense()).expect("shape")
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn covariance_of_sparse_input_equals_dense_and_is_symmetric_psd() {
         let x = random_sparse(seed, 40, 12, 0.3);
         let sparse = pca::covariance(&Cpu::new(), &PcaInput::Sparse(x.clone())).expect("sparse");
         let dense = pca::covariance(&Cpu::new(), &PcaInput::Dense(dense_of(&x))).expect("dense");
-        for (a, b) in sparse.data.iter().zip(&dense.data) {
+        for (a, b) in sparse.data().iter().zip(dense.data()) {
             assert!((a - b).abs() < 1e-12, "seed {seed}: {a} vs {b}");
         }
         for i in 0..12 {
@@ -65,7 +65,7 @@ fn covariance_equals_numpy_cov_on_digits() {
             values[r * 64 + j] = v;
         }
     }
-    let cov = pca::covariance(&Cpu::new(), &PcaInput::Dense(Matrix::from_vec(n, 64, values))).expect("cov");
+    let cov = pca::covariance(&Cpu::new(), &PcaInput::Dense(Matrix::from_vec(n, 64, values).expect("shape"))).expect("cov");
     let want = read_parquet(&fixture("cov_digits_raw.parquet"));
     let (i, j, v) = (i64s(&want, "i"), i64s(&want, "j"), f64s(&want, "cov"));
     assert_eq!(v.len(), 64 * 64);
@@ -115,7 +115,7 @@ fn the_three_solvers_agree() {
         for (a, b) in f.explained_variance.iter().zip(&fits[0].explained_variance) {
             assert!((a - b).abs() < ev_tol * b.max(1.0), "{:?}: {a} vs {b}", f.solver);
         }
-        for (a, b) in f.components.data.iter().zip(&fits[0].components.data) {
+        for (a, b) in f.components.data().iter().zip(fits[0].components.data()) {
             assert!((a - b).abs() < comp_tol, "{:?}: components differ ({a} vs {b})", f.solver);
         }
     }
@@ -183,8 +183,8 @@ fn sparse_products_match_dense_products() {
     let x = random_sparse(21, 17, 9, 0.4);
     let d = dense_of(&x);
     let mut rng = SplitMix::new(4);
-    let b = Matrix::from_vec(9, 3, (0..27).map(|_| rng.normal()).collect());
-    let c = Matrix::from_vec(17, 3, (0..51).map(|_| rng.normal()).collect());
+    let b = Matrix::from_vec(9, 3, (0..27).map(|_| rng.normal()).collect()).expect("shape");
+    let c = Matrix::from_vec(17, 3, (0..51).map(|_| rng.normal()).collect()).expect("shape");
     let pairs = [
         (Cpu::new().csr_mul(&x, &b).expect("xb"), Cpu::new().gemm(&d, false, &b, false).expect("dense xb")),
         (Cpu::new().csr_t_mul(&x, &c).expect("xtc"), Cpu::new().gemm(&d, true, &c, false).expect("dense xtc")),
@@ -192,8 +192,8 @@ fn sparse_products_match_dense_products() {
         (Cpu::new().outer_csr(&x).expect("outer"), Cpu::new().gemm(&d, false, &d, true).expect("dense outer")),
     ];
     for (i, (s, dn)) in pairs.iter().enumerate() {
-        assert_eq!((s.rows, s.cols), (dn.rows, dn.cols));
-        for (a, b) in s.data.iter().zip(&dn.data) {
+        assert_eq!((s.rows(), s.cols()), (dn.rows(), dn.cols()));
+        for (a, b) in s.data().iter().zip(dn.data()) {
             assert!((a - b).abs() < 1e-12, "product {i}: {a} vs {b}");
         }
     }

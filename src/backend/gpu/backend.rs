@@ -90,10 +90,10 @@ fn name_tensor(e: Error, what: &str) -> Error {
 }
 
 fn f32s(m: &Matrix) -> Vec<f32> {
-    m.data.iter().map(|&v| v as f32).collect()
+    m.data().iter().map(|&v| v as f32).collect()
 }
 
-fn f64_matrix(rows: usize, cols: usize, v: Vec<f32>) -> Matrix {
+fn f64_matrix(rows: usize, cols: usize, v: Vec<f32>) -> Result<Matrix> {
     Matrix::from_vec(rows, cols, v.into_iter().map(f64::from).collect())
 }
 
@@ -119,8 +119,8 @@ impl Backend for Gpu {
     }
 
     fn gemm(&self, a: &Matrix, ta: bool, b: &Matrix, tb: bool) -> Result<Matrix> {
-        let (m, k) = if ta { (a.cols, a.rows) } else { (a.rows, a.cols) };
-        let (k2, n) = if tb { (b.cols, b.rows) } else { (b.rows, b.cols) };
+        let (m, k) = if ta { (a.cols(), a.rows()) } else { (a.rows(), a.cols()) };
+        let (k2, n) = if tb { (b.cols(), b.rows()) } else { (b.rows(), b.cols()) };
         if k != k2 {
             return Err(Error::Internal(format!("gemm: inner dimensions differ ({k} vs {k2})")));
         }
@@ -128,7 +128,7 @@ impl Backend for Gpu {
         let out = self.one_shot(m * n, "gemm output", |enc, c| {
             self.ctx.matmul(enc, &ga, ta, &gb, tb, c, MatDims { m, n, k }, 0.0)
         })?;
-        Ok(f64_matrix(m, n, out))
+        f64_matrix(m, n, out)
     }
 
     fn gram_csr(&self, x: &Csr) -> Result<Matrix> {
@@ -140,7 +140,7 @@ impl Backend for Gpu {
             self.ctx.csr_outer(enc, p, x.rows, (&csr.0, &csr.1, &csr.2), o);
             Ok(())
         })?;
-        Ok(f64_matrix(p, p, out))
+        f64_matrix(p, p, out)
     }
 
     fn outer_csr(&self, x: &Csr) -> Result<Matrix> {
@@ -150,20 +150,20 @@ impl Backend for Gpu {
             self.ctx.csr_outer(enc, n, x.cols, (&csr.0, &csr.1, &csr.2), o);
             Ok(())
         })?;
-        Ok(f64_matrix(n, n, out))
+        f64_matrix(n, n, out)
     }
 
     fn csr_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
-        if x.cols != b.rows {
-            return Err(Error::Internal(format!("csr_mul: inner dimensions differ ({} vs {})", x.cols, b.rows)));
+        if x.cols != b.rows() {
+            return Err(Error::Internal(format!("csr_mul: inner dimensions differ ({} vs {})", x.cols, b.rows())));
         }
         let csr = self.upload_csr(x)?;
         let gb = self.ctx.upload(&f32s(b))?;
-        let out = self.one_shot(x.rows * b.cols, "sparse product", |enc, o| {
-            self.ctx.csr_mul(enc, x.rows, x.cols, (&csr.0, &csr.1, &csr.2), &gb, b.cols, o);
+        let out = self.one_shot(x.rows * b.cols(), "sparse product", |enc, o| {
+            self.ctx.csr_mul(enc, x.rows, x.cols, (&csr.0, &csr.1, &csr.2), &gb, b.cols(), o);
             Ok(())
         })?;
-        Ok(f64_matrix(x.rows, b.cols, out))
+        f64_matrix(x.rows, b.cols(), out)
     }
 
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
