@@ -15,21 +15,7 @@
 //   3  storage, rw    c: array<f32>         (main: C, or the slices when split; reduce_splits: C)
 //   4  storage, read  partials: array<f32>  (reduce_splits: the slices)
 
-struct GemmParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    ta: u32,
-    tb: u32,
-    beta: f32,
-    kc: u32,      // k per slice (= k when not split)
-    splits: u32,  // slices of k (1 = not split)
-}
-
-@group(0) @binding(0) var<uniform> p: GemmParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+//#include gemm_params
 @group(0) @binding(4) var<storage, read> partials: array<f32>;
 
 // Which operands are transposed: fixed per pipeline (one pipeline per combination), so the loads do not branch.

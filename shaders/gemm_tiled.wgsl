@@ -11,21 +11,7 @@
 //   2  storage, read  b: array<f32>
 //   3  storage, rw    c: array<f32>   (C, or the slices when split; read only when beta != 0 and not split)
 
-struct GemmParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    ta: u32,
-    tb: u32,
-    beta: f32,
-    kc: u32,      // k per slice (= k when not split)
-    splits: u32,  // slices of k (1 = not split)
-}
-
-@group(0) @binding(0) var<uniform> p: GemmParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+//#include gemm_params
 
 // Which operands are transposed: fixed per pipeline (one pipeline per combination).
 override TA: bool = false;
@@ -45,29 +31,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let slice = wid.z * p.m * p.n;
     for (var k0 = k_begin; k0 < k_end; k0 = k0 + 16u) {
         // 256 threads load 16×64 of A and of B, 4 values each (zeros past the edges).
-        for (var q = 0u; q < 4u; q = q + 1u) {
-            let e = t + 256u * q;
-            var kk: u32;
-            var rc: u32;
-            if (TA) { kk = e / 64u; rc = e % 64u; } else { kk = e % 16u; rc = e / 16u; }
-            let kg = k0 + kk;
-            let row = row_base + rc;
-            var va = 0.0;
-            if (kg < k_end && row < p.m) {
-                if (TA) { va = a[kg * p.m + row]; } else { va = a[row * p.k + kg]; }
-            }
-            tile_a[kk][rc] = va;
-            var kb: u32;
-            var cb: u32;
-            if (TB) { kb = e % 16u; cb = e / 16u; } else { kb = e / 64u; cb = e % 64u; }
-            let kgb = k0 + kb;
-            let col = col_base + cb;
-            var vb = 0.0;
-            if (kgb < k_end && col < p.n) {
-                if (TB) { vb = b[col * p.k + kgb]; } else { vb = b[kgb * p.n + col]; }
-            }
-            tile_b[kb][cb] = vb;
-        }
+//#include gemm_tile_load TILE=64 LOADS=4
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk = kk + 1u) {
             let av = vec4<f32>(tile_a[kk][lid.y], tile_a[kk][lid.y + 16u], tile_a[kk][lid.y + 32u], tile_a[kk][lid.y + 48u]);

@@ -456,7 +456,7 @@ pub fn gemm(sizes: &[usize], repeats: usize, python: Option<&str>, cpu: bool, lo
         let mut times = Vec::new();
         for _ in 0..repeats.max(1) {
             let t = Instant::now();
-            crate::backend::cpu_kernels::matmul(&a, false, &a, false, &mut c, d, 0.0);
+            crate::backend::cpu_kernels::matmul(&a, false, &a, false, &mut c, d, 0.0)?;
             times.push(t.elapsed().as_secs_f64());
         }
         row("cpu (matrixmultiply)", n, &mut times);

@@ -8,7 +8,7 @@
 //! go up. Initialisation follows the PyTorch peer: embedding rows U(−1/√V, 1/√V) (or N(0,1)), linear layers
 //! U(−1/√fan_in, 1/√fan_in) for weights and biases.
 
-use crate::backend::{AdamStep, Backend, Bags, Indices, MatDims, Tensor};
+use crate::backend::{AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
 use crate::config::{EmbeddingInit, Optimizer, Pooling};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix;
@@ -85,7 +85,6 @@ impl HostParams {
 #[derive(Debug, Clone, Copy)]
 pub struct TrainOptions {
     pub batch_size: usize,
-    pub optimizer: Optimizer,
     pub learning_rate: f64,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -95,8 +94,15 @@ pub struct TrainOptions {
 struct Param {
     value: Tensor,
     grad: Tensor,
-    m: Tensor,
-    v: Tensor,
+    state: OptimizerState,
+}
+
+/// What an optimizer keeps per parameter.
+enum OptimizerState {
+    /// Adam's first and second moments.
+    Adam { m: Tensor, v: Tensor },
+    /// SGD's momentum buffer.
+    Sgd { velocity: Tensor },
 }
 
 /// The network on a backend: parameters, optimizer state and the workspace for batches up to `capacity`.
@@ -114,7 +120,6 @@ pub struct Network<'b> {
     d_pooled: Tensor,
     ranks: Tensor,
     idx: BatchIndices,
-    mask_capacity: usize,
     step: u32,
     /// Bag weights of the current batch, by member and in segment order.
     weights: Tensor,
@@ -131,7 +136,6 @@ pub struct Network<'b> {
 pub const LOSS_LOG_STEPS: usize = 16;
 
 /// Index buffers of one batch.
-#[derive(Clone, Copy)]
 struct BatchIndices {
     items: Indices,
     offsets: Indices,
@@ -215,6 +219,7 @@ impl<'b> Network<'b> {
         be: &'b dyn Backend,
         shape: Shape,
         params: &HostParams,
+        optimizer: Optimizer,
         capacity: usize,
         max_inputs: usize,
     ) -> Result<Network<'b>> {
@@ -233,7 +238,11 @@ impl<'b> Network<'b> {
                 Error::Gpu(m) => Error::Gpu(format!("{name} ({} values): {m}", p.len())),
                 e => e,
             })?;
-            ps.push(Param { value, grad: be.tensor(&zeros)?, m: be.tensor(&zeros)?, v: be.tensor(&zeros)? });
+            let state = match optimizer {
+                Optimizer::Adam => OptimizerState::Adam { m: be.tensor(&zeros)?, v: be.tensor(&zeros)? },
+                Optimizer::Sgd => OptimizerState::Sgd { velocity: be.tensor(&zeros)? },
+            };
+            ps.push(Param { value, grad: be.tensor(&zeros)?, state });
         }
         let max_items = capacity * max_inputs.max(1);
         // A tensor that does not fit the device is an error naming it and its shape.
@@ -266,7 +275,6 @@ impl<'b> Network<'b> {
                 mask_items: be.index_buffer(0)?,
                 mask_offsets: be.index_buffer(capacity + 1)?,
             },
-            mask_capacity: 0,
             step: 0,
             weights: zeros("bag weights", max_items)?,
             seg_weights: zeros("segment weights", max_items)?,
@@ -276,7 +284,8 @@ impl<'b> Network<'b> {
         })
     }
 
-    fn upload(&mut self, b: &Batch) -> Result<Bags> {
+    /// Uploads a batch's indices and weights; returns its size.
+    fn upload(&mut self, b: &Batch) -> Result<usize> {
         if b.len() > self.capacity || b.items.len() > self.max_items {
             return Err(Error::Internal(format!(
                 "batch of {} examples / {} items exceeds the workspace ({} / {})",
@@ -287,57 +296,54 @@ impl<'b> Network<'b> {
             )));
         }
         let be = self.be;
-        self.idx.items = be.write_indices(self.idx.items, &b.items)?;
-        self.idx.offsets = be.write_indices(self.idx.offsets, &b.offsets)?;
-        self.idx.targets = be.write_indices(self.idx.targets, &b.targets)?;
-        self.idx.seg_items = be.write_indices(self.idx.seg_items, &b.seg_items)?;
-        self.idx.seg_offsets = be.write_indices(self.idx.seg_offsets, &b.seg_offsets)?;
-        self.idx.seg_examples = be.write_indices(self.idx.seg_examples, &b.seg_examples)?;
-        be.write(self.weights, &b.weights)?;
-        be.write(self.seg_weights, &b.seg_weights)?;
-        Ok(Bags {
-            bags: b.len(),
-            items: self.idx.items,
-            offsets: self.idx.offsets,
-            weights: self.weights,
-            seg_weights: self.seg_weights,
-            seg_items: self.idx.seg_items,
-            seg_offsets: self.idx.seg_offsets,
-            seg_examples: self.idx.seg_examples,
-        })
+        be.write_indices(&mut self.idx.items, &b.items)?;
+        be.write_indices(&mut self.idx.offsets, &b.offsets)?;
+        be.write_indices(&mut self.idx.targets, &b.targets)?;
+        be.write_indices(&mut self.idx.seg_items, &b.seg_items)?;
+        be.write_indices(&mut self.idx.seg_offsets, &b.seg_offsets)?;
+        be.write_indices(&mut self.idx.seg_examples, &b.seg_examples)?;
+        be.write(&self.weights, &b.weights)?;
+        be.write(&self.seg_weights, &b.seg_weights)?;
+        Ok(b.len())
     }
 
-    /// Forward pass of the uploaded batch into `logits` (rows = batch size).
-    fn forward(&self, bags: &Bags) -> Result<()> {
+    /// The bags of the uploaded batch of `rows` examples.
+    fn bags(&self, rows: usize) -> Bags<'_> {
+        Bags {
+            bags: rows,
+            items: &self.idx.items,
+            offsets: &self.idx.offsets,
+            weights: &self.weights,
+            seg_weights: &self.seg_weights,
+            seg_items: &self.idx.seg_items,
+            seg_offsets: &self.idx.seg_offsets,
+            seg_examples: &self.idx.seg_examples,
+        }
+    }
+
+    /// Forward pass of the uploaded batch of `rows` examples into `logits`.
+    fn forward(&self, rows: usize) -> Result<()> {
         let be = self.be;
         let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
-        let rows = bags.bags;
-        be.embedding_bag(self.params[EMB].value, d, bags, pooling == Pooling::Mean, self.pooled)?;
+        be.embedding_bag(&self.params[EMB].value, d, &self.bags(rows), pooling == Pooling::Mean, &self.pooled)?;
         let pre = if n > 0 {
-            be.matmul(
-                self.pooled,
-                false,
-                self.params[W1].value,
-                false,
-                self.hidden,
-                MatDims { m: rows, n, k: d },
-                0.0,
-            )?;
-            be.bias_act(self.hidden, self.params[B1].value, rows, n, true)?;
-            self.hidden
+            let dims = MatDims { m: rows, n, k: d };
+            be.matmul(&self.pooled, false, &self.params[W1].value, false, &self.hidden, dims, 0.0)?;
+            be.bias_act(&self.hidden, &self.params[B1].value, rows, n, true)?;
+            &self.hidden
         } else {
-            self.pooled
+            &self.pooled
         };
         let k = self.shape.pre_logits();
-        be.matmul(pre, false, self.params[W2].value, false, self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
-        be.bias_act(self.logits, self.params[B2].value, rows, v, false)
+        be.matmul(pre, false, &self.params[W2].value, false, &self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
+        be.bias_act(&self.logits, &self.params[B2].value, rows, v, false)
     }
 
     /// The summed loss (f64) of the steps since the last call; reads the device's loss log back once.
     pub fn take_loss(&mut self) -> Result<f64> {
         let mut total = std::mem::take(&mut self.loss_pending);
         if !self.logged.is_empty() {
-            let log = self.be.read(self.loss_log)?;
+            let log = self.be.read(&self.loss_log)?;
             for (slot, &rows) in self.logged.iter().enumerate() {
                 total +=
                     log[slot * self.capacity..slot * self.capacity + rows].iter().map(|&l| f64::from(l)).sum::<f64>();
@@ -353,83 +359,57 @@ impl<'b> Network<'b> {
         if self.logged.len() == LOSS_LOG_STEPS {
             self.loss_pending += self.take_loss()?;
         }
-        let bags = self.upload(batch)?;
-        self.forward(&bags)?;
+        let rows = self.upload(batch)?;
+        self.forward(rows)?;
         let be = self.be;
         let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
-        let rows = batch.len();
-        let pre_t = if n > 0 { self.hidden } else { self.pooled };
+        let pre_t = if n > 0 { &self.hidden } else { &self.pooled };
         let pre = self.shape.pre_logits();
-        be.softmax_xent(self.logits, self.idx.targets, rows, v, self.losses)?;
-        be.copy(self.losses, 0, self.loss_log, self.logged.len() * self.capacity, rows)?;
+        let p = &self.params;
+        be.softmax_xent(&self.logits, &self.idx.targets, rows, v, &self.losses)?;
+        be.copy(&self.losses, 0, &self.loss_log, self.logged.len() * self.capacity, rows)?;
         self.logged.push(rows);
         // Output layer.
-        be.matmul(pre_t, true, self.logits, false, self.params[W2].grad, MatDims { m: pre, n: v, k: rows }, 0.0)?;
-        be.column_sums(self.logits, rows, v, self.params[B2].grad)?;
-        be.matmul(
-            self.logits,
-            false,
-            self.params[W2].value,
-            true,
-            self.d_hidden,
-            MatDims { m: rows, n: pre, k: v },
-            0.0,
-        )?;
+        be.matmul(pre_t, true, &self.logits, false, &p[W2].grad, MatDims { m: pre, n: v, k: rows }, 0.0)?;
+        be.column_sums(&self.logits, rows, v, &p[B2].grad)?;
+        let dims = MatDims { m: rows, n: pre, k: v };
+        be.matmul(&self.logits, false, &p[W2].value, true, &self.d_hidden, dims, 0.0)?;
         // Hidden layer.
         let d_pooled = if n > 0 {
-            be.relu_backward(self.d_hidden, self.hidden)?;
-            be.matmul(
-                self.pooled,
-                true,
-                self.d_hidden,
-                false,
-                self.params[W1].grad,
-                MatDims { m: d, n, k: rows },
-                0.0,
-            )?;
-            be.column_sums(self.d_hidden, rows, n, self.params[B1].grad)?;
-            be.matmul(
-                self.d_hidden,
-                false,
-                self.params[W1].value,
-                true,
-                self.d_pooled,
-                MatDims { m: rows, n: d, k: n },
-                0.0,
-            )?;
-            self.d_pooled
+            be.relu_backward(&self.d_hidden, &self.hidden)?;
+            be.matmul(&self.pooled, true, &self.d_hidden, false, &p[W1].grad, MatDims { m: d, n, k: rows }, 0.0)?;
+            be.column_sums(&self.d_hidden, rows, n, &p[B1].grad)?;
+            be.matmul(&self.d_hidden, false, &p[W1].value, true, &self.d_pooled, MatDims { m: rows, n: d, k: n }, 0.0)?;
+            &self.d_pooled
         } else {
-            self.d_hidden
+            &self.d_hidden
         };
-        be.embedding_bag_backward(d_pooled, d, &bags, pooling == Pooling::Mean, self.params[EMB].grad)?;
+        be.embedding_bag_backward(d_pooled, d, &self.bags(rows), pooling == Pooling::Mean, &p[EMB].grad)?;
         self.step += 1;
         for (i, p) in self.params.iter().enumerate() {
             if n == 0 && (i == W1 || i == B1) {
                 continue;
             }
-            match opts.optimizer {
-                Optimizer::Adam => be.adam(
-                    p.value,
-                    p.grad,
-                    p.m,
-                    p.v,
-                    AdamStep {
+            match &p.state {
+                OptimizerState::Adam { m, v } => {
+                    let step = AdamStep {
                         lr: opts.learning_rate as f32,
                         beta1: 0.9,
                         beta2: 0.999,
                         eps: 1e-8,
                         weight_decay: opts.weight_decay as f32,
                         t: self.step,
-                    },
-                )?,
-                Optimizer::Sgd => be.sgd(
-                    p.value,
-                    p.grad,
-                    p.m,
-                    opts.learning_rate as f32,
-                    opts.momentum as f32,
-                    opts.weight_decay as f32,
-                )?,
+                    };
+                    be.adam(&p.value, &p.grad, m, v, step)?
+                }
+                OptimizerState::Sgd { velocity } => {
+                    let step = SgdStep {
+                        lr: opts.learning_rate as f32,
+                        momentum: opts.momentum as f32,
+                        weight_decay: opts.weight_decay as f32,
+                    };
+                    be.sgd(&p.value, &p.grad, velocity, step)?
+                }
             }
         }
         Ok(())
@@ -438,41 +418,36 @@ impl<'b> Network<'b> {
     /// Loss (summed, f64) and masked target ranks of a batch, without training. `masks[r]` are the items excluded
     /// from row r's ranking (the target itself is never excluded).
     pub fn evaluate(&mut self, batch: &Batch, masks: &[&[u32]]) -> Result<(f64, Vec<f32>)> {
-        let bags = self.upload(batch)?;
-        self.forward(&bags)?;
+        let rows = self.upload(batch)?;
+        self.forward(rows)?;
         let be = self.be;
-        let rows = batch.len();
         let mut mask_items = Vec::new();
         let mut mask_offsets = vec![0u32];
         for m in masks {
             mask_items.extend_from_slice(m);
             mask_offsets.push(mask_items.len() as u32);
         }
-        if mask_items.len() > self.mask_capacity {
-            self.mask_capacity = mask_items.len().next_power_of_two();
-            self.idx.mask_items = be.index_buffer(self.mask_capacity)?;
+        if mask_items.len() > self.idx.mask_items.capacity() {
+            self.idx.mask_items = be.index_buffer(mask_items.len().next_power_of_two())?;
         }
-        let mask_items_t = be.write_indices(self.idx.mask_items, &mask_items)?;
-        let mask_offsets_t = be.write_indices(self.idx.mask_offsets, &mask_offsets)?;
-        be.target_ranks(
-            self.logits,
-            rows,
-            self.shape.items,
-            self.idx.targets,
-            mask_items_t,
-            mask_offsets_t,
-            self.ranks,
-        )?;
-        let ranks = be.read(self.ranks)?[..rows].to_vec();
-        be.softmax_xent(self.logits, self.idx.targets, rows, self.shape.items, self.losses)?;
-        let loss = be.read(self.losses)?[..rows].iter().map(|&l| l as f64).sum();
+        be.write_indices(&mut self.idx.mask_items, &mask_items)?;
+        be.write_indices(&mut self.idx.mask_offsets, &mask_offsets)?;
+        let masks = RankMasks {
+            targets: &self.idx.targets,
+            mask_items: &self.idx.mask_items,
+            mask_offsets: &self.idx.mask_offsets,
+        };
+        be.target_ranks(&self.logits, rows, self.shape.items, &masks, &self.ranks)?;
+        let ranks = be.read(&self.ranks)?[..rows].to_vec();
+        be.softmax_xent(&self.logits, &self.idx.targets, rows, self.shape.items, &self.losses)?;
+        let loss = be.read(&self.losses)?[..rows].iter().map(|&l| l as f64).sum();
         Ok((loss, ranks))
     }
 
     /// The parameters back on the host.
     pub fn params(&self) -> Result<HostParams> {
         let r = |i: usize| -> Result<Vec<f32>> {
-            let mut v = self.be.read(self.params[i].value)?;
+            let mut v = self.be.read(&self.params[i].value)?;
             if self.shape.hidden == 0 && (i == W1 || i == B1) {
                 v.clear();
             }
@@ -484,7 +459,7 @@ impl<'b> Network<'b> {
     /// The gradients of the mean loss left by the last training step (same layout as the parameters).
     pub fn gradients(&self) -> Result<HostParams> {
         let r = |i: usize| -> Result<Vec<f32>> {
-            let mut v = self.be.read(self.params[i].grad)?;
+            let mut v = self.be.read(&self.params[i].grad)?;
             if self.shape.hidden == 0 && (i == W1 || i == B1) {
                 v.clear();
             }
@@ -497,7 +472,7 @@ impl<'b> Network<'b> {
     pub fn set_params(&mut self, p: &HostParams) -> Result<()> {
         for (i, part) in p.parts().into_iter().enumerate() {
             if !part.is_empty() {
-                self.be.write(self.params[i].value, part)?;
+                self.be.write(&self.params[i].value, part)?;
             }
         }
         Ok(())
@@ -509,7 +484,7 @@ impl<'b> Network<'b> {
     }
 
     /// The embedding table tensor (for the neighbour search).
-    pub fn embedding_tensor(&self) -> Tensor {
-        self.params[EMB].value
+    pub fn embedding_tensor(&self) -> &Tensor {
+        &self.params[EMB].value
     }
 }

@@ -177,10 +177,9 @@ pub fn run(
 
     let params = HostParams::init(shape, plan.init, plan.train_seed);
     let max_inputs = plan.inputs_per_example.max(1);
-    let mut net = Network::new(be, shape, &params, plan.batch_size, max_inputs)?;
+    let mut net = Network::new(be, shape, &params, plan.optimizer, plan.batch_size, max_inputs)?;
     let opts = TrainOptions {
         batch_size: plan.batch_size,
-        optimizer: plan.optimizer,
         learning_rate: plan.learning_rate,
         momentum: plan.momentum,
         weight_decay: plan.weight_decay,

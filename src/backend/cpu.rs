@@ -2,66 +2,24 @@
 //! Dense products go through `matrixmultiply`; sparse products are row-parallel with rayon and sum in a fixed order,
 //! so results do not depend on the thread count.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rayon::prelude::*;
 
 use super::cpu_kernels as k;
-use super::{AdamStep, Backend, Bags, Indices, MatDims, Tensor};
+use super::{AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::sparse::Csr;
 
-/// The CPU backend. Its resident tensors are host vectors.
+/// The CPU backend. Its resident tensors are host vectors behind read-write locks, freed with their last handle.
 #[derive(Debug, Default)]
-pub struct Cpu {
-    store: Mutex<Store>,
-}
-
-#[derive(Debug, Default)]
-struct Store {
-    f: Vec<Vec<f32>>,
-    u: Vec<Vec<u32>>,
-}
+pub struct Cpu;
 
 impl Cpu {
     pub fn new() -> Cpu {
-        Cpu::default()
+        Cpu
     }
-
-    fn store(&self) -> Result<MutexGuard<'_, Store>> {
-        self.store.lock().map_err(|_| Error::Internal("cpu backend: tensor store poisoned by a panic".into()))
-    }
-}
-
-impl Store {
-    fn f(&self, t: Tensor) -> Result<&[f32]> {
-        self.f.get(t.id).map(Vec::as_slice).ok_or_else(|| Error::Internal(format!("cpu backend: no tensor {}", t.id)))
-    }
-    fn u(&self, t: Indices) -> Result<&[u32]> {
-        self.u
-            .get(t.id)
-            .map(|v| &v[..t.len.min(v.len())])
-            .ok_or_else(|| Error::Internal(format!("cpu backend: no index buffer {}", t.id)))
-    }
-    /// Takes a tensor out of the store so it can be written while others are read; `put` returns it.
-    fn take(&mut self, t: Tensor) -> Result<Vec<f32>> {
-        self.f
-            .get_mut(t.id)
-            .map(std::mem::take)
-            .ok_or_else(|| Error::Internal(format!("cpu backend: no tensor {}", t.id)))
-    }
-    fn put(&mut self, t: Tensor, v: Vec<f32>) {
-        self.f[t.id] = v;
-    }
-}
-
-/// Runs `f` with tensor `out` taken out of the store for writing and the store readable.
-fn with_out<R>(store: &mut Store, out: Tensor, f: impl FnOnce(&Store, &mut [f32]) -> Result<R>) -> Result<R> {
-    let mut v = store.take(out)?;
-    let r = f(store, &mut v);
-    store.put(out, v);
-    r
 }
 
 impl Backend for Cpu {
@@ -194,14 +152,11 @@ impl Backend for Cpu {
     }
 
     fn tensor(&self, data: &[f32]) -> Result<Tensor> {
-        let mut s = self.store()?;
-        s.f.push(data.to_vec());
-        Ok(Tensor { id: s.f.len() - 1, len: data.len() })
+        Ok(Tensor::new(data.len(), RwLock::new(data.to_vec())))
     }
 
-    fn write(&self, t: Tensor, data: &[f32]) -> Result<()> {
-        let mut s = self.store()?;
-        let v = s.f.get_mut(t.id).ok_or_else(|| Error::Internal(format!("cpu backend: no tensor {}", t.id)))?;
+    fn write(&self, t: &Tensor, data: &[f32]) -> Result<()> {
+        let mut v = w(t)?;
         if v.len() < data.len() {
             return Err(Error::Internal(format!("cpu backend: write of {} values into {}", data.len(), v.len())));
         }
@@ -209,173 +164,189 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn read(&self, t: Tensor) -> Result<Vec<f32>> {
-        Ok(self.store()?.f(t)?.to_vec())
+    fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        Ok(r(t)?.clone())
     }
 
     fn index_buffer(&self, capacity: usize) -> Result<Indices> {
-        let mut s = self.store()?;
-        s.u.push(vec![0; capacity]);
-        Ok(Indices { id: s.u.len() - 1, len: 0 })
+        Ok(Indices::new(capacity, RwLock::new(vec![0u32; capacity])))
     }
 
-    fn write_indices(&self, t: Indices, data: &[u32]) -> Result<Indices> {
-        let mut s = self.store()?;
-        let v = s.u.get_mut(t.id).ok_or_else(|| Error::Internal(format!("cpu backend: no index buffer {}", t.id)))?;
-        if data.len() > v.len() {
-            return Err(Error::Internal(format!("cpu backend: {} indices into a buffer of {}", data.len(), v.len())));
+    fn write_indices(&self, t: &mut Indices, data: &[u32]) -> Result<()> {
+        {
+            let mut v = t
+                .storage::<U>("cpu")?
+                .write()
+                .map_err(|_| Error::Internal("cpu backend: an index buffer poisoned by a panic".into()))?;
+            if data.len() > v.len() {
+                return Err(Error::Internal(format!("cpu backend: {} indices into a buffer of {}", data.len(), v.len())));
+            }
+            v[..data.len()].copy_from_slice(data);
         }
-        v[..data.len()].copy_from_slice(data);
-        Ok(Indices { id: t.id, len: data.len() })
+        t.set_len(data.len());
+        Ok(())
     }
 
-    fn copy(&self, src: Tensor, src_offset: usize, dst: Tensor, dst_offset: usize, len: usize) -> Result<()> {
-        let mut s = self.store()?;
-        with_out(&mut s, dst, |s, out| {
-            let from = s
-                .f(src)?
-                .get(src_offset..src_offset + len)
-                .ok_or_else(|| Error::Internal("copy: source range".into()))?;
-            out.get_mut(dst_offset..dst_offset + len)
-                .ok_or_else(|| Error::Internal("copy: destination range".into()))?
-                .copy_from_slice(from);
-            Ok(())
-        })
+    fn copy(&self, src: &Tensor, src_offset: usize, dst: &Tensor, dst_offset: usize, len: usize) -> Result<()> {
+        distinct(&[dst], &[src])?;
+        let from = r(src)?;
+        let mut out = w(dst)?;
+        let from = from.get(src_offset..src_offset + len).ok_or_else(|| Error::Internal("copy: source range".into()))?;
+        out.get_mut(dst_offset..dst_offset + len)
+            .ok_or_else(|| Error::Internal("copy: destination range".into()))?
+            .copy_from_slice(from);
+        Ok(())
     }
 
-    fn matmul(&self, a: Tensor, ta: bool, b: Tensor, tb: bool, c: Tensor, dims: MatDims, beta: f32) -> Result<()> {
-        let mut s = self.store()?;
-        with_out(&mut s, c, |s, out| {
-            k::matmul(s.f(a)?, ta, s.f(b)?, tb, out, dims, beta);
-            Ok(())
-        })
+    fn matmul(&self, a: &Tensor, ta: bool, b: &Tensor, tb: bool, c: &Tensor, dims: MatDims, beta: f32) -> Result<()> {
+        distinct(&[c], &[a, b])?;
+        k::matmul(&r(a)?, ta, &r(b)?, tb, &mut w(c)?, dims, beta)
     }
 
-    fn embedding_bag(&self, table: Tensor, dim: usize, bags: &Bags, mean: bool, out: Tensor) -> Result<()> {
-        let mut s = self.store()?;
-        with_out(&mut s, out, |s, out| {
-            k::embedding_bag(
-                s.f(table)?,
-                dim,
-                s.u(bags.items)?,
-                s.u(bags.offsets)?,
-                s.f(bags.weights)?,
-                mean,
-                &mut out[..bags.bags * dim],
-            );
-            Ok(())
-        })
+    fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[table, bags.weights])?;
+        let mut out = w(out)?;
+        let out = out.get_mut(..bags.bags * dim).ok_or_else(|| Error::Internal("embedding_bag: output".into()))?;
+        k::embedding_bag(&r(table)?, dim, &ri(bags.items)?, &ri(bags.offsets)?, &r(bags.weights)?, mean, out);
+        Ok(())
     }
 
     fn embedding_bag_backward(
         &self,
-        d_pooled: Tensor,
+        d_pooled: &Tensor,
         dim: usize,
-        bags: &Bags,
+        bags: &Bags<'_>,
         mean: bool,
-        grad: Tensor,
+        grad: &Tensor,
     ) -> Result<()> {
-        let mut s = self.store()?;
-        with_out(&mut s, grad, |s, out| {
-            k::embedding_bag_backward(
-                s.f(d_pooled)?,
-                dim,
-                s.u(bags.offsets)?,
-                s.f(bags.weights)?,
-                s.u(bags.seg_items)?,
-                s.u(bags.seg_offsets)?,
-                s.u(bags.seg_examples)?,
-                s.f(bags.seg_weights)?,
-                mean,
-                out,
-            );
-            Ok(())
-        })
+        distinct(&[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
+        k::embedding_bag_backward(
+            &r(d_pooled)?,
+            dim,
+            &ri(bags.offsets)?,
+            &r(bags.weights)?,
+            &ri(bags.seg_items)?,
+            &ri(bags.seg_offsets)?,
+            &ri(bags.seg_examples)?,
+            &r(bags.seg_weights)?,
+            mean,
+            &mut w(grad)?,
+        );
+        Ok(())
     }
 
-    fn bias_act(&self, x: Tensor, bias: Tensor, rows: usize, cols: usize, relu: bool) -> Result<()> {
-        let mut s = self.store()?;
-        with_out(&mut s, x, |s, out| {
-            k::bias_act(&mut out[..rows * cols], s.f(bias)?, cols, relu);
-            Ok(())
-        })
+    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, relu: bool) -> Result<()> {
+        distinct(&[x], &[bias])?;
+        let mut x = w(x)?;
+        let x = x.get_mut(..rows * cols).ok_or_else(|| Error::Internal("bias_act: shape".into()))?;
+        k::bias_act(x, &r(bias)?, cols, relu);
+        Ok(())
     }
 
-    fn relu_backward(&self, grad: Tensor, activation: Tensor) -> Result<()> {
-        let mut s = self.store()?;
-        with_out(&mut s, grad, |s, out| {
-            k::relu_backward(out, s.f(activation)?);
-            Ok(())
-        })
+    fn relu_backward(&self, grad: &Tensor, activation: &Tensor) -> Result<()> {
+        distinct(&[grad], &[activation])?;
+        k::relu_backward(&mut w(grad)?, &r(activation)?);
+        Ok(())
     }
 
-    fn column_sums(&self, x: Tensor, rows: usize, cols: usize, out: Tensor) -> Result<()> {
-        let mut s = self.store()?;
-        with_out(&mut s, out, |s, out| {
-            k::column_sums(s.f(x)?, rows, cols, out);
-            Ok(())
-        })
+    fn column_sums(&self, x: &Tensor, rows: usize, cols: usize, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[x])?;
+        k::column_sums(&r(x)?, rows, cols, &mut w(out)?);
+        Ok(())
     }
 
-    fn softmax_xent(&self, logits: Tensor, targets: Indices, rows: usize, cols: usize, losses: Tensor) -> Result<()> {
-        let mut s = self.store()?;
-        let mut l = s.take(losses)?;
-        let r = with_out(&mut s, logits, |s, out| {
-            k::softmax_xent(&mut out[..rows * cols], s.u(targets)?, cols, &mut l[..rows]);
-            Ok(())
-        });
-        s.put(losses, l);
-        r
-    }
-
-    fn adam(&self, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: AdamStep) -> Result<()> {
-        let mut s = self.store()?;
-        let (mut pm, mut mm, mut vm) = (s.take(param)?, s.take(m)?, s.take(v)?);
-        let r = s.f(grad).map(|g| k::adam(&mut pm, g, &mut mm, &mut vm, step));
-        s.put(param, pm);
-        s.put(m, mm);
-        s.put(v, vm);
-        r
-    }
-
-    fn sgd(
+    fn softmax_xent(
         &self,
-        param: Tensor,
-        grad: Tensor,
-        velocity: Tensor,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
+        logits: &Tensor,
+        targets: &Indices,
+        rows: usize,
+        cols: usize,
+        losses: &Tensor,
     ) -> Result<()> {
-        let mut s = self.store()?;
-        let (mut pm, mut vm) = (s.take(param)?, s.take(velocity)?);
-        let r = s.f(grad).map(|g| k::sgd(&mut pm, g, &mut vm, lr, momentum, weight_decay));
-        s.put(param, pm);
-        s.put(velocity, vm);
-        r
+        distinct(&[logits, losses], &[])?;
+        let (mut l, mut out) = (w(losses)?, w(logits)?);
+        let out = out.get_mut(..rows * cols).ok_or_else(|| Error::Internal("softmax_xent: shape".into()))?;
+        let l = l.get_mut(..rows).ok_or_else(|| Error::Internal("softmax_xent: losses".into()))?;
+        k::softmax_xent(out, &ri(targets)?, cols, l);
+        Ok(())
+    }
+
+    fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()> {
+        distinct(&[param, m, v], &[grad])?;
+        k::adam(&mut w(param)?, &r(grad)?, &mut w(m)?, &mut w(v)?, step);
+        Ok(())
+    }
+
+    fn sgd(&self, param: &Tensor, grad: &Tensor, velocity: &Tensor, step: SgdStep) -> Result<()> {
+        distinct(&[param, velocity], &[grad])?;
+        k::sgd(&mut w(param)?, &r(grad)?, &mut w(velocity)?, step.lr, step.momentum, step.weight_decay);
+        Ok(())
     }
 
     fn target_ranks(
         &self,
-        scores: Tensor,
+        scores: &Tensor,
         rows: usize,
         cols: usize,
-        targets: Indices,
-        mask_items: Indices,
-        mask_offsets: Indices,
-        ranks: Tensor,
+        masks: &RankMasks<'_>,
+        ranks: &Tensor,
     ) -> Result<()> {
-        let mut s = self.store()?;
-        with_out(&mut s, ranks, |s, out| {
-            k::target_ranks(s.f(scores)?, cols, s.u(targets)?, s.u(mask_items)?, s.u(mask_offsets)?, &mut out[..rows]);
-            Ok(())
-        })
+        distinct(&[ranks], &[scores])?;
+        let mut out = w(ranks)?;
+        let out = out.get_mut(..rows).ok_or_else(|| Error::Internal("target_ranks: ranks".into()))?;
+        let (t, mi, mo) = (ri(masks.targets)?, ri(masks.mask_items)?, ri(masks.mask_offsets)?);
+        k::target_ranks(&r(scores)?, cols, &t, &mi, &mo, out);
+        Ok(())
     }
 
-    fn cosine_top_k(&self, x: Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
-        let s = self.store()?;
-        Ok(k::cosine_top_k(&s.f(x)?[..n * dim], n, dim, k))
+    fn cosine_top_k(&self, x: &Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+        let x = r(x)?;
+        let x = x.get(..n * dim).ok_or_else(|| Error::Internal("cosine_top_k: shape".into()))?;
+        k::cosine_top_k(x, n, dim, k)
     }
+}
+
+/// The CPU backend's tensor and index storage.
+type F = RwLock<Vec<f32>>;
+type U = RwLock<Vec<u32>>;
+
+fn poisoned<T>(_: T) -> Error {
+    Error::Internal("cpu backend: a tensor poisoned by a panic".into())
+}
+
+fn r(t: &Tensor) -> Result<RwLockReadGuard<'_, Vec<f32>>> {
+    t.storage::<F>("cpu")?.read().map_err(poisoned)
+}
+
+fn w(t: &Tensor) -> Result<RwLockWriteGuard<'_, Vec<f32>>> {
+    t.storage::<F>("cpu")?.write().map_err(poisoned)
+}
+
+/// The used part of an index buffer.
+fn ri(t: &Indices) -> Result<IndexView<'_>> {
+    Ok(IndexView { guard: t.storage::<U>("cpu")?.read().map_err(poisoned)?, len: t.len() })
+}
+
+struct IndexView<'a> {
+    guard: RwLockReadGuard<'a, Vec<u32>>,
+    len: usize,
+}
+
+impl std::ops::Deref for IndexView<'_> {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.guard[..self.len.min(self.guard.len())]
+    }
+}
+
+/// Refuses an operation whose outputs alias each other or an input (a write lock would wait on itself).
+fn distinct(outputs: &[&Tensor], inputs: &[&Tensor]) -> Result<()> {
+    for (i, o) in outputs.iter().enumerate() {
+        if outputs[i + 1..].iter().chain(inputs).any(|t| o.same(t)) {
+            return Err(Error::Internal("cpu backend: an output tensor is also an operand".into()));
+        }
+    }
+    Ok(())
 }
 
 fn csr_times_dense(x: &Csr, b: &Matrix) -> Matrix {

@@ -4,19 +4,27 @@
 use rayon::prelude::*;
 
 use super::{AdamStep, MatDims};
+use crate::error::{Error, Result};
 
 /// `c = op(a)·op(b) + beta·c`, row-major, through matrixmultiply's sgemm. Large products are split into blocks
 /// of C rows (or columns, when C is wide) computed in parallel on rayon's threads; each element's sum is the same
 /// single-threaded sgemm either way, so results do not depend on the thread count.
-pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDims, beta: f32) {
+pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDims, beta: f32) -> Result<()> {
     let MatDims { m, n, k } = d;
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
     }
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "matmul: buffers smaller than {m}×{n}×{k}");
+    if a.len() < m * k || b.len() < k * n || c.len() < m * n {
+        return Err(Error::Internal(format!(
+            "matmul {m}×{n}×{k}: operands of {}, {} and {} values are too small",
+            a.len(),
+            b.len(),
+            c.len()
+        )));
+    }
     if k == 0 {
         c[..m * n].iter_mut().for_each(|x| *x *= beta);
-        return;
+        return Ok(());
     }
     // op(a) is m×k: stored k×m when transposed. op(b) is k×n: stored n×k when transposed.
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
@@ -35,7 +43,7 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
             return;
         }
         let (a_ptr, b_ptr, c_ptr) = (&a_ptr, &b_ptr, &c_ptr);
-        // SAFETY: the asserts above keep every strided view inside its slice; blocks cover disjoint rows (or
+        // SAFETY: the length checks above keep every strided view inside its slice; blocks cover disjoint rows (or
         // columns) of C, so no two threads write the same element, and A and B are only read.
         unsafe {
             if by_rows {
@@ -75,6 +83,7 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
             }
         }
     });
+    Ok(())
 }
 
 /// A raw pointer that may cross threads (the caller guarantees disjoint writes).
@@ -356,7 +365,7 @@ fn count_above_generic(row: &[f32], x: f32) -> usize {
 }
 
 /// Cosine top-k of every row, itself excluded; ties to the smaller index.
-pub fn cosine_top_k(x: &[f32], n: usize, dim: usize, k: usize) -> (Vec<u32>, Vec<f32>) {
+pub fn cosine_top_k(x: &[f32], n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
     let k = k.min(n.saturating_sub(1));
     let mut unit = x.to_vec();
     for row in unit.chunks_mut(dim.max(1)) {
@@ -371,7 +380,7 @@ pub fn cosine_top_k(x: &[f32], n: usize, dim: usize, k: usize) -> (Vec<u32>, Vec
     for start in (0..n).step_by(BLOCK) {
         let rows = BLOCK.min(n - start);
         let mut s = vec![0f32; rows * n];
-        matmul(&unit[start * dim..], false, &unit, true, &mut s, MatDims { m: rows, n, k: dim }, 0.0);
+        matmul(&unit[start * dim..], false, &unit, true, &mut s, MatDims { m: rows, n, k: dim }, 0.0)?;
         idx[start * k..(start + rows) * k]
             .par_chunks_mut(k.max(1))
             .zip(sim[start * k..(start + rows) * k].par_chunks_mut(k.max(1)))
@@ -397,7 +406,7 @@ pub fn cosine_top_k(x: &[f32], n: usize, dim: usize, k: usize) -> (Vec<u32>, Vec
                 }
             });
     }
-    (idx, sim)
+    Ok((idx, sim))
 }
 
 #[cfg(test)]

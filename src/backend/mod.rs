@@ -9,6 +9,9 @@ pub mod gpu;
 pub use cpu::Cpu;
 pub use device::{open, AdapterReport, BackendReport};
 
+use std::any::Any;
+use std::sync::Arc;
+
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::sparse::Csr;
@@ -44,95 +47,158 @@ pub trait Backend: Send + Sync {
     /// `Xᵀ·B` for sparse `X` (n×p) and dense `B` (n×k).
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix>;
 
-    // ---- Resident tensors (f32 values, u32 indices) for training: created once, reused every step. ----
+    // ---- Resident tensors (f32 values, u32 indices) for training: created once, reused every step, freed when
+    // their last handle is dropped. ----
 
     /// A new f32 tensor holding `data`.
     fn tensor(&self, data: &[f32]) -> Result<Tensor>;
     /// Overwrites the front of a tensor (`data` no longer than it).
-    fn write(&self, t: Tensor, data: &[f32]) -> Result<()>;
+    fn write(&self, t: &Tensor, data: &[f32]) -> Result<()>;
     /// Copies a tensor back to the host.
-    fn read(&self, t: Tensor) -> Result<Vec<f32>>;
-    /// A new index buffer with room for `capacity` u32 values.
+    fn read(&self, t: &Tensor) -> Result<Vec<f32>>;
+    /// A new index buffer with room for `capacity` u32 values (none used yet).
     fn index_buffer(&self, capacity: usize) -> Result<Indices>;
-    /// Fills the front of an index buffer; returns the handle with its new length.
-    fn write_indices(&self, t: Indices, data: &[u32]) -> Result<Indices>;
+    /// Fills the front of an index buffer and sets its used length.
+    fn write_indices(&self, t: &mut Indices, data: &[u32]) -> Result<()>;
     /// Copies `len` values from `src[src_offset..]` to `dst[dst_offset..]` on the device.
-    fn copy(&self, src: Tensor, src_offset: usize, dst: Tensor, dst_offset: usize, len: usize) -> Result<()>;
+    fn copy(&self, src: &Tensor, src_offset: usize, dst: &Tensor, dst_offset: usize, len: usize) -> Result<()>;
 
-    // ---- Model operations (f32; every reduction in a fixed order, so results repeat bit for bit). ----
+    // ---- Model operations (f32; every reduction in a fixed order, so results repeat bit for bit). An output
+    // never aliases an input: a backend refuses that as an internal error. ----
 
     /// `c = op(a)·op(b) + beta·c` with `op(a)` m×k and `op(b)` k×n, row-major.
     #[allow(clippy::too_many_arguments)]
-    fn matmul(&self, a: Tensor, ta: bool, b: Tensor, tb: bool, c: Tensor, dims: MatDims, beta: f32) -> Result<()>;
+    fn matmul(&self, a: &Tensor, ta: bool, b: &Tensor, tb: bool, c: &Tensor, dims: MatDims, beta: f32) -> Result<()>;
 
     /// Gather-and-pool: `out[r] = Σ w_j · table[items[j]]` over the bag `offsets[r]..offsets[r+1]`, divided by the
     /// bag's total weight with mean pooling (its size when every weight is 1). `table` is V×dim, `out` is bags×dim.
-    fn embedding_bag(&self, table: Tensor, dim: usize, bags: &Bags, mean: bool, out: Tensor) -> Result<()>;
+    fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()>;
 
     /// The embedding gradient as a segment sum over each item's occurrences (no atomics): `grad` (V×dim) is
     /// zeroed, then `grad[item] = Σ d_pooled[example] (/ bag size with mean pooling)`.
-    fn embedding_bag_backward(&self, d_pooled: Tensor, dim: usize, bags: &Bags, mean: bool, grad: Tensor)
-        -> Result<()>;
+    fn embedding_bag_backward(
+        &self,
+        d_pooled: &Tensor,
+        dim: usize,
+        bags: &Bags<'_>,
+        mean: bool,
+        grad: &Tensor,
+    ) -> Result<()>;
 
     /// In place: `x[r][c] = act(x[r][c] + bias[c])` for an m×n `x`; `relu` picks ReLU, else identity.
-    fn bias_act(&self, x: Tensor, bias: Tensor, rows: usize, cols: usize, relu: bool) -> Result<()>;
+    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, relu: bool) -> Result<()>;
 
     /// In place: `grad *= (activation > 0)` (ReLU's backward, from its output).
-    fn relu_backward(&self, grad: Tensor, activation: Tensor) -> Result<()>;
+    fn relu_backward(&self, grad: &Tensor, activation: &Tensor) -> Result<()>;
 
     /// `out[c] = Σ_r x[r][c]` (bias gradients).
-    fn column_sums(&self, x: Tensor, rows: usize, cols: usize, out: Tensor) -> Result<()>;
+    fn column_sums(&self, x: &Tensor, rows: usize, cols: usize, out: &Tensor) -> Result<()>;
 
     /// Fused softmax cross-entropy, numerically stable, in one pass over each row: replaces `logits` (rows×cols)
     /// with the gradient of the mean loss, `(softmax − onehot(target)) / rows`, and writes each row's loss to
     /// `losses` (rows).
-    fn softmax_xent(&self, logits: Tensor, targets: Indices, rows: usize, cols: usize, losses: Tensor) -> Result<()>;
+    fn softmax_xent(&self, logits: &Tensor, targets: &Indices, rows: usize, cols: usize, losses: &Tensor)
+        -> Result<()>;
 
     /// One Adam step (PyTorch's Adam: L2 weight decay added to the gradient, bias-corrected moments).
-    fn adam(&self, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: AdamStep) -> Result<()>;
+    fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()>;
 
     /// One SGD step with momentum (PyTorch's SGD: `v = μv + g + λw; w −= lr·v`).
-    fn sgd(
-        &self,
-        param: Tensor,
-        grad: Tensor,
-        velocity: Tensor,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-    ) -> Result<()>;
+    fn sgd(&self, param: &Tensor, grad: &Tensor, velocity: &Tensor, step: SgdStep) -> Result<()>;
 
     /// Rank of each row's target among its candidates: `1 + #{j unmasked : s[j] > s[target]}`, where row r masks
     /// `mask_items[mask_offsets[r]..mask_offsets[r+1]]`. Writes ranks (as f32) to `ranks`.
-    #[allow(clippy::too_many_arguments)]
-    fn target_ranks(
-        &self,
-        scores: Tensor,
-        rows: usize,
-        cols: usize,
-        targets: Indices,
-        mask_items: Indices,
-        mask_offsets: Indices,
-        ranks: Tensor,
-    ) -> Result<()>;
+    fn target_ranks(&self, scores: &Tensor, rows: usize, cols: usize, masks: &RankMasks<'_>, ranks: &Tensor)
+        -> Result<()>;
 
     /// The `k` nearest rows by cosine similarity of every row of `x` (n×dim), itself excluded; ties go to the
     /// smaller index. Returns (neighbour indices, cosines), n×k each, row-major.
-    fn cosine_top_k(&self, x: Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)>;
+    fn cosine_top_k(&self, x: &Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)>;
 }
 
-/// An f32 tensor resident on a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Storage a backend keeps behind a handle: its own type, shared by the handle's clones, freed with the last one.
+type Storage = Arc<dyn Any + Send + Sync>;
+
+/// An f32 tensor resident on a backend. Clones share the storage; it is freed when the last handle is dropped.
+#[derive(Clone)]
 pub struct Tensor {
-    pub(crate) id: usize,
-    pub len: usize,
+    len: usize,
+    storage: Storage,
 }
 
-/// A u32 index buffer resident on a backend; `len` is the used length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A u32 index buffer resident on a backend, with room for `capacity` values of which `len` are in use.
 pub struct Indices {
-    pub(crate) id: usize,
-    pub len: usize,
+    len: usize,
+    capacity: usize,
+    storage: Storage,
+}
+
+impl Tensor {
+    /// A handle over a backend's storage for `len` values.
+    pub(crate) fn new<S: Any + Send + Sync>(len: usize, storage: S) -> Tensor {
+        Tensor { len, storage: Arc::new(storage) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The backend's storage, or an error when the tensor belongs to another backend.
+    pub(crate) fn storage<S: Any>(&self, backend: &str) -> Result<&S> {
+        self.storage
+            .downcast_ref()
+            .ok_or_else(|| Error::Internal(format!("{backend} backend: a tensor of another backend")))
+    }
+
+    /// Whether two handles share one storage.
+    pub fn same(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+}
+
+impl Indices {
+    pub(crate) fn new<S: Any + Send + Sync>(capacity: usize, storage: S) -> Indices {
+        Indices { len: 0, capacity, storage: Arc::new(storage) }
+    }
+
+    /// The values in use.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn set_len(&mut self, len: usize) {
+        self.len = len;
+    }
+
+    pub(crate) fn storage<S: Any>(&self, backend: &str) -> Result<&S> {
+        self.storage
+            .downcast_ref()
+            .ok_or_else(|| Error::Internal(format!("{backend} backend: an index buffer of another backend")))
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({} values)", self.len)
+    }
+}
+
+impl std::fmt::Debug for Indices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Indices({} of {})", self.len, self.capacity)
+    }
 }
 
 /// Shapes of a matmul: `op(a)` is m×k, `op(b)` is k×n.
@@ -147,15 +213,23 @@ pub struct MatDims {
 /// occurrences grouped by item: `seg_items[s]` occurs in the bags `seg_examples[seg_offsets[s]..seg_offsets[s+1]]`
 /// (ascending) with the weights `seg_weights[..]` at the same positions.
 #[derive(Debug, Clone, Copy)]
-pub struct Bags {
+pub struct Bags<'a> {
     pub bags: usize,
-    pub items: Indices,
-    pub offsets: Indices,
-    pub weights: Tensor,
-    pub seg_weights: Tensor,
-    pub seg_items: Indices,
-    pub seg_offsets: Indices,
-    pub seg_examples: Indices,
+    pub items: &'a Indices,
+    pub offsets: &'a Indices,
+    pub weights: &'a Tensor,
+    pub seg_weights: &'a Tensor,
+    pub seg_items: &'a Indices,
+    pub seg_offsets: &'a Indices,
+    pub seg_examples: &'a Indices,
+}
+
+/// The targets of a batch's rows and the items each row masks from its ranking.
+#[derive(Debug, Clone, Copy)]
+pub struct RankMasks<'a> {
+    pub targets: &'a Indices,
+    pub mask_items: &'a Indices,
+    pub mask_offsets: &'a Indices,
 }
 
 /// Hyper-parameters of one Adam step.
@@ -168,6 +242,14 @@ pub struct AdamStep {
     pub weight_decay: f32,
     /// 1 for the first step.
     pub t: u32,
+}
+
+/// Hyper-parameters of one SGD step.
+#[derive(Debug, Clone, Copy)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
 }
 
 fn check_dims(op: &str, inner_a: usize, inner_b: usize) -> Result<()> {

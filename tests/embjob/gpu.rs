@@ -6,25 +6,108 @@
 use std::sync::OnceLock;
 
 use embjob::backend::cpu_kernels as cpu;
-use embjob::backend::gpu::{kernels, GemmKernel, GpuContext};
+use embjob::backend::gpu::kernel_source::Form;
+use embjob::backend::gpu::kernels::{self, Kernel};
+use embjob::backend::gpu::{GemmKernel, GpuContext};
+use sha2::Digest;
 use embjob::backend::{AdamStep, MatDims};
 use embjob::rng::SplitMix;
 
+/// Every kernel source, in both forms (as measured on hardware GPUs, compact for software adapters).
+fn kernel_sources() -> Vec<(String, String)> {
+    let mut files: Vec<&str> = Kernel::ALL.iter().map(|k| k.spec().file).collect();
+    files.dedup();
+    let mut out = Vec::new();
+    for file in files {
+        for form in [Form::Measured, Form::Compact] {
+            let src = kernels::source(file, form).unwrap_or_else(|e| panic!("{file}: {e}")).into_owned();
+            out.push((format!("{file} ({form:?})"), src));
+        }
+    }
+    out
+}
+
+fn parse(name: &str, src: &str) -> naga::Module {
+    naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)))
+}
+
 #[test]
 fn every_kernel_validates_with_naga() {
-    assert!(kernels::SHADERS.len() >= 5);
-    for (name, src) in kernels::SHADERS {
-        let module =
-            naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
+    let sources = kernel_sources();
+    assert!(sources.len() >= 20);
+    for (name, src) in &sources {
+        let module = parse(name, src);
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}.wgsl does not validate: {e:?}"));
-        assert!(src.starts_with("// "), "{name}.wgsl starts with a header comment documenting its bindings");
-        assert!(src.contains("Bindings"), "{name}.wgsl documents its bindings");
+            .unwrap_or_else(|e| panic!("{name} does not validate: {e:?}"));
+        assert!(src.starts_with("// "), "{name} starts with a header comment documenting its bindings");
+        assert!(src.contains("Bindings"), "{name} documents its bindings");
+        assert!(!src.contains("//#"), "{name}: a directive was left unexpanded");
+    }
+    for kernel in Kernel::ALL {
+        let spec = kernel.spec();
+        let src = kernels::source(spec.file, Form::Measured).expect("source");
+        let module = parse(spec.file, &src);
+        assert!(
+            module.entry_points.iter().any(|e| e.name == spec.entry && e.stage == naga::ShaderStage::Compute),
+            "{kernel:?}: no compute entry point '{}' in {}.wgsl",
+            spec.entry,
+            spec.file
+        );
     }
     // The host sizes GEMM dispatches from the tile each kernel declares.
-    let tile = |name: &str| kernels::tile_of(kernels::source(name).expect("registered"));
+    let tile = |name: &str| kernels::tile_of(&kernels::source(name, Form::Measured).expect("registered"));
     assert_eq!((tile("gemm"), tile("gemm_tiled"), tile("gemm_tiled128")), (64, 64, 128));
+}
+
+#[test]
+fn each_parameter_struct_has_the_layout_of_its_wgsl_struct() {
+    for kernel in Kernel::ALL {
+        let spec = kernel.spec();
+        let src = kernels::source(spec.file, Form::Measured).expect("source");
+        let module = parse(spec.file, &src);
+        let ty = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some(spec.params.name))
+            .unwrap_or_else(|| panic!("{kernel:?}: no struct {} in {}.wgsl", spec.params.name, spec.file))
+            .1;
+        let naga::TypeInner::Struct { members, span } = &ty.inner else { panic!("{} is not a struct", spec.params.name) };
+        let wgsl: Vec<(String, usize)> =
+            members.iter().map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize)).collect();
+        let rust: Vec<(String, usize)> = (spec.params.layout)().into_iter().map(|(n, o)| (n.to_owned(), o)).collect();
+        assert_eq!(rust, wgsl, "{kernel:?}: {} fields and offsets", spec.params.name);
+        assert_eq!(spec.params.size, *span as usize, "{kernel:?}: {} size", spec.params.name);
+        // Every member is a 4-byte scalar, so the Pod struct's bytes are the uniform's bytes.
+        for m in members {
+            let inner = &module.types[m.ty].inner;
+            assert!(matches!(inner, naga::TypeInner::Scalar(s) if s.width == 4), "{kernel:?}: {:?}", m.name);
+        }
+    }
+}
+
+#[test]
+fn generated_gemm_sources_are_the_files_that_were_measured() {
+    // SHA-256 of the kernels as measured on the H200 at stop 8 (commit b721668, before they were generated).
+    let measured = [
+        ("gemm", "e4fbc3e0b5346b54514050cef4d22dc8e8741652aa969e0c50e8d230c67732fd"),
+        ("gemm_tiled", "9aa8abe9b01103a2a1e77d52d2e6f596fa13c858cf76eee82a40b413bb8046e2"),
+        ("gemm_tiled128", "703f281bd6d1113116adbef4b3a7ca3bc3583ceb279b70294f395b5b36c87a79"),
+    ];
+    for (name, want) in measured {
+        let src = kernels::source(name, Form::Measured).expect("source");
+        let got: String = sha2::Sha256::digest(src.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, want, "{name}.wgsl as generated is not the measured file");
+    }
+    // The compact form differs only in the 128×128 write-back.
+    assert_eq!(kernels::source("gemm_tiled", Form::Compact).expect("src"), kernels::source("gemm_tiled", Form::Measured).expect("src"));
+    let (m, c) = (
+        kernels::source("gemm_tiled128", Form::Measured).expect("src"),
+        kernels::source("gemm_tiled128", Form::Compact).expect("src"),
+    );
+    assert!(m.matches("c[at] = v;").count() == 64 && c.matches("c[at] = v;").count() == 1);
+    let head = |s: &str| s[..s.find("let beta_on").expect("write-back")].to_owned();
+    assert_eq!(head(&m), head(&c));
 }
 
 /// The shared device, or `None` (skip) when there is no adapter and EMBJOB_REQUIRE_GPU is not set.
@@ -77,7 +160,7 @@ fn gemm_with_every_transpose_equals_cpu() {
                 let what = format!("{kernel:?} gemm {m}×{n}×{k} ta={ta} tb={tb}");
                 for beta in [0.0f32, 0.5] {
                     let mut want = c0.clone();
-                    cpu::matmul(&a, ta, &b, tb, &mut want, d, beta);
+                    cpu::matmul(&a, ta, &b, tb, &mut want, d, beta).expect("cpu matmul");
                     let c = if beta == 0.0 { g.upload(&poison(m * n)).expect("c") } else { g.upload(&c0).expect("c") };
                     let (ga, gb) = (g.upload(&a).expect("a"), g.upload(&b).expect("b"));
                     let run = || {
@@ -124,7 +207,7 @@ fn softmax_xent_equals_cpu_and_stays_finite() {
         let gt = g.upload_idx(&targets).expect("targets");
         let loss = g.upload(&poison(rows)).expect("losses");
         let mut enc = g.encoder();
-        g.softmax_xent(&mut enc, &gl, &gt, rows, cols, &loss);
+        g.softmax_xent(&mut enc, &gl, &gt, rows, cols, &loss).expect("dispatch");
         g.submit(enc);
         assert_close(&g.download(&gl).expect("grad"), &want, &format!("softmax gradient {rows}×{cols}"));
         assert_close(&g.download(&loss).expect("loss"), &want_loss, &format!("softmax loss {rows}×{cols}"));
@@ -170,7 +253,7 @@ fn embedding_bag_forward_and_backward_equal_cpu() {
         let gw = g.upload(&batch.weights).expect("w");
         let out = g.upload(&poison(b * d)).expect("out");
         let mut enc = g.encoder();
-        g.embedding_bag(&mut enc, &gt, d, (&gi, &go, &gw), b, mean, &out);
+        g.embedding_bag(&mut enc, &gt, d, (&gi, &go, &gw), b, mean, &out).expect("dispatch");
         g.submit(enc);
         assert_close(&g.download(&out).expect("pooled"), &want, &format!("embedding bag mean={mean}"));
 
@@ -197,7 +280,9 @@ fn embedding_bag_forward_and_backward_equal_cpu() {
         );
         let gsw = g.upload(&batch.seg_weights).expect("seg weights");
         let mut enc = g.encoder();
-        g.embedding_bag_backward(&mut enc, &dp, d, (&go, &gw), (&si, &so, &se, &gsw), mean, &grad);
+        let segments = batch.seg_items.len();
+        g.embedding_bag_backward(&mut enc, &dp, d, (&go, &gw), (&si, &so, &se, &gsw), segments, mean, &grad)
+            .expect("dispatch");
         g.submit(enc);
         assert_close(&g.download(&grad).expect("grad"), &want, &format!("embedding gradient mean={mean}"));
     }
@@ -214,7 +299,7 @@ fn bias_relu_and_column_sums_equal_cpu() {
         cpu::bias_act(&mut want, &bias, cols, relu);
         let (gx, gb) = (g.upload(&x).expect("x"), g.upload(&bias).expect("b"));
         let mut enc = g.encoder();
-        g.bias_act(&mut enc, &gx, &gb, rows, cols, relu);
+        g.bias_act(&mut enc, &gx, &gb, rows, cols, relu).expect("dispatch");
         g.submit(enc);
         assert_close(&g.download(&gx).expect("x"), &want, &format!("bias_act relu={relu}"));
     }
@@ -224,7 +309,7 @@ fn bias_relu_and_column_sums_equal_cpu() {
     cpu::relu_backward(&mut want, &act);
     let (gg, ga) = (g.upload(&grad).expect("g"), g.upload(&act).expect("a"));
     let mut enc = g.encoder();
-    g.relu_backward(&mut enc, &gg, &ga);
+    g.relu_backward(&mut enc, &gg, &ga, rows * cols).expect("dispatch");
     g.submit(enc);
     assert_close(&g.download(&gg).expect("g"), &want, "relu_backward");
 
@@ -235,7 +320,7 @@ fn bias_relu_and_column_sums_equal_cpu() {
         cpu::column_sums(&x, rows, cols, &mut want);
         let (gx, out) = (g.upload(&x).expect("x"), g.upload(&poison(cols)).expect("out"));
         let mut enc = g.encoder();
-        g.column_sums(&mut enc, &gx, rows, cols, &out);
+        g.column_sums(&mut enc, &gx, rows, cols, &out).expect("dispatch");
         g.submit(enc);
         assert_close(&g.download(&out).expect("sums"), &want, &format!("column_sums {rows}×{cols}"));
     }
@@ -253,7 +338,7 @@ fn adam_and_sgd_steps_equal_cpu() {
     let (gp, gg, gm, gv) =
         (g.upload(&p0).expect("p"), g.upload(&grad).expect("g"), g.upload(&m0).expect("m"), g.upload(&v0).expect("v"));
     let mut enc = g.encoder();
-    g.adam(&mut enc, &gp, &gg, &gm, &gv, step);
+    g.adam(&mut enc, &gp, &gg, &gm, &gv, step).expect("dispatch");
     g.submit(enc);
     assert_close(&g.download(&gp).expect("p"), &p, "adam param");
     assert_close(&g.download(&gm).expect("m"), &m, "adam m");
@@ -263,10 +348,102 @@ fn adam_and_sgd_steps_equal_cpu() {
     cpu::sgd(&mut p, &grad, &mut vel, 0.1, 0.9, 0.001);
     let (gp, gvel) = (g.upload(&p0).expect("p"), g.upload(&m0).expect("vel"));
     let mut enc = g.encoder();
-    g.sgd(&mut enc, &gp, &gg, &gvel, 0.1, 0.9, 0.001);
+    g.sgd(&mut enc, &gp, &gg, &gvel, 0.1, 0.9, 0.001).expect("dispatch");
     g.submit(enc);
     assert_close(&g.download(&gp).expect("p"), &p, "sgd param");
     assert_close(&g.download(&gvel).expect("vel"), &vel, "sgd velocity");
+}
+
+/// A seeded sparse matrix with empty rows and columns, and its dense copy.
+fn sparse(seed: u64, rows: usize, cols: usize) -> embjob::sparse::Csr {
+    let mut r = SplitMix::new(seed);
+    let data: Vec<Vec<(u32, f64)>> = (0..rows)
+        .map(|i| {
+            if i % 7 == 3 {
+                return Vec::new();
+            }
+            let mut row = Vec::new();
+            for c in 0..cols {
+                if c % 5 != 2 && r.below(3) == 0 {
+                    row.push((c as u32, r.normal()));
+                }
+            }
+            row
+        })
+        .collect();
+    embjob::sparse::Csr::from_rows(cols, &data)
+}
+
+#[test]
+fn sparse_products_equal_cpu() {
+    let Some(g) = gpu() else { return };
+    let (rows, cols, k) = (45, 70, 6);
+    let x = sparse(21, rows, cols);
+    let dense = x.to_dense();
+    let b = random(22, cols * k, 1.0);
+    let upload = |x: &embjob::sparse::Csr| {
+        let indptr: Vec<u32> = x.indptr.iter().map(|&v| v as u32).collect();
+        let values: Vec<f32> = x.values.iter().map(|&v| v as f32).collect();
+        (g.upload_idx(&indptr).expect("indptr"), g.upload_idx(&x.indices).expect("indices"), g.upload(&values).expect("values"))
+    };
+    let gx = upload(&x);
+    // X·B against the dense product.
+    let mut want = vec![0.0f32; rows * k];
+    for i in 0..rows {
+        for j in 0..k {
+            want[i * k + j] = (0..cols).map(|c| dense[i * cols + c] * f64::from(b[c * k + j])).sum::<f64>() as f32;
+        }
+    }
+    let (gb, out) = (g.upload(&b).expect("b"), g.upload(&poison(rows * k)).expect("out"));
+    let mut enc = g.encoder();
+    g.csr_mul(&mut enc, rows, cols, (&gx.0, &gx.1, &gx.2), &gb, k, &out).expect("dispatch");
+    g.submit(enc);
+    assert_close(&g.download(&out).expect("xb"), &want, "csr_mul");
+    // X·Xᵀ and, through the transpose, XᵀX.
+    for (what, m, n) in [("outer", &x, rows), ("gram", &embjob::backend::cpu::transpose(&x), cols)] {
+        let d = m.to_dense();
+        let inner = m.cols;
+        let want: Vec<f32> = (0..n * n)
+            .map(|e| (0..inner).map(|c| d[(e / n) * inner + c] * d[(e % n) * inner + c]).sum::<f64>() as f32)
+            .collect();
+        let gm = upload(m);
+        let out = g.upload(&poison(n * n)).expect("out");
+        let mut enc = g.encoder();
+        g.csr_outer(&mut enc, n, inner, (&gm.0, &gm.1, &gm.2), &out).expect("dispatch");
+        g.submit(enc);
+        assert_close(&g.download(&out).expect("outer"), &want, what);
+    }
+}
+
+#[test]
+fn target_ranks_equal_cpu_with_masks_and_ties() {
+    let Some(g) = gpu() else { return };
+    for (rows, cols) in [(1, 1), (9, 70), (40, 1000)] {
+        // Scores on a coarse grid, so ties are common (a tie does not outrank the target).
+        let scores: Vec<f32> = random(23, rows * cols, 3.0).iter().map(|v| v.round()).collect();
+        let mut r = SplitMix::new(24);
+        let targets: Vec<u32> = (0..rows).map(|_| r.below(cols) as u32).collect();
+        let (mut mask_items, mut mask_offsets) = (Vec::new(), vec![0u32]);
+        for (row, &t) in targets.iter().enumerate() {
+            for _ in 0..row % 4 {
+                mask_items.push(r.below(cols) as u32);
+            }
+            if row % 3 == 0 {
+                mask_items.push(t); // the target itself is never masked
+            }
+            mask_offsets.push(mask_items.len() as u32);
+        }
+        let mut want = vec![f32::NAN; rows];
+        cpu::target_ranks(&scores, cols, &targets, &mask_items, &mask_offsets, &mut want);
+        let (gs, gt) = (g.upload(&scores).expect("s"), g.upload_idx(&targets).expect("t"));
+        let (gmi, gmo) = (g.upload_idx(&mask_items).expect("mi"), g.upload_idx(&mask_offsets).expect("mo"));
+        let ranks = g.upload(&poison(rows)).expect("ranks");
+        let mut enc = g.encoder();
+        g.target_ranks(&mut enc, &gs, rows, cols, &gt, &gmi, &gmo, &ranks).expect("dispatch");
+        g.submit(enc);
+        assert_eq!(g.download(&ranks).expect("ranks"), want, "ranks {rows}×{cols}");
+        assert!(want.iter().all(|&x| x >= 1.0 && x <= cols as f32));
+    }
 }
 
 #[test]
@@ -347,7 +524,7 @@ fn cosine_neighbours_equal_cpu() {
     let Some(g) = gpu() else { return };
     let (n, d, k) = (300, 7, 10);
     let x = random(17, n * d, 1.0);
-    let (want_idx, want_sim) = cpu::cosine_top_k(&x, n, d, k);
+    let (want_idx, want_sim) = cpu::cosine_top_k(&x, n, d, k).expect("cpu top k");
     let (idx, sim) = g.cosine_top_k(&g.upload(&x).expect("x"), n, d, k).expect("top k");
     assert_close(&sim, &want_sim, "cosines");
     // Neighbours agree except where two cosines tie within rounding.

@@ -27,7 +27,7 @@ fn examples(seed: u64, items: usize, count: usize) -> Vec<Example> {
 
 fn loss_of(shape: Shape, params: &HostParams, batch: &Batch) -> f64 {
     let be = Cpu::new();
-    let mut net = Network::new(&be, shape, params, batch.len(), 4).expect("network");
+    let mut net = Network::new(&be, shape, params, Optimizer::Adam, batch.len(), 4).expect("network");
     let masks: Vec<&[u32]> = vec![&[]; batch.len()];
     net.evaluate(batch, &masks).expect("evaluate").0
 }
@@ -40,10 +40,9 @@ fn check(shape: Shape) {
     // Unequal pooling weights, so the weighted paths are checked too.
     let batch = Batch::weighted(ex.iter(), |u, i| 0.5 + ((u * 7 + i) % 4) as f32 * 0.5);
     let be = Cpu::new();
-    let mut net = Network::new(&be, shape, &params, batch.len(), 4).expect("network");
+    let mut net = Network::new(&be, shape, &params, Optimizer::Sgd, batch.len(), 4).expect("network");
     let opts = TrainOptions {
         batch_size: 5,
-        optimizer: Optimizer::Sgd,
         learning_rate: 1e-30,
         momentum: 0.0,
         weight_decay: 0.0,

@@ -1,15 +1,17 @@
-//! [`Gpu`]: the [`Backend`] contract on wgpu. Tensors live on the device for as long as the backend does; each
-//! operation records its dispatch into one pending command encoder, which is submitted only when the host needs a
-//! result (`read`) or before new data is written, so a training step's dispatches share one encoder.
+//! [`Gpu`]: the [`Backend`] contract on wgpu. A resident tensor owns its device buffer (freed with its last handle);
+//! each operation records its dispatch into one pending command encoder, which is submitted only when the host
+//! needs a result (`read`) or before new data is written, so a training step's dispatches share one encoder.
 //!
 //! PCA's products run in f32 on the device (f64 on the host before and after). The cosine neighbour search runs on
 //! the device up to 64 neighbours per item, on the host beyond.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::ops::GpuCsr;
 use super::{GpuBuf, GpuContext, GpuIdx};
 use crate::backend::cpu_kernels;
-use crate::backend::{AdamStep, Backend, Bags, Indices, MatDims, Tensor};
+use crate::backend::{AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::sparse::Csr;
@@ -17,20 +19,36 @@ use crate::sparse::Csr;
 /// The wgpu backend.
 pub struct Gpu {
     ctx: GpuContext,
-    state: Mutex<State>,
+    /// The encoder the next operations record into.
+    pending: Mutex<Option<wgpu::CommandEncoder>>,
 }
 
-#[derive(Default)]
-struct State {
-    f: Vec<GpuBuf>,
-    u: Vec<GpuIdx>,
-    pending: Option<wgpu::CommandEncoder>,
+/// A resident tensor's buffer. Dropping it tells the context's bind-group cache to let go of its buffers.
+struct Resident<B> {
+    buf: B,
+    released: Arc<AtomicU64>,
+}
+
+impl<B> Drop for Resident<B> {
+    fn drop(&mut self) {
+        self.released.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn buf(t: &Tensor) -> Result<&GpuBuf> {
+    Ok(&t.storage::<Resident<GpuBuf>>("gpu")?.buf)
+}
+
+/// An index buffer with its used length.
+fn idx(t: &Indices) -> Result<GpuIdx> {
+    let b = &t.storage::<Resident<GpuIdx>>("gpu")?.buf;
+    Ok(GpuIdx { buf: b.buf.clone(), len: t.len() })
 }
 
 impl Gpu {
     /// The backend on an opened device.
     pub fn new(ctx: GpuContext) -> Gpu {
-        Gpu { ctx, state: Mutex::new(State::default()) }
+        Gpu { ctx, pending: Mutex::new(None) }
     }
 
     /// The device and its adapter.
@@ -38,23 +56,29 @@ impl Gpu {
         &self.ctx
     }
 
-    fn state(&self) -> Result<MutexGuard<'_, State>> {
-        self.state.lock().map_err(|_| Error::Internal("gpu backend: state poisoned by a panic".into()))
+    fn pending(&self) -> Result<MutexGuard<'_, Option<wgpu::CommandEncoder>>> {
+        self.pending.lock().map_err(|_| Error::Internal("gpu backend: state poisoned by a panic".into()))
     }
 
-    fn flush(&self, st: &mut State) {
-        if let Some(enc) = st.pending.take() {
+    /// Submits what was recorded.
+    fn flush(&self) -> Result<()> {
+        if let Some(enc) = self.pending()?.take() {
             self.ctx.submit(enc);
         }
+        Ok(())
     }
 
     /// Records into the pending encoder.
-    fn record(&self, f: impl FnOnce(&GpuContext, &State, &mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
-        let mut st = self.state()?;
-        let mut enc = st.pending.take().unwrap_or_else(|| self.ctx.encoder());
-        let r = f(&self.ctx, &st, &mut enc);
-        st.pending = Some(enc);
+    fn record(&self, f: impl FnOnce(&GpuContext, &mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
+        let mut pending = self.pending()?;
+        let mut enc = pending.take().unwrap_or_else(|| self.ctx.encoder());
+        let r = f(&self.ctx, &mut enc);
+        *pending = Some(enc);
         r
+    }
+
+    fn resident<B>(&self, buf: B) -> Resident<B> {
+        Resident { buf, released: self.ctx.pipelines.released.clone() }
     }
 
     /// Runs one host-side product: uploads, records, submits and reads back.
@@ -65,10 +89,7 @@ impl Gpu {
         f: impl FnOnce(&mut wgpu::CommandEncoder, &GpuBuf) -> Result<()>,
     ) -> Result<Vec<f32>> {
         let out = self.ctx.upload(&vec![0.0; out_len]).map_err(|e| name_tensor(e, what))?;
-        {
-            let mut st = self.state()?;
-            self.flush(&mut st);
-        }
+        self.flush()?;
         let mut enc = self.ctx.encoder();
         f(&mut enc, &out)?;
         self.ctx.submit(enc);
@@ -80,6 +101,10 @@ impl Gpu {
         let values: Vec<f32> = x.values.iter().map(|&v| v as f32).collect();
         Ok((self.ctx.upload_idx(&indptr)?, self.ctx.upload_idx(&x.indices)?, self.ctx.upload(&values)?))
     }
+}
+
+fn csr(c: &(GpuIdx, GpuIdx, GpuBuf)) -> GpuCsr<'_> {
+    (&c.0, &c.1, &c.2)
 }
 
 fn name_tensor(e: Error, what: &str) -> Error {
@@ -97,13 +122,14 @@ fn f64_matrix(rows: usize, cols: usize, v: Vec<f32>) -> Result<Matrix> {
     Matrix::from_vec(rows, cols, v.into_iter().map(f64::from).collect())
 }
 
-impl State {
-    fn f(&self, t: Tensor) -> Result<&GpuBuf> {
-        self.f.get(t.id).ok_or_else(|| Error::Internal(format!("gpu backend: no tensor {}", t.id)))
+/// Refuses an operation whose output is also another operand (the kernels read and write in one pass).
+fn distinct(outputs: &[&Tensor], inputs: &[&Tensor]) -> Result<()> {
+    for (i, o) in outputs.iter().enumerate() {
+        if outputs[i + 1..].iter().chain(inputs).any(|t| o.same(t)) {
+            return Err(Error::Internal("gpu backend: an output tensor is also an operand".into()));
+        }
     }
-    fn u(&self, t: Indices) -> Result<&GpuIdx> {
-        self.u.get(t.id).ok_or_else(|| Error::Internal(format!("gpu backend: no index buffer {}", t.id)))
-    }
+    Ok(())
 }
 
 impl Backend for Gpu {
@@ -112,9 +138,7 @@ impl Backend for Gpu {
     }
 
     fn profile_report(&self) -> Option<String> {
-        if let Ok(mut st) = self.state() {
-            self.flush(&mut st);
-        }
+        self.flush().ok()?;
         self.ctx.profile_report()
     }
 
@@ -134,22 +158,16 @@ impl Backend for Gpu {
     fn gram_csr(&self, x: &Csr) -> Result<Matrix> {
         // XᵀX = (Xᵀ)(Xᵀ)ᵀ: the row products of the transpose.
         let xt = crate::backend::cpu::transpose(x);
-        let csr = self.upload_csr(&xt)?;
+        let c = self.upload_csr(&xt)?;
         let p = x.cols;
-        let out = self.one_shot(p * p, "covariance (XᵀX)", |enc, o| {
-            self.ctx.csr_outer(enc, p, x.rows, (&csr.0, &csr.1, &csr.2), o);
-            Ok(())
-        })?;
+        let out = self.one_shot(p * p, "covariance (XᵀX)", |enc, o| self.ctx.csr_outer(enc, p, x.rows, csr(&c), o))?;
         f64_matrix(p, p, out)
     }
 
     fn outer_csr(&self, x: &Csr) -> Result<Matrix> {
-        let csr = self.upload_csr(x)?;
+        let c = self.upload_csr(x)?;
         let n = x.rows;
-        let out = self.one_shot(n * n, "Gram matrix (XXᵀ)", |enc, o| {
-            self.ctx.csr_outer(enc, n, x.cols, (&csr.0, &csr.1, &csr.2), o);
-            Ok(())
-        })?;
+        let out = self.one_shot(n * n, "Gram matrix (XXᵀ)", |enc, o| self.ctx.csr_outer(enc, n, x.cols, csr(&c), o))?;
         f64_matrix(n, n, out)
     }
 
@@ -157,11 +175,10 @@ impl Backend for Gpu {
         if x.cols != b.rows() {
             return Err(Error::Internal(format!("csr_mul: inner dimensions differ ({} vs {})", x.cols, b.rows())));
         }
-        let csr = self.upload_csr(x)?;
+        let c = self.upload_csr(x)?;
         let gb = self.ctx.upload(&f32s(b))?;
         let out = self.one_shot(x.rows * b.cols(), "sparse product", |enc, o| {
-            self.ctx.csr_mul(enc, x.rows, x.cols, (&csr.0, &csr.1, &csr.2), &gb, b.cols(), o);
-            Ok(())
+            self.ctx.csr_mul(enc, x.rows, x.cols, csr(&c), &gb, b.cols(), o)
         })?;
         f64_matrix(x.rows, b.cols(), out)
     }
@@ -171,53 +188,40 @@ impl Backend for Gpu {
     }
 
     fn tensor(&self, data: &[f32]) -> Result<Tensor> {
-        let buf = self.ctx.upload(data)?;
-        let mut st = self.state()?;
-        st.f.push(buf);
-        Ok(Tensor { id: st.f.len() - 1, len: data.len() })
+        let b = self.ctx.upload(data)?;
+        Ok(Tensor::new(data.len(), self.resident(b)))
     }
 
-    fn write(&self, t: Tensor, data: &[f32]) -> Result<()> {
-        let mut st = self.state()?;
-        self.flush(&mut st);
-        let b = st.f(t)?;
-        if b.len < data.len() {
-            return Err(Error::Internal(format!("gpu backend: write of {} values into {}", data.len(), b.len)));
-        }
-        self.ctx.write_f32(b, data);
-        Ok(())
+    fn write(&self, t: &Tensor, data: &[f32]) -> Result<()> {
+        self.flush()?;
+        self.ctx.write_f32(buf(t)?, data)
     }
 
-    fn read(&self, t: Tensor) -> Result<Vec<f32>> {
-        let mut st = self.state()?;
-        self.flush(&mut st);
-        self.ctx.download(st.f(t)?)
+    fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        self.flush()?;
+        self.ctx.download(buf(t)?)
     }
 
     fn index_buffer(&self, capacity: usize) -> Result<Indices> {
-        let buf = self.ctx.upload_idx(&vec![0; capacity.max(1)])?;
-        let mut st = self.state()?;
-        st.u.push(GpuIdx { buf: buf.buf, len: capacity });
-        Ok(Indices { id: st.u.len() - 1, len: 0 })
+        let mut b = self.ctx.upload_idx(&vec![0; capacity.max(1)])?;
+        b.len = capacity;
+        Ok(Indices::new(capacity, self.resident(b)))
     }
 
-    fn write_indices(&self, t: Indices, data: &[u32]) -> Result<Indices> {
-        let mut st = self.state()?;
-        self.flush(&mut st);
-        let b = st.u(t)?;
-        if data.len() > b.len {
-            return Err(Error::Internal(format!("gpu backend: {} indices into a buffer of {}", data.len(), b.len)));
+    fn write_indices(&self, t: &mut Indices, data: &[u32]) -> Result<()> {
+        self.flush()?;
+        self.ctx.write_u32(&t.storage::<Resident<GpuIdx>>("gpu")?.buf, data)?;
+        t.set_len(data.len());
+        Ok(())
+    }
+
+    fn copy(&self, src: &Tensor, src_offset: usize, dst: &Tensor, dst_offset: usize, len: usize) -> Result<()> {
+        distinct(&[dst], &[src])?;
+        let (a, b) = (buf(src)?, buf(dst)?);
+        if src_offset + len > a.len || dst_offset + len > b.len {
+            return Err(Error::Internal("copy: range outside a tensor".into()));
         }
-        self.ctx.write_u32(b, data);
-        Ok(Indices { id: t.id, len: data.len() })
-    }
-
-    fn copy(&self, src: Tensor, src_offset: usize, dst: Tensor, dst_offset: usize, len: usize) -> Result<()> {
-        self.record(|_, st, enc| {
-            let (a, b) = (st.f(src)?, st.f(dst)?);
-            if src_offset + len > a.len || dst_offset + len > b.len {
-                return Err(Error::Internal("copy: range outside a tensor".into()));
-            }
+        self.record(|_, enc| {
             if len > 0 {
                 enc.copy_buffer_to_buffer(&a.buf, src_offset as u64 * 4, &b.buf, dst_offset as u64 * 4, len as u64 * 4);
             }
@@ -225,131 +229,95 @@ impl Backend for Gpu {
         })
     }
 
-    fn matmul(&self, a: Tensor, ta: bool, b: Tensor, tb: bool, c: Tensor, dims: MatDims, beta: f32) -> Result<()> {
-        self.record(|ctx, st, enc| ctx.matmul(enc, st.f(a)?, ta, st.f(b)?, tb, st.f(c)?, dims, beta))
+    fn matmul(&self, a: &Tensor, ta: bool, b: &Tensor, tb: bool, c: &Tensor, dims: MatDims, beta: f32) -> Result<()> {
+        distinct(&[c], &[a, b])?;
+        self.record(|ctx, enc| ctx.matmul(enc, buf(a)?, ta, buf(b)?, tb, buf(c)?, dims, beta))
     }
 
-    fn embedding_bag(&self, table: Tensor, dim: usize, bags: &Bags, mean: bool, out: Tensor) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.embedding_bag(
-                enc,
-                st.f(table)?,
-                dim,
-                (st.u(bags.items)?, st.u(bags.offsets)?, st.f(bags.weights)?),
-                bags.bags,
-                mean,
-                st.f(out)?,
-            );
-            Ok(())
-        })
+    fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[table, bags.weights])?;
+        let members = (&idx(bags.items)?, &idx(bags.offsets)?, buf(bags.weights)?);
+        self.record(|ctx, enc| ctx.embedding_bag(enc, buf(table)?, dim, members, bags.bags, mean, buf(out)?))
     }
 
     fn embedding_bag_backward(
         &self,
-        d_pooled: Tensor,
+        d_pooled: &Tensor,
         dim: usize,
-        bags: &Bags,
+        bags: &Bags<'_>,
         mean: bool,
-        grad: Tensor,
+        grad: &Tensor,
     ) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            let seg = GpuIdx { buf: st.u(bags.seg_items)?.buf.clone(), len: bags.seg_items.len };
-            ctx.embedding_bag_backward(
-                enc,
-                st.f(d_pooled)?,
-                dim,
-                (st.u(bags.offsets)?, st.f(bags.weights)?),
-                (&seg, st.u(bags.seg_offsets)?, st.u(bags.seg_examples)?, st.f(bags.seg_weights)?),
-                mean,
-                st.f(grad)?,
-            );
-            Ok(())
+        distinct(&[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
+        let (offsets, weights) = (idx(bags.offsets)?, buf(bags.weights)?);
+        let (seg_items, seg_offsets, seg_examples) = (idx(bags.seg_items)?, idx(bags.seg_offsets)?, idx(bags.seg_examples)?);
+        let segments = (&seg_items, &seg_offsets, &seg_examples, buf(bags.seg_weights)?);
+        self.record(|ctx, enc| {
+            let n = bags.seg_items.len();
+            ctx.embedding_bag_backward(enc, buf(d_pooled)?, dim, (&offsets, weights), segments, n, mean, buf(grad)?)
         })
     }
 
-    fn bias_act(&self, x: Tensor, bias: Tensor, rows: usize, cols: usize, relu: bool) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.bias_act(enc, st.f(x)?, st.f(bias)?, rows, cols, relu);
-            Ok(())
-        })
+    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, relu: bool) -> Result<()> {
+        distinct(&[x], &[bias])?;
+        self.record(|ctx, enc| ctx.bias_act(enc, buf(x)?, buf(bias)?, rows, cols, relu))
     }
 
-    fn relu_backward(&self, grad: Tensor, activation: Tensor) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.relu_backward(enc, st.f(grad)?, st.f(activation)?);
-            Ok(())
-        })
+    fn relu_backward(&self, grad: &Tensor, activation: &Tensor) -> Result<()> {
+        distinct(&[grad], &[activation])?;
+        self.record(|ctx, enc| ctx.relu_backward(enc, buf(grad)?, buf(activation)?, grad.len()))
     }
 
-    fn column_sums(&self, x: Tensor, rows: usize, cols: usize, out: Tensor) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.column_sums(enc, st.f(x)?, rows, cols, st.f(out)?);
-            Ok(())
-        })
+    fn column_sums(&self, x: &Tensor, rows: usize, cols: usize, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[x])?;
+        self.record(|ctx, enc| ctx.column_sums(enc, buf(x)?, rows, cols, buf(out)?))
     }
 
-    fn softmax_xent(&self, logits: Tensor, targets: Indices, rows: usize, cols: usize, losses: Tensor) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.softmax_xent(enc, st.f(logits)?, st.u(targets)?, rows, cols, st.f(losses)?);
-            Ok(())
-        })
-    }
-
-    fn adam(&self, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: AdamStep) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.adam(enc, st.f(param)?, st.f(grad)?, st.f(m)?, st.f(v)?, step);
-            Ok(())
-        })
-    }
-
-    fn sgd(
+    fn softmax_xent(
         &self,
-        param: Tensor,
-        grad: Tensor,
-        velocity: Tensor,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
+        logits: &Tensor,
+        targets: &Indices,
+        rows: usize,
+        cols: usize,
+        losses: &Tensor,
     ) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.sgd(enc, st.f(param)?, st.f(grad)?, st.f(velocity)?, lr, momentum, weight_decay);
-            Ok(())
+        distinct(&[logits, losses], &[])?;
+        let targets = idx(targets)?;
+        self.record(|ctx, enc| ctx.softmax_xent(enc, buf(logits)?, &targets, rows, cols, buf(losses)?))
+    }
+
+    fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()> {
+        distinct(&[param, m, v], &[grad])?;
+        self.record(|ctx, enc| ctx.adam(enc, buf(param)?, buf(grad)?, buf(m)?, buf(v)?, step))
+    }
+
+    fn sgd(&self, param: &Tensor, grad: &Tensor, velocity: &Tensor, s: SgdStep) -> Result<()> {
+        distinct(&[param, velocity], &[grad])?;
+        self.record(|ctx, enc| {
+            ctx.sgd(enc, buf(param)?, buf(grad)?, buf(velocity)?, s.lr, s.momentum, s.weight_decay)
         })
     }
 
     fn target_ranks(
         &self,
-        scores: Tensor,
+        scores: &Tensor,
         rows: usize,
         cols: usize,
-        targets: Indices,
-        mask_items: Indices,
-        mask_offsets: Indices,
-        ranks: Tensor,
+        masks: &RankMasks<'_>,
+        ranks: &Tensor,
     ) -> Result<()> {
-        self.record(|ctx, st, enc| {
-            ctx.target_ranks(
-                enc,
-                st.f(scores)?,
-                rows,
-                cols,
-                st.u(targets)?,
-                st.u(mask_items)?,
-                st.u(mask_offsets)?,
-                st.f(ranks)?,
-            );
-            Ok(())
-        })
+        distinct(&[ranks], &[scores])?;
+        let (t, mi, mo) = (idx(masks.targets)?, idx(masks.mask_items)?, idx(masks.mask_offsets)?);
+        self.record(|ctx, enc| ctx.target_ranks(enc, buf(scores)?, rows, cols, &t, &mi, &mo, buf(ranks)?))
     }
 
-    fn cosine_top_k(&self, x: Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+    fn cosine_top_k(&self, x: &Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
         if k <= GpuContext::MAX_NEIGHBORS {
-            let mut st = self.state()?;
-            self.flush(&mut st);
-            return self.ctx.cosine_top_k(st.f(x)?, n, dim, k);
+            self.flush()?;
+            return self.ctx.cosine_top_k(buf(x)?, n, dim, k);
         }
         // More neighbours than the kernel keeps per row: rank on the host.
         let table = self.read(x)?;
-        Ok(cpu_kernels::cosine_top_k(&table[..n * dim], n, dim, k))
+        cpu_kernels::cosine_top_k(&table[..n * dim], n, dim, k)
     }
 }

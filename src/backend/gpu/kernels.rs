@@ -1,8 +1,24 @@
-//! Every WGSL kernel, registered in one place. Each file in `shaders/` holds one kernel family; its header comment
-//! documents the bindings. A test parses and validates each with naga.
+//! The one registry of WGSL kernels. Each file in `shaders/` holds one kernel family (its header documents the
+//! bindings) or a fragment the GEMM kernels include (see `kernel_source`). Each [`Kernel`] is one entry point with
+//! its parameter struct; [`Kernel::spec`] is its registry entry. Tests validate every kernel with naga, compare each
+//! parameter struct with its WGSL twin, and run every kernel against its CPU twin.
+//!
+//! Adding an operation: a WGSL file (or an entry point in one), a `Kernel` variant with its `spec` entry, a
+//! parameter struct in `params.rs` when it needs a new one, a method in `ops.rs`, the CPU twin in
+//! `cpu_kernels.rs`, the `Backend` method on both backends, and its parity test.
 
-/// (name, WGSL source) of every kernel family.
-pub const SHADERS: &[(&str, &str)] = &[
+use std::borrow::Cow;
+
+use super::kernel_source::{self, Form};
+use super::params::{
+    BagParams, EwParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams, SoftmaxParams, SparseParams,
+};
+use crate::error::{Error, Result};
+
+/// (name, source) of every file under shaders/: kernels and fragments.
+pub const FILES: &[(&str, &str)] = &[
+    ("gemm_params", include_str!("../../../shaders/gemm_params.wgsl")),
+    ("gemm_tile_load", include_str!("../../../shaders/gemm_tile_load.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("gemm_tiled", include_str!("../../../shaders/gemm_tiled.wgsl")),
     ("gemm_tiled128", include_str!("../../../shaders/gemm_tiled128.wgsl")),
@@ -15,25 +31,134 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("neighbors", include_str!("../../../shaders/neighbors.wgsl")),
 ];
 
-/// The source of a registered kernel family.
-pub fn source(name: &str) -> Option<&'static str> {
-    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+/// Every kernel (one WGSL entry point each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kernel {
+    /// Register-blocked GEMM (software adapters).
+    Gemm,
+    /// 64×64 workgroup-memory GEMM (hardware GPUs).
+    GemmTiled,
+    /// 128×128 workgroup-memory GEMM, 8×8 per invocation (large products on hardware GPUs).
+    GemmTiled128,
+    /// Adds the k slices of a split-k product.
+    GemmReduce,
+    SoftmaxXent,
+    BagForward,
+    BagBackward,
+    BiasAct,
+    ReluBackward,
+    ColumnSums,
+    ColumnSumsChunks,
+    Adam,
+    Sgd,
+    CsrMul,
+    CsrOuter,
+    TargetRanks,
+    Normalize,
+    TopK,
 }
 
-/// The source a run compiles: the registered one, or `$EMBJOB_SHADER_DIR/<name>.wgsl` when that variable is set and
-/// the file exists (for tuning kernels on a GPU machine without rebuilding; never set in tests or CI).
-pub fn source_for_run(name: &str) -> crate::error::Result<std::borrow::Cow<'static, str>> {
-    if let Some(dir) = std::env::var_os("EMBJOB_SHADER_DIR") {
-        let path = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
-        if path.exists() {
-            return std::fs::read_to_string(&path)
-                .map(std::borrow::Cow::Owned)
-                .map_err(|e| crate::error::Error::Gpu(format!("{}: {e}", path.display())));
+/// A kernel's registry entry.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSpec {
+    /// The file under shaders/.
+    pub file: &'static str,
+    pub entry: &'static str,
+    /// Its parameter struct (binding 0).
+    pub params: ParamsInfo,
+    /// One pipeline per transpose combination (override constants TA, TB).
+    pub transposes: bool,
+    /// Built without wgpu's injected bounds checks (the GEMMs: see `pipelines.rs` for why that is safe).
+    pub trusted: bool,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 18] = [
+        Kernel::Gemm,
+        Kernel::GemmTiled,
+        Kernel::GemmTiled128,
+        Kernel::GemmReduce,
+        Kernel::SoftmaxXent,
+        Kernel::BagForward,
+        Kernel::BagBackward,
+        Kernel::BiasAct,
+        Kernel::ReluBackward,
+        Kernel::ColumnSums,
+        Kernel::ColumnSumsChunks,
+        Kernel::Adam,
+        Kernel::Sgd,
+        Kernel::CsrMul,
+        Kernel::CsrOuter,
+        Kernel::TargetRanks,
+        Kernel::Normalize,
+        Kernel::TopK,
+    ];
+
+    /// The registry entry.
+    pub fn spec(self) -> KernelSpec {
+        let k = |file, entry, params| KernelSpec { file, entry, params, transposes: false, trusted: false };
+        let gemm = |file| KernelSpec {
+            file,
+            entry: "main",
+            params: ParamsInfo::of::<GemmParams>(),
+            transposes: true,
+            trusted: true,
+        };
+        match self {
+            Kernel::Gemm => gemm("gemm"),
+            Kernel::GemmTiled => gemm("gemm_tiled"),
+            Kernel::GemmTiled128 => gemm("gemm_tiled128"),
+            Kernel::GemmReduce => k("gemm", "reduce_splits", ParamsInfo::of::<GemmParams>()),
+            Kernel::SoftmaxXent => k("softmax_xent", "main", ParamsInfo::of::<SoftmaxParams>()),
+            Kernel::BagForward => k("embedding_bag", "forward", ParamsInfo::of::<BagParams>()),
+            Kernel::BagBackward => k("embedding_bag", "backward", ParamsInfo::of::<BagParams>()),
+            Kernel::BiasAct => k("elementwise", "bias_act", ParamsInfo::of::<EwParams>()),
+            Kernel::ReluBackward => k("elementwise", "relu_backward", ParamsInfo::of::<EwParams>()),
+            Kernel::ColumnSums => k("elementwise", "column_sums", ParamsInfo::of::<EwParams>()),
+            Kernel::ColumnSumsChunks => k("elementwise", "column_sums_chunks", ParamsInfo::of::<EwParams>()),
+            Kernel::Adam => k("optim", "adam", ParamsInfo::of::<OptParams>()),
+            Kernel::Sgd => k("optim", "sgd", ParamsInfo::of::<OptParams>()),
+            Kernel::CsrMul => k("sparse", "csr_mul", ParamsInfo::of::<SparseParams>()),
+            Kernel::CsrOuter => k("sparse", "outer", ParamsInfo::of::<SparseParams>()),
+            Kernel::TargetRanks => k("ranking", "main", ParamsInfo::of::<RankParams>()),
+            Kernel::Normalize => k("neighbors", "normalize", ParamsInfo::of::<NeighborParams>()),
+            Kernel::TopK => k("neighbors", "top_k", ParamsInfo::of::<NeighborParams>()),
         }
     }
-    source(name)
-        .map(std::borrow::Cow::Borrowed)
-        .ok_or_else(|| crate::error::Error::Internal(format!("no kernel '{name}' registered")))
+}
+
+/// A file's text as written (templates unexpanded).
+pub fn file(name: &str) -> Option<&'static str> {
+    FILES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// The WGSL a kernel file compiles to, its directives expanded (see `kernel_source`).
+pub fn source(name: &str, form: Form) -> Result<Cow<'static, str>> {
+    let src = file(name).ok_or_else(|| Error::Internal(format!("no kernel file '{name}' registered")))?;
+    kernel_source::expand(src, form, file)
+}
+
+/// The source a run compiles: [`source`], or with the `kernel-dev` cargo feature `$EMBJOB_SHADER_DIR/<name>.wgsl`
+/// when that file exists (for tuning kernels on a GPU machine without rebuilding). Without the feature, a set
+/// `EMBJOB_SHADER_DIR` is an error: a release build never compiles kernels from the environment.
+pub fn source_for_run(name: &str, form: Form) -> Result<Cow<'static, str>> {
+    if let Some(dir) = std::env::var_os("EMBJOB_SHADER_DIR") {
+        #[cfg(feature = "kernel-dev")]
+        {
+            let path = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
+            if path.exists() {
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::Gpu(format!("{}: {e}", path.display())))?;
+                return kernel_source::expand(&text, form, file).map(|s| Cow::Owned(s.into_owned()));
+            }
+        }
+        #[cfg(not(feature = "kernel-dev"))]
+        return Err(Error::Gpu(format!(
+            "EMBJOB_SHADER_DIR is set ({}), but this build does not swap kernels: build with `--features kernel-dev` \
+             to tune kernels, or unset it",
+            std::path::Path::new(&dir).display()
+        )));
+    }
+    source(name, form)
 }
 
 /// The square output tile a GEMM kernel's workgroup covers: its `const TILE: u32 = …u;` (64 when it declares none).

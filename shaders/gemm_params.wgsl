@@ -1,0 +1,18 @@
+// gemm_params.wgsl (fragment, included by the GEMM kernels with `//#include gemm_params`): the parameters and
+// the operand bindings every GEMM kernel shares; see gemm.wgsl for their meaning.
+
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    ta: u32,
+    tb: u32,
+    beta: f32,
+    kc: u32,      // k per slice (= k when not split)
+    splits: u32,  // slices of k (1 = not split)
+}
+
+@group(0) @binding(0) var<uniform> p: GemmParams;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;

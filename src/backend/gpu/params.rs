@@ -1,0 +1,118 @@
+//! Kernel parameters as data: one `#[repr(C)]` [`bytemuck::Pod`] struct per WGSL parameter struct (binding 0 of
+//! every kernel), with the WGSL struct's name and fields. A test compares each with the WGSL struct's layout as
+//! naga reflects it, so the host and the kernel cannot disagree about an offset.
+
+/// A kernel's uniform parameters.
+pub trait KernelParams: bytemuck::Pod {
+    /// The name of the WGSL struct these mirror.
+    const WGSL: &'static str;
+    /// (field, byte offset) in declaration order.
+    fn layout() -> Vec<(&'static str, usize)>;
+    /// What the profiler adds to the kernel's name (shapes), when there is something to say.
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+/// The layout of a parameter struct, as the registry keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamsInfo {
+    pub name: &'static str,
+    pub layout: fn() -> Vec<(&'static str, usize)>,
+    pub size: usize,
+}
+
+impl ParamsInfo {
+    pub fn of<P: KernelParams>() -> ParamsInfo {
+        ParamsInfo { name: P::WGSL, layout: P::layout, size: std::mem::size_of::<P>() }
+    }
+}
+
+macro_rules! kernel_params {
+    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $(pub $field: $ty),*
+        }
+
+        impl $name {
+            /// The field names and offsets, in order.
+            pub fn fields() -> Vec<(&'static str, usize)> {
+                vec![$((stringify!($field), std::mem::offset_of!($name, $field))),*]
+            }
+        }
+    };
+}
+
+kernel_params!(
+    /// gemm*.wgsl: `op(A)` m×k, `op(B)` k×n, transposes, `beta`, and the k slices of a split-k product.
+    GemmParams { m: u32, n: u32, k: u32, ta: u32, tb: u32, beta: f32, kc: u32, splits: u32 }
+);
+kernel_params!(
+    /// softmax_xent.wgsl.
+    SoftmaxParams { rows: u32, cols: u32, pad0: u32, pad1: u32 }
+);
+kernel_params!(
+    /// embedding_bag.wgsl: bags (forward) or segments (backward), the row width, mean pooling.
+    BagParams { count: u32, dim: u32, mean: u32, pad0: u32 }
+);
+kernel_params!(
+    /// elementwise.wgsl: a rows × cols matrix, ReLU on, rows per chunk of the chunked column sums.
+    EwParams { rows: u32, cols: u32, relu: u32, chunk: u32 }
+);
+kernel_params!(
+    /// optim.wgsl: Adam (with its bias corrections) and SGD with momentum.
+    OptParams {
+        len: u32,
+        pad0: u32,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        bc1: f32,
+        inv_bc2_sqrt: f32,
+        momentum: f32,
+        pad1: u32,
+        pad2: u32,
+    }
+);
+kernel_params!(
+    /// sparse.wgsl: X is rows × cols, B has k columns.
+    SparseParams { rows: u32, cols: u32, k: u32, pad0: u32 }
+);
+kernel_params!(
+    /// ranking.wgsl.
+    RankParams { rows: u32, cols: u32, pad0: u32, pad1: u32 }
+);
+kernel_params!(
+    /// neighbors.wgsl: n rows of width dim, k neighbours each.
+    NeighborParams { n: u32, dim: u32, k: u32, pad0: u32 }
+);
+
+macro_rules! impl_params {
+    ($($name:ident),*) => {
+        $(impl KernelParams for $name {
+            const WGSL: &'static str = stringify!($name);
+            fn layout() -> Vec<(&'static str, usize)> {
+                $name::fields()
+            }
+        })*
+    };
+}
+
+impl_params!(SoftmaxParams, BagParams, EwParams, OptParams, SparseParams, RankParams, NeighborParams);
+
+impl KernelParams for GemmParams {
+    const WGSL: &'static str = "GemmParams";
+    fn layout() -> Vec<(&'static str, usize)> {
+        GemmParams::fields()
+    }
+    fn describe(&self) -> String {
+        let t = |x: u32| if x == 1 { "T" } else { "N" };
+        let split = if self.splits > 1 { format!(", k in {} slices", self.splits) } else { String::new() };
+        format!(" {}{} {}×{}×{}{split}", t(self.ta), t(self.tb), self.m, self.n, self.k)
+    }
+}
