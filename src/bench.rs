@@ -85,7 +85,8 @@ fn measure(workload: &str, x: &Csr, k: usize, solver: PcaSolver, repeats: usize)
         solver,
         oversamples: 10,
         power_iterations: None,
-    };
+    }
+    .resolve(x.rows, x.cols)?;
     let mut times = Vec::with_capacity(repeats);
     let mut peak: f64 = 0.0;
     let mut evr_sum = 0.0;
@@ -303,7 +304,8 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
             let _ = writeln!(log, "backend: {} ({})", report.used, report.reason);
         }
         tool = format!("embjob ({})", report.adapter.as_ref().map_or("cpu".to_owned(), |a| a.name.clone()));
-        let out = crate::train::run(be.as_ref(), &data, &m, None, None, &mut metrics, &crate::Silent)?;
+        let dim = m.embedding_dim_for(data.items.len());
+        let out = crate::train::run(be.as_ref(), &data, &m, dim, None, None, &mut metrics, &crate::Silent)?;
         examples = out.split_summary.train_examples * out.epochs_run;
         let _ = writeln!(
             log,

@@ -28,6 +28,7 @@ pub mod run_dir;
 pub mod run_record;
 pub mod sparse;
 pub mod split;
+pub mod stages;
 pub mod table;
 pub mod token_pattern;
 pub mod train;

@@ -1,8 +1,8 @@
 //! Memory plans: what the heavy stages will allocate, stated before they run and checked against `job.max_memory`,
 //! so a run that cannot fit stops at once with the tensor that does not fit instead of failing half-way.
 
-use crate::config::PcaSolver;
 use crate::error::{Error, Result};
+use crate::pca::Solver;
 
 /// One planned allocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,12 +36,12 @@ fn item(what: String, elems: u64, width: u64) -> Item {
 }
 
 /// The PCA stage's main allocations for an n×p input, k components.
-pub fn pca(n: usize, p: usize, solver: PcaSolver, k: usize, oversamples: usize) -> Vec<Item> {
+pub fn pca(n: usize, p: usize, solver: Solver, k: usize, oversamples: usize) -> Vec<Item> {
     let (n, p, k) = (n as u64, p as u64, k as u64);
     match solver {
-        PcaSolver::Covariance => vec![item(format!("covariance {p} × {p} × 8 B (and its eigenvectors)"), 2 * p * p, 8)],
-        PcaSolver::Gram => vec![item(format!("Gram matrix {n} × {n} × 8 B (and its eigenvectors)"), 2 * n * n, 8)],
-        PcaSolver::Randomized | PcaSolver::Auto => {
+        Solver::Covariance => vec![item(format!("covariance {p} × {p} × 8 B (and its eigenvectors)"), 2 * p * p, 8)],
+        Solver::Gram => vec![item(format!("Gram matrix {n} × {n} × 8 B (and its eigenvectors)"), 2 * n * n, 8)],
+        Solver::Randomized => {
             let l = k + oversamples as u64;
             vec![item(format!("random ranges ({n} + {p}) × {l} × 8 B, three copies"), 3 * (n + p) * l, 8)]
         }
@@ -49,7 +49,7 @@ pub fn pca(n: usize, p: usize, solver: PcaSolver, k: usize, oversamples: usize) 
 }
 
 /// The model stage's main allocations: parameters with gradients and Adam moments, and the batch workspace.
-pub fn model(items: usize, dim: usize, hidden: usize, batch: usize, device: &str) -> Vec<Item> {
+pub fn model(items: usize, dim: usize, hidden: usize, batch: usize, device: crate::backend::BackendKind) -> Vec<Item> {
     let (v, d, h, b) = (items as u64, dim as u64, hidden as u64, batch as u64);
     let pre = if h > 0 { h } else { d };
     let params = v * d + d * h + h + pre * v + v;

@@ -82,7 +82,10 @@ pub fn pca_projections(r: &PcaResult, row_ids: &[String]) -> Table {
         ("row", ColumnData::Str(row_ids.to_vec())),
         (
             "vector",
-            ColumnData::Vectors { dim: r.n_components, values: r.projections.data().iter().map(|&v| v as f32).collect() },
+            ColumnData::Vectors {
+                dim: r.n_components,
+                values: r.projections.data().iter().map(|&v| v as f32).collect(),
+            },
         ),
     ])
 }

@@ -13,10 +13,8 @@
 #![allow(clippy::needless_range_loop)] // index loops read like the formulas they implement
 
 use crate::backend::Backend;
-use crate::config::{ComponentsSpec, PcaSolver};
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
-use crate::plan::PcaPlan;
 use crate::rng::SplitMix;
 use crate::sparse::Csr;
 
@@ -28,7 +26,8 @@ pub enum PcaInput {
 }
 
 impl PcaInput {
-    fn shape(&self) -> (usize, usize) {
+    /// (rows, columns).
+    pub fn shape(&self) -> (usize, usize) {
         match self {
             PcaInput::Dense(m) => (m.rows(), m.cols()),
             PcaInput::Sparse(c) => (c.rows, c.cols),
@@ -109,7 +108,7 @@ impl PcaInput {
 #[derive(Debug, Clone)]
 pub struct PcaResult {
     /// The solver that ran (never `Auto`).
-    pub solver: PcaSolver,
+    pub solver: Solver,
     /// Why `auto` picked it, or "requested".
     pub solver_reason: String,
     pub n_components: usize,
@@ -137,11 +136,46 @@ pub struct PcaResult {
 /// with X are cheap next to the exact solvers).
 pub const DEFAULT_POWER_ITERATIONS: usize = 7;
 
+/// The solvers (resolved: `auto` never reaches this module; see [`choose_solver`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Solver {
+    /// Eigendecomposition of the p×p covariance.
+    Covariance,
+    /// Eigendecomposition of the n×n Gram matrix of the centred rows (fewer rows than features).
+    Gram,
+    /// Randomized range finder (Halko et al.) with implicit centring.
+    Randomized,
+}
+
+/// How many components to keep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Components {
+    /// This many (at most min(rows, features), checked when the parameters are resolved).
+    Count(usize),
+    /// The fewest whose cumulative explained-variance ratio exceeds this fraction (scikit-learn's rule).
+    VarianceFraction(f64),
+}
+
+/// A PCA fit, fully resolved for one input shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PcaParams {
+    pub components: Components,
+    pub whiten: bool,
+    pub standardize: bool,
+    pub solver: Solver,
+    /// Why this solver (run.json).
+    pub solver_reason: String,
+    /// Randomized only: extra random directions and power iterations.
+    pub oversamples: usize,
+    pub power_iterations: usize,
+}
+
 /// Memory the dense p×p or n×n solver matrices may take before the plan refuses them.
 const MAX_DENSE_SOLVER_BYTES: usize = 4 << 30;
 
 /// Fits PCA on `input` (consumed: standardization scales it in place).
-pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> Result<PcaResult> {
+pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -> Result<PcaResult> {
     // faer's blocked QR and SVD split their work by the thread count, which changed the last bits of the
     // components between 1 and 2 threads (MovieLens, randomized solver): the small dense decompositions run on
     // one thread, the large products stay parallel.
@@ -167,34 +201,27 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> 
     }
     let total_variance: f64 = ss.iter().sum::<f64>() / (n - 1) as f64;
     let rank_bound = n.min(p);
-    let wanted = match plan.n_components {
-        ComponentsSpec::Count(k) => {
-            let k = usize::try_from(k).unwrap_or(usize::MAX);
-            if k > rank_bound {
-                return Err(stage(format!(
-                    "pca.n_components = {k} is more than min(rows, features) = min({n}, {p}) = {rank_bound}"
-                )));
-            }
-            Some(k)
+    let wanted = match plan.components {
+        Components::Count(k) if k > rank_bound => {
+            return Err(Error::Internal(format!("{k} components planned for a {n}×{p} input")));
         }
-        ComponentsSpec::VarianceFraction(_) => None,
+        Components::Count(k) => Some(k),
+        Components::VarianceFraction(_) => None,
     };
-    let (solver, solver_reason) = choose_solver(plan.solver, n, p, wanted);
-    let (explained_variance, components) = match solver {
-        PcaSolver::Covariance => covariance_solver(be, &input, &mean, n, p)?,
-        PcaSolver::Gram => {
+    let (explained_variance, components) = match plan.solver {
+        Solver::Covariance => covariance_solver(be, &input, &mean, n, p)?,
+        Solver::Gram => {
             // Components cost a product with X each: compute only those kept.
-            let keep = |ev: &[f64]| components_kept(plan.n_components, wanted, ev, total_variance);
+            let keep = |ev: &[f64]| components_kept(plan.components, ev, total_variance);
             gram_solver(be, &input, &mean, n, keep)?
         }
-        PcaSolver::Randomized => {
+        Solver::Randomized => {
             let k = wanted.ok_or_else(|| Error::Internal("randomized PCA without a component count".into()))?;
             randomized_solver(be, &input, &mean, k, plan, seed)?
         }
-        PcaSolver::Auto => return Err(Error::Internal("auto solver not resolved".into())),
     };
     let ratios: Vec<f64> = explained_variance.iter().map(|v| v / total_variance).collect();
-    let k = components_kept(plan.n_components, wanted, &explained_variance, total_variance).min(components.rows());
+    let k = components_kept(plan.components, &explained_variance, total_variance).min(components.rows());
     let explained_variance: Vec<f64> = explained_variance[..k].to_vec();
     let mut components = Matrix::from_vec(k, p, components.data()[..k * p].to_vec())?;
     flip_signs(&mut components);
@@ -220,8 +247,8 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> 
     let noise_variance =
         if k < rank_bound { ((total_variance - kept) / (rank_bound - k) as f64).max(0.0) } else { 0.0 };
     Ok(PcaResult {
-        solver,
-        solver_reason,
+        solver: plan.solver,
+        solver_reason: plan.solver_reason.clone(),
         n_components: k,
         singular_values: explained_variance.iter().map(|v| (v * (n - 1) as f64).max(0.0).sqrt()).collect(),
         explained_variance_ratio: ratios[..k].to_vec(),
@@ -238,10 +265,10 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaPlan, seed: u64) -> 
 
 /// How many components to keep: the count asked for, or for a variance target scikit-learn's rule (the first k
 /// whose cumulative ratio exceeds it, searchsorted side = "right").
-fn components_kept(spec: ComponentsSpec, wanted: Option<usize>, ev: &[f64], total_variance: f64) -> usize {
+fn components_kept(spec: Components, ev: &[f64], total_variance: f64) -> usize {
     match spec {
-        ComponentsSpec::Count(_) => wanted.unwrap_or(0).min(ev.len()),
-        ComponentsSpec::VarianceFraction(f) => {
+        Components::Count(k) => k.min(ev.len()),
+        Components::VarianceFraction(f) => {
             let mut cum = 0.0;
             for (i, v) in ev.iter().enumerate() {
                 cum += v / total_variance;
@@ -258,20 +285,20 @@ fn stage(message: String) -> Error {
     Error::Stage { stage: "pca", message }
 }
 
-/// Picks the solver for `auto`, as scikit-learn does: exact (on the smaller side) when the matrix is small
+/// Picks the solver for `auto` (`None`), as scikit-learn does: exact (on the smaller side) when the matrix is small
 /// (min(n, p) ≤ 500) or most components are wanted (k ≥ 0.8·min(n, p)), randomized otherwise.
-pub fn choose_solver(requested: PcaSolver, n: usize, p: usize, k: Option<usize>) -> (PcaSolver, String) {
-    if requested != PcaSolver::Auto {
-        return (requested, "requested".into());
+pub fn choose_solver(requested: Option<Solver>, n: usize, p: usize, k: Option<usize>) -> (Solver, String) {
+    if let Some(solver) = requested {
+        return (solver, "requested".into());
     }
-    let exact = if p <= n { PcaSolver::Covariance } else { PcaSolver::Gram };
+    let exact = if p <= n { Solver::Covariance } else { Solver::Gram };
     let side = if p <= n { format!("{p} features ≤ {n} rows") } else { format!("{n} rows < {p} features") };
     let m = n.min(p);
     match k {
         None => (exact, format!("auto: a variance target needs every eigenvalue; {side}")),
         Some(_) if m <= 500 => (exact, format!("auto: exact, {side}")),
         Some(k) if 5 * k >= 4 * m => (exact, format!("auto: exact, {k} components of at most {m}; {side}")),
-        Some(k) => (PcaSolver::Randomized, format!("auto: randomized, {k} components of a {n}×{p} matrix")),
+        Some(k) => (Solver::Randomized, format!("auto: randomized, {k} components of a {n}×{p} matrix")),
     }
 }
 
@@ -399,12 +426,12 @@ fn randomized_solver(
     x: &PcaInput,
     mean: &[f64],
     k: usize,
-    plan: &PcaPlan,
+    plan: &PcaParams,
     seed: u64,
 ) -> Result<(Vec<f64>, Matrix)> {
     let (n, p) = x.shape();
     let l = (k + plan.oversamples).min(n.min(p));
-    let iters = plan.power_iterations.unwrap_or(DEFAULT_POWER_ITERATIONS);
+    let iters = plan.power_iterations;
     let mut rng = SplitMix::new(seed ^ 0x5043_415f_7261_6e64);
     let omega = Matrix::from_vec(p, l, (0..p * l).map(|_| rng.normal()).collect())?;
     let centred_mul = |b: &Matrix| -> Result<Matrix> {

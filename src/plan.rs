@@ -88,6 +88,50 @@ pub struct PcaPlan {
     pub power_iterations: Option<usize>,
 }
 
+impl PcaPlan {
+    /// The fit's parameters for a `rows` × `cols` input: the component count checked against the rank bound and
+    /// `auto` resolved to a solver (with the reason run.json records). The one place `auto` is decided.
+    pub fn resolve(&self, rows: usize, cols: usize) -> Result<crate::pca::PcaParams> {
+        use crate::pca::{choose_solver, Components, Solver};
+        let rank_bound = rows.min(cols);
+        let components = match self.n_components {
+            ComponentsSpec::Count(k) => {
+                let k = usize::try_from(k).unwrap_or(usize::MAX);
+                if k > rank_bound {
+                    return Err(Error::Stage {
+                        stage: "pca",
+                        message: format!(
+                            "pca.n_components = {k} is more than min(rows, features) = min({rows}, {cols}) = {rank_bound}"
+                        ),
+                    });
+                }
+                Components::Count(k)
+            }
+            ComponentsSpec::VarianceFraction(f) => Components::VarianceFraction(f),
+        };
+        let requested = match self.solver {
+            PcaSolver::Auto => None,
+            PcaSolver::Covariance => Some(Solver::Covariance),
+            PcaSolver::Gram => Some(Solver::Gram),
+            PcaSolver::Randomized => Some(Solver::Randomized),
+        };
+        let wanted = match components {
+            Components::Count(k) => Some(k),
+            Components::VarianceFraction(_) => None,
+        };
+        let (solver, solver_reason) = choose_solver(requested, rows, cols, wanted);
+        Ok(crate::pca::PcaParams {
+            components,
+            whiten: self.whiten,
+            standardize: self.standardize,
+            solver,
+            solver_reason,
+            oversamples: self.oversamples,
+            power_iterations: self.power_iterations.unwrap_or(crate::pca::DEFAULT_POWER_ITERATIONS),
+        })
+    }
+}
+
 /// The embedding-layer model, its training and its evaluation.
 #[derive(Debug, Clone)]
 pub struct ModelPlan {
@@ -113,6 +157,16 @@ pub struct ModelPlan {
     pub pairs: Option<(PathBuf, Format)>,
 }
 
+impl ModelPlan {
+    /// The embedding width d for `items` items: as configured, or for `auto` round(items^0.25) (at least 1).
+    pub fn embedding_dim_for(&self, items: usize) -> usize {
+        match self.embedding_dim {
+            EmbeddingDim::Fixed(d) => usize::try_from(d).unwrap_or(usize::MAX),
+            EmbeddingDim::Auto => ((items as f64).powf(0.25).round() as usize).max(1),
+        }
+    }
+}
+
 /// An item → category file for the similarity evaluation.
 #[derive(Debug, Clone)]
 pub struct LabelsPlan {
@@ -131,6 +185,22 @@ pub struct Overrides {
 }
 
 impl Plan {
+    /// The stages this job runs, in order.
+    pub fn stages(&self) -> Vec<crate::stages::Stage> {
+        use crate::stages::Stage;
+        let mut stages = vec![Stage::Ingest];
+        if self.bow.is_some() {
+            stages.push(Stage::Bow);
+        }
+        if self.pca.is_some() {
+            stages.push(Stage::Pca);
+        }
+        if self.model.is_some() {
+            stages.push(Stage::Model);
+        }
+        stages
+    }
+
     /// Reads, parses and validates a pipeline file.
     pub fn load(file: &Path, overrides: &Overrides) -> Result<Plan> {
         let config = Config::from_file(file)?;

@@ -70,11 +70,8 @@ impl fmt::Debug for TokenPattern {
 impl TokenPattern {
     /// Compiles a Python pattern; the error says why it is not valid.
     pub fn new(python: &str) -> Result<TokenPattern, String> {
-        let matcher = if python == DEFAULT || python == r"\b\w\w+\b" {
-            Matcher::DefaultWords
-        } else {
-            Self::compile(python)?
-        };
+        let matcher =
+            if python == DEFAULT || python == r"\b\w\w+\b" { Matcher::DefaultWords } else { Self::compile(python)? };
         Ok(TokenPattern { source: python.to_owned(), matcher })
     }
 

@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use crate::backend::Backend;
-use crate::config::EmbeddingDim;
 use crate::dataset::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::{self, RankingMetrics};
@@ -117,12 +116,14 @@ fn push_ranking(m: &mut Metrics, stage: &str, protocol: &str, r: &RankingMetrics
     m.push(stage, &format!("{protocol}_examples"), r.examples as f64);
 }
 
-/// Trains and evaluates the model; records metrics under stages `train`, `eval_model`, `eval_popularity`,
-/// `similarity`.
+/// Trains and evaluates the model with embedding width `dim` (resolved by the model stage); records metrics under
+/// stages `train`, `eval_model`, `eval_popularity`, `similarity`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     be: &dyn Backend,
     data: &Interactions,
     plan: &ModelPlan,
+    dim: usize,
     labels: Option<&[Option<String>]>,
     pairs: Option<&[(String, String, f64)]>,
     metrics: &mut Metrics,
@@ -154,10 +155,6 @@ pub fn run(
     if let Some(&k) = plan.ks.iter().find(|&&k| k > v) {
         return Err(Error::Stage { stage: "model", message: format!("eval.k = {k} is more than the {v} items") });
     }
-    let dim = match plan.embedding_dim {
-        EmbeddingDim::Fixed(d) => d as usize,
-        EmbeddingDim::Auto => ((v as f64).powf(0.25).round() as usize).max(1),
-    };
     let shape = Shape { items: v, dim, hidden: plan.hidden_units, pooling: plan.pooling };
     let test_users = split.test_users.len();
     let mut popularity = vec![0u64; v];

@@ -7,7 +7,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rayon::prelude::*;
 
 use super::cpu_kernels as k;
-use super::{AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
+use super::{AdamStep, Backend, BackendKind, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::sparse::Csr;
@@ -23,8 +23,8 @@ impl Cpu {
 }
 
 impl Backend for Cpu {
-    fn name(&self) -> &'static str {
-        "cpu"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
     }
 
     fn gemm(&self, a: &Matrix, ta: bool, b: &Matrix, tb: bool) -> Result<Matrix> {
@@ -179,7 +179,11 @@ impl Backend for Cpu {
                 .write()
                 .map_err(|_| Error::Internal("cpu backend: an index buffer poisoned by a panic".into()))?;
             if data.len() > v.len() {
-                return Err(Error::Internal(format!("cpu backend: {} indices into a buffer of {}", data.len(), v.len())));
+                return Err(Error::Internal(format!(
+                    "cpu backend: {} indices into a buffer of {}",
+                    data.len(),
+                    v.len()
+                )));
             }
             v[..data.len()].copy_from_slice(data);
         }
@@ -191,7 +195,8 @@ impl Backend for Cpu {
         distinct(&[dst], &[src])?;
         let from = r(src)?;
         let mut out = w(dst)?;
-        let from = from.get(src_offset..src_offset + len).ok_or_else(|| Error::Internal("copy: source range".into()))?;
+        let from =
+            from.get(src_offset..src_offset + len).ok_or_else(|| Error::Internal("copy: source range".into()))?;
         out.get_mut(dst_offset..dst_offset + len)
             .ok_or_else(|| Error::Internal("copy: destination range".into()))?
             .copy_from_slice(from);

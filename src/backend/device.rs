@@ -13,12 +13,35 @@ use crate::error::{Error, Result};
 pub struct BackendReport {
     /// What the config or command line asked for.
     pub requested: BackendChoice,
-    /// `cpu` or `gpu`.
-    pub used: &'static str,
+    /// Where the math runs.
+    pub used: BackendKind,
     /// The GPU adapter looked at or used, when there is one.
     pub adapter: Option<AdapterReport>,
     /// Why `auto` chose what it chose.
     pub reason: String,
+}
+
+/// The two backends (run.json: "cpu" or "gpu").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Cpu,
+    Gpu,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Gpu => "gpu",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A wgpu adapter, as run.json records it.
@@ -64,11 +87,11 @@ pub fn adapters() -> Vec<AdapterReport> {
 pub fn open(requested: BackendChoice) -> Result<(Box<dyn Backend>, BackendReport)> {
     let wanted = std::env::var("EMBJOB_ADAPTER").ok().filter(|s| !s.is_empty());
     let cpu = |reason: String| -> (Box<dyn Backend>, BackendReport) {
-        (Box::new(Cpu::new()), BackendReport { requested, used: "cpu", adapter: None, reason })
+        (Box::new(Cpu::new()), BackendReport { requested, used: BackendKind::Cpu, adapter: None, reason })
     };
     let gpu = |ctx: GpuContext, reason: String| -> (Box<dyn Backend>, BackendReport) {
         let adapter = ctx.adapter.clone();
-        (Box::new(Gpu::new(ctx)), BackendReport { requested, used: "gpu", adapter: Some(adapter), reason })
+        (Box::new(Gpu::new(ctx)), BackendReport { requested, used: BackendKind::Gpu, adapter: Some(adapter), reason })
     };
     match requested {
         BackendChoice::Cpu => Ok(cpu("requested".into())),

@@ -7,7 +7,7 @@ pub mod device;
 pub mod gpu;
 
 pub use cpu::Cpu;
-pub use device::{open, AdapterReport, BackendReport};
+pub use device::{open, AdapterReport, BackendKind, BackendReport};
 
 use std::any::Any;
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use crate::sparse::Csr;
 /// The operations the stages run on a backend. Inputs and outputs live on the host for the one-shot linear algebra
 /// of PCA; every result is deterministic for a given input (fixed summation order).
 pub trait Backend: Send + Sync {
-    /// Short name for logs and run.json.
-    fn name(&self) -> &'static str;
+    /// Which backend this is (logs and run.json).
+    fn kind(&self) -> BackendKind;
 
     /// Kernel timings since the last call, where the backend records them (the GPU with `EMBJOB_GPU_PROFILE=1`).
     fn profile_report(&self) -> Option<String> {
@@ -108,8 +108,14 @@ pub trait Backend: Send + Sync {
 
     /// Rank of each row's target among its candidates: `1 + #{j unmasked : s[j] > s[target]}`, where row r masks
     /// `mask_items[mask_offsets[r]..mask_offsets[r+1]]`. Writes ranks (as f32) to `ranks`.
-    fn target_ranks(&self, scores: &Tensor, rows: usize, cols: usize, masks: &RankMasks<'_>, ranks: &Tensor)
-        -> Result<()>;
+    fn target_ranks(
+        &self,
+        scores: &Tensor,
+        rows: usize,
+        cols: usize,
+        masks: &RankMasks<'_>,
+        ranks: &Tensor,
+    ) -> Result<()>;
 
     /// The `k` nearest rows by cosine similarity of every row of `x` (n×dim), itself excluded; ties go to the
     /// smaller index. Returns (neighbour indices, cosines), n×k each, row-major.

@@ -57,7 +57,12 @@ fn word_and_space_classes_equal_pythons_on_every_assigned_code_point() {
         }
     }
     assert!(checked > 280_000, "{checked}");
-    assert!(differ.is_empty(), "{} code points differ from Python: {:?}", differ.len(), &differ[..differ.len().min(20)]);
+    assert!(
+        differ.is_empty(),
+        "{} code points differ from Python: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(20)]
+    );
 }
 
 fn plan(pattern: &str, lowercase: bool) -> BowPlan {

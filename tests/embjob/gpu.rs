@@ -3,15 +3,13 @@
 //! so an unwritten element fails). GPU tests run wherever an adapter exists (lavapipe counts); with
 //! EMBJOB_REQUIRE_GPU=1 a missing adapter fails them instead of skipping.
 
-use std::sync::OnceLock;
-
 use embjob::backend::cpu_kernels as cpu;
 use embjob::backend::gpu::kernel_source::Form;
 use embjob::backend::gpu::kernels::{self, Kernel};
 use embjob::backend::gpu::{GemmKernel, GpuContext};
-use sha2::Digest;
 use embjob::backend::{AdamStep, MatDims};
 use embjob::rng::SplitMix;
+use sha2::Digest;
 
 /// Every kernel source, in both forms (as measured on hardware GPUs, compact for software adapters).
 fn kernel_sources() -> Vec<(String, String)> {
@@ -72,7 +70,9 @@ fn each_parameter_struct_has_the_layout_of_its_wgsl_struct() {
             .find(|(_, t)| t.name.as_deref() == Some(spec.params.name))
             .unwrap_or_else(|| panic!("{kernel:?}: no struct {} in {}.wgsl", spec.params.name, spec.file))
             .1;
-        let naga::TypeInner::Struct { members, span } = &ty.inner else { panic!("{} is not a struct", spec.params.name) };
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{} is not a struct", spec.params.name)
+        };
         let wgsl: Vec<(String, usize)> =
             members.iter().map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize)).collect();
         let rust: Vec<(String, usize)> = (spec.params.layout)().into_iter().map(|(n, o)| (n.to_owned(), o)).collect();
@@ -100,7 +100,10 @@ fn generated_gemm_sources_are_the_files_that_were_measured() {
         assert_eq!(got, want, "{name}.wgsl as generated is not the measured file");
     }
     // The compact form differs only in the 128×128 write-back.
-    assert_eq!(kernels::source("gemm_tiled", Form::Compact).expect("src"), kernels::source("gemm_tiled", Form::Measured).expect("src"));
+    assert_eq!(
+        kernels::source("gemm_tiled", Form::Compact).expect("src"),
+        kernels::source("gemm_tiled", Form::Measured).expect("src")
+    );
     let (m, c) = (
         kernels::source("gemm_tiled128", Form::Measured).expect("src"),
         kernels::source("gemm_tiled128", Form::Compact).expect("src"),
@@ -110,21 +113,10 @@ fn generated_gemm_sources_are_the_files_that_were_measured() {
     assert_eq!(head(&m), head(&c));
 }
 
-/// The shared device, or `None` (skip) when there is no adapter and EMBJOB_REQUIRE_GPU is not set.
+/// The shared device (see `support::gpu_backend`), or `None` (skip) when there is no adapter and
+/// EMBJOB_REQUIRE_GPU is not set.
 fn gpu() -> Option<&'static GpuContext> {
-    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
-    let ctx = CTX
-        .get_or_init(|| GpuContext::open(std::env::var("EMBJOB_ADAPTER").ok().as_deref(), true).expect("open adapter"));
-    if let Some(c) = ctx {
-        eprintln!("GPU tests on {} ({}, {})", c.adapter.name, c.adapter.backend, c.adapter.device_type);
-    }
-    if ctx.is_none() {
-        if std::env::var("EMBJOB_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("EMBJOB_REQUIRE_GPU=1 but no GPU adapter was found (install mesa-vulkan-drivers for lavapipe)");
-        }
-        eprintln!("SKIPPED: no GPU adapter");
-    }
-    ctx.as_ref()
+    crate::support::gpu_backend().map(|g| g.context())
 }
 
 fn random(seed: u64, n: usize, scale: f64) -> Vec<f32> {
@@ -384,7 +376,11 @@ fn sparse_products_equal_cpu() {
     let upload = |x: &embjob::sparse::Csr| {
         let indptr: Vec<u32> = x.indptr.iter().map(|&v| v as u32).collect();
         let values: Vec<f32> = x.values.iter().map(|&v| v as f32).collect();
-        (g.upload_idx(&indptr).expect("indptr"), g.upload_idx(&x.indices).expect("indices"), g.upload(&values).expect("values"))
+        (
+            g.upload_idx(&indptr).expect("indptr"),
+            g.upload_idx(&x.indices).expect("indices"),
+            g.upload(&values).expect("values"),
+        )
     };
     let gx = upload(&x);
     // X·B against the dense product.

@@ -1,11 +1,13 @@
 //! The backward pass equals finite differences of the loss for every parameter, for both poolings, with and
 //! without a hidden layer; and the kernels keep their invariants (softmax rows sum to 1).
 
-use embjob::backend::{cpu_kernels, Cpu};
+use embjob::backend::{cpu_kernels, Backend};
 use embjob::config::{EmbeddingInit, Optimizer, Pooling};
 use embjob::model::{Batch, HostParams, Network, Shape, TrainOptions};
 use embjob::rng::SplitMix;
 use embjob::split::Example;
+
+use crate::support::*;
 
 fn examples(seed: u64, items: usize, count: usize) -> Vec<Example> {
     let mut rng = SplitMix::new(seed);
@@ -25,28 +27,29 @@ fn examples(seed: u64, items: usize, count: usize) -> Vec<Example> {
         .collect()
 }
 
-fn loss_of(shape: Shape, params: &HostParams, batch: &Batch) -> f64 {
-    let be = Cpu::new();
-    let mut net = Network::new(&be, shape, params, Optimizer::Adam, batch.len(), 4).expect("network");
+fn loss_of(be: &dyn Backend, shape: Shape, params: &HostParams, batch: &Batch) -> f64 {
+    let mut net = Network::new(be, shape, params, Optimizer::Adam, batch.len(), 4).expect("network");
     let masks: Vec<&[u32]> = vec![&[]; batch.len()];
     net.evaluate(batch, &masks).expect("evaluate").0
 }
 
+/// The check on every backend.
 fn check(shape: Shape) {
+    for be in backends() {
+        check_on(be, shape);
+    }
+}
+
+/// The gradients the network's backward pass leaves equal central finite differences of its loss.
+fn check_on(be: &dyn Backend, shape: Shape) {
     // Larger-than-default weights so every ReLU is clearly on or off and differences are well above f32 noise.
     let mut params = HostParams::init(shape, EmbeddingInit::Normal, 7);
     params.w1.iter_mut().for_each(|w| *w *= 3.0);
     let ex = examples(3, shape.items, 5);
     // Unequal pooling weights, so the weighted paths are checked too.
     let batch = Batch::weighted(ex.iter(), |u, i| 0.5 + ((u * 7 + i) % 4) as f32 * 0.5);
-    let be = Cpu::new();
-    let mut net = Network::new(&be, shape, &params, Optimizer::Sgd, batch.len(), 4).expect("network");
-    let opts = TrainOptions {
-        batch_size: 5,
-        learning_rate: 1e-30,
-        momentum: 0.0,
-        weight_decay: 0.0,
-    };
+    let mut net = Network::new(be, shape, &params, Optimizer::Sgd, batch.len(), 4).expect("network");
+    let opts = TrainOptions { batch_size: 5, learning_rate: 1e-30, momentum: 0.0, weight_decay: 0.0 };
     net.train_step(&batch, &opts).expect("step");
     let grads = net.gradients().expect("grads");
     let rows = batch.len() as f64;
@@ -57,27 +60,28 @@ fn check(shape: Shape) {
             let eps = 1e-2f32;
             let mut plus = params.clone();
             let mut minus = params.clone();
-            let get = |p: &mut HostParams| -> *mut f32 {
-                match part {
-                    0 => &mut p.emb[i],
-                    1 => &mut p.w1[i],
-                    2 => &mut p.b1[i],
-                    3 => &mut p.w2[i],
-                    _ => &mut p.b2[i],
-                }
-            };
-            // SAFETY: each pointer comes from a live, exclusively borrowed Vec element just above.
-            unsafe {
-                *get(&mut plus) += eps;
-                *get(&mut minus) -= eps;
-            }
-            let fd = (loss_of(shape, &plus, &batch) - loss_of(shape, &minus, &batch)) / (2.0 * eps as f64) / rows;
+            part_mut(&mut plus, part)[i] += eps;
+            part_mut(&mut minus, part)[i] -= eps;
+            let fd =
+                (loss_of(be, shape, &plus, &batch) - loss_of(be, shape, &minus, &batch)) / (2.0 * eps as f64) / rows;
             let g = grads.parts()[part][i] as f64;
             assert!(
                 (fd - g).abs() <= 2e-3 + 2e-2 * fd.abs(),
-                "{name}[{i}] ({shape:?}): backward {g} vs finite difference {fd}"
+                "{:?} {name}[{i}] ({shape:?}): backward {g} vs finite difference {fd}",
+                be.kind()
             );
         }
+    }
+}
+
+/// One of the parameters by its index in [`HostParams::parts`].
+fn part_mut(p: &mut HostParams, part: usize) -> &mut Vec<f32> {
+    match part {
+        0 => &mut p.emb,
+        1 => &mut p.w1,
+        2 => &mut p.b1,
+        3 => &mut p.w2,
+        _ => &mut p.b2,
     }
 }
 

@@ -1,9 +1,9 @@
 //! Seeded properties of covariance and PCA on small random inputs, for every solver and for dense and sparse input.
 
-use embjob::backend::{Backend, Cpu};
+use embjob::backend::Cpu;
 use embjob::config::{ComponentsSpec, PcaSolver};
 use embjob::dense::Matrix;
-use embjob::pca::{self, PcaInput};
+use embjob::pca::{self, PcaInput, PcaParams, Solver};
 use embjob::plan::PcaPlan;
 use embjob::rng::SplitMix;
 use embjob::sparse::Csr;
@@ -27,8 +27,11 @@ fn random_sparse(seed: u64, n: usize, p: usize, density: f64) -> Csr {
     Csr::from_rows(p, &rows)
 }
 
-fn plan(k: ComponentsSpec, solver: PcaSolver) -> PcaPlan {
+/// The fit's parameters for an input of `shape`, resolved as the PCA stage resolves them.
+fn plan(k: ComponentsSpec, solver: PcaSolver, shape: (usize, usize)) -> PcaParams {
     PcaPlan { n_components: k, whiten: false, standardize: false, solver, oversamples: 10, power_iterations: None }
+        .resolve(shape.0, shape.1)
+        .expect("resolve")
 }
 
 fn dense_of(x: &Csr) -> Matrix {
@@ -37,12 +40,12 @@ fn dense_of(x: &Csr) -> Matrix {
 
 #[test]
 fn covariance_of_sparse_input_equals_dense_and_is_symmetric_psd() {
-    for seed in 0..5 {
+    for (be, seed) in backends().into_iter().flat_map(|be| (0..5).map(move |s| (be, s))) {
         let x = random_sparse(seed, 40, 12, 0.3);
-        let sparse = pca::covariance(&Cpu::new(), &PcaInput::Sparse(x.clone())).expect("sparse");
-        let dense = pca::covariance(&Cpu::new(), &PcaInput::Dense(dense_of(&x))).expect("dense");
+        let sparse = pca::covariance(be, &PcaInput::Sparse(x.clone())).expect("sparse");
+        let dense = pca::covariance(be, &PcaInput::Dense(dense_of(&x))).expect("dense");
         for (a, b) in sparse.data().iter().zip(dense.data()) {
-            assert!((a - b).abs() < 1e-12, "seed {seed}: {a} vs {b}");
+            assert!((a - b).abs() < tolerance(be, 1e-12, 1e-4), "{:?} seed {seed}: {a} vs {b}", be.kind());
         }
         for i in 0..12 {
             for j in 0..12 {
@@ -50,7 +53,7 @@ fn covariance_of_sparse_input_equals_dense_and_is_symmetric_psd() {
             }
         }
         let eig = sparse.to_faer().self_adjoint_eigenvalues(faer::Side::Lower).expect("eig");
-        assert!(eig.iter().all(|&v| v > -1e-10), "seed {seed}: not PSD: {eig:?}");
+        assert!(eig.iter().all(|&v| v > -tolerance(be, 1e-10, 1e-5)), "seed {seed}: not PSD: {eig:?}");
     }
 }
 
@@ -65,7 +68,8 @@ fn covariance_equals_numpy_cov_on_digits() {
             values[r * 64 + j] = v;
         }
     }
-    let cov = pca::covariance(&Cpu::new(), &PcaInput::Dense(Matrix::from_vec(n, 64, values).expect("shape"))).expect("cov");
+    let cov =
+        pca::covariance(&Cpu::new(), &PcaInput::Dense(Matrix::from_vec(n, 64, values).expect("shape"))).expect("cov");
     let want = read_parquet(&fixture("cov_digits_raw.parquet"));
     let (i, j, v) = (i64s(&want, "i"), i64s(&want, "j"), f64s(&want, "cov"));
     assert_eq!(v.len(), 64 * 64);
@@ -79,21 +83,29 @@ fn covariance_equals_numpy_cov_on_digits() {
 fn components_are_orthonormal_for_every_solver_and_input_kind() {
     for (seed, (n, p)) in [(1u64, (30usize, 10usize)), (2, (8, 20)), (3, (50, 25))] {
         let x = random_sparse(seed, n, p, 0.4);
-        for solver in [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized] {
+        for (be, solver) in backends()
+            .into_iter()
+            .flat_map(|be| [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized].map(|s| (be, s)))
+        {
             for input in [PcaInput::Sparse(x.clone()), PcaInput::Dense(dense_of(&x))] {
                 let k = 5.min(n.min(p));
-                let r =
-                    pca::fit(&Cpu::new(), input, &plan(ComponentsSpec::Count(k as u64), solver), seed).expect("fit");
+                let params = plan(ComponentsSpec::Count(k as u64), solver, (n, p));
+                let r = pca::fit(be, input, &params, seed).expect("fit");
                 let c = &r.components;
                 for a in 0..k {
                     for b in 0..k {
                         let dot: f64 = (0..p).map(|j| c.at(a, j) * c.at(b, j)).sum();
                         let want = if a == b { 1.0 } else { 0.0 };
-                        assert!((dot - want).abs() < 1e-9, "{solver:?} seed {seed}: <c{a}, c{b}> = {dot}");
+                        let tol = tolerance(be, 1e-9, 1e-5);
+                        assert!(
+                            (dot - want).abs() < tol,
+                            "{:?} {solver:?} seed {seed}: <c{a}, c{b}> = {dot}",
+                            be.kind()
+                        );
                     }
                 }
                 // Explained variances descend.
-                assert!(r.explained_variance.windows(2).all(|w| w[0] >= w[1] - 1e-12));
+                assert!(r.explained_variance.windows(2).all(|w| w[0] >= w[1] - tolerance(be, 1e-12, 1e-5)));
             }
         }
     }
@@ -103,20 +115,24 @@ fn components_are_orthonormal_for_every_solver_and_input_kind() {
 fn the_three_solvers_agree() {
     let x = random_sparse(7, 60, 18, 0.35);
     let k = 4;
-    let fits: Vec<_> = [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized]
-        .into_iter()
-        .map(|s| {
-            pca::fit(&Cpu::new(), PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(k), s), 3).expect("fit")
-        })
-        .collect();
-    for f in &fits[1..] {
-        // The exact solvers agree to rounding; the randomized one to its (small) approximation error.
-        let (ev_tol, comp_tol) = if f.solver == PcaSolver::Randomized { (1e-6, 1e-4) } else { (1e-10, 1e-8) };
-        for (a, b) in f.explained_variance.iter().zip(&fits[0].explained_variance) {
-            assert!((a - b).abs() < ev_tol * b.max(1.0), "{:?}: {a} vs {b}", f.solver);
-        }
-        for (a, b) in f.components.data().iter().zip(fits[0].components.data()) {
-            assert!((a - b).abs() < comp_tol, "{:?}: components differ ({a} vs {b})", f.solver);
+    for be in backends() {
+        let fits: Vec<_> = [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized]
+            .into_iter()
+            .map(|s| {
+                pca::fit(be, PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(k), s, (60, 18)), 3).expect("fit")
+            })
+            .collect();
+        for f in &fits[1..] {
+            // The exact solvers agree to rounding; the randomized one to its (small) approximation error; f32 products
+            // on the GPU to 1e-4.
+            let (ev_tol, comp_tol) = if f.solver == Solver::Randomized { (1e-6, 1e-4) } else { (1e-10, 1e-8) };
+            let (ev_tol, comp_tol) = (tolerance(be, ev_tol, 1e-5), tolerance(be, comp_tol, 1e-3));
+            for (a, b) in f.explained_variance.iter().zip(&fits[0].explained_variance) {
+                assert!((a - b).abs() < ev_tol * b.max(1.0), "{:?}: {a} vs {b}", f.solver);
+            }
+            for (a, b) in f.components.data().iter().zip(fits[0].components.data()) {
+                assert!((a - b).abs() < comp_tol, "{:?}: components differ ({a} vs {b})", f.solver);
+            }
         }
     }
 }
@@ -125,13 +141,16 @@ fn the_three_solvers_agree() {
 fn projections_reconstruct_the_centred_data_at_full_rank() {
     let x = random_sparse(11, 25, 6, 0.5);
     let dense = dense_of(&x);
-    let r = pca::fit(&Cpu::new(), PcaInput::Sparse(x), &plan(ComponentsSpec::Count(6), PcaSolver::Covariance), 0)
-        .expect("fit");
-    for row in 0..25 {
-        for j in 0..6 {
-            let back: f64 = (0..6).map(|c| r.projections.at(row, c) * r.components.at(c, j)).sum();
-            let centred = dense.at(row, j) - r.mean[j];
-            assert!((back - centred).abs() < 1e-9, "row {row} col {j}: {back} vs {centred}");
+    for be in backends() {
+        let params = plan(ComponentsSpec::Count(6), PcaSolver::Covariance, (25, 6));
+        let r = pca::fit(be, PcaInput::Sparse(x.clone()), &params, 0).expect("fit");
+        for row in 0..25 {
+            for j in 0..6 {
+                let back: f64 = (0..6).map(|c| r.projections.at(row, c) * r.components.at(c, j)).sum();
+                let centred = dense.at(row, j) - r.mean[j];
+                let tol = tolerance(be, 1e-9, 1e-4);
+                assert!((back - centred).abs() < tol, "{:?} row {row} col {j}: {back} vs {centred}", be.kind());
+            }
         }
     }
 }
@@ -139,29 +158,25 @@ fn projections_reconstruct_the_centred_data_at_full_rank() {
 #[test]
 fn whitened_projections_have_unit_variance() {
     let x = random_sparse(5, 80, 10, 0.4);
-    let mut p = plan(ComponentsSpec::Count(3), PcaSolver::Covariance);
+    let mut p = plan(ComponentsSpec::Count(3), PcaSolver::Covariance, (80, 10));
     p.whiten = true;
-    let r = pca::fit(&Cpu::new(), PcaInput::Sparse(x), &p, 0).expect("fit");
-    for c in 0..3 {
-        let var: f64 = (0..80).map(|i| r.projections.at(i, c).powi(2)).sum::<f64>() / 79.0;
-        assert!((var - 1.0).abs() < 1e-9, "component {c}: variance {var}");
+    for be in backends() {
+        let r = pca::fit(be, PcaInput::Sparse(x.clone()), &p, 0).expect("fit");
+        for c in 0..3 {
+            let var: f64 = (0..80).map(|i| r.projections.at(i, c).powi(2)).sum::<f64>() / 79.0;
+            assert!((var - 1.0).abs() < tolerance(be, 1e-9, 1e-4), "{:?} component {c}: variance {var}", be.kind());
+        }
     }
 }
 
 #[test]
 fn variance_target_picks_the_fewest_components() {
     let x = random_sparse(9, 40, 12, 0.4);
-    let full =
-        pca::fit(&Cpu::new(), PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(12), PcaSolver::Covariance), 0)
-            .expect("fit");
+    let full_plan = plan(ComponentsSpec::Count(12), PcaSolver::Covariance, (40, 12));
+    let full = pca::fit(&Cpu::new(), PcaInput::Sparse(x.clone()), &full_plan, 0).expect("fit");
     for target in [0.3, 0.5, 0.8, 0.95] {
-        let r = pca::fit(
-            &Cpu::new(),
-            PcaInput::Sparse(x.clone()),
-            &plan(ComponentsSpec::VarianceFraction(target), PcaSolver::Auto),
-            0,
-        )
-        .expect("fit");
+        let params = plan(ComponentsSpec::VarianceFraction(target), PcaSolver::Auto, (40, 12));
+        let r = pca::fit(&Cpu::new(), PcaInput::Sparse(x.clone()), &params, 0).expect("fit");
         let k = r.n_components;
         let cum: f64 = full.explained_variance_ratio[..k].iter().sum();
         let before: f64 = full.explained_variance_ratio[..k - 1].iter().sum();
@@ -171,9 +186,15 @@ fn variance_target_picks_the_fewest_components() {
 
 #[test]
 fn more_components_than_rows_or_features_is_an_error() {
-    let x = random_sparse(1, 5, 8, 0.5);
-    let e = pca::fit(&Cpu::new(), PcaInput::Sparse(x), &plan(ComponentsSpec::Count(6), PcaSolver::Auto), 0)
-        .expect_err("k > n");
+    let spec = PcaPlan {
+        n_components: ComponentsSpec::Count(6),
+        whiten: false,
+        standardize: false,
+        solver: PcaSolver::Auto,
+        oversamples: 10,
+        power_iterations: None,
+    };
+    let e = spec.resolve(5, 8).expect_err("k > n");
     assert!(e.to_string().contains("min(rows, features)"), "{e}");
     assert_eq!(e.exit_code(), 3);
 }
@@ -185,16 +206,18 @@ fn sparse_products_match_dense_products() {
     let mut rng = SplitMix::new(4);
     let b = Matrix::from_vec(9, 3, (0..27).map(|_| rng.normal()).collect()).expect("shape");
     let c = Matrix::from_vec(17, 3, (0..51).map(|_| rng.normal()).collect()).expect("shape");
-    let pairs = [
-        (Cpu::new().csr_mul(&x, &b).expect("xb"), Cpu::new().gemm(&d, false, &b, false).expect("dense xb")),
-        (Cpu::new().csr_t_mul(&x, &c).expect("xtc"), Cpu::new().gemm(&d, true, &c, false).expect("dense xtc")),
-        (Cpu::new().gram_csr(&x).expect("gram"), Cpu::new().gram_dense(&d).expect("dense gram")),
-        (Cpu::new().outer_csr(&x).expect("outer"), Cpu::new().gemm(&d, false, &d, true).expect("dense outer")),
-    ];
-    for (i, (s, dn)) in pairs.iter().enumerate() {
-        assert_eq!((s.rows(), s.cols()), (dn.rows(), dn.cols()));
-        for (a, b) in s.data().iter().zip(dn.data()) {
-            assert!((a - b).abs() < 1e-12, "product {i}: {a} vs {b}");
+    for be in backends() {
+        let pairs = [
+            (be.csr_mul(&x, &b).expect("xb"), be.gemm(&d, false, &b, false).expect("dense xb")),
+            (be.csr_t_mul(&x, &c).expect("xtc"), be.gemm(&d, true, &c, false).expect("dense xtc")),
+            (be.gram_csr(&x).expect("gram"), be.gram_dense(&d).expect("dense gram")),
+            (be.outer_csr(&x).expect("outer"), be.gemm(&d, false, &d, true).expect("dense outer")),
+        ];
+        for (i, (s, dn)) in pairs.iter().enumerate() {
+            assert_eq!((s.rows(), s.cols()), (dn.rows(), dn.cols()));
+            for (a, b) in s.data().iter().zip(dn.data()) {
+                assert!((a - b).abs() < tolerance(be, 1e-12, 1e-4), "{:?} product {i}: {a} vs {b}", be.kind());
+            }
         }
     }
 }

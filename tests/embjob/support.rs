@@ -7,6 +7,46 @@ use std::process::Command;
 
 use polars::prelude::*;
 
+/// The backends a test body runs on, as candle's `test_device!` does: the CPU, and the wgpu backend wherever an
+/// adapter exists (lavapipe counts). With EMBJOB_REQUIRE_GPU=1 a missing adapter fails instead of skipping.
+pub fn backends() -> Vec<&'static dyn embjob::backend::Backend> {
+    static CPU: embjob::backend::Cpu = embjob::backend::Cpu;
+    let mut all: Vec<&'static dyn embjob::backend::Backend> = vec![&CPU];
+    if let Some(g) = gpu_backend() {
+        all.push(g);
+    }
+    all
+}
+
+/// The shared wgpu backend of this test process, or `None` (skip) when there is no adapter and EMBJOB_REQUIRE_GPU
+/// is not set.
+pub fn gpu_backend() -> Option<&'static embjob::backend::gpu::Gpu> {
+    use embjob::backend::gpu::{Gpu, GpuContext};
+    static GPU: std::sync::OnceLock<Option<Gpu>> = std::sync::OnceLock::new();
+    let gpu = GPU.get_or_init(|| {
+        let ctx = GpuContext::open(std::env::var("EMBJOB_ADAPTER").ok().as_deref(), true).expect("open adapter");
+        if let Some(c) = &ctx {
+            eprintln!("GPU tests on {} ({}, {})", c.adapter.name, c.adapter.backend, c.adapter.device_type);
+        }
+        ctx.map(Gpu::new)
+    });
+    if gpu.is_none() {
+        if std::env::var("EMBJOB_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("EMBJOB_REQUIRE_GPU=1 but no GPU adapter was found (install mesa-vulkan-drivers for lavapipe)");
+        }
+        eprintln!("SKIPPED on the GPU: no adapter");
+    }
+    gpu.as_ref()
+}
+
+/// A tolerance for `be`: `cpu` on the CPU backend (f64 products), at least `gpu` on the wgpu backend (f32).
+pub fn tolerance(be: &dyn embjob::backend::Backend, cpu: f64, gpu: f64) -> f64 {
+    match be.kind() {
+        embjob::backend::BackendKind::Cpu => cpu,
+        embjob::backend::BackendKind::Gpu => cpu.max(gpu),
+    }
+}
+
 /// The repository root (where Cargo.toml is).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

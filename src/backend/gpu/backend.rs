@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::ops::GpuCsr;
 use super::{GpuBuf, GpuContext, GpuIdx};
 use crate::backend::cpu_kernels;
-use crate::backend::{AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
+use crate::backend::{AdamStep, Backend, BackendKind, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::sparse::Csr;
@@ -133,8 +133,8 @@ fn distinct(outputs: &[&Tensor], inputs: &[&Tensor]) -> Result<()> {
 }
 
 impl Backend for Gpu {
-    fn name(&self) -> &'static str {
-        "gpu"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Gpu
     }
 
     fn profile_report(&self) -> Option<String> {
@@ -160,14 +160,16 @@ impl Backend for Gpu {
         let xt = crate::backend::cpu::transpose(x);
         let c = self.upload_csr(&xt)?;
         let p = x.cols;
-        let out = self.one_shot(p * p, "covariance (XᵀX)", |enc, o| self.ctx.csr_outer(enc, p, x.rows, csr(&c), o))?;
+        let out =
+            self.one_shot(p * p, "covariance (XᵀX)", |enc, o| self.ctx.csr_outer(enc, p, x.rows, csr(&c), o))?;
         f64_matrix(p, p, out)
     }
 
     fn outer_csr(&self, x: &Csr) -> Result<Matrix> {
         let c = self.upload_csr(x)?;
         let n = x.rows;
-        let out = self.one_shot(n * n, "Gram matrix (XXᵀ)", |enc, o| self.ctx.csr_outer(enc, n, x.cols, csr(&c), o))?;
+        let out =
+            self.one_shot(n * n, "Gram matrix (XXᵀ)", |enc, o| self.ctx.csr_outer(enc, n, x.cols, csr(&c), o))?;
         f64_matrix(n, n, out)
     }
 
@@ -250,7 +252,8 @@ impl Backend for Gpu {
     ) -> Result<()> {
         distinct(&[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
         let (offsets, weights) = (idx(bags.offsets)?, buf(bags.weights)?);
-        let (seg_items, seg_offsets, seg_examples) = (idx(bags.seg_items)?, idx(bags.seg_offsets)?, idx(bags.seg_examples)?);
+        let (seg_items, seg_offsets, seg_examples) =
+            (idx(bags.seg_items)?, idx(bags.seg_offsets)?, idx(bags.seg_examples)?);
         let segments = (&seg_items, &seg_offsets, &seg_examples, buf(bags.seg_weights)?);
         self.record(|ctx, enc| {
             let n = bags.seg_items.len();
@@ -293,9 +296,7 @@ impl Backend for Gpu {
 
     fn sgd(&self, param: &Tensor, grad: &Tensor, velocity: &Tensor, s: SgdStep) -> Result<()> {
         distinct(&[param, velocity], &[grad])?;
-        self.record(|ctx, enc| {
-            ctx.sgd(enc, buf(param)?, buf(grad)?, buf(velocity)?, s.lr, s.momentum, s.weight_decay)
-        })
+        self.record(|ctx, enc| ctx.sgd(enc, buf(param)?, buf(grad)?, buf(velocity)?, s.lr, s.momentum, s.weight_decay))
     }
 
     fn target_ranks(

@@ -26,11 +26,7 @@ pub enum Form {
 }
 
 /// Expands the directives of `src`; `fragment` finds an included file's source by name.
-pub fn expand<'s>(
-    src: &'s str,
-    form: Form,
-    fragment: impl Fn(&str) -> Option<&'static str>,
-) -> Result<Cow<'s, str>> {
+pub fn expand<'s>(src: &'s str, form: Form, fragment: impl Fn(&str) -> Option<&'static str>) -> Result<Cow<'s, str>> {
     if !src.contains("//#") {
         return Ok(Cow::Borrowed(src));
     }

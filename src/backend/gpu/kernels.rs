@@ -147,7 +147,8 @@ pub fn source_for_run(name: &str, form: Form) -> Result<Cow<'static, str>> {
         {
             let path = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
             if path.exists() {
-                let text = std::fs::read_to_string(&path).map_err(|e| Error::Gpu(format!("{}: {e}", path.display())))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| Error::Gpu(format!("{}: {e}", path.display())))?;
                 return kernel_source::expand(&text, form, file).map(|s| Cow::Owned(s.into_owned()));
             }
         }

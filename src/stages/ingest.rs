@@ -1,0 +1,32 @@
+//! Ingest: the input file's fingerprint and its contents as a [`Dataset`].
+
+use super::{Artifacts, Context, StageOutput};
+use crate::data;
+use crate::dataset::Dataset;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::run_record;
+
+pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
+    let input = &ctx.plan.input;
+    let fingerprint = run_record::fingerprint(&input.path)?;
+    let dataset = data::read_input(input)?;
+    let summary = match &dataset {
+        Dataset::Interactions(i) => format!(
+            "{} users, {} items, {} interactions",
+            i.users.len(),
+            i.items.len(),
+            i.lists.iter().map(Vec::len).sum::<usize>()
+        ),
+        Dataset::Text(t) => format!("{} documents", t.texts.len()),
+        Dataset::Numeric(n) => format!("{} rows × {} columns", n.rows, n.columns.len()),
+    };
+    metrics.push("ingest", "rows", dataset.rows() as f64);
+    if let Dataset::Interactions(i) = &dataset {
+        metrics.push("ingest", "items", i.items.len() as f64);
+        metrics.push("ingest", "interactions", i.lists.iter().map(Vec::len).sum::<usize>() as f64);
+    }
+    artifacts.dataset = Some(dataset);
+    artifacts.fingerprint = Some(fingerprint);
+    Ok(StageOutput { summary, ..StageOutput::default() })
+}

@@ -1,0 +1,95 @@
+//! The stages of a job, each a unit: it reads what earlier stages left in [`Artifacts`], adds its metrics, and
+//! returns its output tables, a one-line summary and its run.json details as a [`StageOutput`].
+//! `pipeline::run` is a loop over the stages the plan lists ([`Plan::stages`]); adding a stage is a file here, a
+//! [`Stage`] variant and its plan.
+
+mod bow;
+mod ingest;
+mod model;
+mod pca;
+
+use crate::backend::{Backend, BackendReport};
+use crate::bow::Bow;
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::plan::Plan;
+use crate::report::Reporter;
+use crate::run_record::{InputFingerprint, StageRecord};
+use crate::table::Table;
+
+/// A stage of a job, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Reads the input (always first).
+    Ingest,
+    /// Bag-of-words of the documents, items or users.
+    Bow,
+    /// PCA of the bag-of-words matrix or the numeric columns.
+    Pca,
+    /// The embedding model: split, training, evaluation, neighbours.
+    Model,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Bow => "bow",
+            Stage::Pca => "pca",
+            Stage::Model => "model",
+        }
+    }
+}
+
+/// What every stage may use.
+pub struct Context<'a> {
+    pub plan: &'a Plan,
+    pub backend: &'a dyn Backend,
+    pub report: &'a BackendReport,
+    pub reporter: &'a dyn Reporter,
+}
+
+/// What the stages produce for the stages after them.
+#[derive(Default)]
+pub struct Artifacts {
+    pub dataset: Option<Dataset>,
+    pub fingerprint: Option<InputFingerprint>,
+    pub bow: Option<Bow>,
+}
+
+impl Artifacts {
+    /// The input, read by the ingest stage.
+    pub fn dataset(&self) -> Result<&Dataset> {
+        self.dataset.as_ref().ok_or_else(|| Error::Internal("a stage ran before ingest".into()))
+    }
+}
+
+/// What a stage returns.
+#[derive(Default)]
+pub struct StageOutput {
+    /// Output files (name, table), written into the run folder when every stage is done.
+    pub tables: Vec<(&'static str, Table)>,
+    /// One line for the progress display and run.json.
+    pub summary: String,
+    /// The stage's entry under run.json's `details`, if any.
+    pub details: Option<serde_json::Value>,
+    /// Parts timed on their own (the model stage: train, eval), reported by the stage itself; the loop records
+    /// these instead of one record for the whole stage.
+    pub parts: Vec<StageRecord>,
+}
+
+/// Runs one stage.
+pub fn run(stage: Stage, ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
+    match stage {
+        Stage::Ingest => ingest::run(ctx, artifacts, metrics),
+        Stage::Bow => bow::run(ctx, artifacts, metrics),
+        Stage::Pca => pca::run(ctx, artifacts, metrics),
+        Stage::Model => model::run(ctx, artifacts, metrics),
+    }
+}
+
+/// Whether a stage reports its own progress and parts (the model stage: train, then eval).
+pub fn reports_itself(stage: Stage) -> bool {
+    stage == Stage::Model
+}

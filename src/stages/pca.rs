@@ -1,0 +1,55 @@
+//! PCA of the bag-of-words matrix, or of the numeric columns. The plan's `auto` choices are resolved here, once,
+//! for the input's shape, before the memory plan and the fit.
+
+use super::{Artifacts, Context, StageOutput};
+use crate::dataset::Dataset;
+use crate::dense::Matrix;
+use crate::error::{Error, Result};
+use crate::memory;
+use crate::metrics::Metrics;
+use crate::outputs::{self, FeatureKind};
+use crate::pca::{self, Components, PcaInput};
+
+pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
+    let plan = ctx.plan.pca.as_ref().ok_or_else(|| Error::Internal("a pca stage without its plan".into()))?;
+    let dataset = artifacts.dataset()?;
+    let (input, names, kind) = match (&artifacts.bow, dataset) {
+        (Some(bow), _) => (PcaInput::Sparse(bow.matrix.clone()), bow.tokens.clone(), FeatureKind::Token),
+        (None, Dataset::Numeric(t)) => (
+            PcaInput::Dense(Matrix::from_vec(t.rows, t.columns.len(), t.values.clone())?),
+            t.columns.clone(),
+            FeatureKind::Feature,
+        ),
+        (None, _) => return Err(Error::Internal("PCA planned without a matrix".into())),
+    };
+    let (rows, cols) = input.shape();
+    let params = plan.resolve(rows, cols)?;
+    let k = match params.components {
+        Components::Count(k) => k,
+        Components::VarianceFraction(_) => rows.min(cols),
+    };
+    let mem = memory::pca(rows, cols, params.solver, k, params.oversamples);
+    ctx.reporter.notice(&memory::describe("pca", &mem));
+    memory::check_or_physical("pca", &mem, ctx.plan.max_memory)?;
+    let result = pca::fit(ctx.backend, input, &params, ctx.plan.seed)?;
+    let summary = format!(
+        "{} components explain {:.4} of the variance (solver {}: {})",
+        result.n_components,
+        result.explained_variance_ratio.iter().sum::<f64>(),
+        format!("{:?}", result.solver).to_lowercase(),
+        result.solver_reason
+    );
+    outputs::pca_metrics(&result, metrics);
+    let tables = vec![
+        ("pca_components.parquet", outputs::pca_components(&result, &names, kind)),
+        ("pca_features.parquet", outputs::pca_features(&result, &names, kind)),
+        ("pca_projections.parquet", outputs::pca_projections(&result, dataset.row_ids())),
+    ];
+    let details = serde_json::json!({
+        "solver": result.solver,
+        "solver_reason": result.solver_reason,
+        "n_components": result.n_components,
+        "backend": ctx.backend.kind(),
+    });
+    Ok(StageOutput { tables, summary, details: Some(details), ..StageOutput::default() })
+}
