@@ -8,11 +8,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::backend::Cpu;
+use crate::bow::BowParams;
 use crate::config::{ComponentsSpec, DfBound, Format, PcaSolver, Weighting, DEFAULT_TOKEN_PATTERN};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::pca::{self, PcaInput};
-use crate::plan::{BowPlan, InputColumns, InputPlan, PcaPlan};
+use crate::plan::{InputColumns, InputPlan, PcaPlan};
 use crate::rng::SplitMix;
 use crate::sparse::Csr;
 
@@ -189,7 +190,7 @@ fn lee_bow(path: &Path) -> Result<Csr> {
     let Dataset::Text(t) = crate::data::read_input(&input)? else {
         return Err(Error::Internal("lee_docs did not read as text".into()));
     };
-    let plan = BowPlan {
+    let plan = BowParams {
         lowercase: true,
         token_pattern: crate::token_pattern::TokenPattern::new(DEFAULT_TOKEN_PATTERN).map_err(Error::Internal)?,
         stop_words: Vec::new(),

@@ -3,10 +3,80 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{DfBound, Weighting};
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::plan::BowPlan;
 use crate::sparse::Csr;
+
+/// Tokenizer and vocabulary options (validated by the plan).
+#[derive(Debug, Clone)]
+pub struct BowParams {
+    pub lowercase: bool,
+    pub token_pattern: crate::token_pattern::TokenPattern,
+    pub stop_words: Vec<String>,
+    pub min_df: DfBound,
+    pub max_df: DfBound,
+    pub max_features: Option<usize>,
+    pub weighting: Weighting,
+}
+
+/// A document-frequency bound: an integer is a document count, a float a fraction of the documents.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DfBound {
+    Count(u64),
+    Fraction(f64),
+}
+
+impl std::fmt::Display for DfBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DfBound::Count(c) => write!(f, "{c} documents"),
+            DfBound::Fraction(x) => write!(f, "{x:?} of the documents"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DfBound {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DfBound;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a document count (integer >= 0) or a fraction of the documents (float in [0, 1])")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<DfBound, E> {
+                u64::try_from(v)
+                    .map(DfBound::Count)
+                    .map_err(|_| E::custom(format!("a document count cannot be negative (got {v})")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<DfBound, E> {
+                Ok(DfBound::Count(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<DfBound, E> {
+                if (0.0..=1.0).contains(&v) {
+                    Ok(DfBound::Fraction(v))
+                } else {
+                    Err(E::custom(format!("a fraction of the documents must lie in [0, 1] (got {v})")))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How BoW values are weighted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// Raw counts.
+    #[default]
+    Count,
+    /// 1 where a token occurs.
+    Binary,
+    /// scikit-learn's TfidfTransformer defaults: smooth idf, l2-normalised rows.
+    Tfidf,
+}
 
 /// The vocabulary and the document × token matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +112,7 @@ pub struct BowStats {
 /// Splits `text` into tokens the way scikit-learn's default analyzer does: optional lowercasing (Python's
 /// `str.lower`, which Rust's `to_lowercase` equals, final sigma included), the token pattern's matches with Python's
 /// meaning of `\w` and `\b` (its group when it has one), stop words removed by the caller.
-pub fn tokenize<'t>(plan: &BowPlan, text: &'t str, lowered: &'t mut String) -> Result<Vec<&'t str>> {
+pub fn tokenize<'t>(plan: &BowParams, text: &'t str, lowered: &'t mut String) -> Result<Vec<&'t str>> {
     let text: &str = if plan.lowercase {
         *lowered = text.to_lowercase();
         lowered.as_str()
@@ -55,7 +125,7 @@ pub fn tokenize<'t>(plan: &BowPlan, text: &'t str, lowered: &'t mut String) -> R
 }
 
 /// BoW of free-text documents.
-pub fn from_texts(plan: &BowPlan, texts: &[String]) -> Result<Bow> {
+pub fn from_texts(plan: &BowParams, texts: &[String]) -> Result<Bow> {
     let stop: HashSet<&str> = plan.stop_words.iter().map(String::as_str).collect();
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut names: Vec<String> = Vec::new();
@@ -102,7 +172,7 @@ pub fn from_texts(plan: &BowPlan, texts: &[String]) -> Result<Bow> {
 
 /// BoW of documents already given as ids into a sorted `universe` of tokens (the items of long and list layouts).
 /// Stop words, min_df, max_df, max_features and weighting apply; lowercasing and the token pattern do not.
-pub fn from_token_ids(plan: &BowPlan, universe: Vec<String>, docs: &[Vec<u32>]) -> Result<Bow> {
+pub fn from_token_ids(plan: &BowParams, universe: Vec<String>, docs: &[Vec<u32>]) -> Result<Bow> {
     let n_docs = docs.len();
     let v = universe.len();
     let mut df = vec![0u64; v];

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+// The enums the compute modules own (they take their own parameter types); the config reads them as written.
+pub use crate::backend::BackendChoice;
+pub use crate::bow::{DfBound, Weighting};
+pub use crate::model::{EmbeddingInit, Optimizer, Pooling};
 
 /// One pipeline file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -35,17 +39,6 @@ pub struct JobConfig {
     pub backend: BackendChoice,
     /// Refuse stages whose planned memory is over this: bytes, or e.g. "4GiB", "500MB".
     pub max_memory: Option<toml::Value>,
-}
-
-/// Where the heavy math runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendChoice {
-    /// A hardware GPU when there is one, otherwise the CPU (with a one-line notice).
-    #[default]
-    Auto,
-    Cpu,
-    Gpu,
 }
 
 /// `[input]`
@@ -146,64 +139,6 @@ fn default_min_df() -> DfBound {
 }
 fn default_max_df() -> DfBound {
     DfBound::Fraction(1.0)
-}
-
-/// A document-frequency bound: an integer is a document count, a float a fraction of the documents.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum DfBound {
-    Count(u64),
-    Fraction(f64),
-}
-
-impl std::fmt::Display for DfBound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DfBound::Count(c) => write!(f, "{c} documents"),
-            DfBound::Fraction(x) => write!(f, "{x:?} of the documents"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for DfBound {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = DfBound;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a document count (integer >= 0) or a fraction of the documents (float in [0, 1])")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<DfBound, E> {
-                u64::try_from(v)
-                    .map(DfBound::Count)
-                    .map_err(|_| E::custom(format!("a document count cannot be negative (got {v})")))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<DfBound, E> {
-                Ok(DfBound::Count(v))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<DfBound, E> {
-                if (0.0..=1.0).contains(&v) {
-                    Ok(DfBound::Fraction(v))
-                } else {
-                    Err(E::custom(format!("a fraction of the documents must lie in [0, 1] (got {v})")))
-                }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// How BoW values are weighted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Weighting {
-    /// Raw counts.
-    #[default]
-    Count,
-    /// 1 where a token occurs.
-    Binary,
-    /// scikit-learn's TfidfTransformer defaults: smooth idf, l2-normalised rows.
-    Tfidf,
 }
 
 /// `[pca]`
@@ -349,15 +284,6 @@ pub enum Activation {
     Relu,
 }
 
-/// How the input items' embedding rows combine.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    Sum,
-    #[default]
-    Mean,
-}
-
 /// `[train]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -406,26 +332,6 @@ fn default_batch() -> u64 {
 }
 fn default_lr() -> f64 {
     0.01
-}
-
-/// Optimizer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    #[default]
-    Adam,
-    Sgd,
-}
-
-/// Initialisation of the embedding table (hidden and output layers use PyTorch's nn.Linear default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EmbeddingInit {
-    /// U(−1/√V, 1/√V): what a bias-free nn.Linear(V, d) on the multi-hot vector gets.
-    #[default]
-    Linear,
-    /// N(0, 1), nn.EmbeddingBag's default.
-    Normal,
 }
 
 /// `[eval]`

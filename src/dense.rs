@@ -82,6 +82,15 @@ impl Matrix {
         &self.data[r * self.cols..(r + 1) * self.cols]
     }
 
+    /// Subtracts `mean[c]` from every value of column c.
+    pub fn centre_columns(&mut self, mean: &[f64]) {
+        for row in self.data.chunks_mut(self.cols.max(1)) {
+            for (x, m) in row.iter_mut().zip(mean) {
+                *x -= m;
+            }
+        }
+    }
+
     /// The transpose.
     pub fn transpose(&self) -> Matrix {
         let mut out = Matrix::zeros(self.cols, self.rows);

@@ -90,7 +90,7 @@ enum Bench {
         peer_device: String,
         /// Which backend trains.
         #[arg(long, value_enum, default_value = "cpu")]
-        backend: BackendChoice,
+        backend: CliBackend,
     },
     /// GEMM GFLOP/s on the CPU backend and on every GPU adapter (software ones included).
     Gemm {
@@ -107,11 +107,30 @@ enum Bench {
     },
 }
 
+/// `--backend` (the config's `job.backend` values; the config layer knows nothing of clap).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CliBackend {
+    /// A hardware GPU when there is one, otherwise the CPU (with a one-line notice).
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl From<CliBackend> for BackendChoice {
+    fn from(b: CliBackend) -> BackendChoice {
+        match b {
+            CliBackend::Auto => BackendChoice::Auto,
+            CliBackend::Cpu => BackendChoice::Cpu,
+            CliBackend::Gpu => BackendChoice::Gpu,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct Common {
     /// Overrides `job.backend`.
     #[arg(long, value_enum)]
-    backend: Option<BackendChoice>,
+    backend: Option<CliBackend>,
     /// Overrides `output.dir` (relative to the current folder).
     #[arg(long)]
     output: Option<PathBuf>,
@@ -119,7 +138,7 @@ struct Common {
 
 impl Common {
     fn overrides(&self) -> Overrides {
-        Overrides { backend: self.backend, output_dir: self.output.clone() }
+        Overrides { backend: self.backend.map(BackendChoice::from), output_dir: self.output.clone() }
     }
 }
 
@@ -229,8 +248,14 @@ fn main() {
         }
         Command::Bench { which: Bench::Train { config, repeats, python, peer, peer_device, backend } } => {
             let python = (python != "none").then_some(python);
-            let opts =
-                embjob::bench::TrainBenchOptions { config, repeats, python, peer_script: peer, peer_device, backend };
+            let opts = embjob::bench::TrainBenchOptions {
+                config,
+                repeats,
+                python,
+                peer_script: peer,
+                peer_device,
+                backend: backend.into(),
+            };
             embjob::bench::train(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::train_table(&ms)))
         }
         Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {

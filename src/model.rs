@@ -8,11 +8,41 @@
 //! go up. Initialisation follows the PyTorch peer: embedding rows U(−1/√V, 1/√V) (or N(0,1)), linear layers
 //! U(−1/√fan_in, 1/√fan_in) for weights and biases.
 
+use serde::{Deserialize, Serialize};
+
 use crate::backend::{AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
-use crate::config::{EmbeddingInit, Optimizer, Pooling};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix;
 use crate::split::Example;
+
+/// How the input items' embedding rows combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Sum,
+    #[default]
+    Mean,
+}
+
+/// Optimizer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    #[default]
+    Adam,
+    Sgd,
+}
+
+/// Initialisation of the embedding table (hidden and output layers use PyTorch's nn.Linear default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingInit {
+    /// U(−1/√V, 1/√V): what a bias-free nn.Linear(V, d) on the multi-hot vector gets.
+    #[default]
+    Linear,
+    /// N(0, 1), nn.EmbeddingBag's default.
+    Normal,
+}
 
 /// Sizes of the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

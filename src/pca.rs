@@ -199,6 +199,16 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -
             ss[j] /= scale[j] * scale[j];
         }
     }
+    // A dense input is centred here, in f64, so that no product subtracts nμμᵀ-sized terms afterwards (in f32 on
+    // the GPU that cancellation cost fastfood's raw columns, in the thousands, 2e-3 of a projection); a sparse
+    // input stays sparse and is centred implicitly through `centre`.
+    let centre = match &mut input {
+        PcaInput::Dense(m) => {
+            m.centre_columns(&mean);
+            vec![0.0; p]
+        }
+        PcaInput::Sparse(_) => mean.clone(),
+    };
     let total_variance: f64 = ss.iter().sum::<f64>() / (n - 1) as f64;
     let rank_bound = n.min(p);
     let wanted = match plan.components {
@@ -209,15 +219,15 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -
         Components::VarianceFraction(_) => None,
     };
     let (explained_variance, components) = match plan.solver {
-        Solver::Covariance => covariance_solver(be, &input, &mean, n, p)?,
+        Solver::Covariance => covariance_solver(be, &input, &centre, n, p)?,
         Solver::Gram => {
             // Components cost a product with X each: compute only those kept.
             let keep = |ev: &[f64]| components_kept(plan.components, ev, total_variance);
-            gram_solver(be, &input, &mean, n, keep)?
+            gram_solver(be, &input, &centre, n, keep)?
         }
         Solver::Randomized => {
             let k = wanted.ok_or_else(|| Error::Internal("randomized PCA without a component count".into()))?;
-            randomized_solver(be, &input, &mean, k, plan, seed)?
+            randomized_solver(be, &input, &centre, k, plan, seed)?
         }
     };
     let ratios: Vec<f64> = explained_variance.iter().map(|v| v / total_variance).collect();
@@ -229,7 +239,7 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -
     // Projections (X − 1μᵀ)Vᵀ = X·Vᵀ − 1(μᵀVᵀ), without centring X.
     let vt = components.transpose();
     let mut projections = input.mul(be, &vt)?;
-    let shift: Vec<f64> = (0..k).map(|c| (0..p).map(|j| mean[j] * vt.at(j, c)).sum()).collect();
+    let shift: Vec<f64> = (0..k).map(|c| (0..p).map(|j| centre[j] * vt.at(j, c)).sum()).collect();
     for r in 0..n {
         for c in 0..k {
             projections.data_mut()[r * k + c] -= shift[c];

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bow::BowParams;
 use crate::config::{
     BackendChoice, BowConfig, ComponentsSpec, Config, DfBound, EmbeddingDim, EmbeddingInit, EvalConfig, Format, Layout,
-    Optimizer, PcaConfig, PcaSolver, Pooling, Weighting,
+    Optimizer, PcaConfig, PcaSolver, Pooling,
 };
 use crate::error::{ConfigProblem, Error, Result};
 
@@ -21,7 +22,7 @@ pub struct Plan {
     pub backend: BackendChoice,
     pub input: InputPlan,
     /// Bag-of-words options; `None` for the numeric layout.
-    pub bow: Option<BowPlan>,
+    pub bow: Option<BowParams>,
     pub pca: Option<PcaPlan>,
     /// The embedding model with its training and evaluation options.
     pub model: Option<ModelPlan>,
@@ -63,18 +64,6 @@ pub enum InputColumns {
         id: Option<String>,
         exclude: Vec<String>,
     },
-}
-
-/// Tokenizer and vocabulary options.
-#[derive(Debug, Clone)]
-pub struct BowPlan {
-    pub lowercase: bool,
-    pub token_pattern: crate::token_pattern::TokenPattern,
-    pub stop_words: Vec<String>,
-    pub min_df: DfBound,
-    pub max_df: DfBound,
-    pub max_features: Option<usize>,
-    pub weighting: Weighting,
 }
 
 /// PCA options.
@@ -413,7 +402,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
     }
 }
 
-fn plan_bow(bow: BowConfig, problems: &mut Problems) -> Option<BowPlan> {
+fn plan_bow(bow: BowConfig, problems: &mut Problems) -> Option<BowParams> {
     let token_pattern = match crate::token_pattern::TokenPattern::new(&bow.token_pattern) {
         Ok(re) => Some(re),
         Err(e) => {
@@ -445,7 +434,7 @@ fn plan_bow(bow: BowConfig, problems: &mut Problems) -> Option<BowPlan> {
     if !ok {
         return None;
     }
-    Some(BowPlan {
+    Some(BowParams {
         lowercase: bow.lowercase,
         token_pattern: token_pattern?,
         stop_words: bow.stop_words,

@@ -1,12 +1,22 @@
 //! Choosing where the math runs: finds wgpu adapters and applies `job.backend` / `--backend` / `EMBJOB_ADAPTER`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cpu::Cpu;
 use super::gpu::{Gpu, GpuContext};
 use super::Backend;
-use crate::config::BackendChoice;
 use crate::error::{Error, Result};
+
+/// Where the heavy math runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// A hardware GPU when there is one, otherwise the CPU (with a one-line notice).
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
 
 /// What a run uses, recorded in run.json.
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@ pub mod device;
 pub mod gpu;
 
 pub use cpu::Cpu;
-pub use device::{open, AdapterReport, BackendKind, BackendReport};
+pub use device::{open, AdapterReport, BackendChoice, BackendKind, BackendReport};
 
 use std::any::Any;
 use std::sync::Arc;

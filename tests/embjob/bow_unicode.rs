@@ -3,8 +3,8 @@
 //! information separators. Checked on every code point Python 3.11 assigns, and against scikit-learn's analyzer on
 //! texts where the regex crate's classes differ (fixtures written by tests/fixtures/make_*.py).
 
+use embjob::bow::BowParams;
 use embjob::config::{DfBound, Weighting};
-use embjob::plan::BowPlan;
 use embjob::token_pattern::{is_word_char, TokenPattern, DEFAULT};
 use proptest::prelude::*;
 
@@ -65,8 +65,8 @@ fn word_and_space_classes_equal_pythons_on_every_assigned_code_point() {
     );
 }
 
-fn plan(pattern: &str, lowercase: bool) -> BowPlan {
-    BowPlan {
+fn plan(pattern: &str, lowercase: bool) -> BowParams {
+    BowParams {
         lowercase,
         token_pattern: TokenPattern::new(pattern).expect("pattern"),
         stop_words: Vec::new(),

@@ -2,27 +2,14 @@
 
 use crate::support::*;
 
-/// Runs a good job, replaces data.csv / the config, runs again: must fail with code 3 naming `needles`.
+/// Runs a good job, replaces data.csv / the config, runs again: must fail with code 3 naming `needles`, with
+/// `latest` and the runs untouched.
 fn fails_on_data(file: &str, contents: &[u8], extra_input: &str, needles: &[&str]) {
-    let job = long_job("");
-    let first = job.run(&[]);
-    assert_eq!(first.code, 0, "{}", first.stderr);
-    let latest = job.latest().expect("latest");
-    let runs = job.runs();
-
-    std::fs::write(job.path(file), contents).expect("write data");
-    let toml = std::fs::read_to_string(job.config())
-        .expect("read")
-        .replace("data.csv", file)
-        .replace("layout = \"long\"", &format!("layout = \"long\"\n{extra_input}"));
-    std::fs::write(job.config(), toml).expect("write config");
-    let r = job.run(&[]);
+    let (_, r) = rerun_with(file, contents, extra_input, "");
     assert_eq!(r.code, 3, "exit code; stderr: {}", r.stderr);
     for n in needles {
         assert!(r.stderr.contains(n), "stderr should mention {n:?}:\n{}", r.stderr);
     }
-    assert_eq!(job.latest(), Some(latest), "latest moved");
-    assert_eq!(job.runs(), runs, "runs changed (or a staging folder remains)");
 }
 
 #[test]
@@ -86,23 +73,19 @@ fn non_finite_numeric_values_are_rejected() {
     job.assert_no_run();
 }
 
-/// Runs the good job once, then `toml_extra` on `file` with `contents`; returns the outcome, having checked that a
+/// Runs the good job once, then `extra` on `file` with `contents`; returns the outcome, having checked that a
 /// failure left `latest` and the runs as they were.
 fn rerun_with(file: &str, contents: &[u8], extra_input: &str, extra: &str) -> (Job, Outcome) {
     let job = long_job("");
-    assert_eq!(job.run(&[]).code, 0);
-    let (latest, runs) = (job.latest(), job.runs());
-    std::fs::write(job.path(file), contents).expect("write data");
-    let toml = std::fs::read_to_string(job.config())
-        .expect("read")
-        .replace("data.csv", file)
-        .replace("layout = \"long\"", &format!("layout = \"long\"\n{extra_input}"));
-    std::fs::write(job.config(), format!("{toml}{extra}")).expect("write config");
-    let r = job.run(&[]);
-    if r.code != 0 {
-        assert_eq!(job.latest(), latest, "latest moved");
-        assert_eq!(job.runs(), runs, "runs changed (or a staging folder remains)");
-    }
+    let r = job.rerun_after(|job| {
+        std::fs::write(job.path(file), contents).expect("write data");
+        job.rewrite_toml(|toml| {
+            let toml = toml
+                .replace("data.csv", file)
+                .replace("layout = \"long\"", &format!("layout = \"long\"\n{extra_input}"));
+            format!("{toml}{extra}")
+        });
+    });
     (job, r)
 }
 
@@ -292,12 +275,7 @@ fn numeric_parquet_rerun(bytes: &[u8]) -> (Job, Outcome) {
     let job = Job::new()
         .file("d.parquet", good)
         .toml("[job]\nname='t'\nbackend='cpu'\n[input]\npath='d.parquet'\nlayout='numeric'\nexclude=['restaurant','item','salad']\n[output]\ndir='out'\n");
-    assert_eq!(job.run(&[]).code, 0);
-    let (latest, runs) = (job.latest(), job.runs());
-    std::fs::write(job.path("d.parquet"), bytes).expect("write");
-    let r = job.run(&[]);
-    assert_eq!(job.latest(), latest, "latest moved");
-    assert_eq!(job.runs(), runs, "runs changed (or a staging folder remains)");
+    let r = job.rerun_after(|job| std::fs::write(job.path("d.parquet"), bytes).expect("write"));
     (job, r)
 }
 

@@ -122,6 +122,29 @@ impl Job {
         embjob(&all, self.dir.path())
     }
 
+    /// The "good run, break it, rerun" check: runs the job (it must succeed), applies `change` to its folder (new
+    /// data, another config), runs again and, when that run fails, asserts that `latest` and every run folder are as
+    /// the good run left them (no new run, no staging folder). Returns the second run's outcome.
+    pub fn rerun_after(&self, change: impl FnOnce(&Job)) -> Outcome {
+        let first = self.run(&[]);
+        assert_eq!(first.code, 0, "the good run failed: {}", first.stderr);
+        let (latest, runs) = (self.latest(), self.runs());
+        assert!(latest.is_some(), "no latest after the good run");
+        change(self);
+        let r = self.run(&[]);
+        if r.code != 0 {
+            assert_eq!(self.latest(), latest, "latest moved; stderr: {}", r.stderr);
+            assert_eq!(self.runs(), runs, "runs changed (or a staging folder remains); stderr: {}", r.stderr);
+        }
+        r
+    }
+
+    /// Rewrites `job.toml` with `f` applied to its text.
+    pub fn rewrite_toml(&self, f: impl FnOnce(String) -> String) {
+        let toml = std::fs::read_to_string(self.config()).expect("read toml");
+        std::fs::write(self.config(), f(toml)).expect("write toml");
+    }
+
     /// `embjob validate job.toml`.
     pub fn validate(&self) -> Outcome {
         let config = self.config();
