@@ -64,12 +64,6 @@ impl Matrix {
         self.data
     }
 
-    /// Element `(r, c)`, to change in place.
-    #[inline]
-    pub fn at_mut(&mut self, r: usize, c: usize) -> &mut f64 {
-        &mut self.data[r * self.cols + c]
-    }
-
     /// Element `(r, c)`.
     #[inline]
     pub fn at(&self, r: usize, c: usize) -> f64 {

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// 0: none; 1: SIGINT; 2: SIGTERM. Shared with the signal handlers.
+/// 0: none; 1: SIGINT; 2: SIGTERM. The signal handlers (signal-hook's flag handlers) store into it.
 fn flag() -> &'static Arc<AtomicUsize> {
     static FLAG: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
     FLAG.get_or_init(|| Arc::new(AtomicUsize::new(0)))
@@ -25,15 +25,6 @@ pub fn install_handlers() {
 pub enum Signal {
     Interrupt,
     Terminate,
-}
-
-/// Records a stop request (called from the signal handler).
-pub fn request(signal: Signal) {
-    let code = match signal {
-        Signal::Interrupt => 1,
-        Signal::Terminate => 2,
-    };
-    let _ = flag().compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
 }
 
 /// The pending stop request, if any.

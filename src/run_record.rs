@@ -39,12 +39,17 @@ pub struct InputFingerprint {
     pub sha256: String,
 }
 
-/// Versions of what computed the results.
+/// Versions of what computed the results: the crates as Cargo.lock pinned them for this build (build.rs).
 #[derive(Debug, Clone, Serialize)]
 pub struct Versions {
     pub embjob: &'static str,
     pub polars: &'static str,
     pub wgpu: &'static str,
+    pub faer: &'static str,
+    pub matrixmultiply: &'static str,
+    pub regex: &'static str,
+    pub fancy_regex: &'static str,
+    pub rustc: &'static str,
     pub target: String,
 }
 
@@ -53,8 +58,13 @@ impl Versions {
     pub fn current() -> Versions {
         Versions {
             embjob: env!("CARGO_PKG_VERSION"),
-            polars: "0.55",
-            wgpu: "30",
+            polars: env!("EMBJOB_VERSION_POLARS"),
+            wgpu: env!("EMBJOB_VERSION_WGPU"),
+            faer: env!("EMBJOB_VERSION_FAER"),
+            matrixmultiply: env!("EMBJOB_VERSION_MATRIXMULTIPLY"),
+            regex: env!("EMBJOB_VERSION_REGEX"),
+            fancy_regex: env!("EMBJOB_VERSION_FANCY_REGEX"),
+            rustc: env!("EMBJOB_RUSTC_VERSION"),
             target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
         }
     }

@@ -557,3 +557,25 @@ fn a_model_too_large_for_the_adapter_stops_with_the_tensor_and_the_limit() {
     assert!(job.latest().is_none());
     assert!(job.runs().iter().all(|r| !r.starts_with(".staging")), "{:?}", job.runs());
 }
+
+#[test]
+fn kernels_from_the_environment_need_the_kernel_dev_feature() {
+    // EMBJOB_SHADER_DIR compiles kernels without a rebuild (and the GEMMs without bounds checks): a tuning tool.
+    // A normal build refuses it with an error naming the variable and the feature, and runs nothing.
+    if gpu().is_none() || cfg!(feature = "kernel-dev") {
+        return;
+    }
+    use crate::support::*;
+    let job = long_job("").file("kernels/gemm.wgsl", "this is not WGSL");
+    let config = job.config();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_embjob"))
+        .args(["run", config.to_str().expect("utf-8"), "--quiet", "--backend", "gpu"])
+        .env("NODEVICE_SELECT", "1")
+        .env("EMBJOB_SHADER_DIR", job.path("kernels"))
+        .output()
+        .expect("run embjob");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("EMBJOB_SHADER_DIR") && stderr.contains("kernel-dev"), "{stderr}");
+    job.assert_no_run();
+}

@@ -53,6 +53,15 @@ fn the_food_pipeline_fills_latest() {
         other => panic!("backend used: {other:?}"),
     }
     assert_eq!(run["inputs"][0]["sha256"].as_str().map(str::len), Some(64));
+    // The versions are the ones Cargo.lock pinned, not numbers written by hand.
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).expect("Cargo.lock");
+    for krate in ["polars", "wgpu", "faer"] {
+        let needle = format!("name = \"{krate}\"\nversion = \"");
+        let at = lock.find(&needle).expect("locked") + needle.len();
+        let locked = lock[at..].split('"').next().expect("version");
+        assert_eq!(run["versions"][krate], locked, "{krate} version in run.json");
+    }
+    assert!(run["versions"]["rustc"].as_str().is_some_and(|v| v.starts_with("rustc ")), "{}", run["versions"]);
     let stages: Vec<&str> =
         run["stages"].as_array().expect("stages").iter().filter_map(|s| s["stage"].as_str()).collect();
     assert_eq!(stages, ["ingest", "bow", "pca", "train", "eval", "write"]);
