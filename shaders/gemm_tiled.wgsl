@@ -17,19 +17,7 @@
 override TA: bool = false;
 override TB: bool = false;
 
-var<workgroup> tile_a: array<array<f32, 64>, 16>;  // [k][row]
-var<workgroup> tile_b: array<array<f32, 64>, 16>;  // [k][col]
-
-@compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row_base = wid.y * 64u;
-    let col_base = wid.x * 64u;
-    let t = lid.y * 16u + lid.x;
-    var acc: array<vec4<f32>, 4>;
-    let k_begin = wid.z * p.kc;
-    let k_end = min(p.k, k_begin + p.kc);
-    let slice = wid.z * p.m * p.n;
-    for (var k0 = k_begin; k0 < k_end; k0 = k0 + 16u) {
+//#include gemm_tile_main TILE=64 ACC=4
         // 256 threads load 16×64 of A and of B, 4 values each (zeros past the edges).
 //#include gemm_tile_load TILE=64 LOADS=4
         workgroupBarrier();

@@ -20,19 +20,7 @@ override TB: bool = false;
 
 const TILE: u32 = 128u;
 
-var<workgroup> tile_a: array<array<f32, 128>, 16>;  // [k][row]
-var<workgroup> tile_b: array<array<f32, 128>, 16>;  // [k][col]
-
-@compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row_base = wid.y * 128u;
-    let col_base = wid.x * 128u;
-    let t = lid.y * 16u + lid.x;
-    var acc: array<vec4<f32>, 16>;
-    let k_begin = wid.z * p.kc;
-    let k_end = min(p.k, k_begin + p.kc);
-    let slice = wid.z * p.m * p.n;
-    for (var k0 = k_begin; k0 < k_end; k0 = k0 + 16u) {
+//#include gemm_tile_main TILE=128 ACC=16
 //#include gemm_tile_load TILE=128 LOADS=8
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk = kk + 1u) {

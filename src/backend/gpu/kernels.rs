@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 /// (name, source) of every file under shaders/: kernels and fragments.
 pub const FILES: &[(&str, &str)] = &[
     ("gemm_params", include_str!("../../../shaders/gemm_params.wgsl")),
+    ("gemm_tile_main", include_str!("../../../shaders/gemm_tile_main.wgsl")),
     ("gemm_tile_load", include_str!("../../../shaders/gemm_tile_load.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("gemm_tiled", include_str!("../../../shaders/gemm_tiled.wgsl")),
