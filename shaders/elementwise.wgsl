@@ -1,10 +1,12 @@
-// elementwise.wgsl: bias + activation, ReLU's backward, and column sums (bias gradients).
+// elementwise.wgsl: bias + activation, ReLU's backward, and column sums (bias gradients). Activations (`act`):
+// 0 identity, 1 ReLU, 2 GELU with erf (BERT's "gelu"; erf by Abramowitz & Stegun 7.1.26, |error| < 1.5e-7),
+// 3 GELU with tanh ("gelu_new").
 // Invocation index = gid.x + gid.y · 65535 · 64; dispatch (min(w, 65535), ceil(w / 65535), 1), w = ceil(n / 64).
 // Tall column sums run in two passes: `column_sums_chunks` (dispatch z = chunks) sums each `chunk` rows into row
 // gid.z of `out` (chunks × cols), then `column_sums` adds those rows in order; each sum keeps a fixed order.
 //
 // Bindings (group 0):
-//   0  uniform        EwParams { rows, cols, relu }
+//   0  uniform        EwParams { rows, cols, act }
 //   1  storage, rw    x: array<f32>        bias_act: rows×cols, in place; relu_backward: the gradient, in place
 //   2  storage, read  y: array<f32>        bias_act: the bias (cols); relu_backward: the activation
 //   3  storage, rw    out: array<f32>      column_sums: cols; column_sums_chunks: chunks × cols
@@ -13,7 +15,7 @@
 struct EwParams {
     rows: u32,
     cols: u32,
-    relu: u32,
+    act: u32,    // bias_act: the activation
     chunk: u32,  // column_sums_chunks: rows per chunk
 }
 
@@ -29,11 +31,25 @@ fn bias_act(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (idx >= p.rows * p.cols) {
         return;
     }
-    var v = x[idx] + y[idx % p.cols];
-    if (p.relu == 1u && v < 0.0) {
-        v = 0.0;
+    let v = x[idx] + y[idx % p.cols];
+    x[idx] = activate(v, p.act);
+}
+
+fn erf_approx(z: f32) -> f32 {
+    let a = abs(z);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return sign(z) * (1.0 - poly * exp(-a * a));
+}
+
+fn activate(v: f32, act: u32) -> f32 {
+    switch act {
+        case 1u: { return select(v, 0.0, v < 0.0); }
+        case 2u: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
+        // tanh of a clamped argument: some drivers form tanh from exp and give NaN far out (tanh(15) is 1 in f32).
+        case 3u: { return 0.5 * v * (1.0 + tanh(clamp(0.79788456080286536 * (v + 0.044715 * v * v * v), -15.0, 15.0))); }
+        default: { return v; }
     }
-    x[idx] = v;
 }
 
 @compute @workgroup_size(64, 1, 1)

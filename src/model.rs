@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
+use crate::backend::{Activation, AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix;
 use crate::split::Example;
@@ -359,14 +359,14 @@ impl<'b> Network<'b> {
         let pre = if n > 0 {
             let dims = MatDims { m: rows, n, k: d };
             be.matmul(&self.pooled, false, &self.params[W1].value, false, &self.hidden, dims, 0.0)?;
-            be.bias_act(&self.hidden, &self.params[B1].value, rows, n, true)?;
+            be.bias_act(&self.hidden, &self.params[B1].value, rows, n, Activation::Relu)?;
             &self.hidden
         } else {
             &self.pooled
         };
         let k = self.shape.pre_logits();
         be.matmul(pre, false, &self.params[W2].value, false, &self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
-        be.bias_act(&self.logits, &self.params[B2].value, rows, v, false)
+        be.bias_act(&self.logits, &self.params[B2].value, rows, v, Activation::Identity)
     }
 
     /// The summed loss (f64) of the steps since the last call; reads the device's loss log back once.

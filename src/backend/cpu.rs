@@ -7,7 +7,10 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rayon::prelude::*;
 
 use super::cpu_kernels as k;
-use super::{AdamStep, Backend, BackendKind, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
+use super::{
+    Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices, LayerNorm, MatDims,
+    PoolMode, RankMasks, SeqShape, SgdStep, Tensor, TokenRows,
+};
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::sparse::Csr;
@@ -240,11 +243,11 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, relu: bool) -> Result<()> {
+    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, act: Activation) -> Result<()> {
         distinct(&[x], &[bias])?;
         let mut x = w(x)?;
         let x = x.get_mut(..rows * cols).ok_or_else(|| Error::Internal("bias_act: shape".into()))?;
-        k::bias_act(x, &r(bias)?, cols, relu);
+        k::bias_act(x, &r(bias)?, cols, act);
         Ok(())
     }
 
@@ -308,6 +311,73 @@ impl Backend for Cpu {
         let x = r(x)?;
         let x = x.get(..n * dim).ok_or_else(|| Error::Internal("cosine_top_k: shape".into()))?;
         k::cosine_top_k(x, n, dim, k)
+    }
+
+    fn embed_layernorm(&self, e: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
+        let (ids, types) = (ri(tokens.ids)?, ri(tokens.type_ids)?);
+        let rows = ids.len();
+        let (word, pos, ty) = (r(e.word)?, r(e.position)?, r(e.token_type)?);
+        let last_pos = (rows.min(tokens.seq).max(1) - 1 + e.position_offset + 1) * e.cols;
+        let in_range = ids.iter().all(|&i| (i as usize + 1) * e.cols <= word.len())
+            && types.iter().all(|&t| (t as usize + 1) * e.cols <= ty.len())
+            && last_pos <= pos.len()
+            && types.len() == rows;
+        if !in_range {
+            return Err(Error::Internal("embed_layernorm: a token id, type or position outside its table".into()));
+        }
+        let mut o = w(out)?;
+        let o = o.get_mut(..rows * e.cols).ok_or_else(|| Error::Internal("embed_layernorm: output".into()))?;
+        let ln = (&r(e.ln.gamma)?[..], &r(e.ln.beta)?[..], e.ln.eps);
+        k::embed_layernorm((&word, &pos, &ty), &ids, &types, tokens.seq, e.position_offset, ln, e.cols, o);
+        Ok(())
+    }
+
+    fn add_layernorm(&self, x: &Tensor, residual: &Tensor, rows: usize, ln: &LayerNorm<'_>) -> Result<()> {
+        distinct(&[x], &[residual, ln.gamma, ln.beta])?;
+        let (gamma, beta) = (r(ln.gamma)?, r(ln.beta)?);
+        let cols = gamma.len();
+        let mut x = w(x)?;
+        let res = r(residual)?;
+        let (x, res) = match (x.get_mut(..rows * cols), res.get(..rows * cols)) {
+            (Some(x), Some(res)) => (x, res),
+            _ => return Err(Error::Internal("add_layernorm: shape".into())),
+        };
+        k::add_layernorm(x, res, cols, (&gamma, &beta, ln.eps));
+        Ok(())
+    }
+
+    fn attention(&self, qkv: &Tensor, lens: &Indices, s: AttentionShape, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[qkv])?;
+        let (qkv, lens) = (r(qkv)?, ri(lens)?);
+        let rows = s.batch * s.seq;
+        let h = s.heads * s.head_dim;
+        if qkv.len() < rows * 3 * h || lens.len() < s.batch || lens.iter().any(|&l| l as usize > s.seq) {
+            return Err(Error::Internal("attention: shape".into()));
+        }
+        let mut o = w(out)?;
+        let o = o.get_mut(..rows * h).ok_or_else(|| Error::Internal("attention: output".into()))?;
+        k::attention(&qkv, &lens, s.batch, s.seq, s.heads, s.head_dim, s.scale, o);
+        Ok(())
+    }
+
+    fn pool(&self, hidden: &Tensor, lens: &Indices, s: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[hidden])?;
+        let (hidden, lens) = (r(hidden)?, ri(lens)?);
+        if hidden.len() < s.batch * s.seq * s.cols || lens.len() < s.batch || lens.iter().any(|&l| l as usize > s.seq) {
+            return Err(Error::Internal("pool: shape".into()));
+        }
+        let mut o = w(out)?;
+        let o = o.get_mut(..s.batch * s.cols).ok_or_else(|| Error::Internal("pool: output".into()))?;
+        k::pool(&hidden, &lens, s.seq, s.cols, mode, o);
+        Ok(())
+    }
+
+    fn l2_normalize(&self, x: &Tensor, rows: usize, cols: usize) -> Result<()> {
+        let mut x = w(x)?;
+        let x = x.get_mut(..rows * cols).ok_or_else(|| Error::Internal("l2_normalize: shape".into()))?;
+        k::l2_normalize(x, cols);
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{AdamStep, MatDims};
+use super::{Activation, AdamStep, MatDims, PoolMode};
 use crate::error::{Error, Result};
 
 /// `c = op(a)·op(b) + beta·c`, row-major, through matrixmultiply's sgemm. Large products are split into blocks
@@ -156,11 +156,10 @@ pub fn embedding_bag_backward(
 }
 
 /// `x = act(x + bias)` row by row.
-pub fn bias_act(x: &mut [f32], bias: &[f32], cols: usize, relu: bool) {
+pub fn bias_act(x: &mut [f32], bias: &[f32], cols: usize, act: Activation) {
     x.par_chunks_mut(cols.max(1)).for_each(|row| {
         for (v, &b) in row.iter_mut().zip(bias) {
-            let y = *v + b;
-            *v = if relu && y < 0.0 { 0.0 } else { y };
+            *v = activate(*v + b, act);
         }
     });
 }
@@ -424,4 +423,149 @@ mod tests {
         assert!(exp_nonpositive(-1000.0) < 1e-37);
         assert_eq!(exp_nonpositive(0.0), 1.0);
     }
+}
+
+// ---- The Transformer encoder's kernels (BERT family): the references of shaders/encoder.wgsl. ----
+
+/// An activation (the `act` code of shaders/elementwise.wgsl).
+#[inline]
+pub fn activate(v: f32, act: Activation) -> f32 {
+    match act {
+        Activation::Identity => v,
+        Activation::Relu => {
+            if v < 0.0 {
+                0.0
+            } else {
+                v
+            }
+        }
+        // BERT's "gelu": x·Φ(x) with the exact erf.
+        Activation::Gelu => {
+            (0.5 * f64::from(v) * (1.0 + libm::erf(f64::from(v) * std::f64::consts::FRAC_1_SQRT_2))) as f32
+        }
+        // "gelu_new": the tanh approximation.
+        Activation::GeluTanh => {
+            let x = f64::from(v);
+            (0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x)).tanh())) as f32
+        }
+    }
+}
+
+/// LayerNorm of one row in place (mean and variance summed in f64).
+pub fn layernorm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len().max(1) as f64;
+    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let inv = 1.0 / (var + f64::from(eps)).sqrt();
+    for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = ((f64::from(*v) - mean) * inv) as f32 * g + b;
+    }
+}
+
+/// `out[r] = LayerNorm(word[ids[r]] + pos[r % seq + offset] + types[type_ids[r]])`, rows of width `cols`.
+#[allow(clippy::too_many_arguments)]
+pub fn embed_layernorm(
+    (word, pos, types): (&[f32], &[f32], &[f32]),
+    ids: &[u32],
+    type_ids: &[u32],
+    seq: usize,
+    offset: usize,
+    (gamma, beta, eps): (&[f32], &[f32], f32),
+    cols: usize,
+    out: &mut [f32],
+) {
+    out.par_chunks_mut(cols.max(1)).enumerate().for_each(|(r, row)| {
+        let (id, ty, t) = (ids[r] as usize, type_ids[r] as usize, r % seq.max(1) + offset);
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = word[id * cols + c] + pos[t * cols + c] + types[ty * cols + c];
+        }
+        layernorm_row(row, gamma, beta, eps);
+    });
+}
+
+/// `x[r] = LayerNorm(x[r] + res[r])` for rows of width `cols`.
+pub fn add_layernorm(x: &mut [f32], res: &[f32], cols: usize, (gamma, beta, eps): (&[f32], &[f32], f32)) {
+    x.par_chunks_mut(cols.max(1)).zip(res.par_chunks(cols.max(1))).for_each(|(row, r)| {
+        for (v, &a) in row.iter_mut().zip(r) {
+            *v += a;
+        }
+        layernorm_row(row, gamma, beta, eps);
+    });
+}
+
+/// Multi-head self-attention with the padding mask. `qkv` rows (b·seq + t) are [q | k | v], each `heads·head_dim`
+/// wide; `out` rows are the heads' weighted sums side by side. Keys past `lens[b]` are masked; scores are scaled by
+/// `scale`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    qkv: &[f32],
+    lens: &[u32],
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let h_all = heads * head_dim;
+    let width = 3 * h_all;
+    out.par_chunks_mut(h_all.max(1)).enumerate().take(batch * seq).for_each(|(row, o)| {
+        let (b, _) = (row / seq.max(1), row % seq.max(1));
+        let len = lens[b] as usize;
+        let mut scores = vec![0f32; len];
+        for h in 0..heads {
+            let q = &qkv[row * width + h * head_dim..row * width + (h + 1) * head_dim];
+            let mut m = f32::NEG_INFINITY;
+            for (j, s) in scores.iter_mut().enumerate() {
+                let k0 = (b * seq + j) * width + h_all + h * head_dim;
+                let dot: f32 = q.iter().zip(&qkv[k0..k0 + head_dim]).map(|(a, k)| a * k).sum();
+                *s = dot * scale;
+                m = m.max(*s);
+            }
+            let mut z = 0f64;
+            for s in scores.iter_mut() {
+                *s = (*s - m).exp();
+                z += f64::from(*s);
+            }
+            let dst = &mut o[h * head_dim..(h + 1) * head_dim];
+            for (d, v) in dst.iter_mut().enumerate() {
+                let mut acc = 0f64;
+                for (j, &s) in scores.iter().enumerate() {
+                    acc += f64::from(s) * f64::from(qkv[(b * seq + j) * width + 2 * h_all + h * head_dim + d]);
+                }
+                *v = (acc / z) as f32;
+            }
+        }
+    });
+}
+
+/// Pools each sequence's real tokens: `hidden` (batch·seq × cols) into `out` (batch × cols).
+pub fn pool(hidden: &[f32], lens: &[u32], seq: usize, cols: usize, mode: PoolMode, out: &mut [f32]) {
+    out.par_chunks_mut(cols.max(1)).enumerate().for_each(|(b, o)| {
+        let len = lens[b] as usize;
+        let token = |t: usize| &hidden[(b * seq + t) * cols..(b * seq + t + 1) * cols];
+        match mode {
+            PoolMode::Cls => o.copy_from_slice(token(0)),
+            PoolMode::Mean => {
+                for (c, v) in o.iter_mut().enumerate() {
+                    let s: f64 = (0..len).map(|t| f64::from(token(t)[c])).sum();
+                    *v = (s / len.max(1) as f64) as f32;
+                }
+            }
+            PoolMode::Max => {
+                for (c, v) in o.iter_mut().enumerate() {
+                    *v = (0..len).map(|t| token(t)[c]).fold(f32::MIN, f32::max);
+                }
+            }
+        }
+    });
+}
+
+/// Scales each row of width `cols` to unit l2 norm (as torch.nn.functional.normalize, eps 1e-12).
+pub fn l2_normalize(x: &mut [f32], cols: usize) {
+    x.par_chunks_mut(cols.max(1)).for_each(|row| {
+        let n = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        let inv = 1.0 / n.max(1e-12);
+        row.iter_mut().for_each(|v| *v = (f64::from(*v) * inv) as f32);
+    });
 }

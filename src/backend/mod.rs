@@ -85,8 +85,8 @@ pub trait Backend: Send + Sync {
         grad: &Tensor,
     ) -> Result<()>;
 
-    /// In place: `x[r][c] = act(x[r][c] + bias[c])` for an m×n `x`; `relu` picks ReLU, else identity.
-    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, relu: bool) -> Result<()>;
+    /// In place: `x[r][c] = act(x[r][c] + bias[c])` for an m×n `x`.
+    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, act: Activation) -> Result<()>;
 
     /// In place: `grad *= (activation > 0)` (ReLU's backward, from its output).
     fn relu_backward(&self, grad: &Tensor, activation: &Tensor) -> Result<()>;
@@ -120,6 +120,117 @@ pub trait Backend: Send + Sync {
     /// The `k` nearest rows by cosine similarity of every row of `x` (n×dim), itself excluded; ties go to the
     /// smaller index. Returns (neighbour indices, cosines), n×k each, row-major.
     fn cosine_top_k(&self, x: &Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)>;
+
+    // ---- Transformer encoder operations. A batch holds `batch` sequences padded to `seq` tokens: activation
+    // row b·seq + t is token t of sequence b; `lens` holds each sequence's real length. ----
+
+    /// `out[r] = LayerNorm(word[ids[r]] + pos[r % seq + offset] + types[type_ids[r]])` for every token row.
+    fn embed_layernorm(&self, tables: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()>;
+
+    /// In place: `x[r] = LayerNorm(x[r] + residual[r])` for `rows` rows of the LayerNorm's width.
+    fn add_layernorm(&self, x: &Tensor, residual: &Tensor, rows: usize, ln: &LayerNorm<'_>) -> Result<()>;
+
+    /// Multi-head self-attention with the padding mask: `qkv` rows are [q | k | v] (3·heads·head_dim wide), `out`
+    /// rows the heads' attention-weighted values side by side; keys past a sequence's length are masked.
+    fn attention(&self, qkv: &Tensor, lens: &Indices, shape: AttentionShape, out: &Tensor) -> Result<()>;
+
+    /// Pools each sequence's real tokens of `hidden` (batch·seq × cols) into `out` (batch × cols).
+    fn pool(&self, hidden: &Tensor, lens: &Indices, shape: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()>;
+
+    /// In place: scales each row of `x` (rows × cols) to unit l2 norm.
+    fn l2_normalize(&self, x: &Tensor, rows: usize, cols: usize) -> Result<()>;
+}
+
+/// An elementwise activation after a bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    /// x·Φ(x) with the exact erf (BERT's `gelu`).
+    Gelu,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl Activation {
+    /// The `act` code of shaders/elementwise.wgsl.
+    pub fn code(self) -> u32 {
+        match self {
+            Activation::Identity => 0,
+            Activation::Relu => 1,
+            Activation::Gelu => 2,
+            Activation::GeluTanh => 3,
+        }
+    }
+}
+
+/// How a sequence's token vectors become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// The mean over the real tokens (padding excluded).
+    Mean,
+    /// The first token ([CLS]).
+    Cls,
+    /// The element-wise maximum over the real tokens.
+    Max,
+}
+
+impl PoolMode {
+    /// The `mode` code of shaders/encoder.wgsl's `pool`.
+    pub fn code(self) -> u32 {
+        match self {
+            PoolMode::Mean => 0,
+            PoolMode::Cls => 1,
+            PoolMode::Max => 2,
+        }
+    }
+}
+
+/// A LayerNorm's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNorm<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub eps: f32,
+}
+
+/// The embedding tables of an encoder (rows of width `cols`) and the LayerNorm after their sum.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingTables<'a> {
+    pub word: &'a Tensor,
+    pub position: &'a Tensor,
+    pub token_type: &'a Tensor,
+    pub ln: LayerNorm<'a>,
+    pub cols: usize,
+    /// Added to a token's index for its position row (RoBERTa: padding index + 1; BERT: 0).
+    pub position_offset: usize,
+}
+
+/// The token rows of a batch: ids and token types, `seq` per sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRows<'a> {
+    pub ids: &'a Indices,
+    pub type_ids: &'a Indices,
+    pub seq: usize,
+}
+
+/// A batch of sequences: `batch` sequences of `seq` (padded) tokens, `cols` wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub cols: usize,
+}
+
+/// A batch's attention: `heads` heads of `head_dim`, scores scaled by `scale` (1/√head_dim).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
 }
 
 /// Storage a backend keeps behind a handle: its own type, shared by the handle's clones, freed with the last one.

@@ -7,7 +7,7 @@ use embjob::backend::cpu_kernels as cpu;
 use embjob::backend::gpu::kernel_source::Form;
 use embjob::backend::gpu::kernels::{self, Kernel};
 use embjob::backend::gpu::{GemmKernel, GpuContext};
-use embjob::backend::{AdamStep, MatDims};
+use embjob::backend::{Activation, AdamStep, AttentionShape, MatDims, PoolMode, SeqShape};
 use embjob::rng::SplitMix;
 use sha2::Digest;
 
@@ -286,14 +286,15 @@ fn bias_relu_and_column_sums_equal_cpu() {
     let (rows, cols) = (37, 19);
     let x = random(9, rows * cols, 1.0);
     let bias = random(10, cols, 1.0);
-    for relu in [false, true] {
+    let x: Vec<f32> = x.iter().map(|v| v * 4.0).collect(); // GELU's tails, and tanh past its f32 range
+    for act in [Activation::Identity, Activation::Relu, Activation::Gelu, Activation::GeluTanh] {
         let mut want = x.clone();
-        cpu::bias_act(&mut want, &bias, cols, relu);
+        cpu::bias_act(&mut want, &bias, cols, act);
         let (gx, gb) = (g.upload(&x).expect("x"), g.upload(&bias).expect("b"));
         let mut enc = g.encoder();
-        g.bias_act(&mut enc, &gx, &gb, rows, cols, relu).expect("dispatch");
+        g.bias_act(&mut enc, &gx, &gb, rows, cols, act).expect("dispatch");
         g.submit(enc);
-        assert_close(&g.download(&gx).expect("x"), &want, &format!("bias_act relu={relu}"));
+        assert_close(&g.download(&gx).expect("x"), &want, &format!("bias_act {act:?}"));
     }
     let act = random(11, rows * cols, 1.0);
     let grad = random(12, rows * cols, 1.0);
@@ -578,4 +579,84 @@ fn kernels_from_the_environment_need_the_kernel_dev_feature() {
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("EMBJOB_SHADER_DIR") && stderr.contains("kernel-dev"), "{stderr}");
     job.assert_no_run();
+}
+
+#[test]
+fn encoder_kernels_equal_cpu() {
+    let Some(g) = gpu() else { return };
+    // Three sequences padded to 7 tokens (lengths 7, 4, 1), 2 heads of 3 (an odd head size), width 6.
+    let (batch, seq, heads, head_dim) = (3usize, 7usize, 2usize, 3usize);
+    let (cols, rows, vocab, types) = (heads * head_dim, batch * seq, 11usize, 2usize);
+    let lens = [7u32, 4, 1];
+    let mut r = SplitMix::new(31);
+    let ids: Vec<u32> = (0..rows).map(|_| r.below(vocab) as u32).collect();
+    let type_ids: Vec<u32> = (0..rows).map(|_| r.below(types) as u32).collect();
+    let (word, pos, ty) =
+        (random(32, vocab * cols, 1.0), random(33, (seq + 2) * cols, 1.0), random(34, types * cols, 1.0));
+    let (gamma, beta) = (random(35, cols, 1.0), random(36, cols, 0.5));
+    let eps = 1e-12f32;
+    let up = |v: &[f32]| g.upload(v).expect("upload");
+    let (gids, gtypes, glens) =
+        (g.upload_idx(&ids).expect("ids"), g.upload_idx(&type_ids).expect("types"), g.upload_idx(&lens).expect("lens"));
+    let (gw, gp, gt, gg, gb) = (up(&word), up(&pos), up(&ty), up(&gamma), up(&beta));
+
+    // Embeddings + LayerNorm, with a position offset of 2 (RoBERTa's).
+    let mut want = vec![f32::NAN; rows * cols];
+    cpu::embed_layernorm((&word, &pos, &ty), &ids, &type_ids, seq, 2, (&gamma, &beta, eps), cols, &mut want);
+    let out = up(&poison(rows * cols));
+    let mut enc = g.encoder();
+    g.embed_layernorm(&mut enc, (&gids, &gtypes), (&gw, &gp, &gt), (&gg, &gb, eps), (rows, cols, seq, 2), &out)
+        .expect("dispatch");
+    g.submit(enc);
+    assert_close(&g.download(&out).expect("embeddings"), &want, "embed_layernorm");
+
+    // Residual + LayerNorm.
+    let (x, res) = (random(37, rows * cols, 2.0), random(38, rows * cols, 1.0));
+    let mut want = x.clone();
+    cpu::add_layernorm(&mut want, &res, cols, (&gamma, &beta, 1e-5));
+    let (gx, gres) = (up(&x), up(&res));
+    let mut enc = g.encoder();
+    g.add_layernorm(&mut enc, &gx, &gres, (&gg, &gb, 1e-5), rows, cols).expect("dispatch");
+    g.submit(enc);
+    assert_close(&g.download(&gx).expect("x"), &want, "add_layernorm");
+
+    // Attention with the padding mask: padded keys must not count, so poison them.
+    let mut qkv = random(39, rows * 3 * cols, 1.5);
+    for (b, &len) in lens.iter().enumerate() {
+        for t in len as usize..seq {
+            let row = &mut qkv[(b * seq + t) * 3 * cols..(b * seq + t + 1) * 3 * cols];
+            row[cols..].iter_mut().for_each(|v| *v = 1e30); // k and v of padding
+        }
+    }
+    let shape = AttentionShape { batch, seq, heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
+    let mut want = vec![f32::NAN; rows * cols];
+    cpu::attention(&qkv, &lens, batch, seq, heads, head_dim, shape.scale, &mut want);
+    assert!(want.iter().all(|v| v.is_finite() && v.abs() < 100.0), "the CPU twin counted padding");
+    let out = up(&poison(rows * cols));
+    let mut enc = g.encoder();
+    g.attention(&mut enc, &up(&qkv), &glens, shape, &out).expect("dispatch");
+    g.submit(enc);
+    assert_close(&g.download(&out).expect("attention"), &want, "attention");
+
+    // Pooling (mean over the real tokens, first token, max) and l2 normalisation.
+    let hidden = random(40, rows * cols, 1.0);
+    let gh = up(&hidden);
+    for mode in [PoolMode::Mean, PoolMode::Cls, PoolMode::Max] {
+        let mut want = vec![f32::NAN; batch * cols];
+        cpu::pool(&hidden, &lens, seq, cols, mode, &mut want);
+        let out = up(&poison(batch * cols));
+        let mut enc = g.encoder();
+        g.pool(&mut enc, &gh, &glens, SeqShape { batch, seq, cols }, mode, &out).expect("dispatch");
+        g.submit(enc);
+        assert_close(&g.download(&out).expect("pooled"), &want, &format!("pool {mode:?}"));
+    }
+    let mut x = random(41, 5 * cols, 3.0);
+    x[..cols].iter_mut().for_each(|v| *v = 0.0); // a zero row stays zero
+    let mut want = x.clone();
+    cpu::l2_normalize(&mut want, cols);
+    let gx = up(&x);
+    let mut enc = g.encoder();
+    g.l2_normalize(&mut enc, &gx, 5, cols).expect("dispatch");
+    g.submit(enc);
+    assert_close(&g.download(&gx).expect("unit rows"), &want, "l2_normalize");
 }

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::ops::GpuCsr;
 use super::{GpuBuf, GpuContext, GpuIdx};
 use crate::backend::cpu_kernels;
-use crate::backend::{AdamStep, Backend, BackendKind, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
+use crate::backend::{
+    Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices, LayerNorm, MatDims,
+    PoolMode, RankMasks, SeqShape, SgdStep, Tensor, TokenRows,
+};
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::sparse::Csr;
@@ -261,9 +264,12 @@ impl Backend for Gpu {
         })
     }
 
-    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, relu: bool) -> Result<()> {
+    fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, act: Activation) -> Result<()> {
         distinct(&[x], &[bias])?;
-        self.record(|ctx, enc| ctx.bias_act(enc, buf(x)?, buf(bias)?, rows, cols, relu))
+        if x.len() < rows * cols || bias.len() < cols {
+            return Err(Error::Internal("bias_act: shape".into()));
+        }
+        self.record(|ctx, enc| ctx.bias_act(enc, buf(x)?, buf(bias)?, rows, cols, act))
     }
 
     fn relu_backward(&self, grad: &Tensor, activation: &Tensor) -> Result<()> {
@@ -320,5 +326,59 @@ impl Backend for Gpu {
         // More neighbours than the kernel keeps per row: rank on the host.
         let table = self.read(x)?;
         cpu_kernels::cosine_top_k(&table[..n * dim], n, dim, k)
+    }
+
+    fn embed_layernorm(&self, e: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
+        let rows = tokens.ids.len();
+        // The kernel indexes the tables by id, type and position: all are checked here, on the host.
+        if tokens.type_ids.len() != rows || out.len() < rows * e.cols || e.ln.gamma.len() != e.cols {
+            return Err(Error::Internal("embed_layernorm: shape".into()));
+        }
+        let last_pos = rows.min(tokens.seq).max(1) - 1 + e.position_offset;
+        if (last_pos + 1) * e.cols > e.position.len() {
+            return Err(Error::Internal("embed_layernorm: a position outside the table".into()));
+        }
+        let (ids, type_ids) = (idx(tokens.ids)?, idx(tokens.type_ids)?);
+        let tables = (buf(e.word)?, buf(e.position)?, buf(e.token_type)?);
+        let ln = (buf(e.ln.gamma)?, buf(e.ln.beta)?, e.ln.eps);
+        let shape = (rows, e.cols, tokens.seq, e.position_offset);
+        self.record(|ctx, enc| ctx.embed_layernorm(enc, (&ids, &type_ids), tables, ln, shape, buf(out)?))
+    }
+
+    fn add_layernorm(&self, x: &Tensor, residual: &Tensor, rows: usize, ln: &LayerNorm<'_>) -> Result<()> {
+        distinct(&[x], &[residual, ln.gamma, ln.beta])?;
+        let cols = ln.gamma.len();
+        if x.len() < rows * cols || residual.len() < rows * cols || ln.beta.len() != cols {
+            return Err(Error::Internal("add_layernorm: shape".into()));
+        }
+        let p = (buf(ln.gamma)?, buf(ln.beta)?, ln.eps);
+        self.record(|ctx, enc| ctx.add_layernorm(enc, buf(x)?, buf(residual)?, p, rows, cols))
+    }
+
+    fn attention(&self, qkv: &Tensor, lens: &Indices, s: AttentionShape, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[qkv])?;
+        let h = s.heads * s.head_dim;
+        if qkv.len() < s.batch * s.seq * 3 * h || out.len() < s.batch * s.seq * h || lens.len() < s.batch {
+            return Err(Error::Internal("attention: shape".into()));
+        }
+        let lens = idx(lens)?;
+        self.record(|ctx, enc| ctx.attention(enc, buf(qkv)?, &lens, s, buf(out)?))
+    }
+
+    fn pool(&self, hidden: &Tensor, lens: &Indices, s: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()> {
+        distinct(&[out], &[hidden])?;
+        if hidden.len() < s.batch * s.seq * s.cols || out.len() < s.batch * s.cols || lens.len() < s.batch {
+            return Err(Error::Internal("pool: shape".into()));
+        }
+        let lens = idx(lens)?;
+        self.record(|ctx, enc| ctx.pool(enc, buf(hidden)?, &lens, s, mode, buf(out)?))
+    }
+
+    fn l2_normalize(&self, x: &Tensor, rows: usize, cols: usize) -> Result<()> {
+        if x.len() < rows * cols {
+            return Err(Error::Internal("l2_normalize: shape".into()));
+        }
+        self.record(|ctx, enc| ctx.l2_normalize(enc, buf(x)?, rows, cols))
     }
 }

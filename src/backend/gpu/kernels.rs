@@ -11,7 +11,8 @@ use std::borrow::Cow;
 
 use super::kernel_source::{self, Form};
 use super::params::{
-    BagParams, EwParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams, SoftmaxParams, SparseParams,
+    BagParams, EncoderParams, EwParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams, SoftmaxParams,
+    SparseParams,
 };
 use crate::error::{Error, Result};
 
@@ -30,6 +31,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("sparse", include_str!("../../../shaders/sparse.wgsl")),
     ("ranking", include_str!("../../../shaders/ranking.wgsl")),
     ("neighbors", include_str!("../../../shaders/neighbors.wgsl")),
+    ("encoder", include_str!("../../../shaders/encoder.wgsl")),
 ];
 
 /// Every kernel (one WGSL entry point each).
@@ -57,6 +59,11 @@ pub enum Kernel {
     TargetRanks,
     Normalize,
     TopK,
+    EmbedLayerNorm,
+    AddLayerNorm,
+    Attention,
+    Pool,
+    L2Normalize,
 }
 
 /// A kernel's registry entry.
@@ -74,7 +81,7 @@ pub struct KernelSpec {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 23] = [
         Kernel::Gemm,
         Kernel::GemmTiled,
         Kernel::GemmTiled128,
@@ -93,6 +100,11 @@ impl Kernel {
         Kernel::TargetRanks,
         Kernel::Normalize,
         Kernel::TopK,
+        Kernel::EmbedLayerNorm,
+        Kernel::AddLayerNorm,
+        Kernel::Attention,
+        Kernel::Pool,
+        Kernel::L2Normalize,
     ];
 
     /// The registry entry.
@@ -124,6 +136,11 @@ impl Kernel {
             Kernel::TargetRanks => k("ranking", "main", ParamsInfo::of::<RankParams>()),
             Kernel::Normalize => k("neighbors", "normalize", ParamsInfo::of::<NeighborParams>()),
             Kernel::TopK => k("neighbors", "top_k", ParamsInfo::of::<NeighborParams>()),
+            Kernel::EmbedLayerNorm => k("encoder", "embed_layernorm", ParamsInfo::of::<EncoderParams>()),
+            Kernel::AddLayerNorm => k("encoder", "add_layernorm", ParamsInfo::of::<EncoderParams>()),
+            Kernel::Attention => k("encoder", "attention", ParamsInfo::of::<EncoderParams>()),
+            Kernel::Pool => k("encoder", "pool", ParamsInfo::of::<EncoderParams>()),
+            Kernel::L2Normalize => k("encoder", "l2_normalize", ParamsInfo::of::<EncoderParams>()),
         }
     }
 }

@@ -6,13 +6,15 @@
 //!   include / generate directives that keep kernel sources free of copies;
 //! * `params.rs`: each kernel's parameters as a `Pod` struct mirroring its WGSL struct;
 //! * `pipelines.rs`: pipelines built on first use and the one generic dispatch;
-//! * `gemm.rs` and `ops.rs`: the device operations, each with a CPU twin in `cpu_kernels` and a parity test;
+//! * `gemm.rs`, `ops.rs` and `encoder_ops.rs`: the device operations, each with a CPU twin in `cpu_kernels` and a
+//!   parity test;
 //! * `backend.rs`: [`Gpu`], the [`super::Backend`] trait on top of these (resident tensors own their buffers);
 //! * `profile.rs`: kernel timings (`EMBJOB_GPU_PROFILE=1`).
 
 mod backend;
 mod buffers;
 mod context;
+mod encoder_ops;
 mod gemm;
 pub mod kernel_source;
 pub mod kernels;
@@ -24,5 +26,6 @@ mod profile;
 pub use backend::Gpu;
 pub use buffers::{GpuBuf, GpuIdx};
 pub use context::GpuContext;
+pub use encoder_ops::MAX_SEQ;
 pub use gemm::GemmKernel;
 pub use pipelines::{groups_1d, variant};

@@ -5,7 +5,7 @@ use super::kernels::Kernel;
 use super::params::{BagParams, EwParams, NeighborParams, OptParams, RankParams, SoftmaxParams, SparseParams};
 use super::pipelines::{groups_1d, groups_per_row};
 use super::{GpuBuf, GpuContext, GpuIdx};
-use crate::backend::AdamStep;
+use crate::backend::{Activation, AdamStep};
 use crate::error::Result;
 
 /// A CSR matrix on the device: indptr, indices, values.
@@ -80,15 +80,15 @@ impl GpuContext {
         bias: &GpuBuf,
         rows: usize,
         cols: usize,
-        relu: bool,
+        act: Activation,
     ) -> Result<()> {
-        let p = EwParams { rows: rows as u32, cols: cols as u32, relu: relu.into(), chunk: 0 };
+        let p = EwParams { rows: rows as u32, cols: cols as u32, act: act.code(), chunk: 0 };
         self.dispatch(enc, Kernel::BiasAct, 0, &p, &[(1, &x.buf), (2, &bias.buf)], groups_1d(rows * cols))
     }
 
     /// `grad *= (act > 0)` over the first `len` values.
     pub fn relu_backward(&self, enc: &mut wgpu::CommandEncoder, grad: &GpuBuf, act: &GpuBuf, len: usize) -> Result<()> {
-        let p = EwParams { rows: 1, cols: len as u32, relu: 0, chunk: 0 };
+        let p = EwParams { rows: 1, cols: len as u32, act: 0, chunk: 0 };
         self.dispatch(enc, Kernel::ReluBackward, 0, &p, &[(1, &grad.buf), (2, &act.buf)], groups_1d(len))
     }
 
@@ -106,15 +106,15 @@ impl GpuContext {
         let chunks = rows.div_ceil(CHUNK);
         if chunks > 1 {
             if let Some(scratch) = self.scratch(chunks * cols) {
-                let p = EwParams { rows: rows as u32, cols: cols as u32, relu: 0, chunk: CHUNK as u32 };
+                let p = EwParams { rows: rows as u32, cols: cols as u32, act: 0, chunk: CHUNK as u32 };
                 let (gx, gy, _) = groups_1d(cols);
                 let entries = [(3, &scratch), (4, &x.buf)];
                 self.dispatch(enc, Kernel::ColumnSumsChunks, 0, &p, &entries, (gx, gy, chunks as u32))?;
-                let p = EwParams { rows: chunks as u32, cols: cols as u32, relu: 0, chunk: 0 };
+                let p = EwParams { rows: chunks as u32, cols: cols as u32, act: 0, chunk: 0 };
                 return self.dispatch(enc, Kernel::ColumnSums, 0, &p, &[(3, &out.buf), (4, &scratch)], groups_1d(cols));
             }
         }
-        let p = EwParams { rows: rows as u32, cols: cols as u32, relu: 0, chunk: 0 };
+        let p = EwParams { rows: rows as u32, cols: cols as u32, act: 0, chunk: 0 };
         self.dispatch(enc, Kernel::ColumnSums, 0, &p, &[(3, &out.buf), (4, &x.buf)], groups_1d(cols))
     }
 

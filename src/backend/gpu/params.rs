@@ -59,8 +59,8 @@ kernel_params!(
     BagParams { count: u32, dim: u32, mean: u32, pad0: u32 }
 );
 kernel_params!(
-    /// elementwise.wgsl: a rows × cols matrix, ReLU on, rows per chunk of the chunked column sums.
-    EwParams { rows: u32, cols: u32, relu: u32, chunk: u32 }
+    /// elementwise.wgsl: a rows × cols matrix, the activation's code, rows per chunk of the chunked column sums.
+    EwParams { rows: u32, cols: u32, act: u32, chunk: u32 }
 );
 kernel_params!(
     /// optim.wgsl: Adam (with its bias corrections) and SGD with momentum.
@@ -103,7 +103,13 @@ macro_rules! impl_params {
     };
 }
 
-impl_params!(SoftmaxParams, BagParams, EwParams, OptParams, SparseParams, RankParams, NeighborParams);
+kernel_params!(
+    /// encoder.wgsl: token rows, width, padded sequence length, heads, head width, the pooling mode (or the position
+    /// offset), the LayerNorm epsilon (or the attention scale), sequences.
+    EncoderParams { rows: u32, cols: u32, seq: u32, heads: u32, head_dim: u32, mode: u32, eps: f32, batch: u32 }
+);
+
+impl_params!(EncoderParams, SoftmaxParams, BagParams, EwParams, OptParams, SparseParams, RankParams, NeighborParams);
 
 impl KernelParams for GemmParams {
     const WGSL: &'static str = "GemmParams";
