@@ -20,10 +20,79 @@ pub struct Config {
     pub bow: Option<BowConfig>,
     pub pca: Option<PcaConfig>,
     pub model: Option<ModelConfig>,
+    pub contextual: Option<ContextualConfig>,
     pub train: Option<TrainConfig>,
     pub eval: Option<EvalConfig>,
     #[serde(default)]
     pub output: OutputConfig,
+}
+
+/// `[contextual]`: document vectors from a pretrained Transformer encoder (text layout).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextualConfig {
+    /// A local Hugging Face model folder (config.json, tokenizer.json, model.safetensors), relative to the pipeline.
+    pub model: String,
+    /// How token vectors become a document vector; `auto`: the folder's sentence-transformers pooling, else mean.
+    #[serde(default)]
+    pub pooling: PoolingChoice,
+    /// Unit-length vectors; `auto`: when the folder's sentence-transformers modules end in Normalize.
+    #[serde(default)]
+    pub normalize: AutoBool,
+    /// Longest input in tokens (special tokens included); default: max_seq_length, else max_position_embeddings.
+    pub max_tokens: Option<u64>,
+    /// Cut longer documents (counted in `truncated_documents`); `false`: a longer document is an input error.
+    #[serde(default = "default_true")]
+    pub truncate: bool,
+    /// Padded tokens per batch; documents are batched by length, so padding stays small.
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: u64,
+}
+
+fn default_batch_tokens() -> u64 {
+    16_384
+}
+
+/// `contextual.pooling`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolingChoice {
+    #[default]
+    Auto,
+    Mean,
+    Cls,
+    Max,
+}
+
+/// `true`, `false` or `"auto"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum AutoBool {
+    #[default]
+    Auto,
+    Set(bool),
+}
+
+impl<'de> Deserialize<'de> for AutoBool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AutoBool;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<AutoBool, E> {
+                Ok(AutoBool::Set(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<AutoBool, E> {
+                match v {
+                    "auto" => Ok(AutoBool::Auto),
+                    other => Err(E::custom(format!("expected true, false or \"auto\", found \"{other}\""))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[job]`

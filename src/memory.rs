@@ -35,6 +35,22 @@ fn item(what: String, elems: u64, width: u64) -> Item {
     Item { what, bytes: elems.saturating_mul(width) }
 }
 
+/// The contextual stage's allocations: the encoder's weights, its activations at the batch budget (attention
+/// scores live in workgroup memory, one query row at a time: no seq × seq buffer), and the document vectors.
+pub fn contextual(
+    weights: u64,
+    activations: u64,
+    documents: usize,
+    dim: usize,
+    device: crate::backend::BackendKind,
+) -> Vec<Item> {
+    vec![
+        Item { what: format!("encoder weights on {device}"), bytes: weights },
+        Item { what: format!("activations at the batch budget on {device}"), bytes: activations },
+        item(format!("document vectors {documents} × {dim} × 4 B"), (documents * dim) as u64, 4),
+    ]
+}
+
 /// The PCA stage's main allocations for an n×p input, k components.
 pub fn pca(n: usize, p: usize, solver: Solver, k: usize, oversamples: usize) -> Vec<Item> {
     let (n, p, k) = (n as u64, p as u64, k as u64);

@@ -26,6 +26,8 @@ pub struct Plan {
     pub pca: Option<PcaPlan>,
     /// The embedding model with its training and evaluation options.
     pub model: Option<ModelPlan>,
+    /// Contextual document vectors from a pretrained encoder (the model folder already read and checked).
+    pub contextual: Option<ContextualPlan>,
     pub output_dir: PathBuf,
     pub keep_runs: usize,
     /// `job.max_memory` in bytes.
@@ -156,6 +158,17 @@ impl ModelPlan {
     }
 }
 
+/// The contextual stage, resolved against its model folder.
+#[derive(Debug, Clone)]
+pub struct ContextualPlan {
+    pub folder: crate::encoder::ModelFolder,
+    pub pooling: crate::backend::PoolMode,
+    pub normalize: bool,
+    pub max_tokens: usize,
+    pub truncate: bool,
+    pub batch_tokens: usize,
+}
+
 /// An item → category file for the similarity evaluation.
 #[derive(Debug, Clone)]
 pub struct LabelsPlan {
@@ -186,6 +199,9 @@ impl Plan {
         }
         if self.model.is_some() {
             stages.push(Stage::Model);
+        }
+        if self.contextual.is_some() {
+            stages.push(Stage::Contextual);
         }
         stages
     }
@@ -220,6 +236,7 @@ impl Plan {
         };
         let pca = config.pca.as_ref().and_then(|p| plan_pca(p, &mut problems));
         let model = plan_model(&config, &base, &mut problems);
+        let contextual = check_contextual(&config, &mut problems);
 
         let output_dir = match (&overrides.output_dir, &config.output.dir) {
             (Some(dir), _) => dir.clone(),
@@ -249,6 +266,11 @@ impl Plan {
             }
         };
         problems.into_result(file)?;
+        // The model folder is read now, so that `validate` names a missing or broken one before any work (exit 3).
+        let contextual = match (contextual, &config.contextual) {
+            (Some(()), Some(c)) => Some(plan_contextual(c, &base)?),
+            _ => None,
+        };
         Ok(Plan {
             config_file: file.to_owned(),
             job_name,
@@ -258,6 +280,7 @@ impl Plan {
             bow,
             pca,
             model,
+            contextual,
             output_dir,
             keep_runs: keep_runs as usize,
             max_memory,
@@ -490,6 +513,60 @@ fn format_of(path: &Path) -> Option<Format> {
         Some("parquet") | Some("pq") => Some(Format::Parquet),
         _ => None,
     }
+}
+
+/// The keys of `[contextual]` that need no model folder to check.
+fn check_contextual(config: &Config, problems: &mut Problems) -> Option<()> {
+    let c = config.contextual.as_ref()?;
+    let before = problems.0.len();
+    if config.input.layout != Layout::Text {
+        problems.add("contextual", "contextual embeddings need documents: input.layout = \"text\"");
+    }
+    if c.model.trim().is_empty() {
+        problems.add("contextual.model", "must name a model folder");
+    }
+    if c.max_tokens == Some(0) || c.max_tokens.is_some_and(|m| m > crate::backend::gpu::MAX_SEQ as u64) {
+        problems.add("contextual.max_tokens", format!("must be between 1 and {}", crate::backend::gpu::MAX_SEQ));
+    }
+    if c.batch_tokens == 0 || c.batch_tokens > 1 << 24 {
+        problems.add("contextual.batch_tokens", "must be between 1 and 16777216");
+    }
+    (problems.0.len() == before).then_some(())
+}
+
+/// `[contextual]` against its model folder: the folder's defaults for `auto`, `max_tokens` within the model's.
+fn plan_contextual(c: &crate::config::ContextualConfig, base: &Path) -> Result<ContextualPlan> {
+    use crate::backend::PoolMode;
+    use crate::config::{AutoBool, PoolingChoice};
+    let dir = base.join(&c.model);
+    let folder = crate::encoder::ModelFolder::open(&dir)?;
+    let model_max = folder.config.max_tokens().min(crate::backend::gpu::MAX_SEQ);
+    let max_tokens = match c.max_tokens {
+        Some(m) => {
+            let m = usize::try_from(m).unwrap_or(usize::MAX);
+            if m > model_max {
+                return Err(Error::input(
+                    dir.join("config.json"),
+                    None,
+                    format!("contextual.max_tokens = {m} is more than the model takes ({model_max})"),
+                ));
+            }
+            m
+        }
+        None => folder.max_seq_length.unwrap_or(model_max).min(model_max),
+    };
+    let pooling = match c.pooling {
+        PoolingChoice::Auto => folder.pooling.unwrap_or(PoolMode::Mean),
+        PoolingChoice::Mean => PoolMode::Mean,
+        PoolingChoice::Cls => PoolMode::Cls,
+        PoolingChoice::Max => PoolMode::Max,
+    };
+    let normalize = match c.normalize {
+        AutoBool::Auto => folder.normalize,
+        AutoBool::Set(b) => b,
+    };
+    let batch_tokens = usize::try_from(c.batch_tokens).unwrap_or(usize::MAX).max(max_tokens);
+    Ok(ContextualPlan { folder, pooling, normalize, max_tokens, truncate: c.truncate, batch_tokens })
 }
 
 fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<ModelPlan> {

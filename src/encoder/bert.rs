@@ -118,9 +118,8 @@ impl<'b> Encoder<'b> {
         })
     }
 
-    /// Bytes of resident weights.
-    pub fn weight_bytes(&self) -> usize {
-        let c = &self.config;
+    /// Bytes of resident weights of a network.
+    pub fn weight_bytes(c: &EncoderConfig) -> usize {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let per_layer = 3 * h * h + 3 * h + h * h + h + 2 * h + i * h + i + h * i + h + 2 * h;
         4 * ((c.vocab_size + c.max_position_embeddings + c.type_vocab_size + 2) * h + c.layers * per_layer)

@@ -4,6 +4,7 @@
 //! [`Stage`] variant and its plan.
 
 mod bow;
+pub mod contextual;
 mod ingest;
 mod model;
 mod pca;
@@ -29,6 +30,8 @@ pub enum Stage {
     Pca,
     /// The embedding model: split, training, evaluation, neighbours.
     Model,
+    /// Document vectors from a pretrained Transformer encoder.
+    Contextual,
 }
 
 impl Stage {
@@ -38,6 +41,7 @@ impl Stage {
             Stage::Bow => "bow",
             Stage::Pca => "pca",
             Stage::Model => "model",
+            Stage::Contextual => "contextual",
         }
     }
 }
@@ -86,10 +90,12 @@ pub fn run(stage: Stage, ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: 
         Stage::Bow => bow::run(ctx, artifacts, metrics),
         Stage::Pca => pca::run(ctx, artifacts, metrics),
         Stage::Model => model::run(ctx, artifacts, metrics),
+        Stage::Contextual => contextual::run(ctx, artifacts, metrics),
     }
 }
 
-/// Whether a stage reports its own progress and parts (the model stage: train, then eval).
+/// Whether a stage reports its own progress and parts (the model stage: train, then eval; the contextual stage:
+/// documents as they are encoded).
 pub fn reports_itself(stage: Stage) -> bool {
-    stage == Stage::Model
+    matches!(stage, Stage::Model | Stage::Contextual)
 }

@@ -229,3 +229,126 @@ fn genuine_minilm_equals_sentence_transformers_on_the_lee_corpus() {
         eprintln!("{:?}: {} documents, lowest cosine with sentence-transformers {worst:.7}", be.kind(), docs.len());
     }
 }
+
+/// A text job over `docs` (id, text) with `[contextual]` on a copy of the tiny BERT model.
+fn contextual_job(docs: &[(&str, &str)], contextual: &str) -> Job {
+    let mut csv = String::from("id,text\n");
+    for (id, text) in docs {
+        csv.push_str(&format!("{id},\"{text}\"\n"));
+    }
+    let mut job = Job::new().file("docs.csv", csv);
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        job = job.copy(&tiny("bert_gelu").join(f), &format!("tiny/{f}"));
+    }
+    job.toml(&format!(
+        "[job]\nname='c'\nbackend='cpu'\n[input]\npath='docs.csv'\nlayout='text'\nid='id'\n[contextual]\nmodel='tiny'\n{contextual}\n[output]\ndir='out'\n"
+    ))
+}
+
+const DOCS: [(&str, &str); 5] = [
+    ("d1", "I like orange juice"),
+    ("d2", "the orange sunset and a red sky"),
+    ("d3", "money in the bank"),
+    ("d4", "the river bank"),
+    ("d5", "apple banana orange fruit juice and water and a green tree on the river bank"),
+];
+
+fn vectors(job: &Job) -> (Vec<String>, Vec<f32>) {
+    let df = job.latest_parquet("text_embeddings.parquet");
+    let rows = strs(&df, "row");
+    let s = df.column("vector").expect("vector").as_materialized_series().clone();
+    let arr = s.array().expect("fixed-size list");
+    let values: Vec<f32> = arr.get_inner().f32().expect("f32").into_no_null_iter().collect();
+    (rows, values)
+}
+
+#[test]
+fn the_contextual_stage_writes_one_vector_per_document_in_input_order_on_every_backend() {
+    let mut results = Vec::new();
+    for backend in if gpu_backend().is_some() { vec!["cpu", "gpu"] } else { vec!["cpu"] } {
+        let job =
+            contextual_job(&DOCS, "batch_tokens = 16").edit_toml("backend='cpu'", &format!("backend='{backend}'"));
+        let r = job.run(&[]);
+        assert_eq!(r.code, 0, "{backend}: {}", r.stderr);
+        let (rows, v) = vectors(&job);
+        assert_eq!(rows, ["d1", "d2", "d3", "d4", "d5"], "input order");
+        assert_eq!(v.len(), 5 * 8);
+        for d in 0..5 {
+            let n: f32 = v[d * 8..(d + 1) * 8].iter().map(|x| x * x).sum::<f32>().sqrt();
+            // The tiny folder has no sentence-transformers modules: auto pooling is mean, auto normalize is off.
+            assert!((n - 1.0).abs() > 1e-3, "{backend}: document {d} has unit length without normalize: {n}");
+        }
+        let m = job.latest_parquet("metrics.parquet");
+        let (s, n, val) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+        let get = |k: &str| (0..m.height()).find(|&i| s[i] == "contextual" && n[i] == k).map(|i| val[i]);
+        assert_eq!(get("documents"), Some(5.0));
+        assert!(get("tokens").is_some_and(|t| t >= 5.0 * 3.0));
+        assert!(get("batches").is_some_and(|b| b >= 2.0), "a 16-token budget makes several batches");
+        for k in ["tokens_per_second", "documents_per_second", "truncated_documents", "peak_rss_mb"] {
+            assert!(get(k).is_some(), "{k}");
+        }
+        results.push(v);
+    }
+    // One batch for all, or batches of a few: the same vectors (batches sort by length; padding is masked).
+    let job = contextual_job(&DOCS, "batch_tokens = 4096");
+    assert_eq!(job.run(&[]).code, 0);
+    let (_, one_batch) = vectors(&job);
+    for (a, b) in one_batch.iter().zip(&results[0]) {
+        assert!((a - b).abs() < 1e-6, "batching changed a vector: {a} vs {b}");
+    }
+    if let Some(gpu) = results.get(1) {
+        for (a, b) in gpu.iter().zip(&results[0]) {
+            assert!((a - b).abs() < 1e-4, "gpu {a} vs cpu {b}");
+        }
+    }
+}
+
+#[test]
+fn an_over_long_document_without_truncation_names_its_row_and_writes_nothing() {
+    let job = contextual_job(&DOCS, "max_tokens = 8\ntruncate = false");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("document 'd2'") && r.stderr.contains("max_tokens = 8"), "{}", r.stderr);
+    job.assert_no_run();
+    // With truncation (the default) the same job runs and counts them.
+    let job = contextual_job(&DOCS, "max_tokens = 8");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = job.latest_parquet("metrics.parquet");
+    let (s, n, val) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    let truncated = (0..m.height()).find(|&i| s[i] == "contextual" && n[i] == "truncated_documents").map(|i| val[i]);
+    assert_eq!(truncated, Some(2.0), "d2 and d5 are longer than 8 tokens");
+}
+
+#[test]
+fn a_missing_model_folder_is_named_by_validate_and_run_before_any_work() {
+    let job = contextual_job(&DOCS, "").edit_toml("model='tiny'", "model='no/such/model'");
+    let v = job.validate();
+    assert_eq!(v.code, 3, "{}", v.stderr);
+    assert!(v.stderr.contains("no/such/model") && v.stderr.contains("does not exist"), "{}", v.stderr);
+    let r = job.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("no/such/model"), "{}", r.stderr);
+    job.assert_no_run();
+    // A key that does not belong: exit 2 with its path.
+    let job = contextual_job(&DOCS, "poling = 'mean'");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("contextual") && r.stderr.contains("poling"), "{}", r.stderr);
+}
+
+#[test]
+fn batches_keep_to_the_token_budget_and_hold_every_document_once() {
+    use embjob::stages::contextual::batches;
+    let lengths = [5usize, 1, 9, 3, 3, 7, 2, 8];
+    for budget in [9usize, 10, 16, 64] {
+        let b = batches(&lengths, budget);
+        let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        for batch in &b {
+            let longest = batch.iter().map(|&d| lengths[d]).max().expect("non-empty");
+            assert!(batch.len() * longest <= budget, "budget {budget}: {batch:?}");
+        }
+    }
+}

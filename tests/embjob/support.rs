@@ -100,9 +100,13 @@ impl Job {
         self
     }
 
-    /// Copies a file next to job.toml.
+    /// Copies a file next to job.toml (`name` may name a subfolder).
     pub fn copy(self, from: &Path, name: &str) -> Job {
-        std::fs::copy(from, self.dir.path().join(name)).expect("copy");
+        let to = self.dir.path().join(name);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::copy(from, to).expect("copy");
         self
     }
 
