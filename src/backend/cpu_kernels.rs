@@ -527,13 +527,17 @@ pub fn attention(
                 *s = (*s - m).exp();
                 z += f64::from(*s);
             }
-            let dst = &mut o[h * head_dim..(h + 1) * head_dim];
-            for (d, v) in dst.iter_mut().enumerate() {
-                let mut acc = 0f64;
-                for (j, &s) in scores.iter().enumerate() {
-                    acc += f64::from(s) * f64::from(qkv[(b * seq + j) * width + 2 * h_all + h * head_dim + d]);
+            // The weighted sum of the values, key by key (contiguous rows); each output still sums over the keys
+            // in order.
+            let mut acc = vec![0f64; head_dim];
+            for (j, &s) in scores.iter().enumerate() {
+                let v0 = (b * seq + j) * width + 2 * h_all + h * head_dim;
+                for (a, &v) in acc.iter_mut().zip(&qkv[v0..v0 + head_dim]) {
+                    *a += f64::from(s) * f64::from(v);
                 }
-                *v = (acc / z) as f32;
+            }
+            for (dst, a) in o[h * head_dim..(h + 1) * head_dim].iter_mut().zip(&acc) {
+                *dst = (a / z) as f32;
             }
         }
     });
