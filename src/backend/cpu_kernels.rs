@@ -522,22 +522,22 @@ pub fn attention(
                 *s = dot * scale;
                 m = m.max(*s);
             }
-            let mut z = 0f64;
+            let mut z = 0f32;
             for s in scores.iter_mut() {
                 *s = (*s - m).exp();
-                z += f64::from(*s);
+                z += *s;
             }
             // The weighted sum of the values, key by key (contiguous rows); each output still sums over the keys
             // in order.
-            let mut acc = vec![0f64; head_dim];
+            let mut acc = vec![0f32; head_dim];
             for (j, &s) in scores.iter().enumerate() {
                 let v0 = (b * seq + j) * width + 2 * h_all + h * head_dim;
                 for (a, &v) in acc.iter_mut().zip(&qkv[v0..v0 + head_dim]) {
-                    *a += f64::from(s) * f64::from(v);
+                    *a += s * v;
                 }
             }
             for (dst, a) in o[h * head_dim..(h + 1) * head_dim].iter_mut().zip(&acc) {
-                *dst = (a / z) as f32;
+                *dst = a / z;
             }
         }
     });
