@@ -408,23 +408,6 @@ pub fn cosine_top_k(x: &[f32], n: usize, dim: usize, k: usize) -> Result<(Vec<u3
     Ok((idx, sim))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_exp_matches_std_exp() {
-        let mut x = 0.0f32;
-        while x > -87.0 {
-            let (a, b) = (exp_nonpositive(x), x.exp());
-            assert!((a - b).abs() <= 3e-7 * b, "exp({x}): {a} vs {b}");
-            x -= 0.0137;
-        }
-        assert!(exp_nonpositive(-1000.0) < 1e-37);
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-    }
-}
-
 // ---- The Transformer encoder's kernels (BERT family): the references of shaders/encoder.wgsl. ----
 
 /// An activation (the `act` code of shaders/elementwise.wgsl).
@@ -572,4 +555,21 @@ pub fn l2_normalize(x: &mut [f32], cols: usize) {
         let inv = 1.0 / n.max(1e-12);
         row.iter_mut().for_each(|v| *v = (f64::from(*v) * inv) as f32);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_matches_std_exp() {
+        let mut x = 0.0f32;
+        while x > -87.0 {
+            let (a, b) = (exp_nonpositive(x), x.exp());
+            assert!((a - b).abs() <= 3e-7 * b, "exp({x}): {a} vs {b}");
+            x -= 0.0137;
+        }
+        assert!(exp_nonpositive(-1000.0) < 1e-37);
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
 }
