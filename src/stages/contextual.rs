@@ -50,6 +50,13 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let mut tokens: Vec<Tokens> = Vec::with_capacity(corpus.texts.len());
     for (d, text) in corpus.texts.iter().enumerate() {
         let t = tokenizer.encode(text)?;
+        if t.ids.is_empty() {
+            return Err(Error::input(
+                &ctx.plan.input.path,
+                None,
+                format!("document '{}' has no tokens for this model's tokenizer", corpus.ids[d]),
+            ));
+        }
         if t.truncated && !plan.truncate {
             return Err(Error::input(
                 &ctx.plan.input.path,
