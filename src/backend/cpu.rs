@@ -8,8 +8,8 @@ use rayon::prelude::*;
 
 use super::cpu_kernels as k;
 use super::{
-    Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices, LayerNorm, MatDims,
-    PoolMode, RankMasks, SeqShape, SgdStep, Tensor, TokenRows,
+    check_distinct, Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices,
+    LayerNorm, MatDims, PoolMode, RankMasks, SeqShape, SgdStep, Tensor, TokenRows,
 };
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
@@ -195,7 +195,7 @@ impl Backend for Cpu {
     }
 
     fn copy(&self, src: &Tensor, src_offset: usize, dst: &Tensor, dst_offset: usize, len: usize) -> Result<()> {
-        distinct(&[dst], &[src])?;
+        check_distinct(BackendKind::Cpu, &[dst], &[src])?;
         let from = r(src)?;
         let mut out = w(dst)?;
         let from =
@@ -207,12 +207,12 @@ impl Backend for Cpu {
     }
 
     fn matmul(&self, a: &Tensor, ta: bool, b: &Tensor, tb: bool, c: &Tensor, dims: MatDims, beta: f32) -> Result<()> {
-        distinct(&[c], &[a, b])?;
+        check_distinct(BackendKind::Cpu, &[c], &[a, b])?;
         k::matmul(&r(a)?, ta, &r(b)?, tb, &mut w(c)?, dims, beta)
     }
 
     fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[table, bags.weights])?;
+        check_distinct(BackendKind::Cpu, &[out], &[table, bags.weights])?;
         let mut out = w(out)?;
         let out = out.get_mut(..bags.bags * dim).ok_or_else(|| Error::Internal("embedding_bag: output".into()))?;
         k::embedding_bag(&r(table)?, dim, &ri(bags.items)?, &ri(bags.offsets)?, &r(bags.weights)?, mean, out);
@@ -227,7 +227,7 @@ impl Backend for Cpu {
         mean: bool,
         grad: &Tensor,
     ) -> Result<()> {
-        distinct(&[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
+        check_distinct(BackendKind::Cpu, &[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
         k::embedding_bag_backward(
             &r(d_pooled)?,
             dim,
@@ -244,7 +244,7 @@ impl Backend for Cpu {
     }
 
     fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, act: Activation) -> Result<()> {
-        distinct(&[x], &[bias])?;
+        check_distinct(BackendKind::Cpu, &[x], &[bias])?;
         let mut x = w(x)?;
         let x = x.get_mut(..rows * cols).ok_or_else(|| Error::Internal("bias_act: shape".into()))?;
         k::bias_act(x, &r(bias)?, cols, act);
@@ -252,13 +252,13 @@ impl Backend for Cpu {
     }
 
     fn relu_backward(&self, grad: &Tensor, activation: &Tensor) -> Result<()> {
-        distinct(&[grad], &[activation])?;
+        check_distinct(BackendKind::Cpu, &[grad], &[activation])?;
         k::relu_backward(&mut w(grad)?, &r(activation)?);
         Ok(())
     }
 
     fn column_sums(&self, x: &Tensor, rows: usize, cols: usize, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[x])?;
+        check_distinct(BackendKind::Cpu, &[out], &[x])?;
         k::column_sums(&r(x)?, rows, cols, &mut w(out)?);
         Ok(())
     }
@@ -271,7 +271,7 @@ impl Backend for Cpu {
         cols: usize,
         losses: &Tensor,
     ) -> Result<()> {
-        distinct(&[logits, losses], &[])?;
+        check_distinct(BackendKind::Cpu, &[logits, losses], &[])?;
         let (mut l, mut out) = (w(losses)?, w(logits)?);
         let out = out.get_mut(..rows * cols).ok_or_else(|| Error::Internal("softmax_xent: shape".into()))?;
         let l = l.get_mut(..rows).ok_or_else(|| Error::Internal("softmax_xent: losses".into()))?;
@@ -280,13 +280,13 @@ impl Backend for Cpu {
     }
 
     fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()> {
-        distinct(&[param, m, v], &[grad])?;
+        check_distinct(BackendKind::Cpu, &[param, m, v], &[grad])?;
         k::adam(&mut w(param)?, &r(grad)?, &mut w(m)?, &mut w(v)?, step);
         Ok(())
     }
 
     fn sgd(&self, param: &Tensor, grad: &Tensor, velocity: &Tensor, step: SgdStep) -> Result<()> {
-        distinct(&[param, velocity], &[grad])?;
+        check_distinct(BackendKind::Cpu, &[param, velocity], &[grad])?;
         k::sgd(&mut w(param)?, &r(grad)?, &mut w(velocity)?, step.lr, step.momentum, step.weight_decay);
         Ok(())
     }
@@ -299,7 +299,7 @@ impl Backend for Cpu {
         masks: &RankMasks<'_>,
         ranks: &Tensor,
     ) -> Result<()> {
-        distinct(&[ranks], &[scores])?;
+        check_distinct(BackendKind::Cpu, &[ranks], &[scores])?;
         let mut out = w(ranks)?;
         let out = out.get_mut(..rows).ok_or_else(|| Error::Internal("target_ranks: ranks".into()))?;
         let (t, mi, mo) = (ri(masks.targets)?, ri(masks.mask_items)?, ri(masks.mask_offsets)?);
@@ -314,7 +314,7 @@ impl Backend for Cpu {
     }
 
     fn embed_layernorm(&self, e: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
+        check_distinct(BackendKind::Cpu, &[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
         let (ids, types) = (ri(tokens.ids)?, ri(tokens.type_ids)?);
         let rows = ids.len();
         let (word, pos, ty) = (r(e.word)?, r(e.position)?, r(e.token_type)?);
@@ -334,7 +334,7 @@ impl Backend for Cpu {
     }
 
     fn add_layernorm(&self, x: &Tensor, residual: &Tensor, rows: usize, ln: &LayerNorm<'_>) -> Result<()> {
-        distinct(&[x], &[residual, ln.gamma, ln.beta])?;
+        check_distinct(BackendKind::Cpu, &[x], &[residual, ln.gamma, ln.beta])?;
         let (gamma, beta) = (r(ln.gamma)?, r(ln.beta)?);
         let cols = gamma.len();
         let mut x = w(x)?;
@@ -348,7 +348,7 @@ impl Backend for Cpu {
     }
 
     fn attention(&self, qkv: &Tensor, lens: &Indices, s: AttentionShape, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[qkv])?;
+        check_distinct(BackendKind::Cpu, &[out], &[qkv])?;
         let (qkv, lens) = (r(qkv)?, ri(lens)?);
         let rows = s.batch * s.seq;
         let h = s.heads * s.head_dim;
@@ -357,12 +357,11 @@ impl Backend for Cpu {
         }
         let mut o = w(out)?;
         let o = o.get_mut(..rows * h).ok_or_else(|| Error::Internal("attention: output".into()))?;
-        k::attention(&qkv, &lens, s.batch, s.seq, s.heads, s.head_dim, s.scale, o);
-        Ok(())
+        k::attention(&qkv, &lens, s.batch, s.seq, s.heads, s.head_dim, s.scale, o)
     }
 
     fn pool(&self, hidden: &Tensor, lens: &Indices, s: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[hidden])?;
+        check_distinct(BackendKind::Cpu, &[out], &[hidden])?;
         let (hidden, lens) = (r(hidden)?, ri(lens)?);
         if hidden.len() < s.batch * s.seq * s.cols || lens.len() < s.batch || lens.iter().any(|&l| l as usize > s.seq) {
             return Err(Error::Internal("pool: shape".into()));
@@ -412,16 +411,6 @@ impl std::ops::Deref for IndexView<'_> {
     fn deref(&self) -> &[u32] {
         &self.guard[..self.len.min(self.guard.len())]
     }
-}
-
-/// Refuses an operation whose outputs alias each other or an input (a write lock would wait on itself).
-fn distinct(outputs: &[&Tensor], inputs: &[&Tensor]) -> Result<()> {
-    for (i, o) in outputs.iter().enumerate() {
-        if outputs[i + 1..].iter().chain(inputs).any(|t| o.same(t)) {
-            return Err(Error::Internal("cpu backend: an output tensor is also an operand".into()));
-        }
-    }
-    Ok(())
 }
 
 fn csr_times_dense(x: &Csr, b: &Matrix) -> Matrix {

@@ -498,10 +498,10 @@ pub fn attention(
     head_dim: usize,
     scale: f32,
     out: &mut [f32],
-) {
+) -> Result<()> {
     let h_all = heads * head_dim;
     let width = 3 * h_all;
-    out.par_chunks_mut((seq * h_all).max(1)).enumerate().take(batch).for_each(|(b, o)| {
+    out.par_chunks_mut((seq * h_all).max(1)).enumerate().take(batch).try_for_each(|(b, o)| -> Result<()> {
         let len = (lens[b] as usize).min(seq);
         let (mut q, mut k, mut v) =
             (vec![0f32; seq * head_dim], vec![0f32; len * head_dim], vec![0f32; len * head_dim]);
@@ -518,8 +518,7 @@ pub fn attention(
                 k[j * head_dim..(j + 1) * head_dim].copy_from_slice(column(j, 1));
                 v[j * head_dim..(j + 1) * head_dim].copy_from_slice(column(j, 2));
             }
-            // The shapes are those of the buffers just made, so the products cannot fail.
-            let _ = matmul(&q, false, &k, true, &mut s, MatDims { m: seq, n: len, k: head_dim }, 0.0);
+            matmul(&q, false, &k, true, &mut s, MatDims { m: seq, n: len, k: head_dim }, 0.0)?;
             for row in s.chunks_mut(len.max(1)) {
                 let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
                 let mut z = 0f32;
@@ -530,13 +529,14 @@ pub fn attention(
                 let inv = 1.0 / z;
                 row.iter_mut().for_each(|x| *x *= inv);
             }
-            let _ = matmul(&s, false, &v, false, &mut head_out, MatDims { m: seq, n: head_dim, k: len }, 0.0);
+            matmul(&s, false, &v, false, &mut head_out, MatDims { m: seq, n: head_dim, k: len }, 0.0)?;
             for t in 0..seq {
                 o[t * h_all + h * head_dim..t * h_all + (h + 1) * head_dim]
                     .copy_from_slice(&head_out[t * head_dim..(t + 1) * head_dim]);
             }
         }
-    });
+        Ok(())
+    })
 }
 
 /// Pools each sequence's real tokens: `hidden` (batch·seq × cols) into `out` (batch × cols).

@@ -369,6 +369,17 @@ pub struct SgdStep {
     pub weight_decay: f32,
 }
 
+/// Refuses an operation whose outputs alias each other or an input: the CPU would wait on its own write lock, the
+/// kernels read and write in one pass.
+pub(crate) fn check_distinct(backend: BackendKind, outputs: &[&Tensor], inputs: &[&Tensor]) -> Result<()> {
+    for (i, o) in outputs.iter().enumerate() {
+        if outputs[i + 1..].iter().chain(inputs).any(|t| o.same(t)) {
+            return Err(Error::Internal(format!("{backend} backend: an output tensor is also an operand")));
+        }
+    }
+    Ok(())
+}
+
 fn check_dims(op: &str, inner_a: usize, inner_b: usize) -> Result<()> {
     if inner_a == inner_b {
         Ok(())

@@ -49,13 +49,18 @@ fn tiny(name: &str) -> std::path::PathBuf {
     fixture("tiny_bert").join(name)
 }
 
+/// A tiny model's folder, weights and reference batch.
+fn load_tiny(name: &str) -> (ModelFolder, WeightsFile, Reference) {
+    let dir = tiny(name);
+    let folder = ModelFolder::open(&dir).expect("folder");
+    let weights = WeightsFile::open(&folder.weights_file()).expect("weights");
+    (folder, weights, reference(&dir))
+}
+
 #[test]
 fn tiny_models_equal_transformers_on_every_backend() {
     for name in ["bert_gelu", "bert_gelu_new_odd_heads", "roberta"] {
-        let dir = tiny(name);
-        let folder = ModelFolder::open(&dir).expect("folder");
-        let weights = WeightsFile::open(&folder.weights_file()).expect("weights");
-        let r = reference(&dir);
+        let (folder, weights, r) = load_tiny(name);
         let h = folder.config.hidden_size;
         for be in backends() {
             let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
@@ -77,10 +82,7 @@ fn tiny_models_equal_transformers_on_every_backend() {
 
 #[test]
 fn pooled_vectors_follow_the_hidden_states_and_batching_does_not_change_them() {
-    let dir = tiny("bert_gelu");
-    let folder = ModelFolder::open(&dir).expect("folder");
-    let weights = WeightsFile::open(&folder.weights_file()).expect("weights");
-    let r = reference(&dir);
+    let (folder, weights, r) = load_tiny("bert_gelu");
     let h = folder.config.hidden_size;
     for be in backends() {
         let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");

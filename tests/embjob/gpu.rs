@@ -630,7 +630,7 @@ fn encoder_kernels_equal_cpu() {
     }
     let shape = AttentionShape { batch, seq, heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
     let mut want = vec![f32::NAN; rows * cols];
-    cpu::attention(&qkv, &lens, batch, seq, heads, head_dim, shape.scale, &mut want);
+    cpu::attention(&qkv, &lens, batch, seq, heads, head_dim, shape.scale, &mut want).expect("cpu attention");
     assert!(want.iter().all(|v| v.is_finite() && v.abs() < 100.0), "the CPU twin counted padding");
     let out = up(&poison(rows * cols));
     let mut enc = g.encoder();

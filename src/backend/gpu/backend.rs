@@ -12,8 +12,8 @@ use super::ops::GpuCsr;
 use super::{GpuBuf, GpuContext, GpuIdx};
 use crate::backend::cpu_kernels;
 use crate::backend::{
-    Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices, LayerNorm, MatDims,
-    PoolMode, RankMasks, SeqShape, SgdStep, Tensor, TokenRows,
+    check_distinct, Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices,
+    LayerNorm, MatDims, PoolMode, RankMasks, SeqShape, SgdStep, Tensor, TokenRows,
 };
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
@@ -125,16 +125,6 @@ fn f64_matrix(rows: usize, cols: usize, v: Vec<f32>) -> Result<Matrix> {
     Matrix::from_vec(rows, cols, v.into_iter().map(f64::from).collect())
 }
 
-/// Refuses an operation whose output is also another operand (the kernels read and write in one pass).
-fn distinct(outputs: &[&Tensor], inputs: &[&Tensor]) -> Result<()> {
-    for (i, o) in outputs.iter().enumerate() {
-        if outputs[i + 1..].iter().chain(inputs).any(|t| o.same(t)) {
-            return Err(Error::Internal("gpu backend: an output tensor is also an operand".into()));
-        }
-    }
-    Ok(())
-}
-
 impl Backend for Gpu {
     fn kind(&self) -> BackendKind {
         BackendKind::Gpu
@@ -221,7 +211,7 @@ impl Backend for Gpu {
     }
 
     fn copy(&self, src: &Tensor, src_offset: usize, dst: &Tensor, dst_offset: usize, len: usize) -> Result<()> {
-        distinct(&[dst], &[src])?;
+        check_distinct(BackendKind::Gpu, &[dst], &[src])?;
         let (a, b) = (buf(src)?, buf(dst)?);
         if src_offset + len > a.len || dst_offset + len > b.len {
             return Err(Error::Internal("copy: range outside a tensor".into()));
@@ -235,12 +225,12 @@ impl Backend for Gpu {
     }
 
     fn matmul(&self, a: &Tensor, ta: bool, b: &Tensor, tb: bool, c: &Tensor, dims: MatDims, beta: f32) -> Result<()> {
-        distinct(&[c], &[a, b])?;
+        check_distinct(BackendKind::Gpu, &[c], &[a, b])?;
         self.record(|ctx, enc| ctx.matmul(enc, buf(a)?, ta, buf(b)?, tb, buf(c)?, dims, beta))
     }
 
     fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[table, bags.weights])?;
+        check_distinct(BackendKind::Gpu, &[out], &[table, bags.weights])?;
         let members = (&idx(bags.items)?, &idx(bags.offsets)?, buf(bags.weights)?);
         self.record(|ctx, enc| ctx.embedding_bag(enc, buf(table)?, dim, members, bags.bags, mean, buf(out)?))
     }
@@ -253,7 +243,7 @@ impl Backend for Gpu {
         mean: bool,
         grad: &Tensor,
     ) -> Result<()> {
-        distinct(&[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
+        check_distinct(BackendKind::Gpu, &[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
         let (offsets, weights) = (idx(bags.offsets)?, buf(bags.weights)?);
         let (seg_items, seg_offsets, seg_examples) =
             (idx(bags.seg_items)?, idx(bags.seg_offsets)?, idx(bags.seg_examples)?);
@@ -265,7 +255,7 @@ impl Backend for Gpu {
     }
 
     fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, act: Activation) -> Result<()> {
-        distinct(&[x], &[bias])?;
+        check_distinct(BackendKind::Gpu, &[x], &[bias])?;
         if x.len() < rows * cols || bias.len() < cols {
             return Err(Error::Internal("bias_act: shape".into()));
         }
@@ -273,12 +263,12 @@ impl Backend for Gpu {
     }
 
     fn relu_backward(&self, grad: &Tensor, activation: &Tensor) -> Result<()> {
-        distinct(&[grad], &[activation])?;
+        check_distinct(BackendKind::Gpu, &[grad], &[activation])?;
         self.record(|ctx, enc| ctx.relu_backward(enc, buf(grad)?, buf(activation)?, grad.len()))
     }
 
     fn column_sums(&self, x: &Tensor, rows: usize, cols: usize, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[x])?;
+        check_distinct(BackendKind::Gpu, &[out], &[x])?;
         self.record(|ctx, enc| ctx.column_sums(enc, buf(x)?, rows, cols, buf(out)?))
     }
 
@@ -290,18 +280,18 @@ impl Backend for Gpu {
         cols: usize,
         losses: &Tensor,
     ) -> Result<()> {
-        distinct(&[logits, losses], &[])?;
+        check_distinct(BackendKind::Gpu, &[logits, losses], &[])?;
         let targets = idx(targets)?;
         self.record(|ctx, enc| ctx.softmax_xent(enc, buf(logits)?, &targets, rows, cols, buf(losses)?))
     }
 
     fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()> {
-        distinct(&[param, m, v], &[grad])?;
+        check_distinct(BackendKind::Gpu, &[param, m, v], &[grad])?;
         self.record(|ctx, enc| ctx.adam(enc, buf(param)?, buf(grad)?, buf(m)?, buf(v)?, step))
     }
 
     fn sgd(&self, param: &Tensor, grad: &Tensor, velocity: &Tensor, s: SgdStep) -> Result<()> {
-        distinct(&[param, velocity], &[grad])?;
+        check_distinct(BackendKind::Gpu, &[param, velocity], &[grad])?;
         self.record(|ctx, enc| ctx.sgd(enc, buf(param)?, buf(grad)?, buf(velocity)?, s.lr, s.momentum, s.weight_decay))
     }
 
@@ -313,7 +303,7 @@ impl Backend for Gpu {
         masks: &RankMasks<'_>,
         ranks: &Tensor,
     ) -> Result<()> {
-        distinct(&[ranks], &[scores])?;
+        check_distinct(BackendKind::Gpu, &[ranks], &[scores])?;
         let (t, mi, mo) = (idx(masks.targets)?, idx(masks.mask_items)?, idx(masks.mask_offsets)?);
         self.record(|ctx, enc| ctx.target_ranks(enc, buf(scores)?, rows, cols, &t, &mi, &mo, buf(ranks)?))
     }
@@ -329,7 +319,7 @@ impl Backend for Gpu {
     }
 
     fn embed_layernorm(&self, e: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
+        check_distinct(BackendKind::Gpu, &[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
         let rows = tokens.ids.len();
         // The kernel indexes the tables by id, type and position: all are checked here, on the host.
         if tokens.type_ids.len() != rows || out.len() < rows * e.cols || e.ln.gamma.len() != e.cols {
@@ -347,7 +337,7 @@ impl Backend for Gpu {
     }
 
     fn add_layernorm(&self, x: &Tensor, residual: &Tensor, rows: usize, ln: &LayerNorm<'_>) -> Result<()> {
-        distinct(&[x], &[residual, ln.gamma, ln.beta])?;
+        check_distinct(BackendKind::Gpu, &[x], &[residual, ln.gamma, ln.beta])?;
         let cols = ln.gamma.len();
         if x.len() < rows * cols || residual.len() < rows * cols || ln.beta.len() != cols {
             return Err(Error::Internal("add_layernorm: shape".into()));
@@ -357,7 +347,7 @@ impl Backend for Gpu {
     }
 
     fn attention(&self, qkv: &Tensor, lens: &Indices, s: AttentionShape, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[qkv])?;
+        check_distinct(BackendKind::Gpu, &[out], &[qkv])?;
         let h = s.heads * s.head_dim;
         if qkv.len() < s.batch * s.seq * 3 * h || out.len() < s.batch * s.seq * h || lens.len() < s.batch {
             return Err(Error::Internal("attention: shape".into()));
@@ -367,7 +357,7 @@ impl Backend for Gpu {
     }
 
     fn pool(&self, hidden: &Tensor, lens: &Indices, s: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()> {
-        distinct(&[out], &[hidden])?;
+        check_distinct(BackendKind::Gpu, &[out], &[hidden])?;
         if hidden.len() < s.batch * s.seq * s.cols || out.len() < s.batch * s.cols || lens.len() < s.batch {
             return Err(Error::Internal("pool: shape".into()));
         }
