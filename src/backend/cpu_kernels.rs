@@ -6,10 +6,13 @@ use rayon::prelude::*;
 use super::{Activation, AdamStep, MatDims, PoolMode};
 use crate::error::{Error, Result};
 
-/// `c = op(a)·op(b) + beta·c`, row-major, through matrixmultiply's sgemm. Large products are split into blocks
-/// of C rows (or columns, when C is wide) computed in parallel on rayon's threads; each element's sum is the same
-/// single-threaded sgemm either way, so results do not depend on the thread count.
+/// `c = op(a)·op(b) + beta·c`, row-major, through faer's GEMM (AVX-512 / AVX2 micro-kernels, picked at run time;
+/// about twice matrixmultiply's rate on this project's shapes). Large products are cut into blocks of C rows (or
+/// columns, when C is wide) whose number depends on the shape only, computed in parallel on rayon's threads, each
+/// by one single-threaded GEMM: every element comes from the same call whatever the thread count, so results do
+/// not depend on it.
 pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDims, beta: f32) -> Result<()> {
+    use faer::{Accum, MatMut, MatRef};
     let MatDims { m, n, k } = d;
     if m == 0 || n == 0 {
         return Ok(());
@@ -22,77 +25,89 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
             c.len()
         )));
     }
+    let c = &mut c[..m * n];
+    // beta = 0 never reads C (it may hold anything, NaN included); other betas scale it first and add.
+    let accum = if beta == 0.0 {
+        Accum::Replace
+    } else {
+        if beta != 1.0 {
+            c.iter_mut().for_each(|x| *x *= beta);
+        }
+        Accum::Add
+    };
     if k == 0 {
-        c[..m * n].iter_mut().for_each(|x| *x *= beta);
+        if beta == 0.0 {
+            c.fill(0.0);
+        }
         return Ok(());
     }
     // op(a) is m×k: stored k×m when transposed. op(b) is k×n: stored n×k when transposed.
-    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    let threads = rayon::current_num_threads().max(1);
-    let blocks = if m * n * k < (1 << 20) { 1 } else { threads };
-    let c_ptr = SendPtr(c.as_mut_ptr());
-    let (a_ptr, b_ptr) = (SendConstPtr(a.as_ptr()), SendConstPtr(b.as_ptr()));
+    let a_view = if ta { MatRef::from_row_major_slice(&a[..m * k], k, m).transpose() } else { MatRef::from_row_major_slice(&a[..m * k], m, k) };
+    let b_view = if tb { MatRef::from_row_major_slice(&b[..k * n], n, k).transpose() } else { MatRef::from_row_major_slice(&b[..k * n], k, n) };
     let by_rows = m >= n;
     let len = if by_rows { m } else { n };
+    // Blocks of at least 64 rows, at most 16 of them: enough to balance a few threads, few enough that packing the
+    // other operand once per block stays small next to the arithmetic.
+    let blocks = if m * n * k < (1 << 20) { 1 } else { (len / 64).clamp(1, 16) };
     let step = len.div_ceil(blocks);
-    (0..blocks).into_par_iter().for_each(|blk| {
-        let lo = blk * step;
-        let hi = ((blk + 1) * step).min(len);
-        if lo >= hi {
-            return;
-        }
-        let (a_ptr, b_ptr, c_ptr) = (&a_ptr, &b_ptr, &c_ptr);
-        // SAFETY: the length checks above keep every strided view inside its slice; blocks cover disjoint rows (or
-        // columns) of C, so no two threads write the same element, and A and B are only read.
-        unsafe {
-            if by_rows {
-                matrixmultiply::sgemm(
-                    hi - lo,
-                    k,
-                    n,
-                    1.0,
-                    a_ptr.0.offset(lo as isize * rsa),
-                    rsa,
-                    csa,
-                    b_ptr.0,
-                    rsb,
-                    csb,
-                    beta,
-                    c_ptr.0.add(lo * n),
-                    n as isize,
-                    1,
-                );
-            } else {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    hi - lo,
-                    1.0,
-                    a_ptr.0,
-                    rsa,
-                    csa,
-                    b_ptr.0.offset(lo as isize * csb),
-                    rsb,
-                    csb,
-                    beta,
-                    c_ptr.0.add(lo),
-                    n as isize,
-                    1,
-                );
+    if blocks == 1 {
+        gemm_seq(MatMut::from_row_major_slice_mut(c, m, n), accum, a_view, b_view, 1.0f32);
+        return Ok(());
+    }
+    if by_rows {
+        c.par_chunks_mut(step * n).enumerate().for_each(|(i, rows)| {
+            let lo = i * step;
+            let h = rows.len() / n;
+            gemm_seq(MatMut::from_row_major_slice_mut(rows, h, n), accum, a_view.subrows(lo, h), b_view, 1.0f32);
+        });
+    } else {
+        // Column blocks of a row-major C are strided: each task gets its own columns through a raw view.
+        let c_ptr = SendPtr(c.as_mut_ptr());
+        (0..blocks).into_par_iter().for_each(|i| {
+            let lo = i * step;
+            let w = step.min(n - lo.min(n));
+            if w == 0 {
+                return;
             }
-        }
-    });
+            let c_ptr = &c_ptr;
+            // SAFETY: C holds m·n values (checked above); this view covers rows 0..m and columns lo..lo+w, with
+            // row stride n, inside it, and the blocks' column ranges are disjoint, so no two tasks alias.
+            let view = unsafe { MatMut::from_raw_parts_mut(c_ptr.0.add(lo), m, w, n as isize, 1) };
+            gemm_seq(view, accum, a_view, b_view.subcols(lo, w), 1.0f32);
+        });
+    }
     Ok(())
 }
 
 /// A raw pointer that may cross threads (the caller guarantees disjoint writes).
 struct SendPtr(*mut f32);
-// SAFETY: used only by `matmul`, whose blocks write disjoint parts of C.
+// SAFETY: used only by `matmul` and `attention`, whose tasks write disjoint parts of their output.
 unsafe impl Sync for SendPtr {}
-struct SendConstPtr(*const f32);
-// SAFETY: read-only access from several threads.
-unsafe impl Sync for SendConstPtr {}
+
+/// One single-threaded faer GEMM, then `vzeroupper`. faer's AVX-512 kernels (private-gemm-x86 0.1.22) return with
+/// the upper halves of the vector registers dirty, and every SSE instruction the thread runs afterwards (the
+/// elementwise kernels, libm's expf) then waits on them: measured here, a loop of expf ran 50× slower after one such
+/// GEMM, and the encoder 7× slower overall. Clearing the state after each call restores full speed.
+fn gemm_seq(dst: faer::MatMut<'_, f32>, accum: faer::Accum, a: faer::MatRef<'_, f32>, b: faer::MatRef<'_, f32>, alpha: f32) {
+    faer::linalg::matmul::matmul(dst, accum, a, b, alpha, faer::Par::Seq);
+    clear_upper_simd_state();
+}
+
+/// `vzeroupper` where AVX exists (a no-op elsewhere): see `gemm_seq`.
+#[inline]
+pub fn clear_upper_simd_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx")]
+        unsafe fn zero_upper() {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked just above), the only requirement of vzeroupper.
+            unsafe { zero_upper() };
+        }
+    }
+}
 
 /// Sum of a bag's weights (its size when every weight is 1).
 #[inline]
@@ -157,11 +172,7 @@ pub fn embedding_bag_backward(
 
 /// `x = act(x + bias)` row by row.
 pub fn bias_act(x: &mut [f32], bias: &[f32], cols: usize, act: Activation) {
-    x.par_chunks_mut(cols.max(1)).for_each(|row| {
-        for (v, &b) in row.iter_mut().zip(bias) {
-            *v = activate(*v + b, act);
-        }
-    });
+    x.par_chunks_mut(cols.max(1)).for_each(|row| bias_act_row(row, bias, act));
 }
 
 /// `grad *= (act > 0)`.
@@ -192,11 +203,15 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
-    let x = x.max(-87.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // A comparison, not f32::max, and the exponent from the rounding sum's bits, not a float-to-int cast: both
+    // keep a loop of this function vectorized. NaN stays NaN.
+    let x = if x < -87.3 { -87.3 } else { x };
+    let rounded = x * LOG2E + ROUND; // 1.5 · 2^23 + n: n sits in the low bits of the mantissa
+    let n = rounded - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    let biased = rounded.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    f32::from_bits(biased << 23) * p
 }
 
 /// Defines `$name`, which runs `$generic` compiled for AVX-512 or AVX2 + FMA when the CPU has them, else for the
@@ -234,6 +249,24 @@ macro_rules! multiversion {
 /// `y += a·x` in f64 (the sparse products of PCA).
 pub fn axpy_f64(y: &mut [f64], a: f64, x: &[f64]) {
     axpy_f64_dispatch(y, a, x)
+}
+
+multiversion!(fn bias_act_row / bias_act_row_generic(row: &mut [f32], bias: &[f32], act: Activation));
+
+/// One row of `bias_act`, a loop per activation so that each vectorizes (the erf's exponential is
+/// `exp_nonpositive`, plain arithmetic).
+#[inline(always)]
+fn bias_act_row_generic(row: &mut [f32], bias: &[f32], act: Activation) {
+    let n = row.len().min(bias.len());
+    let (row, bias) = (&mut row[..n], &bias[..n]);
+    match act {
+        Activation::Identity => row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b),
+        Activation::Relu => row.iter_mut().zip(bias).for_each(|(v, &b)| *v = activate(*v + b, Activation::Relu)),
+        Activation::Gelu => row.iter_mut().zip(bias).for_each(|(v, &b)| *v = activate(*v + b, Activation::Gelu)),
+        Activation::GeluTanh => {
+            row.iter_mut().zip(bias).for_each(|(v, &b)| *v = activate(*v + b, Activation::GeluTanh))
+        }
+    }
 }
 
 multiversion!(fn axpy_f64_dispatch / axpy_f64_generic(y: &mut [f64], a: f64, x: &[f64]));
@@ -411,7 +444,7 @@ pub fn cosine_top_k(x: &[f32], n: usize, dim: usize, k: usize) -> Result<(Vec<u3
 // ---- The Transformer encoder's kernels (BERT family): the references of shaders/encoder.wgsl. ----
 
 /// An activation (the `act` code of shaders/elementwise.wgsl).
-#[inline]
+#[inline(always)]
 pub fn activate(v: f32, act: Activation) -> f32 {
     match act {
         Activation::Identity => v,
@@ -434,12 +467,13 @@ pub fn activate(v: f32, act: Activation) -> f32 {
 }
 
 /// erf(z) by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as shaders/elementwise.wgsl computes it.
-#[inline]
+/// The exponential is `exp_nonpositive` (−z² ≤ 0), so a loop of it vectorizes.
+#[inline(always)]
 pub fn erf_approx(z: f32) -> f32 {
     let a = z.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    (1.0 - poly * (-a * a).exp()).copysign(z)
+    (1.0 - poly * exp_nonpositive(-a * a)).copysign(z)
 }
 
 /// LayerNorm of one row in place (mean and variance summed in f64).
@@ -499,44 +533,84 @@ pub fn attention(
     scale: f32,
     out: &mut [f32],
 ) -> Result<()> {
+    use faer::{Accum, MatMut, MatRef};
     let h_all = heads * head_dim;
     let width = 3 * h_all;
-    out.par_chunks_mut((seq * h_all).max(1)).enumerate().take(batch).try_for_each(|(b, o)| -> Result<()> {
+    if batch == 0 || seq == 0 || h_all == 0 {
+        return Ok(());
+    }
+    if qkv.len() < batch * seq * width || out.len() < batch * seq * h_all || lens.len() < batch {
+        return Err(Error::Internal(format!(
+            "attention: {} qkv values, {} outputs and {} lengths for {batch} sequences of {seq} × {heads} heads of {head_dim}",
+            qkv.len(),
+            out.len(),
+            lens.len()
+        )));
+    }
+    // One task per (sequence, head): S = Q·Kᵀ over the real keys, softmax by row, O = S·V, read from and written to
+    // their strided columns in place (no copies of Q, K, V). Each task is one single-threaded product pair, so the
+    // result does not depend on the thread count.
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each_init(Vec::new, |s, bh| {
+        let (b, h) = (bh / heads, bh % heads);
         let len = (lens[b] as usize).min(seq);
-        let (mut q, mut k, mut v) =
-            (vec![0f32; seq * head_dim], vec![0f32; len * head_dim], vec![0f32; len * head_dim]);
-        let (mut s, mut head_out) = (vec![0f32; seq * len], vec![0f32; seq * head_dim]);
-        for h in 0..heads {
-            let column = |row: usize, part: usize| {
-                let at = (b * seq + row) * width + part * h_all + h * head_dim;
-                &qkv[at..at + head_dim]
-            };
-            for t in 0..seq {
-                q[t * head_dim..(t + 1) * head_dim].copy_from_slice(column(t, 0));
-            }
-            for j in 0..len {
-                k[j * head_dim..(j + 1) * head_dim].copy_from_slice(column(j, 1));
-                v[j * head_dim..(j + 1) * head_dim].copy_from_slice(column(j, 2));
-            }
-            matmul(&q, false, &k, true, &mut s, MatDims { m: seq, n: len, k: head_dim }, 0.0)?;
-            for row in s.chunks_mut(len.max(1)) {
-                let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
-                let mut z = 0f32;
-                for x in row.iter_mut() {
-                    *x = (*x * scale - m).exp();
-                    z += *x;
-                }
-                let inv = 1.0 / z;
-                row.iter_mut().for_each(|x| *x *= inv);
-            }
-            matmul(&s, false, &v, false, &mut head_out, MatDims { m: seq, n: head_dim, k: len }, 0.0)?;
-            for t in 0..seq {
-                o[t * h_all + h * head_dim..t * h_all + (h + 1) * head_dim]
-                    .copy_from_slice(&head_out[t * head_dim..(t + 1) * head_dim]);
-            }
+        let part = |p: usize, rows: usize| {
+            let at = b * seq * width + p * h_all + h * head_dim;
+            MatRef::from_row_major_slice_with_stride(&qkv[at..at + (rows - 1) * width + head_dim], rows, head_dim, width)
+        };
+        let out_ptr = &out_ptr;
+        // SAFETY: out holds batch·seq·h_all values (checked above); this view is sequence b's rows, head h's columns,
+        // with row stride h_all, inside it; the (b, h) tasks' views are disjoint.
+        let o = unsafe { MatMut::from_raw_parts_mut(out_ptr.0.add(b * seq * h_all + h * head_dim), seq, head_dim, h_all as isize, 1) };
+        if len == 0 {
+            // No real token: nothing to attend to (a batch pads every sequence to at least one token).
+            let mut o = o;
+            o.fill(0.0);
+            return;
         }
-        Ok(())
-    })
+        s.resize(seq * len, 0f32);
+        let q = part(0, seq);
+        let (k, v) = (part(1, len), part(2, len));
+        gemm_seq(MatMut::from_row_major_slice_mut(s, seq, len), Accum::Replace, q, k.transpose(), scale);
+        s.chunks_mut(len).for_each(softmax_row);
+        gemm_seq(o, Accum::Replace, MatRef::from_row_major_slice(s, seq, len), v, 1.0f32);
+    });
+    Ok(())
+}
+
+multiversion!(fn softmax_row / softmax_row_generic(row: &mut [f32]));
+
+/// Softmax of one row of scores in place. The maximum, the exponentials and their sum run over 16 fixed lanes, so
+/// they vectorize and the result does not depend on the CPU's vector width.
+#[inline(always)]
+fn softmax_row_generic(row: &mut [f32]) {
+    const LANES: usize = 16;
+    let mut lane_max = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            lane_max[l] = if c[l] > lane_max[l] { c[l] } else { lane_max[l] };
+        }
+    }
+    let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    max = lane_max.iter().fold(max, |m, &v| if v > m { v } else { m });
+    let mut lane_sum = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let e = exp_nonpositive(c[l] - max);
+            c[l] = e;
+            lane_sum[l] += e;
+        }
+    }
+    let mut sum = 0.0f32;
+    for v in chunks.into_remainder() {
+        *v = exp_nonpositive(*v - max);
+        sum += *v;
+    }
+    let sum = lane_sum.iter().fold(sum, |a, &b| a + b);
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Pools each sequence's real tokens: `hidden` (batch·seq × cols) into `out` (batch × cols).
