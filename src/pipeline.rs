@@ -35,10 +35,11 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
         reporter.notice(&format!("backend: {}", backend.reason));
     }
     let staging = Staging::create(&plan.output_dir)?;
-    let ctx = Context { plan, backend: compute.as_ref(), report: &backend, reporter };
+    let ctx = Context { plan, backend: compute.as_ref(), report: &backend, reporter, staging: &staging };
     let mut artifacts = Artifacts::default();
     let mut metrics = Metrics::default();
     let mut tables: Vec<(&str, Table)> = Vec::new();
+    let mut streamed: Vec<OutputRecord> = Vec::new();
     let mut details = serde_json::Map::new();
     let mut records: Vec<StageRecord> = Vec::new();
 
@@ -61,6 +62,7 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
             records.extend(out.parts);
         }
         tables.extend(out.tables);
+        streamed.extend(out.written.into_iter().map(|(file, rows)| OutputRecord { file: file.to_owned(), rows }));
         if let Some(d) = out.details {
             details.insert(name.into(), d);
         }
@@ -71,7 +73,7 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     let run_id = staging.run_id().to_owned();
     reporter.stage_started("write", Some(tables.len() as u64 + 2));
     let t = Instant::now();
-    let mut outputs = Vec::new();
+    let mut outputs = streamed;
     for (i, (name, table)) in tables.iter().enumerate() {
         data::write_parquet(table, &staging.file(name))?;
         outputs.push(OutputRecord { file: (*name).to_owned(), rows: table.rows() });

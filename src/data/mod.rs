@@ -5,4 +5,4 @@ mod read;
 mod write;
 
 pub use read::{read_input, read_labels, read_pairs};
-pub use write::write_parquet;
+pub use write::{write_parquet, PartWriter};

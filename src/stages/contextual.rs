@@ -1,6 +1,8 @@
-//! Contextual document vectors: every document of a text input through a pretrained Transformer encoder. The
+//! Contextual document vectors: every document of a text input through a pretrained Transformer encoder. The corpus
+//! goes through in windows of consecutive documents (`WINDOW_BATCHES` batch budgets of tokens each): a window's
 //! documents are tokenized, sorted by token count and batched under a budget of padded tokens (so padding stays
-//! small), encoded on the backend, and written back in input order as `text_embeddings.parquet`.
+//! small), encoded on the backend, and written in input order as one row group of `text_embeddings.parquet`
+//! straight into the run's staging folder. Memory holds the weights, one batch's activations and one window.
 
 use std::time::Instant;
 
@@ -10,6 +12,7 @@ use crate::encoder::{Encoder, TextTokenizer, Tokens, WeightsFile};
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::metrics::Metrics;
+use crate::data::PartWriter;
 use crate::table::{ColumnData, Table};
 
 /// Batches of document indices (sorted by token count) whose padded size stays within `budget` tokens.
@@ -31,6 +34,16 @@ pub fn batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
     out
 }
 
+/// A window is this many batch budgets of consecutive documents: tokenized, sorted into batches, encoded and
+/// written as one row group of `text_embeddings.parquet`, so memory holds one window, never the corpus' vectors.
+pub const WINDOW_BATCHES: usize = 16;
+
+/// Documents `start..` up to a window's token budget (at least one document), tokenized and checked.
+struct Window {
+    start: usize,
+    tokens: Vec<Tokens>,
+}
+
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan =
         ctx.plan.contextual.as_ref().ok_or_else(|| Error::Internal("a contextual stage without its plan".into()))?;
@@ -47,9 +60,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
             format!("{} tokens, more than the model's vocab_size {}", tokenizer.vocab_size(), config.vocab_size),
         ));
     }
-    let mut tokens: Vec<Tokens> = Vec::with_capacity(corpus.texts.len());
-    for (d, text) in corpus.texts.iter().enumerate() {
-        let t = tokenizer.encode(text)?;
+    let tokenize = |d: usize| -> Result<Tokens> {
+        let t = tokenizer.encode(&corpus.texts[d])?;
         if t.ids.is_empty() {
             return Err(Error::input(
                 &ctx.plan.input.path,
@@ -67,73 +79,107 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
                 ),
             ));
         }
-        tokens.push(t);
-    }
-    let truncated = tokens.iter().filter(|t| t.truncated).count();
-    if truncated > 0 {
-        ctx.reporter.notice(&format!(
-            "contextual: {truncated} documents are longer than {} tokens and were truncated",
-            plan.max_tokens
-        ));
-    }
-    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
-    let batches = batches(&lengths, plan.batch_tokens);
-    let widest = batches.iter().map(|b| b.len()).max().unwrap_or(1);
+        Ok(t)
+    };
+    let n = corpus.texts.len();
+    let window_tokens = plan.batch_tokens.saturating_mul(WINDOW_BATCHES);
+    let mut next: Option<Tokens> = None;
+    let mut cursor = 0usize;
+    // The next window: documents in input order while their tokens fit the window budget.
+    let next_window = |cursor: &mut usize, next: &mut Option<Tokens>| -> Result<Option<Window>> {
+        // A document held back from the previous window comes first.
+        let start = *cursor - usize::from(next.is_some());
+        let (mut tokens, mut sum) = (Vec::new(), 0usize);
+        while *cursor < n || next.is_some() {
+            let t = match next.take() {
+                Some(t) => t,
+                None => {
+                    let t = tokenize(*cursor)?;
+                    *cursor += 1;
+                    t
+                }
+            };
+            if !tokens.is_empty() && sum + t.ids.len() > window_tokens {
+                *next = Some(t);
+                break;
+            }
+            sum += t.ids.len();
+            tokens.push(t);
+        }
+        Ok((!tokens.is_empty()).then_some(Window { start, tokens }))
+    };
 
     let weights = WeightsFile::open(&folder.weights_file())?;
     let h = config.hidden_size;
-    let activations = Encoder::workspace_bytes(&config, plan.batch_tokens.next_power_of_two(), widest);
-    let mem =
-        memory::contextual(Encoder::weight_bytes(&config) as u64, activations as u64, tokens.len(), h, ctx.report.used);
+    // A batch holds at most batch_tokens padded tokens, or one document of up to max_tokens.
+    let batch_rows = plan.batch_tokens.max(plan.max_tokens);
+    let activations = Encoder::workspace_bytes(&config, batch_rows.next_power_of_two(), plan.batch_tokens);
+    let window_docs = window_tokens.min(n);
+    let mem = memory::contextual(Encoder::weight_bytes(&config) as u64, activations as u64, window_docs, h, ctx.report.used);
     ctx.reporter.notice(&memory::describe("contextual", &mem));
     memory::check("contextual", &mem, ctx.plan.max_memory)?;
     let mut encoder = Encoder::new(ctx.backend, config, &weights)?;
     drop(weights);
 
-    ctx.reporter.stage_started("contextual", Some(tokens.len() as u64));
+    let out_name = "text_embeddings.parquet";
+    let mut writer = PartWriter::create(&ctx.staging.file(out_name))?;
+    ctx.reporter.stage_started("contextual", Some(n as u64));
     let started = Instant::now();
-    let mut vectors = vec![0f32; tokens.len() * h];
-    let (mut done, mut done_tokens) = (0usize, 0usize);
-    for batch in &batches {
-        crate::interrupt::check()?;
-        let docs: Vec<Tokens> = batch.iter().map(|&d| tokens[d].clone()).collect();
-        let v = encoder.embed(&docs, plan.pooling, plan.normalize)?;
-        for (i, &d) in batch.iter().enumerate() {
-            vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
+    let (mut done, mut total_tokens, mut truncated, mut batch_count, mut windows) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    while let Some(window) = next_window(&mut cursor, &mut next)? {
+        let lengths: Vec<usize> = window.tokens.iter().map(|t| t.ids.len()).collect();
+        let window_truncated = window.tokens.iter().filter(|t| t.truncated).count();
+        if truncated == 0 && window_truncated > 0 {
+            ctx.reporter.notice(&format!(
+                "contextual: documents longer than {} tokens are truncated (counted in truncated_documents)",
+                plan.max_tokens
+            ));
         }
-        done += batch.len();
-        done_tokens += batch.iter().map(|&d| lengths[d]).sum::<usize>();
-        let s = started.elapsed().as_secs_f64().max(1e-9);
-        ctx.reporter.progress(
-            done as u64,
-            &format!("{:.0} documents/s, {:.0} tokens/s", done as f64 / s, done_tokens as f64 / s),
-        );
+        truncated += window_truncated;
+        let batches = batches(&lengths, plan.batch_tokens);
+        let mut vectors = vec![0f32; window.tokens.len() * h];
+        for batch in &batches {
+            crate::interrupt::check()?;
+            let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
+            let v = encoder.embed(&docs, plan.pooling, plan.normalize)?;
+            for (i, &d) in batch.iter().enumerate() {
+                vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
+            }
+            done += batch.len();
+            total_tokens += batch.iter().map(|&d| lengths[d]).sum::<usize>();
+            let s = started.elapsed().as_secs_f64().max(1e-9);
+            ctx.reporter.progress(
+                done as u64,
+                &format!("{:.0} documents/s, {:.0} tokens/s", done as f64 / s, total_tokens as f64 / s),
+            );
+        }
+        let rows = window.start..window.start + window.tokens.len();
+        writer.write(&Table::new(vec![
+            ("row_id", ColumnData::I64(rows.clone().map(|r| r as i64).collect())),
+            ("row", ColumnData::Str(corpus.ids[rows].to_vec())),
+            ("vector", ColumnData::Vectors { dim: h, values: vectors }),
+        ]))?;
+        batch_count += batches.len();
+        windows += 1;
     }
+    let written = writer.finish()?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    let total_tokens: usize = lengths.iter().sum();
-    metrics.push("contextual", "documents", tokens.len() as f64);
+    metrics.push("contextual", "documents", n as f64);
     metrics.push("contextual", "tokens", total_tokens as f64);
     metrics.push("contextual", "truncated_documents", truncated as f64);
-    metrics.push("contextual", "batches", batches.len() as f64);
+    metrics.push("contextual", "batches", batch_count as f64);
+    metrics.push("contextual", "row_groups", windows as f64);
     metrics.push("contextual", "embedding_dim", h as f64);
     metrics.push("contextual", "seconds", seconds);
-    metrics.push("contextual", "documents_per_second", tokens.len() as f64 / seconds);
+    metrics.push("contextual", "documents_per_second", n as f64 / seconds);
     metrics.push("contextual", "tokens_per_second", total_tokens as f64 / seconds);
     metrics.push("contextual", "peak_rss_mb", crate::run_record::peak_rss_mb());
     let summary = format!(
-        "{} documents, {} tokens ({truncated} truncated) in {} batches: {:.0} documents/s, {:.0} tokens/s",
-        tokens.len(),
-        total_tokens,
-        batches.len(),
-        tokens.len() as f64 / seconds,
+        "{n} documents, {total_tokens} tokens ({truncated} truncated) in {batch_count} batches: {:.0} documents/s, {:.0} tokens/s",
+        n as f64 / seconds,
         total_tokens as f64 / seconds
     );
     ctx.reporter.stage_finished("contextual", &summary, seconds);
-    let table = Table::new(vec![
-        ("row_id", ColumnData::I64((0..corpus.ids.len() as i64).collect())),
-        ("row", ColumnData::Str(corpus.ids.clone())),
-        ("vector", ColumnData::Vectors { dim: h, values: vectors }),
-    ]);
     let details = serde_json::json!({
         "model": folder.dir,
         "config": encoder.config,
@@ -144,7 +190,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         "backend": ctx.backend.kind(),
     });
     Ok(StageOutput {
-        tables: vec![("text_embeddings.parquet", table)],
+        written: vec![(out_name, written)],
         summary,
         details: Some(details),
         ..StageOutput::default()

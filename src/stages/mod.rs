@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::report::Reporter;
+use crate::run_dir::Staging;
 use crate::run_record::{InputFingerprint, StageRecord};
 use crate::table::Table;
 
@@ -52,6 +53,8 @@ pub struct Context<'a> {
     pub backend: &'a dyn Backend,
     pub report: &'a BackendReport,
     pub reporter: &'a dyn Reporter,
+    /// The run's staging folder: a stage that streams an output writes it here itself.
+    pub staging: &'a Staging,
 }
 
 /// What the stages produce for the stages after them.
@@ -78,6 +81,8 @@ pub struct StageOutput {
     pub summary: String,
     /// The stage's entry under run.json's `details`, if any.
     pub details: Option<serde_json::Value>,
+    /// Files the stage wrote into the staging folder itself as it went (name, rows).
+    pub written: Vec<(&'static str, usize)>,
     /// Parts timed on their own (the model stage: train, eval), reported by the stage itself; the loop records
     /// these instead of one record for the whole stage.
     pub parts: Vec<StageRecord>,

@@ -85,7 +85,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         "best_epoch": out.best_epoch,
         "backend": ctx.backend.kind(),
     });
-    Ok(StageOutput { tables, summary, details: Some(details), parts })
+    Ok(StageOutput { tables, summary, details: Some(details), parts, written: Vec::new() })
 }
 
 /// One line: model vs popularity on the first cut-off, both protocols.

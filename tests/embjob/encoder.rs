@@ -306,6 +306,37 @@ fn the_contextual_stage_writes_one_vector_per_document_in_input_order_on_every_b
 }
 
 #[test]
+fn a_corpus_is_encoded_and_written_window_by_window_in_input_order() {
+    // 60 documents of about 10 tokens; a 16-token batch budget makes windows of 16 × 16 = 256 tokens, so the
+    // vectors come out as several row groups, never all in memory at once.
+    let texts: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("doc{i:02}"), format!("the orange {} and {} by the river bank number {i}", i % 7, i % 5)))
+        .collect();
+    let docs: Vec<(&str, &str)> = texts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let windowed = contextual_job(&docs, "batch_tokens = 16");
+    let r = windowed.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (rows, v) = vectors(&windowed);
+    assert_eq!(rows, texts.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), "input order across windows");
+    let m = windowed.latest_parquet("metrics.parquet");
+    let (s, n, val) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    let groups = (0..m.height()).find(|&i| s[i] == "contextual" && n[i] == "row_groups").map(|i| val[i]);
+    assert!(groups.is_some_and(|g| g >= 2.0), "several windows: {groups:?}");
+    let file = std::fs::File::open(windowed.out().join("latest/text_embeddings.parquet")).expect("file");
+    let mut reader = <polars::prelude::ParquetReader<_> as polars::prelude::SerReader<_>>::new(file);
+    let meta = reader.get_metadata().expect("footer");
+    assert_eq!(meta.row_groups.len() as f64, groups.unwrap_or(0.0), "one row group per window");
+    // The same vectors as one window of one batch.
+    let whole = contextual_job(&docs, "batch_tokens = 4096");
+    assert_eq!(whole.run(&[]).code, 0);
+    let (_, one) = vectors(&whole);
+    assert_eq!(one.len(), v.len());
+    for (a, b) in one.iter().zip(&v) {
+        assert!((a - b).abs() < 1e-6, "windows changed a vector: {a} vs {b}");
+    }
+}
+
+#[test]
 fn an_over_long_document_without_truncation_names_its_row_and_writes_nothing() {
     let job = contextual_job(&DOCS, "max_tokens = 8\ntruncate = false");
     let r = job.run(&[]);
