@@ -331,6 +331,7 @@ fn symmetric_eigen(m: &Matrix) -> Result<(Vec<f64>, Matrix)> {
         .to_faer()
         .self_adjoint_eigen(faer::Side::Lower)
         .map_err(|e| stage(format!("the eigendecomposition did not converge: {e:?}")))?;
+    crate::backend::cpu_kernels::clear_upper_simd_state();
     let vals = eig.S().column_vector();
     let vecs = eig.U();
     let d = m.rows();
@@ -472,6 +473,7 @@ fn randomized_solver(
     // Bᵀ = (X − 1μᵀ)ᵀQ (p×l) = W S Zᵀ, so X − 1μᵀ ≈ Q Z S Wᵀ: the components are the columns of W.
     let bt = centred_t_mul(&q)?;
     let svd = bt.to_faer().thin_svd().map_err(|e| stage(format!("the SVD did not converge: {e:?}")))?;
+    crate::backend::cpu_kernels::clear_upper_simd_state();
     let s = svd.S().column_vector();
     let w = svd.U();
     let mut comps = Matrix::zeros(k, p);
@@ -488,6 +490,8 @@ fn randomized_solver(
 /// Q of the thin QR decomposition.
 fn orthonormal_columns(m: &Matrix) -> Matrix {
     let q = m.to_faer().qr().compute_thin_Q();
+    // faer's AVX-512 code leaves the upper register state dirty (see cpu_kernels::gemm_seq).
+    crate::backend::cpu_kernels::clear_upper_simd_state();
     Matrix::from_faer(q.as_ref())
 }
 
