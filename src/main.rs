@@ -92,6 +92,38 @@ enum Bench {
         #[arg(long, value_enum, default_value = "cpu")]
         backend: CliBackend,
     },
+    /// Contextual encoding throughput of a model folder on real text, next to sentence-transformers and ONNX Runtime.
+    Encode {
+        /// The model folder; default: $EMBJOB_MODEL_DIR, else models/all-MiniLM-L6-v2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Text sets as NAME=PARQUET:COLUMN (repeatable); default: the Lee corpus (300 news documents) and the
+        /// 9,066 MovieLens titles from ../shared/data (Lee from pipelines/data when ../shared is absent).
+        #[arg(long = "text")]
+        texts: Vec<String>,
+        /// Timed passes per tool and set, after one warm-up (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// embjob's padded tokens per batch (contextual.batch_tokens).
+        #[arg(long, default_value_t = 8192)]
+        batch_tokens: u64,
+        /// Which backend encodes.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: CliBackend,
+        /// Python with sentence-transformers and onnxruntime for the peers; "none" skips them.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value = "../shared/peers/ref_encode.py")]
+        st_peer: PathBuf,
+        #[arg(long, default_value = "scripts/peers/ort_encode.py")]
+        ort_peer: PathBuf,
+        /// Where the peers run.
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        peer_device: String,
+        /// Documents per peer batch.
+        #[arg(long, default_value_t = 32)]
+        peer_batch: usize,
+    },
     /// GEMM GFLOP/s on the CPU backend and on every GPU adapter (software ones included).
     Gemm {
         #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
@@ -258,6 +290,39 @@ fn main() {
             };
             embjob::bench::train(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::train_table(&ms)))
         }
+        Command::Bench {
+            which:
+                Bench::Encode {
+                    model,
+                    texts,
+                    repeats,
+                    batch_tokens,
+                    backend,
+                    python,
+                    st_peer,
+                    ort_peer,
+                    peer_device,
+                    peer_batch,
+                },
+        } => encode_sets(&texts).and_then(|sets| {
+            let model = model
+                .or_else(|| std::env::var_os("EMBJOB_MODEL_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
+            let opts = embjob::bench::EncodeBenchOptions {
+                model,
+                sets,
+                repeats,
+                batch_tokens,
+                backend: backend.into(),
+                python: (python != "none").then_some(python),
+                st_script: st_peer,
+                ort_script: ort_peer,
+                peer_device,
+                peer_batch,
+            };
+            embjob::bench::encode(&opts, &mut std::io::stderr())
+                .map(|ms| print!("{}", embjob::bench::encode_table(&ms)))
+        }),
         Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {
             for f in files {
                 println!("wrote {}", f.display());
@@ -268,4 +333,38 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(e.exit_code());
     }
+}
+
+/// `bench encode --text NAME=PARQUET:COLUMN`, or the default sets.
+fn encode_sets(texts: &[String]) -> embjob::Result<Vec<embjob::bench::TextSet>> {
+    use embjob::bench::TextSet;
+    if texts.is_empty() {
+        let shared = PathBuf::from("../shared/data");
+        let lee = if shared.join("lee_docs.parquet").exists() {
+            shared.join("lee_docs.parquet")
+        } else {
+            PathBuf::from("pipelines/data/lee_docs.parquet")
+        };
+        let mut sets = vec![TextSet { name: "lee (news)".into(), path: lee, column: "text".into() }];
+        if shared.join("movielens_movies.parquet").exists() {
+            sets.push(TextSet {
+                name: "movielens titles".into(),
+                path: shared.join("movielens_movies.parquet"),
+                column: "title".into(),
+            });
+        }
+        return Ok(sets);
+    }
+    texts
+        .iter()
+        .map(|t| {
+            let bad = || embjob::Error::Stage {
+                stage: "bench",
+                message: format!("--text {t}: expected NAME=PARQUET:COLUMN"),
+            };
+            let (name, rest) = t.split_once('=').ok_or_else(bad)?;
+            let (path, column) = rest.rsplit_once(':').ok_or_else(bad)?;
+            Ok(TextSet { name: name.into(), path: path.into(), column: column.into() })
+        })
+        .collect()
 }

@@ -47,7 +47,11 @@ pub fn contextual(
     vec![
         Item { what: format!("encoder weights on {device}"), bytes: weights },
         Item { what: format!("activations at the batch budget on {device}"), bytes: activations },
-        item(format!("vectors of one window of up to {documents} documents × {dim} × 4 B"), (documents * dim) as u64, 4),
+        item(
+            format!("vectors of one window of up to {documents} documents × {dim} × 4 B"),
+            (documents * dim) as u64,
+            4,
+        ),
     ]
 }
 

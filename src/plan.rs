@@ -535,7 +535,7 @@ fn check_contextual(config: &Config, problems: &mut Problems) -> Option<()> {
 }
 
 /// `[contextual]` against its model folder: the folder's defaults for `auto`, `max_tokens` within the model's.
-fn plan_contextual(c: &crate::config::ContextualConfig, base: &Path) -> Result<ContextualPlan> {
+pub(crate) fn plan_contextual(c: &crate::config::ContextualConfig, base: &Path) -> Result<ContextualPlan> {
     use crate::backend::PoolMode;
     use crate::config::{AutoBool, PoolingChoice};
     let dir = base.join(&c.model);

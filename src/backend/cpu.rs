@@ -1,5 +1,6 @@
 //! The CPU backend: the reference every other backend is tested against, and what runs where no GPU exists.
-//! Dense products go through `matrixmultiply`; sparse products are row-parallel with rayon and sum in a fixed order,
+//! Dense f64 products go through `matrixmultiply`, f32 ones through faer's GEMM (cpu_kernels::matmul); sparse products are
+//! row-parallel with rayon and sum in a fixed order,
 //! so results do not depend on the thread count.
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -42,8 +42,16 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
         return Ok(());
     }
     // op(a) is m×k: stored k×m when transposed. op(b) is k×n: stored n×k when transposed.
-    let a_view = if ta { MatRef::from_row_major_slice(&a[..m * k], k, m).transpose() } else { MatRef::from_row_major_slice(&a[..m * k], m, k) };
-    let b_view = if tb { MatRef::from_row_major_slice(&b[..k * n], n, k).transpose() } else { MatRef::from_row_major_slice(&b[..k * n], k, n) };
+    let a_view = if ta {
+        MatRef::from_row_major_slice(&a[..m * k], k, m).transpose()
+    } else {
+        MatRef::from_row_major_slice(&a[..m * k], m, k)
+    };
+    let b_view = if tb {
+        MatRef::from_row_major_slice(&b[..k * n], n, k).transpose()
+    } else {
+        MatRef::from_row_major_slice(&b[..k * n], k, n)
+    };
     let by_rows = m >= n;
     let len = if by_rows { m } else { n };
     // Blocks of at least 64 rows, at most 16 of them: enough to balance a few threads, few enough that packing the
@@ -88,7 +96,13 @@ unsafe impl Sync for SendPtr {}
 /// the upper halves of the vector registers dirty, and every SSE instruction the thread runs afterwards (the
 /// elementwise kernels, libm's expf) then waits on them: measured here, a loop of expf ran 50× slower after one such
 /// GEMM, and the encoder 7× slower overall. Clearing the state after each call restores full speed.
-fn gemm_seq(dst: faer::MatMut<'_, f32>, accum: faer::Accum, a: faer::MatRef<'_, f32>, b: faer::MatRef<'_, f32>, alpha: f32) {
+fn gemm_seq(
+    dst: faer::MatMut<'_, f32>,
+    accum: faer::Accum,
+    a: faer::MatRef<'_, f32>,
+    b: faer::MatRef<'_, f32>,
+    alpha: f32,
+) {
     faer::linalg::matmul::matmul(dst, accum, a, b, alpha, faer::Par::Seq);
     clear_upper_simd_state();
 }
@@ -203,8 +217,8 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
-    // A comparison, not f32::max, and the exponent from the rounding sum's bits, not a float-to-int cast: both
-    // keep a loop of this function vectorized. NaN stays NaN.
+                                     // A comparison, not f32::max, and the exponent from the rounding sum's bits, not a float-to-int cast: both
+                                     // keep a loop of this function vectorized. NaN stays NaN.
     let x = if x < -87.3 { -87.3 } else { x };
     let rounded = x * LOG2E + ROUND; // 1.5 · 2^23 + n: n sits in the low bits of the mantissa
     let n = rounded - ROUND;
@@ -556,12 +570,19 @@ pub fn attention(
         let len = (lens[b] as usize).min(seq);
         let part = |p: usize, rows: usize| {
             let at = b * seq * width + p * h_all + h * head_dim;
-            MatRef::from_row_major_slice_with_stride(&qkv[at..at + (rows - 1) * width + head_dim], rows, head_dim, width)
+            MatRef::from_row_major_slice_with_stride(
+                &qkv[at..at + (rows - 1) * width + head_dim],
+                rows,
+                head_dim,
+                width,
+            )
         };
         let out_ptr = &out_ptr;
         // SAFETY: out holds batch·seq·h_all values (checked above); this view is sequence b's rows, head h's columns,
         // with row stride h_all, inside it; the (b, h) tasks' views are disjoint.
-        let o = unsafe { MatMut::from_raw_parts_mut(out_ptr.0.add(b * seq * h_all + h * head_dim), seq, head_dim, h_all as isize, 1) };
+        let o = unsafe {
+            MatMut::from_raw_parts_mut(out_ptr.0.add(b * seq * h_all + h * head_dim), seq, head_dim, h_all as isize, 1)
+        };
         if len == 0 {
             // No real token: nothing to attend to (a batch pads every sequence to at least one token).
             let mut o = o;

@@ -40,6 +40,22 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
     .inspect(|d| debug_assert_eq!(d.rows(), d.row_ids().len()))
 }
 
+/// The non-null values of one text column (for benchmarks on real data sets with a few missing values) and how
+/// many nulls were skipped.
+pub fn read_text_column(path: &Path, format: Format, column: &str) -> Result<(Vec<String>, usize)> {
+    let input = InputPlan {
+        path: path.to_owned(),
+        format,
+        columns: InputColumns::Text { text: column.to_owned(), id: None },
+        separator: b',',
+    };
+    let df = read_frame(&input, Some(&[column.to_owned()]))?;
+    let s = df.column(column).map_err(|e| Error::input(path, Some(column), e.to_string()))?.as_materialized_series();
+    let ca = s.str().map_err(|_| Error::input(path, Some(column), format!("expected text, found {}", s.dtype())))?;
+    let texts: Vec<String> = ca.iter().flatten().map(str::to_owned).collect();
+    Ok((texts, ca.null_count()))
+}
+
 /// Runs a polars read, turning a panic inside the reader (polars-parquet panics on some corrupt files, found by the
 /// fuzzer) into an input error naming the file. Panic messages are kept off stderr meanwhile: one process-wide hook,
 /// installed once, stays silent for a panic on a thread inside `guarded` or on one of polars' worker threads while any

@@ -7,12 +7,12 @@
 use std::time::Instant;
 
 use super::{Artifacts, Context, StageOutput};
+use crate::data::PartWriter;
 use crate::dataset::Dataset;
 use crate::encoder::{Encoder, TextTokenizer, Tokens, WeightsFile};
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::metrics::Metrics;
-use crate::data::PartWriter;
 use crate::table::{ColumnData, Table};
 
 /// Batches of document indices (sorted by token count) whose padded size stays within `budget` tokens.
@@ -115,7 +115,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let batch_rows = plan.batch_tokens.max(plan.max_tokens);
     let activations = Encoder::workspace_bytes(&config, batch_rows.next_power_of_two(), plan.batch_tokens);
     let window_docs = window_tokens.min(n);
-    let mem = memory::contextual(Encoder::weight_bytes(&config) as u64, activations as u64, window_docs, h, ctx.report.used);
+    let mem =
+        memory::contextual(Encoder::weight_bytes(&config) as u64, activations as u64, window_docs, h, ctx.report.used);
     ctx.reporter.notice(&memory::describe("contextual", &mem));
     memory::check("contextual", &mem, ctx.plan.max_memory)?;
     let mut encoder = Encoder::new(ctx.backend, config, &weights)?;
@@ -125,7 +126,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let mut writer = PartWriter::create(&ctx.staging.file(out_name))?;
     ctx.reporter.stage_started("contextual", Some(n as u64));
     let started = Instant::now();
-    let (mut done, mut total_tokens, mut truncated, mut batch_count, mut windows) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut done, mut total_tokens, mut truncated, mut batch_count, mut windows) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
     while let Some(window) = next_window(&mut cursor, &mut next)? {
         let lengths: Vec<usize> = window.tokens.iter().map(|t| t.ids.len()).collect();
         let window_truncated = window.tokens.iter().filter(|t| t.truncated).count();
@@ -189,10 +191,5 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         "batch_tokens": plan.batch_tokens,
         "backend": ctx.backend.kind(),
     });
-    Ok(StageOutput {
-        written: vec![(out_name, written)],
-        summary,
-        details: Some(details),
-        ..StageOutput::default()
-    })
+    Ok(StageOutput { written: vec![(out_name, written)], summary, details: Some(details), ..StageOutput::default() })
 }

@@ -385,3 +385,27 @@ fn batches_keep_to_the_token_budget_and_hold_every_document_once() {
         }
     }
 }
+
+#[test]
+fn bench_encode_measures_the_encoder_on_a_text_column_and_reports_a_table() {
+    // The tiny model over the Lee corpus, one timed pass, no peers: the command's own path, not a timing.
+    let root = repo();
+    let model = tiny("bert_gelu");
+    let lee = root.join("pipelines/data/lee_docs.parquet");
+    let text = format!("lee={}:text", lee.display());
+    let args = ["bench", "encode", "--model", model.to_str().expect("utf-8"), "--text", &text];
+    let r = embjob(&[&args[..], &["--repeats", "1", "--python", "none"]].concat(), &root);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let row =
+        r.stdout.lines().find(|l| l.starts_with("| lee | embjob (cpu)")).unwrap_or_else(|| panic!("{}", r.stdout));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[4], "300", "documents: {row}");
+    let tokens: usize = cells[5].parse().expect("tokens");
+    assert!(tokens > 300 * 10, "tokens: {row}");
+    let rate: f64 = cells[8].parse().expect("tokens/s");
+    assert!(rate > 0.0, "{row}");
+    // A malformed --text is a usage error naming the flag.
+    let bad = embjob(&["bench", "encode", "--model", model.to_str().expect("utf-8"), "--text", "lee"], &root);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("--text lee"), "{}", bad.stderr);
+}

@@ -5,7 +5,13 @@
 //!   scikit-learn's best sparse solver (arpack) on the same matrices;
 //! * `embjob bench train`: training throughput and LOO recall of a pipeline's model (default: MovieLens with the
 //!   peer's settings), next to the PyTorch peer (CPU, or CUDA with `--peer-device cuda`);
-//! * `embjob bench gemm`: GEMM GFLOP/s on the CPU backend and on every GPU adapter, next to PyTorch.
+//! * `embjob bench gemm`: GEMM GFLOP/s on the CPU backend and on every GPU adapter, next to PyTorch;
+//! * `embjob bench encode` (`encode.rs`): contextual encoding throughput of a model folder on real text, next to
+//!   sentence-transformers and ONNX Runtime.
+
+mod encode;
+
+pub use encode::{encode, encode_table, EncodeBenchOptions, EncodeMeasurement, TextSet};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -467,7 +473,7 @@ pub fn gemm(sizes: &[usize], repeats: usize, python: Option<&str>, cpu: bool, lo
             crate::backend::cpu_kernels::matmul(&a, false, &a, false, &mut c, d, 0.0)?;
             times.push(t.elapsed().as_secs_f64());
         }
-        row("cpu (matrixmultiply)", n, &mut times);
+        row("cpu (faer GEMM)", n, &mut times);
     }
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let names: Vec<String> = pollster::block_on(
