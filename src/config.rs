@@ -47,6 +47,28 @@ pub struct ContextualConfig {
     /// Padded tokens per batch; documents are batched by length, so padding stays small.
     #[serde(default = "default_batch_tokens")]
     pub batch_tokens: u64,
+    /// Words whose vectors in context go to `token_embeddings.parquet`: a list (matched lowercased), or `"all"`.
+    pub words: Option<WordsChoice>,
+    /// With `words = "all"`: at most this many word occurrences are written.
+    #[serde(default = "default_words_limit")]
+    pub words_limit: u64,
+    /// Hidden states written for each word (0: the embeddings' output); default: every one.
+    pub layers: Option<Vec<u64>>,
+    /// Also each word's word-piece embedding rows alone (no position or token type): the static control.
+    #[serde(default = "default_true", rename = "static")]
+    pub static_control: bool,
+}
+
+/// `contextual.words`: a list of words, or a string (which must be `"all"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum WordsChoice {
+    List(Vec<String>),
+    Named(String),
+}
+
+fn default_words_limit() -> u64 {
+    100_000
 }
 
 fn default_batch_tokens() -> u64 {

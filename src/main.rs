@@ -253,6 +253,10 @@ fn main() {
             let reporter = CliReporter::new(quiet);
             embjob::run(&config, &common.overrides(), &reporter).map(|s| {
                 if !quiet {
+                    let dims = s.vector_dims();
+                    if !dims.is_empty() {
+                        eprintln!("{:>8}: {}", "vectors", dims.join(", "));
+                    }
                     eprintln!("{:>8}: run {} -> {}", "done", s.run_id, s.run_dir.display());
                 }
             })

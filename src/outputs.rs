@@ -90,12 +90,34 @@ pub fn pca_projections(r: &PcaResult, row_ids: &[String]) -> Table {
     ])
 }
 
+/// The fewest leading components whose explained-variance ratios add up to `fraction` of the total variance, if the
+/// fitted ones get there.
+pub fn components_for(r: &PcaResult, fraction: f64) -> Option<usize> {
+    let mut cum = 0.0;
+    r.explained_variance_ratio
+        .iter()
+        .take(r.n_components)
+        .position(|&v| {
+            cum += v;
+            cum >= fraction
+        })
+        .map(|i| i + 1)
+}
+
+/// The variance shares the run summary reports: how many components reach each.
+pub const VARIANCE_SHARES: [(f64, &str); 3] = [(0.5, "50pct"), (0.8, "80pct"), (0.9, "90pct")];
+
 /// The variance figures of a PCA fit as metrics of stage `pca`.
 pub fn pca_metrics(r: &PcaResult, m: &mut Metrics) {
     m.push("pca", "n_components", r.n_components as f64);
     m.push("pca", "total_variance", r.total_variance);
     m.push("pca", "noise_variance", r.noise_variance);
     m.push("pca", "explained_variance_ratio_sum", r.explained_variance_ratio.iter().sum());
+    for (share, name) in VARIANCE_SHARES {
+        if let Some(c) = components_for(r, share) {
+            m.push("pca", &format!("components_for_{name}_variance"), c as f64);
+        }
+    }
     let mut cum = 0.0;
     for i in 0..r.n_components {
         cum += r.explained_variance_ratio[i];

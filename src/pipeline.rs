@@ -27,6 +27,28 @@ pub struct RunSummary {
     pub stages: Vec<StageRecord>,
 }
 
+impl RunSummary {
+    /// The dimension of each kind of vector the run made, for the closing summary: bag-of-words rows (sparse, one
+    /// dimension per vocabulary token), PCA projections, the model's item embeddings, contextual document vectors.
+    pub fn vector_dims(&self) -> Vec<String> {
+        let get = |stage: &str, metric: &str| self.metrics.get(stage, metric).map(|v| v as u64);
+        let mut out = Vec::new();
+        if let Some(v) = get("bow", "vocabulary_size") {
+            out.push(format!("bag-of-words {v} (sparse)"));
+        }
+        if let Some(k) = get("pca", "n_components") {
+            out.push(format!("pca {k}"));
+        }
+        if let Some(d) = get("train", "embedding_dim") {
+            out.push(format!("model items {d}"));
+        }
+        if let Some(d) = get("contextual", "embedding_dim") {
+            out.push(format!("contextual {d}"));
+        }
+        out
+    }
+}
+
 /// Runs the whole job. On error nothing of this run is visible and earlier runs are untouched.
 pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     let started = SystemTime::now();

@@ -167,6 +167,20 @@ pub struct ContextualPlan {
     pub max_tokens: usize,
     pub truncate: bool,
     pub batch_tokens: usize,
+    /// Word vectors to write (`token_embeddings.parquet`), if any.
+    pub words: Option<WordsPlan>,
+}
+
+/// Which word occurrences the contextual stage writes, at which hidden states.
+#[derive(Debug, Clone)]
+pub struct WordsPlan {
+    /// Lowercased words to match; `None`: every word, up to `limit` occurrences.
+    pub only: Option<Vec<String>>,
+    pub limit: usize,
+    /// Hidden states, ascending (0: the embeddings' output, l: after layer l).
+    pub layers: Vec<usize>,
+    /// Also the word-piece embedding rows alone (the static control).
+    pub static_control: bool,
 }
 
 /// An item → category file for the similarity evaluation.
@@ -531,6 +545,21 @@ fn check_contextual(config: &Config, problems: &mut Problems) -> Option<()> {
     if c.batch_tokens == 0 || c.batch_tokens > 1 << 24 {
         problems.add("contextual.batch_tokens", "must be between 1 and 16777216");
     }
+    match &c.words {
+        Some(crate::config::WordsChoice::Named(w)) if w != "all" => {
+            problems.add("contextual.words", format!("expected a list of words or \"all\", found \"{w}\""))
+        }
+        Some(crate::config::WordsChoice::List(v)) if v.is_empty() || v.iter().any(|w| w.trim().is_empty()) => {
+            problems.add("contextual.words", "must list at least one word, none empty")
+        }
+        _ => {}
+    }
+    if c.words_limit == 0 {
+        problems.add("contextual.words_limit", "must be at least 1");
+    }
+    if c.words.is_none() && (c.layers.is_some() || !c.static_control) {
+        problems.add("contextual.layers", "layers and static choose what contextual.words writes: set words too");
+    }
     (problems.0.len() == before).then_some(())
 }
 
@@ -566,7 +595,36 @@ pub(crate) fn plan_contextual(c: &crate::config::ContextualConfig, base: &Path) 
         AutoBool::Set(b) => b,
     };
     let batch_tokens = usize::try_from(c.batch_tokens).unwrap_or(usize::MAX).max(max_tokens);
-    Ok(ContextualPlan { folder, pooling, normalize, max_tokens, truncate: c.truncate, batch_tokens })
+    let layer_count = folder.config.layers;
+    let words = match &c.words {
+        None => None,
+        Some(choice) => {
+            let mut layers: Vec<usize> = match &c.layers {
+                None => (0..=layer_count).collect(),
+                Some(v) => v.iter().map(|&l| usize::try_from(l).unwrap_or(usize::MAX)).collect(),
+            };
+            if let Some(&bad) = layers.iter().find(|&&l| l > layer_count) {
+                return Err(Error::input(
+                    dir.join("config.json"),
+                    None,
+                    format!("contextual.layers: {bad} is not a hidden state of this {layer_count}-layer model (0 to {layer_count})"),
+                ));
+            }
+            layers.sort_unstable();
+            layers.dedup();
+            let only = match choice {
+                crate::config::WordsChoice::List(v) => Some(v.iter().map(|w| w.trim().to_lowercase()).collect()),
+                crate::config::WordsChoice::Named(_) => None,
+            };
+            Some(WordsPlan {
+                only,
+                limit: usize::try_from(c.words_limit).unwrap_or(usize::MAX),
+                layers,
+                static_control: c.static_control,
+            })
+        }
+    };
+    Ok(ContextualPlan { folder, pooling, normalize, max_tokens, truncate: c.truncate, batch_tokens, words })
 }
 
 fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<ModelPlan> {

@@ -78,6 +78,10 @@ pub fn encode(opts: &EncodeBenchOptions, log: &mut dyn Write) -> Result<Vec<Enco
         max_tokens: None,
         truncate: true,
         batch_tokens: opts.batch_tokens,
+        words: None,
+        words_limit: 1,
+        layers: None,
+        static_control: true,
     };
     let plan = crate::plan::plan_contextual(&cfg, Path::new("."))?;
     let (be, report) = crate::backend::open(opts.backend)?;

@@ -163,6 +163,16 @@ impl<'b> Encoder<'b> {
 
     /// Runs the encoder over `batch`; the last hidden state stays in the workspace's `x`. Returns the padded length.
     fn forward(&mut self, batch: &[Tokens]) -> Result<usize> {
+        self.forward_keeping(batch, &[]).map(|(seq, _)| seq)
+    }
+
+    /// [`Self::forward`], also reading back the hidden states `keep` names (0: the embeddings' output, l: after
+    /// layer l), in the order given: each batch · padded length × hidden, padding rows included.
+    fn forward_keeping(&mut self, batch: &[Tokens], keep: &[usize]) -> Result<(usize, Vec<Vec<f32>>)> {
+        if let Some(&l) = keep.iter().find(|&&l| l > self.layers.len()) {
+            return Err(Error::Internal(format!("hidden state {l} of a {}-layer encoder", self.layers.len())));
+        }
+        let mut kept: Vec<Option<Vec<f32>>> = vec![None; keep.len()];
         let c = &self.config;
         if let Some(t) = batch.iter().find(|t| t.ids.len() > c.max_tokens() || t.ids.is_empty()) {
             return Err(Error::Internal(format!("a sequence of {} tokens (1 to {})", t.ids.len(), c.max_tokens())));
@@ -192,6 +202,17 @@ impl<'b> Encoder<'b> {
             position_offset: c.position_offset,
         };
         be.embed_layernorm(&tables, &TokenRows { ids: &w.ids, type_ids: &w.type_ids, seq: p.seq }, &w.x)?;
+        let keep_state = |layer: usize, kept: &mut Vec<Option<Vec<f32>>>| -> Result<()> {
+            if keep.contains(&layer) {
+                let mut v = be.read(&w.x)?;
+                v.truncate(rows * h);
+                for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, &k)| k == layer) {
+                    *slot = Some(v.clone());
+                }
+            }
+            Ok(())
+        };
+        keep_state(0, &mut kept)?;
         let shape = AttentionShape {
             batch: batch.len(),
             seq: p.seq,
@@ -203,7 +224,7 @@ impl<'b> Encoder<'b> {
             be.matmul(x, false, wt, true, out, MatDims { m: rows, n, k }, 0.0)?;
             be.bias_act(out, b, rows, n, act)
         };
-        for l in &self.layers {
+        for (n, l) in self.layers.iter().enumerate() {
             dense(&w.x, &l.w_qkv, &l.b_qkv, &w.qkv, 3 * h, h, Activation::Identity)?;
             be.attention(&w.qkv, &w.lens, shape, &w.ctx)?;
             dense(&w.ctx, &l.w_o, &l.b_o, &w.h, h, h, Activation::Identity)?;
@@ -211,8 +232,22 @@ impl<'b> Encoder<'b> {
             dense(&w.h, &l.w_i, &l.b_i, &w.inter, i, h, c.activation)?;
             dense(&w.inter, &l.w_out, &l.b_out, &w.x, h, i, Activation::Identity)?;
             be.add_layernorm(&w.x, &w.h, rows, &LayerNorm { gamma: &l.ln2.0, beta: &l.ln2.1, eps })?;
+            keep_state(n + 1, &mut kept)?;
         }
-        Ok(p.seq)
+        let kept = kept.into_iter().map(|k| k.ok_or_else(|| Error::Internal("a hidden state was not kept".into())));
+        Ok((p.seq, kept.collect::<Result<Vec<_>>>()?))
+    }
+
+    /// The hidden states `layers` names (0: the embeddings' output, which mixes in position and token-type
+    /// embeddings; l: after layer l), each batch · padded length × hidden, padding rows included; and the padded
+    /// length.
+    pub fn layer_states(&mut self, batch: &[Tokens], layers: &[usize]) -> Result<(usize, Vec<Vec<f32>>)> {
+        self.forward_keeping(batch, layers)
+    }
+
+    /// The number of layers (hidden states 0..=layers exist).
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
     }
 
     /// The last hidden state of every token row (batch · padded length × hidden), padding rows included.

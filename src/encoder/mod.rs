@@ -13,5 +13,5 @@ mod weights;
 
 pub use bert::Encoder;
 pub use folder::{Architecture, EncoderConfig, ModelFolder};
-pub use tokenize::{TextTokenizer, Tokens};
+pub use tokenize::{TextTokenizer, Tokens, Word};
 pub use weights::WeightsFile;

@@ -17,6 +17,13 @@ pub struct Tokens {
     pub truncated: bool,
 }
 
+/// One word of a text: its lowercased form and the token positions of its word pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    pub text: String,
+    pub pieces: std::ops::Range<usize>,
+}
+
 /// A model's tokenizer.
 pub struct TextTokenizer {
     path: PathBuf,
@@ -47,14 +54,45 @@ impl TextTokenizer {
 
     /// The tokens of one text.
     pub fn encode(&self, text: &str) -> Result<Tokens> {
+        self.encode_words(text).map(|(t, _)| t)
+    }
+
+    /// The tokens of one text and its words, in order: the pre-tokenizer's words (special tokens excluded), each
+    /// with the positions of its word pieces and its text (the span of its pieces in `text`, trimmed, lowercased).
+    /// A word cut off by truncation keeps the pieces that remain.
+    pub fn encode_words(&self, text: &str) -> Result<(Tokens, Vec<Word>)> {
         let e = self
             .tokenizer
             .encode(text, true)
             .map_err(|e| Error::input(&self.path, None, format!("tokenizing a text failed: {e}")))?;
-        Ok(Tokens {
+        let (word_ids, offsets) = (e.get_word_ids(), e.get_offsets());
+        let special = e.get_special_tokens_mask();
+        let mut words: Vec<Word> = Vec::new();
+        let mut current: Option<(u32, usize)> = None;
+        let close = |start: usize, end: usize, words: &mut Vec<Word>| {
+            let (lo, hi) = (offsets[start].0, offsets[end - 1].1);
+            let span = text.get(lo..hi).unwrap_or("").trim().to_lowercase();
+            words.push(Word { text: span, pieces: start..end });
+        };
+        for (t, &word_id) in word_ids.iter().enumerate() {
+            let w = if special.get(t) == Some(&1) { None } else { word_id };
+            match (current, w) {
+                (Some((cw, _)), Some(nw)) if cw == nw => {}
+                (Some((_, start)), next) => {
+                    close(start, t, &mut words);
+                    current = next.map(|nw| (nw, t));
+                }
+                (None, next) => current = next.map(|nw| (nw, t)),
+            }
+        }
+        if let Some((_, start)) = current {
+            close(start, word_ids.len(), &mut words);
+        }
+        let tokens = Tokens {
             ids: e.get_ids().to_vec(),
             type_ids: e.get_type_ids().to_vec(),
             truncated: !e.get_overflowing().is_empty(),
-        })
+        };
+        Ok((tokens, words))
     }
 }

@@ -9,10 +9,11 @@ use std::time::Instant;
 use super::{Artifacts, Context, StageOutput};
 use crate::data::PartWriter;
 use crate::dataset::Dataset;
-use crate::encoder::{Encoder, TextTokenizer, Tokens, WeightsFile};
+use crate::encoder::{Encoder, TextTokenizer, Tokens, WeightsFile, Word};
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::metrics::Metrics;
+use crate::plan::WordsPlan;
 use crate::table::{ColumnData, Table};
 
 /// Batches of document indices (sorted by token count) whose padded size stays within `budget` tokens.
@@ -42,6 +43,8 @@ pub const WINDOW_BATCHES: usize = 16;
 struct Window {
     start: usize,
     tokens: Vec<Tokens>,
+    /// Each document's words, when word vectors are asked for.
+    words: Vec<Vec<Word>>,
 }
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
@@ -60,8 +63,13 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
             format!("{} tokens, more than the model's vocab_size {}", tokenizer.vocab_size(), config.vocab_size),
         ));
     }
-    let tokenize = |d: usize| -> Result<Tokens> {
-        let t = tokenizer.encode(&corpus.texts[d])?;
+    let want_words = plan.words.is_some();
+    let tokenize = |d: usize| -> Result<(Tokens, Vec<Word>)> {
+        let (t, words) = if want_words {
+            tokenizer.encode_words(&corpus.texts[d])?
+        } else {
+            (tokenizer.encode(&corpus.texts[d])?, Vec::new())
+        };
         if t.ids.is_empty() {
             return Err(Error::input(
                 &ctx.plan.input.path,
@@ -79,17 +87,17 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
                 ),
             ));
         }
-        Ok(t)
+        Ok((t, words))
     };
     let n = corpus.texts.len();
     let window_tokens = plan.batch_tokens.saturating_mul(WINDOW_BATCHES);
-    let mut next: Option<Tokens> = None;
+    let mut next: Option<(Tokens, Vec<Word>)> = None;
     let mut cursor = 0usize;
     // The next window: documents in input order while their tokens fit the window budget.
-    let next_window = |cursor: &mut usize, next: &mut Option<Tokens>| -> Result<Option<Window>> {
+    let next_window = |cursor: &mut usize, next: &mut Option<(Tokens, Vec<Word>)>| -> Result<Option<Window>> {
         // A document held back from the previous window comes first.
         let start = *cursor - usize::from(next.is_some());
-        let (mut tokens, mut sum) = (Vec::new(), 0usize);
+        let (mut tokens, mut words, mut sum) = (Vec::new(), Vec::new(), 0usize);
         while *cursor < n || next.is_some() {
             let t = match next.take() {
                 Some(t) => t,
@@ -99,14 +107,15 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
                     t
                 }
             };
-            if !tokens.is_empty() && sum + t.ids.len() > window_tokens {
+            if !tokens.is_empty() && sum + t.0.ids.len() > window_tokens {
                 *next = Some(t);
                 break;
             }
-            sum += t.ids.len();
-            tokens.push(t);
+            sum += t.0.ids.len();
+            tokens.push(t.0);
+            words.push(t.1);
         }
-        Ok((!tokens.is_empty()).then_some(Window { start, tokens }))
+        Ok((!tokens.is_empty()).then_some(Window { start, tokens, words }))
     };
 
     let weights = WeightsFile::open(&folder.weights_file())?;
@@ -115,8 +124,18 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let batch_rows = plan.batch_tokens.max(plan.max_tokens);
     let activations = Encoder::workspace_bytes(&config, batch_rows.next_power_of_two(), plan.batch_tokens);
     let window_docs = window_tokens.min(n);
-    let mem =
+    let mut mem =
         memory::contextual(Encoder::weight_bytes(&config) as u64, activations as u64, window_docs, h, ctx.report.used);
+    let static_table = match &plan.words {
+        Some(w) if w.static_control => {
+            mem.push(memory::Item {
+                what: format!("word-piece embeddings for the static control {} × {h} × 4 B", config.vocab_size),
+                bytes: (config.vocab_size * h * 4) as u64,
+            });
+            Some(weights.tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?)
+        }
+        _ => None,
+    };
     ctx.reporter.notice(&memory::describe("contextual", &mem));
     memory::check("contextual", &mem, ctx.plan.max_memory)?;
     let mut encoder = Encoder::new(ctx.backend, config, &weights)?;
@@ -124,6 +143,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
 
     let out_name = "text_embeddings.parquet";
     let mut writer = PartWriter::create(&ctx.staging.file(out_name))?;
+    let mut token_writer: Option<PartWriter> = None;
+    let mut occurrences = 0usize;
     ctx.reporter.stage_started("contextual", Some(n as u64));
     let started = Instant::now();
     let (mut done, mut total_tokens, mut truncated, mut batch_count, mut windows) =
@@ -140,12 +161,19 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         truncated += window_truncated;
         let batches = batches(&lengths, plan.batch_tokens);
         let mut vectors = vec![0f32; window.tokens.len() * h];
+        let mut token_rows = TokenRows::new(h);
         for batch in &batches {
             crate::interrupt::check()?;
             let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
             let v = encoder.embed(&docs, plan.pooling, plan.normalize)?;
             for (i, &d) in batch.iter().enumerate() {
                 vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
+            }
+            if let Some(wp) = &plan.words {
+                let found = word_rows(&mut encoder, wp, batch, &window, static_table.as_deref(), &mut occurrences)?;
+                if let Some(found) = found {
+                    token_rows.append(found, &corpus.ids);
+                }
             }
             done += batch.len();
             total_tokens += batch.iter().map(|&d| lengths[d]).sum::<usize>();
@@ -163,8 +191,30 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         ]))?;
         batch_count += batches.len();
         windows += 1;
+        if !token_rows.is_empty() {
+            if token_writer.is_none() {
+                token_writer = Some(PartWriter::create(&ctx.staging.file(TOKENS_FILE))?);
+            }
+            if let Some(tw) = token_writer.as_mut() {
+                tw.write(&token_rows.into_table())?;
+            }
+        }
     }
     let written = writer.finish()?;
+    let mut written_files = vec![(out_name, written)];
+    if let Some(wp) = &plan.words {
+        match token_writer {
+            Some(tw) => written_files.push((TOKENS_FILE, tw.finish()?)),
+            None => ctx
+                .reporter
+                .notice("contextual: no document has any of contextual.words; token_embeddings.parquet is not written"),
+        }
+        if wp.only.is_none() && occurrences >= wp.limit {
+            ctx.reporter
+                .notice(&format!("contextual: word vectors stop at contextual.words_limit = {} occurrences", wp.limit));
+        }
+        metrics.push("contextual", "word_occurrences", occurrences.min(wp.limit) as f64);
+    }
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     metrics.push("contextual", "documents", n as f64);
     metrics.push("contextual", "tokens", total_tokens as f64);
@@ -192,4 +242,134 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         "backend": ctx.backend.kind(),
     });
     Ok(StageOutput { written: vec![(out_name, written)], summary, details: Some(details), ..StageOutput::default() })
+}
+
+/// The token-level output: every kept word occurrence at every asked hidden state, and its static control.
+const TOKENS_FILE: &str = "token_embeddings.parquet";
+
+/// Rows of `token_embeddings.parquet` for one window.
+struct TokenRows {
+    dim: usize,
+    row_id: Vec<i64>,
+    row: Vec<String>,
+    word: Vec<String>,
+    position: Vec<i32>,
+    layer: Vec<Option<i64>>,
+    kind: Vec<String>,
+    vectors: Vec<f32>,
+}
+
+/// One word row: the document (index in the corpus), the word, its position, the hidden state (None: the static
+/// control) and the vector.
+struct FoundRow {
+    doc: usize,
+    word: String,
+    position: usize,
+    layer: Option<usize>,
+    vector: Vec<f32>,
+}
+
+/// One batch's word rows, by document, then position.
+struct FoundRows(Vec<FoundRow>);
+
+impl TokenRows {
+    fn new(dim: usize) -> TokenRows {
+        TokenRows {
+            dim,
+            row_id: Vec::new(),
+            row: Vec::new(),
+            word: Vec::new(),
+            position: Vec::new(),
+            layer: Vec::new(),
+            kind: Vec::new(),
+            vectors: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.row_id.is_empty()
+    }
+
+    fn append(&mut self, found: FoundRows, ids: &[String]) {
+        for FoundRow { doc, word, position, layer, vector: v } in found.0 {
+            self.row_id.push(doc as i64);
+            self.row.push(ids[doc].clone());
+            self.word.push(word);
+            self.position.push(position as i32);
+            self.layer.push(layer.map(|l| l as i64));
+            self.kind.push(if layer.is_some() { "hidden" } else { "static" }.to_owned());
+            self.vectors.extend(v);
+        }
+    }
+
+    fn into_table(self) -> Table {
+        Table::new(vec![
+            ("row_id", ColumnData::I64(self.row_id)),
+            ("row", ColumnData::Str(self.row)),
+            ("word", ColumnData::Str(self.word)),
+            ("position", ColumnData::I32(self.position)),
+            ("layer", ColumnData::OptI64(self.layer)),
+            ("kind", ColumnData::Str(self.kind)),
+            ("vector", ColumnData::Vectors { dim: self.dim, values: self.vectors }),
+        ])
+    }
+}
+
+/// The word vectors of one batch (documents `batch`, indices into the window), or None when none of its documents
+/// has a wanted word: the mean of each word's pieces at every asked hidden state (summed in f64), then its static
+/// control (the mean of its pieces' word-embedding rows alone). Rows come sorted by document, then position.
+fn word_rows(
+    encoder: &mut Encoder<'_>,
+    wp: &WordsPlan,
+    batch: &[usize],
+    window: &Window,
+    static_table: Option<&[f32]>,
+    occurrences: &mut usize,
+) -> Result<Option<FoundRows>> {
+    let mut wanted: Vec<(usize, usize, &Word)> = Vec::new(); // (slot in batch, position, word)
+    let mut order: Vec<(usize, usize)> = batch.iter().enumerate().map(|(slot, &d)| (d, slot)).collect();
+    order.sort_unstable();
+    for &(d, slot) in &order {
+        for (position, w) in window.words[d].iter().enumerate() {
+            let keep = match &wp.only {
+                Some(list) => list.contains(&w.text),
+                None => *occurrences < wp.limit,
+            };
+            if keep && !w.pieces.is_empty() {
+                *occurrences += 1;
+                wanted.push((slot, position, w));
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
+    let (seq, states) = encoder.layer_states(&docs, &wp.layers)?;
+    let h = encoder.config.hidden_size;
+    let mean = |rows: &mut dyn Iterator<Item = &[f32]>| -> Vec<f32> {
+        let mut acc = vec![0f64; h];
+        let mut n = 0usize;
+        for r in rows {
+            for (a, &v) in acc.iter_mut().zip(r) {
+                *a += f64::from(v);
+            }
+            n += 1;
+        }
+        acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
+    };
+    let mut out = Vec::with_capacity(wanted.len() * (wp.layers.len() + 1));
+    for (slot, position, w) in wanted {
+        let doc = window.start + batch[slot];
+        for (state, &layer) in states.iter().zip(&wp.layers) {
+            let v = mean(&mut w.pieces.clone().map(|t| &state[(slot * seq + t) * h..(slot * seq + t + 1) * h]));
+            out.push(FoundRow { doc, word: w.text.clone(), position, layer: Some(layer), vector: v });
+        }
+        if let Some(table) = static_table {
+            let ids = &docs[slot].ids;
+            let v = mean(&mut w.pieces.clone().map(|t| &table[ids[t] as usize * h..(ids[t] as usize + 1) * h]));
+            out.push(FoundRow { doc, word: w.text.clone(), position, layer: None, vector: v });
+        }
+    }
+    Ok(Some(FoundRows(out)))
 }

@@ -32,10 +32,19 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     ctx.reporter.notice(&memory::describe("pca", &mem));
     memory::check_or_physical("pca", &mem, ctx.plan.max_memory)?;
     let result = pca::fit(ctx.backend, input, &params, ctx.plan.seed)?;
+    // How many components reach 50 / 80 / 90 % of the total variance ("> k": more than the fitted ones).
+    let reach: Vec<String> = outputs::VARIANCE_SHARES
+        .iter()
+        .map(|&(share, _)| match outputs::components_for(&result, share) {
+            Some(c) => format!("{:.0} %: {c}", share * 100.0),
+            None => format!("{:.0} %: > {}", share * 100.0, result.n_components),
+        })
+        .collect();
     let summary = format!(
-        "{} components explain {:.4} of the variance (solver {}: {})",
+        "{} components explain {:.4} of the variance (components needed for {}) (solver {}: {})",
         result.n_components,
         result.explained_variance_ratio.iter().sum::<f64>(),
+        reach.join(", "),
         format!("{:?}", result.solver).to_lowercase(),
         result.solver_reason
     );

@@ -14,6 +14,8 @@ struct Reference {
     tokens: Vec<Tokens>,
     seq: usize,
     hidden: Vec<f32>,
+    /// `output_hidden_states=True`: the embeddings' output, then each layer's.
+    layers: Vec<Vec<f32>>,
 }
 
 fn reference(dir: &std::path::Path) -> Reference {
@@ -40,9 +42,15 @@ fn reference(dir: &std::path::Path) -> Reference {
             }
         })
         .collect();
-    let h = st.tensor("last_hidden_state").expect("hidden");
-    let hidden = h.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
-    Reference { tokens, seq, hidden }
+    let floats = |name: &str| -> Vec<f32> {
+        let t = st.tensor(name).expect(name);
+        t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
+    };
+    let hidden = floats("last_hidden_state");
+    let layers = (0..)
+        .map_while(|l| st.tensor(&format!("hidden_states.{l}")).ok().map(|_| floats(&format!("hidden_states.{l}"))))
+        .collect();
+    Reference { tokens, seq, hidden, layers }
 }
 
 fn tiny(name: &str) -> std::path::PathBuf {
@@ -76,6 +84,36 @@ fn tiny_models_equal_transformers_on_every_backend() {
                 }
             }
             assert!(worst <= 1e-4, "{name} on {:?}: max abs error {worst}", be.kind());
+        }
+    }
+}
+
+#[test]
+fn every_hidden_state_equals_transformers_output_hidden_states_on_every_backend() {
+    for name in ["bert_gelu", "bert_gelu_new_odd_heads", "roberta"] {
+        let (folder, weights, r) = load_tiny(name);
+        let h = folder.config.hidden_size;
+        assert_eq!(r.layers.len(), folder.config.layers + 1, "{name}: the fixture has every hidden state");
+        for be in backends() {
+            let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+            assert_eq!(enc.layer_count(), folder.config.layers);
+            // Asked out of order and with a repeat: returned in the order asked.
+            let mut asked: Vec<usize> = (0..=enc.layer_count()).rev().collect();
+            asked.push(0);
+            let (seq, got) = enc.layer_states(&r.tokens, &asked).expect("forward");
+            assert_eq!(seq, r.seq);
+            for (state, &l) in got.iter().zip(&asked) {
+                let want = &r.layers[l];
+                for (b, t) in r.tokens.iter().enumerate() {
+                    for k in 0..t.ids.len() * h {
+                        let (g, w) = (state[b * seq * h + k], want[b * seq * h + k]);
+                        assert!((g - w).abs() <= 1e-4, "{name} on {:?}: hidden state {l}: {g} vs {w}", be.kind());
+                    }
+                }
+            }
+            let last = enc.hidden_states(&r.tokens).expect("forward");
+            assert_eq!(got[0], last, "{name}: the last hidden state is the last layer's");
+            assert!(enc.layer_states(&r.tokens, &[enc.layer_count() + 1]).is_err(), "no such layer");
         }
     }
 }
@@ -408,4 +446,95 @@ fn bench_encode_measures_the_encoder_on_a_text_column_and_reports_a_table() {
     let bad = embjob(&["bench", "encode", "--model", model.to_str().expect("utf-8"), "--text", "lee"], &root);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("--text lee"), "{}", bad.stderr);
+}
+
+#[test]
+fn word_vectors_in_context_are_the_mean_of_their_pieces_at_every_layer_with_a_static_control() {
+    let job = contextual_job(&DOCS, "words = [\"Orange\", \"bank\"]");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let df = job.latest_parquet("token_embeddings.parquet");
+    let (rows, words, kinds) = (strs(&df, "row"), strs(&df, "word"), strs(&df, "kind"));
+    let col_i64 = |name: &str| -> Vec<Option<i64>> {
+        let s =
+            df.column(name).expect(name).as_materialized_series().cast(&polars::prelude::DataType::Int64).expect("int");
+        s.i64().expect("i64").iter().collect()
+    };
+    let (positions, layers) = (col_i64("position"), col_i64("layer"));
+    let s = df.column("vector").expect("vector").as_materialized_series().clone();
+    let values: Vec<f32> =
+        s.array().expect("fixed-size list").get_inner().f32().expect("f32").into_no_null_iter().collect();
+    let h = 8;
+    // Occurrences: d1 orange (word 2), d2 orange (word 1), d3 bank (word 3), d4 bank (word 2), d5 orange (word 2)
+    // and bank (word 14); each at hidden states 0, 1, 2 and once static.
+    let occurrences = [
+        ("d1", "orange", 2),
+        ("d2", "orange", 1),
+        ("d3", "bank", 3),
+        ("d4", "bank", 2),
+        ("d5", "orange", 2),
+        ("d5", "bank", 14),
+    ];
+    assert_eq!(df.height(), occurrences.len() * 4, "{words:?}");
+    for (i, (row, word, pos)) in occurrences.iter().enumerate() {
+        for (j, layer) in [Some(0), Some(1), Some(2), None].iter().enumerate() {
+            let r = i * 4 + j;
+            assert_eq!(
+                (rows[r].as_str(), words[r].as_str(), positions[r]),
+                (*row, *word, Some(*pos as i64)),
+                "row {r}"
+            );
+            assert_eq!(layers[r], *layer, "row {r}");
+            assert_eq!(kinds[r], if layer.is_some() { "hidden" } else { "static" });
+        }
+    }
+    let vector = |r: usize| &values[r * h..(r + 1) * h];
+    // The static control is the same vector for a word form in every sentence: the word-embedding row itself.
+    let (folder, weights, _) = load_tiny("bert_gelu");
+    let table = weights.tensor("embeddings.word_embeddings.weight", &[folder.config.vocab_size, h]).expect("table");
+    let orange = 6; // tests/fixtures/make_tiny_bert.py WORDS
+    for r in [3, 7, 19] {
+        assert_eq!(vector(r), &table[orange * h..(orange + 1) * h], "static orange, row {r}");
+    }
+    // In context the same word differs between sentences, at every layer past the embeddings' position mix.
+    assert_ne!(vector(2), vector(6), "orange after layer 2, d1 vs d2");
+    // Each hidden-state row equals the encoder's own hidden state at that word's piece.
+    let be = embjob::backend::Cpu::new();
+    let mut enc = Encoder::new(&be, folder.config.clone(), &weights).expect("encoder");
+    let tok = embjob::encoder::TextTokenizer::open(&folder.tokenizer_file(), 24).expect("tokenizer");
+    let (t, w) = tok.encode_words(DOCS[0].1).expect("tokens");
+    assert_eq!(w[2].text, "orange");
+    let (_, states) = enc.layer_states(std::slice::from_ref(&t), &[0, 1, 2]).expect("states");
+    for (l, state) in states.iter().enumerate() {
+        let piece = w[2].pieces.start;
+        let want = &state[piece * h..(piece + 1) * h];
+        for (a, b) in vector(l).iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "layer {l}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn word_vector_keys_are_checked_with_their_paths() {
+    let job = contextual_job(&DOCS, "words = \"some\"");
+    let r = job.validate();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("contextual.words") && r.stderr.contains("\"all\""), "{}", r.stderr);
+    let job = contextual_job(&DOCS, "words = [\"orange\"]\nlayers = [0, 3]");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("contextual.layers: 3") && r.stderr.contains("2-layer"), "{}", r.stderr);
+    job.assert_no_run();
+    let job = contextual_job(&DOCS, "layers = [1]");
+    let r = job.validate();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("contextual.layers"), "{}", r.stderr);
+    // "all" with a limit: the first occurrences in input order, then a notice.
+    let job = contextual_job(&DOCS, "words = \"all\"\nwords_limit = 5\nlayers = [2]\nstatic = false");
+    let r = job.run_loud(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("words_limit = 5"), "{}", r.stderr);
+    let df = job.latest_parquet("token_embeddings.parquet");
+    assert_eq!(df.height(), 5);
+    assert_eq!(strs(&df, "word"), ["i", "like", "orange", "juice", "the"]);
 }

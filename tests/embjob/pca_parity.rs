@@ -287,3 +287,34 @@ fn textbook_three_documents_two_components() {
         }
     }
 }
+
+#[test]
+fn the_summary_says_how_many_components_reach_half_80_and_90_percent_of_the_variance() {
+    // Digits, all 64 components: every share is reached; each count is the first component where the cumulative
+    // explained-variance ratio (scikit-learn-equal, tested above) gets there.
+    let job = Job::new().toml(&format!(
+        "[job]\nname = \"pca\"\nbackend = \"cpu\"\nseed = 0\n{}\n[pca]\nn_components = 64\n[output]\ndir = \"out\"\n",
+        digits_input()
+    ));
+    let r = job.run_loud(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cum = pca_metric(&job, "cumulative_explained_variance_ratio");
+    let m = job.latest_parquet("metrics.parquet");
+    let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    let get = |k: &str| (0..m.height()).find(|&i| s[i] == "pca" && n[i] == k).map(|i| v[i]);
+    let mut counts = Vec::new();
+    for (share, name) in [(0.5, "50pct"), (0.8, "80pct"), (0.9, "90pct")] {
+        let want = cum.iter().position(|&c| c >= share).expect("reached with every component") + 1;
+        assert_eq!(get(&format!("components_for_{name}_variance")), Some(want as f64), "{name}");
+        assert!(r.stderr.contains(&format!("{:.0} %: {want}", share * 100.0)), "{}", r.stderr);
+        counts.push(want);
+    }
+    assert!(counts[0] < counts[1] && counts[1] < counts[2], "{counts:?}");
+    assert!(r.stderr.contains("vectors: pca 64"), "{}", r.stderr);
+    // Two components do not reach 50 %: no metric, and the summary says "> 2".
+    let few = run_pca(&digits_input(), "n_components = 2");
+    let m = few.latest_parquet("metrics.parquet");
+    assert!(!strs(&m, "metric").iter().any(|k| k.starts_with("components_for_")));
+    let r = few.run_loud(&[]);
+    assert!(r.stderr.contains("50 %: > 2"), "{}", r.stderr);
+}

@@ -126,6 +126,14 @@ impl Job {
         embjob(&all, self.dir.path())
     }
 
+    /// Runs the job without `--quiet`: stage summaries and notices on stderr.
+    pub fn run_loud(&self, args: &[&str]) -> Outcome {
+        let config = self.config();
+        let mut all = vec!["run", config.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        embjob(&all, self.dir.path())
+    }
+
     /// The "good run, break it, rerun" check: runs the job (it must succeed), applies `change` to its folder (new
     /// data, another config), runs again and, when that run fails, asserts that `latest` and every run folder are as
     /// the good run left them (no new run, no staging folder). Returns the second run's outcome.
