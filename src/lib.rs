@@ -27,6 +27,7 @@ pub mod report;
 pub mod rng;
 pub mod run_dir;
 pub mod run_record;
+pub mod senses;
 pub mod sparse;
 pub mod split;
 pub mod stages;
