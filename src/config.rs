@@ -449,6 +449,9 @@ pub struct EvalConfig {
     pub labels_category: Option<String>,
     /// CSV or Parquet of item pairs with a human similarity score (columns item_a, item_b, score).
     pub pairs: Option<PathBuf>,
+    /// CSV or Parquet of sentences with an ambiguous word and its sense (columns text, word, sense), for the
+    /// contextual stage's sense evaluation.
+    pub senses: Option<PathBuf>,
 }
 
 impl Default for EvalConfig {
@@ -462,6 +465,7 @@ impl Default for EvalConfig {
             labels_item: None,
             labels_category: None,
             pairs: None,
+            senses: None,
         }
     }
 }

@@ -169,6 +169,8 @@ pub struct ContextualPlan {
     pub batch_tokens: usize,
     /// Word vectors to write (`token_embeddings.parquet`), if any.
     pub words: Option<WordsPlan>,
+    /// `eval.senses`: sentences with an ambiguous word and its sense, evaluated on the word vectors.
+    pub senses: Option<(PathBuf, Format)>,
 }
 
 /// Which word occurrences the contextual stage writes, at which hidden states.
@@ -279,10 +281,15 @@ impl Plan {
                 parsed
             }
         };
+        let senses = plan_senses(&config, &base, &mut problems);
         problems.into_result(file)?;
         // The model folder is read now, so that `validate` names a missing or broken one before any work (exit 3).
         let contextual = match (contextual, &config.contextual) {
-            (Some(()), Some(c)) => Some(plan_contextual(c, &base)?),
+            (Some(()), Some(c)) => {
+                let mut p = plan_contextual(c, &base)?;
+                p.senses = senses;
+                Some(p)
+            }
             _ => None,
         };
         Ok(Plan {
@@ -624,7 +631,37 @@ pub(crate) fn plan_contextual(c: &crate::config::ContextualConfig, base: &Path) 
             })
         }
     };
-    Ok(ContextualPlan { folder, pooling, normalize, max_tokens, truncate: c.truncate, batch_tokens, words })
+    Ok(ContextualPlan {
+        folder,
+        pooling,
+        normalize,
+        max_tokens,
+        truncate: c.truncate,
+        batch_tokens,
+        words,
+        senses: None,
+    })
+}
+
+/// `eval.senses`: an existing CSV or Parquet file, and a `[contextual]` stage to evaluate.
+fn plan_senses(config: &Config, base: &Path, problems: &mut Problems) -> Option<(PathBuf, Format)> {
+    let p = config.eval.as_ref()?.senses.as_ref()?;
+    let path = base.join(p);
+    if config.contextual.is_none() {
+        problems.add("eval.senses", "the sense evaluation needs a [contextual] section");
+        return None;
+    }
+    match (path.is_file(), format_of(&path)) {
+        (true, Some(f)) => Some((path, f)),
+        (false, _) => {
+            problems.add("eval.senses", format!("file not found: {}", path.display()));
+            None
+        }
+        (true, None) => {
+            problems.add("eval.senses", format!("cannot tell the format of {} (use .csv or .parquet)", path.display()));
+            None
+        }
+    }
 }
 
 fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<ModelPlan> {
@@ -632,8 +669,11 @@ fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<M
         if config.train.is_some() {
             problems.add("train", "[train] needs a [model] section");
         }
-        if config.eval.is_some() {
-            problems.add("eval", "[eval] needs a [model] section");
+        // [eval] without [model] only evaluates word senses (with [contextual]).
+        if let Some(e) = &config.eval {
+            if e.senses.is_none() || e.labels.is_some() || e.pairs.is_some() || config.contextual.is_none() {
+                problems.add("eval", "[eval] needs a [model] section (only eval.senses works with [contextual] alone)");
+            }
         }
         return None;
     };

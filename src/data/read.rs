@@ -439,6 +439,46 @@ pub fn read_labels(plan: &LabelsPlan) -> Result<HashMap<String, String>> {
     Ok(items.into_iter().zip(cats).collect())
 }
 
+/// One row of an `eval.senses` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenseRow {
+    pub text: String,
+    /// Lowercased.
+    pub word: String,
+    pub sense: String,
+}
+
+/// Reads an `eval.senses` file: columns `text`, `word`, `sense` (strings, no nulls).
+pub fn read_senses(path: &Path, format: Format) -> Result<Vec<SenseRow>> {
+    let input = InputPlan {
+        path: path.to_owned(),
+        format,
+        columns: InputColumns::Text { text: "text".into(), id: None },
+        separator: b',',
+    };
+    let cols = ["text".to_owned(), "word".to_owned(), "sense".to_owned()];
+    let df = read_frame(&input, Some(&cols))?;
+    let strings = |name: &str| -> Result<Vec<String>> {
+        let s = column(path, &df, name)?;
+        let ca = s.str().map_err(|_| Error::input(path, Some(name), format!("expected text, found {}", s.dtype())))?;
+        Ok(ca.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
+    };
+    let (text, word, sense) = (strings("text")?, strings("word")?, strings("sense")?);
+    if let Some(r) = word.iter().position(|w| w.trim().is_empty() || w.trim().contains(char::is_whitespace)) {
+        return Err(Error::input(
+            path,
+            Some("word"),
+            format!("data row {}: expected one word, found '{}'", r + 1, word[r]),
+        ));
+    }
+    Ok(text
+        .into_iter()
+        .zip(word)
+        .zip(sense)
+        .map(|((text, word), sense)| SenseRow { text, word: word.trim().to_lowercase(), sense })
+        .collect())
+}
+
 /// Reads item pairs with a similarity score (columns item_a, item_b, score), e.g. human judgements.
 pub fn read_pairs(path: &Path, format: Format) -> Result<Vec<(String, String, f64)>> {
     let input = InputPlan {

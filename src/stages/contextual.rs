@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use super::contextual_senses::{SenseCollector, Space};
 use super::{Artifacts, Context, StageOutput};
 use crate::data::PartWriter;
 use crate::dataset::Dataset;
@@ -63,7 +64,33 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
             format!("{} tokens, more than the model's vocab_size {}", tokenizer.vocab_size(), config.vocab_size),
         ));
     }
-    let want_words = plan.words.is_some();
+    let mut senses = match &plan.senses {
+        Some((path, format)) => Some(SenseCollector::open(path, *format)?),
+        None => None,
+    };
+    // The sense file's words are always written (added to contextual.words, or all hidden states and the static
+    // control when words is not set).
+    let words_plan: Option<WordsPlan> = match (&plan.words, &senses) {
+        (w, None) => w.clone(),
+        (Some(w), Some(c)) => {
+            let mut w = w.clone();
+            if let Some(only) = &mut w.only {
+                for word in c.words() {
+                    if !only.contains(&word) {
+                        only.push(word);
+                    }
+                }
+            }
+            Some(w)
+        }
+        (None, Some(c)) => Some(WordsPlan {
+            only: Some(c.words()),
+            limit: usize::MAX,
+            layers: (0..=config.layers).collect(),
+            static_control: true,
+        }),
+    };
+    let want_words = words_plan.is_some();
     let tokenize = |d: usize| -> Result<(Tokens, Vec<Word>)> {
         let (t, words) = if want_words {
             tokenizer.encode_words(&corpus.texts[d])?
@@ -126,7 +153,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let window_docs = window_tokens.min(n);
     let mut mem =
         memory::contextual(Encoder::weight_bytes(&config) as u64, activations as u64, window_docs, h, ctx.report.used);
-    let static_table = match &plan.words {
+    let static_table = match &words_plan {
         Some(w) if w.static_control => {
             mem.push(memory::Item {
                 what: format!("word-piece embeddings for the static control {} × {h} × 4 B", config.vocab_size),
@@ -169,9 +196,12 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
             for (i, &d) in batch.iter().enumerate() {
                 vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
             }
-            if let Some(wp) = &plan.words {
+            if let Some(wp) = &words_plan {
                 let found = word_rows(&mut encoder, wp, batch, &window, static_table.as_deref(), &mut occurrences)?;
                 if let Some(found) = found {
+                    if let Some(c) = senses.as_mut() {
+                        keep_sense_vectors(c, &found, batch, &window, &corpus.texts, &v, h);
+                    }
                     token_rows.append(found, &corpus.ids);
                 }
             }
@@ -202,7 +232,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     }
     let written = writer.finish()?;
     let mut written_files = vec![(out_name, written)];
-    if let Some(wp) = &plan.words {
+    if let Some(wp) = &words_plan {
         match token_writer {
             Some(tw) => written_files.push((TOKENS_FILE, tw.finish()?)),
             None => ctx
@@ -226,11 +256,16 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     metrics.push("contextual", "documents_per_second", n as f64 / seconds);
     metrics.push("contextual", "tokens_per_second", total_tokens as f64 / seconds);
     metrics.push("contextual", "peak_rss_mb", crate::run_record::peak_rss_mb());
-    let summary = format!(
+    let mut summary = format!(
         "{n} documents, {total_tokens} tokens ({truncated} truncated) in {batch_count} batches: {:.0} documents/s, {:.0} tokens/s",
         n as f64 / seconds,
         total_tokens as f64 / seconds
     );
+    if let Some(c) = senses {
+        let parts = c.finish(metrics, ctx.plan.seed)?;
+        summary.push_str("; senses: ");
+        summary.push_str(&parts.join("; "));
+    }
     ctx.reporter.stage_finished("contextual", &summary, seconds);
     let details = serde_json::json!({
         "model": folder.dir,
@@ -372,4 +407,34 @@ fn word_rows(
         }
     }
     Ok(Some(FoundRows(out)))
+}
+
+/// Keeps the vectors of the sense file's rows found in this batch: each row's word at its first position in its
+/// document, at every hidden state and as the static control, and the document's pooled vector (`pooled`: the
+/// batch's vectors, in batch order).
+fn keep_sense_vectors(
+    c: &mut SenseCollector,
+    found: &FoundRows,
+    batch: &[usize],
+    window: &Window,
+    texts: &[String],
+    pooled: &[f32],
+    h: usize,
+) {
+    for (slot, &d) in batch.iter().enumerate() {
+        let doc = window.start + d;
+        for (row, position) in c.take(&texts[doc], &window.words[d]) {
+            let word = c.word(row).to_owned();
+            let hits: Vec<(Space, Vec<f32>)> = found
+                .0
+                .iter()
+                .filter(|f| f.doc == doc && f.position == position && f.word == word)
+                .map(|f| (f.layer.map_or(Space::Static, Space::Layer), f.vector.clone()))
+                .collect();
+            for (space, v) in hits {
+                c.keep(row, space, v);
+            }
+            c.keep(row, Space::Document, pooled[slot * h..(slot + 1) * h].to_vec());
+        }
+    }
 }

@@ -5,6 +5,7 @@
 
 mod bow;
 pub mod contextual;
+mod contextual_senses;
 mod ingest;
 mod model;
 mod pca;

@@ -538,3 +538,74 @@ fn word_vector_keys_are_checked_with_their_paths() {
     assert_eq!(df.height(), 5);
     assert_eq!(strs(&df, "word"), ["i", "like", "orange", "juice", "the"]);
 }
+
+/// Metric `stage/metric[index]` of a run's metrics table.
+fn metric_at(job: &Job, stage: &str, metric: &str, index: Option<i64>) -> Option<f64> {
+    let m = job.latest_parquet("metrics.parquet");
+    let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
+    let idx: Vec<Option<i64>> =
+        m.column("index").expect("index").as_materialized_series().i64().expect("i64").iter().collect();
+    (0..m.height()).find(|&i| s[i] == stage && n[i] == metric && idx[i] == index).map(|i| v[i])
+}
+
+#[test]
+fn sense_evaluation_scores_every_layer_and_gives_the_static_control_exactly_one_half() {
+    let senses = "text,word,sense\n\"I like orange juice\",orange,fruit\n\"apple banana orange fruit juice and water and a green tree on the river bank\",orange,fruit\n\"the orange sunset and a red sky\",orange,colour\n\"money in the bank\",bank,money\n\"the river bank\",bank,river\n\"apple banana orange fruit juice and water and a green tree on the river bank\",bank,river\n";
+    let job = contextual_job(&DOCS, "")
+        .file("senses.csv", senses)
+        .edit_toml("[output]", "[eval]\nsenses='senses.csv'\n[output]");
+    let r = job.run_loud(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("orange: best layer") && r.stderr.contains("vs static 0.50"), "{}", r.stderr);
+    for word in ["orange", "bank", "all"] {
+        assert_eq!(metric_at(&job, "senses", &format!("{word}/static/auc"), None), Some(0.5), "{word}");
+        for layer in 0..=2 {
+            let auc = metric_at(&job, "senses", &format!("{word}/auc"), Some(layer));
+            assert!(auc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{word} layer {layer}: {auc:?}");
+        }
+        assert!(metric_at(&job, "senses", &format!("{word}/document/auc"), None).is_some(), "{word}");
+    }
+    assert_eq!(metric_at(&job, "senses", "orange/majority_rate", Some(2)), Some(2.0 / 3.0));
+    assert_eq!(metric_at(&job, "senses", "bank/occurrences", Some(0)), Some(3.0));
+    // The sense words are written even though contextual.words is not set.
+    assert!(job.latest_parquet("token_embeddings.parquet").height() > 0);
+    // A text that is not among the documents: an input error naming the file and its data row, nothing written.
+    let bad = contextual_job(&DOCS, "")
+        .file("senses.csv", "text,word,sense\n\"I like orange juice\",orange,fruit\n\"no such text\",orange,fruit\n")
+        .edit_toml("[output]", "[eval]\nsenses='senses.csv'\n[output]");
+    let r = bad.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("senses.csv") && r.stderr.contains("data row 2"), "{}", r.stderr);
+    bad.assert_no_run();
+    // [eval] senses without [contextual] is a config error naming the key.
+    let no_stage = Job::new()
+        .file("docs.csv", "id,text\nd1,\"I like orange juice\"\n")
+        .file("senses.csv", senses)
+        .toml("[job]\nname='c'\n[input]\npath='docs.csv'\nlayout='text'\nid='id'\n[eval]\nsenses='senses.csv'\n[output]\ndir='out'\n");
+    let r = no_stage.validate();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("eval.senses") && r.stderr.contains("[contextual]"), "{}", r.stderr);
+}
+
+#[test]
+fn genuine_minilm_separates_the_senses_of_orange_bank_and_bat_while_the_static_control_cannot() {
+    let Some(dir) = genuine_model() else { return };
+    let job = Job::new()
+        .copy(&repo().join("pipelines/data/senses.csv"), "senses.csv")
+        .toml(&format!(
+            "[job]\nname='o'\nbackend='cpu'\n[input]\npath='senses.csv'\nlayout='text'\ntext='text'\nid='id'\n[contextual]\nmodel={:?}\n[eval]\nsenses='senses.csv'\n[output]\ndir='out'\n",
+            dir
+        ));
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for word in ["orange", "bank", "bat"] {
+        assert_eq!(metric_at(&job, "senses", &format!("{word}/static/auc"), None), Some(0.5), "{word}");
+        let best =
+            (0..=6).filter_map(|l| metric_at(&job, "senses", &format!("{word}/auc"), Some(l))).fold(0.0, f64::max);
+        // Measured: bank 0.92 (layer 4), orange 0.76 (layer 4), bat 0.75 (layer 3).
+        assert!(best > 0.7, "{word}: best AUC {best}");
+        let knn = metric_at(&job, "senses", &format!("{word}/knn_accuracy"), Some(4)).expect("knn");
+        let majority = metric_at(&job, "senses", &format!("{word}/majority_rate"), Some(4)).expect("majority");
+        assert!(knn > majority + 0.2, "{word}: 1-NN {knn} vs majority {majority}");
+    }
+}
