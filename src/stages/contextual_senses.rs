@@ -94,7 +94,11 @@ impl SenseCollector {
     /// Scores every word in every space into `metrics` (stage `senses`) and returns one summary part per word
     /// ("orange: best layer 4, AUC 0.96 vs static 0.50"). A row whose text is not among the documents, or whose
     /// word is not in its text, is an input error naming its data row.
-    pub fn finish(self, metrics: &mut Metrics, seed: u64) -> Result<Vec<String>> {
+    pub fn finish(mut self, metrics: &mut Metrics, seed: u64) -> Result<Vec<String>> {
+        // Occurrences in the file's order (they were found in batch order): 1-NN ties go to the earlier row.
+        for kept in self.kept.values_mut() {
+            kept.sort_by_key(|(r, _)| *r);
+        }
         if let Some(r) = self.matched.iter().position(|m| !m) {
             let row = &self.rows[r];
             return Err(Error::input(

@@ -608,4 +608,26 @@ fn genuine_minilm_separates_the_senses_of_orange_bank_and_bat_while_the_static_c
         let majority = metric_at(&job, "senses", &format!("{word}/majority_rate"), Some(4)).expect("majority");
         assert!(knn > majority + 0.2, "{word}: 1-NN {knn} vs majority {majority}");
     }
+    // The same scores from transformers' own hidden states, each sentence alone (tests/fixtures/make_sense_refs.py).
+    // AUC and 1-NN count ties, and layer 0 (word + position embeddings) has near-ties that rounding can split:
+    // one pair in a hundred, one occurrence in twenty.
+    let text = std::fs::read_to_string(fixture("minilm_sense_reference.json")).expect("reference");
+    let reference: serde_json::Value = serde_json::from_str(&text).expect("json");
+    for word in ["orange", "bank", "bat"] {
+        let spaces = (0..=6).map(|l| (format!("layer {l}"), format!("{word}/"), Some(l as i64))).chain([
+            ("static".to_owned(), format!("{word}/static/"), None),
+            ("document".to_owned(), format!("{word}/document/"), None),
+        ]);
+        for (space, prefix, index) in spaces {
+            let want = &reference[word][&space];
+            let get = |k: &str| metric_at(&job, "senses", &format!("{prefix}{k}"), index).expect(k);
+            let auc = want["auc"].as_f64().expect("auc");
+            assert!((get("auc") - auc).abs() <= 0.01, "{word} {space}: AUC {} vs transformers {auc}", get("auc"));
+            let knn = want["knn_accuracy"].as_f64().expect("knn");
+            assert!((get("knn_accuracy") - knn).abs() <= 0.05, "{word} {space}: 1-NN {} vs {knn}", get("knn_accuracy"));
+            let gap = get("within_minus_baseline") - get("across_minus_baseline");
+            let want_gap = want["within_minus_across"].as_f64().expect("gap");
+            assert!((gap - want_gap).abs() <= 1e-3, "{word} {space}: within - across {gap} vs {want_gap}");
+        }
+    }
 }
