@@ -306,33 +306,8 @@ multiversion!(fn softmax_xent_row / softmax_xent_row_generic(row: &mut [f32], t:
 
 #[inline(always)]
 fn softmax_xent_row_generic(row: &mut [f32], t: usize, inv_rows: f32) -> f32 {
-    const LANES: usize = 16;
-    let mut lane_max = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for l in 0..LANES {
-            lane_max[l] = if c[l] > lane_max[l] { c[l] } else { lane_max[l] };
-        }
-    }
-    let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    max = lane_max.iter().fold(max, |m, &v| if v > m { v } else { m });
     let target_logit = row[t];
-    let mut lane_sum = [0.0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for l in 0..LANES {
-            let e = exp_nonpositive(c[l] - max);
-            c[l] = e;
-            lane_sum[l] += e;
-        }
-    }
-    let mut sum = 0.0f32;
-    for v in chunks.into_remainder() {
-        let e = exp_nonpositive(*v - max);
-        *v = e;
-        sum += e;
-    }
-    sum += lane_sum.iter().sum::<f32>();
+    let (max, sum) = exp_shifted(row);
     let scale = inv_rows / sum;
     for v in row.iter_mut() {
         *v *= scale;
@@ -601,10 +576,19 @@ pub fn attention(
 
 multiversion!(fn softmax_row / softmax_row_generic(row: &mut [f32]));
 
-/// Softmax of one row of scores in place. The maximum, the exponentials and their sum run over 16 fixed lanes, so
-/// they vectorize and the result does not depend on the CPU's vector width.
+/// Softmax of one row of scores in place (see `exp_shifted`).
 #[inline(always)]
 fn softmax_row_generic(row: &mut [f32]) {
+    let (_, sum) = exp_shifted(row);
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Replaces each value x of `row` with e^(x − max) and returns (max, Σ e^(x − max)). The maximum and the sum run over
+/// 16 fixed lanes (the remainder's sum first, then the lanes in order), so they vectorize and the result does not
+/// depend on the CPU's vector width. Shared by both softmaxes.
+#[inline(always)]
+fn exp_shifted(row: &mut [f32]) -> (f32, f32) {
     const LANES: usize = 16;
     let mut lane_max = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
@@ -626,12 +610,12 @@ fn softmax_row_generic(row: &mut [f32]) {
     }
     let mut sum = 0.0f32;
     for v in chunks.into_remainder() {
-        *v = exp_nonpositive(*v - max);
-        sum += *v;
+        let e = exp_nonpositive(*v - max);
+        *v = e;
+        sum += e;
     }
-    let sum = lane_sum.iter().fold(sum, |a, &b| a + b);
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
+    sum += lane_sum.iter().sum::<f32>();
+    (max, sum)
 }
 
 /// Pools each sequence's real tokens: `hidden` (batch·seq × cols) into `out` (batch × cols).

@@ -40,16 +40,21 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
     .inspect(|d| debug_assert_eq!(d.rows(), d.row_ids().len()))
 }
 
-/// The non-null values of one text column (for benchmarks on real data sets with a few missing values) and how
-/// many nulls were skipped.
-pub fn read_text_column(path: &Path, format: Format, column: &str) -> Result<(Vec<String>, usize)> {
+/// A side file (benchmark texts, sense rows, similarity pairs): only `columns`, comma-separated when CSV.
+fn side_frame(path: &Path, format: Format, columns: &[&str]) -> Result<DataFrame> {
     let input = InputPlan {
         path: path.to_owned(),
         format,
-        columns: InputColumns::Text { text: column.to_owned(), id: None },
+        columns: InputColumns::Text { text: columns.first().copied().unwrap_or_default().to_owned(), id: None },
         separator: b',',
     };
-    let df = read_frame(&input, Some(&[column.to_owned()]))?;
+    read_frame(&input, Some(&columns.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>()))
+}
+
+/// The non-null values of one text column (for benchmarks on real data sets with a few missing values) and how
+/// many nulls were skipped.
+pub fn read_text_column(path: &Path, format: Format, column: &str) -> Result<(Vec<String>, usize)> {
+    let df = side_frame(path, format, &[column])?;
     let s = df.column(column).map_err(|e| Error::input(path, Some(column), e.to_string()))?.as_materialized_series();
     let ca = s.str().map_err(|_| Error::input(path, Some(column), format!("expected text, found {}", s.dtype())))?;
     let texts: Vec<String> = ca.iter().flatten().map(str::to_owned).collect();
@@ -450,14 +455,7 @@ pub struct SenseRow {
 
 /// Reads an `eval.senses` file: columns `text`, `word`, `sense` (strings, no nulls).
 pub fn read_senses(path: &Path, format: Format) -> Result<Vec<SenseRow>> {
-    let input = InputPlan {
-        path: path.to_owned(),
-        format,
-        columns: InputColumns::Text { text: "text".into(), id: None },
-        separator: b',',
-    };
-    let cols = ["text".to_owned(), "word".to_owned(), "sense".to_owned()];
-    let df = read_frame(&input, Some(&cols))?;
+    let df = side_frame(path, format, &["text", "word", "sense"])?;
     let strings = |name: &str| -> Result<Vec<String>> {
         let s = column(path, &df, name)?;
         let ca = s.str().map_err(|_| Error::input(path, Some(name), format!("expected text, found {}", s.dtype())))?;
@@ -481,14 +479,7 @@ pub fn read_senses(path: &Path, format: Format) -> Result<Vec<SenseRow>> {
 
 /// Reads item pairs with a similarity score (columns item_a, item_b, score), e.g. human judgements.
 pub fn read_pairs(path: &Path, format: Format) -> Result<Vec<(String, String, f64)>> {
-    let input = InputPlan {
-        path: path.to_owned(),
-        format,
-        columns: InputColumns::Text { text: "item_a".into(), id: None },
-        separator: b',',
-    };
-    let cols = ["item_a".to_owned(), "item_b".to_owned(), "score".to_owned()];
-    let df = read_frame(&input, Some(&cols))?;
+    let df = side_frame(path, format, &["item_a", "item_b", "score"])?;
     let labels = |name: &str| -> Result<Vec<String>> {
         Ok(match keys(path, &df, name)? {
             Keys::Ints(v) => v.iter().map(i64::to_string).collect(),
