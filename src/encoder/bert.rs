@@ -261,7 +261,19 @@ impl<'b> Encoder<'b> {
 
     /// One vector per sequence (batch × hidden): pooled over its real tokens, scaled to unit length when asked.
     pub fn embed(&mut self, batch: &[Tokens], mode: PoolMode, normalize: bool) -> Result<Vec<f32>> {
-        let seq = self.forward(batch)?;
+        self.embed_keeping(batch, mode, normalize, &[]).map(|(v, _, _)| v)
+    }
+
+    /// [`Self::embed`] and [`Self::layer_states`] from one forward pass: the pooled vectors, the padded length and
+    /// the hidden states `layers` names (each read back once, as the pass reaches it).
+    pub fn embed_keeping(
+        &mut self,
+        batch: &[Tokens],
+        mode: PoolMode,
+        normalize: bool,
+        layers: &[usize],
+    ) -> Result<(Vec<f32>, usize, Vec<Vec<f32>>)> {
+        let (seq, states) = self.forward_keeping(batch, layers)?;
         let h = self.config.hidden_size;
         let w = self.work.as_ref().ok_or_else(|| Error::Internal("no encoder workspace".into()))?;
         let shape = SeqShape { batch: batch.len(), seq, cols: h };
@@ -271,6 +283,6 @@ impl<'b> Encoder<'b> {
         }
         let mut v = self.be.read(&w.pooled)?;
         v.truncate(batch.len() * h);
-        Ok(v)
+        Ok((v, seq, states))
     }
 }

@@ -192,18 +192,25 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         for batch in &batches {
             crate::interrupt::check()?;
             let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
-            let v = encoder.embed(&docs, plan.pooling, plan.normalize)?;
+            // One forward pass per batch: the pooled vectors, and the hidden states when it holds a wanted word.
+            let wanted = match &words_plan {
+                Some(wp) => select_words(wp, batch, &window, &mut occurrences),
+                None => Vec::new(),
+            };
+            let layers = match &words_plan {
+                Some(wp) if !wanted.is_empty() => wp.layers.as_slice(),
+                _ => &[],
+            };
+            let (v, seq, states) = encoder.embed_keeping(&docs, plan.pooling, plan.normalize, layers)?;
             for (i, &d) in batch.iter().enumerate() {
                 vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
             }
-            if let Some(wp) = &words_plan {
-                let found = word_rows(&mut encoder, wp, batch, &window, static_table.as_deref(), &mut occurrences)?;
-                if let Some(found) = found {
-                    if let Some(c) = senses.as_mut() {
-                        keep_sense_vectors(c, &found, batch, &window, &corpus.texts, &v, h);
-                    }
-                    token_rows.append(found, &corpus.ids);
+            if let (Some(wp), false) = (&words_plan, wanted.is_empty()) {
+                let found = word_vectors(&wanted, wp, batch, &window, (seq, h), &states, static_table.as_deref());
+                if let Some(c) = senses.as_mut() {
+                    keep_sense_vectors(c, &found, batch, &window, &corpus.texts, &v, h);
                 }
+                token_rows.append(found, &corpus.ids);
             }
             done += batch.len();
             total_tokens += batch.iter().map(|&d| lengths[d]).sum::<usize>();
@@ -276,7 +283,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         "batch_tokens": plan.batch_tokens,
         "backend": ctx.backend.kind(),
     });
-    Ok(StageOutput { written: vec![(out_name, written)], summary, details: Some(details), ..StageOutput::default() })
+    Ok(StageOutput { written: written_files, summary, details: Some(details), ..StageOutput::default() })
 }
 
 /// The token-level output: every kept word occurrence at every asked hidden state, and its static control.
@@ -350,18 +357,15 @@ impl TokenRows {
     }
 }
 
-/// The word vectors of one batch (documents `batch`, indices into the window), or None when none of its documents
-/// has a wanted word: the mean of each word's pieces at every asked hidden state (summed in f64), then its static
-/// control (the mean of its pieces' word-embedding rows alone). Rows come sorted by document, then position.
-fn word_rows(
-    encoder: &mut Encoder<'_>,
+/// The wanted word occurrences of one batch (documents `batch`, indices into the window), sorted by document, then
+/// position: (slot in the batch, position in its document, word). With `words = "all"` they count towards the limit.
+fn select_words<'w>(
     wp: &WordsPlan,
     batch: &[usize],
-    window: &Window,
-    static_table: Option<&[f32]>,
+    window: &'w Window,
     occurrences: &mut usize,
-) -> Result<Option<FoundRows>> {
-    let mut wanted: Vec<(usize, usize, &Word)> = Vec::new(); // (slot in batch, position, word)
+) -> Vec<(usize, usize, &'w Word)> {
+    let mut wanted = Vec::new();
     let mut order: Vec<(usize, usize)> = batch.iter().enumerate().map(|(slot, &d)| (d, slot)).collect();
     order.sort_unstable();
     for &(d, slot) in &order {
@@ -376,12 +380,22 @@ fn word_rows(
             }
         }
     }
-    if wanted.is_empty() {
-        return Ok(None);
-    }
-    let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
-    let (seq, states) = encoder.layer_states(&docs, &wp.layers)?;
-    let h = encoder.config.hidden_size;
+    wanted
+}
+
+/// The rows of the `wanted` words from the batch's hidden states (`states[i]` is hidden state `wp.layers[i]`, batch
+/// · `seq` × `h`): the mean of each word's pieces at every asked hidden state (summed in f64), then its static
+/// control (the mean of its pieces' word-embedding rows alone).
+#[allow(clippy::too_many_arguments)]
+fn word_vectors(
+    wanted: &[(usize, usize, &Word)],
+    wp: &WordsPlan,
+    batch: &[usize],
+    window: &Window,
+    (seq, h): (usize, usize),
+    states: &[Vec<f32>],
+    static_table: Option<&[f32]>,
+) -> FoundRows {
     let mean = |rows: &mut dyn Iterator<Item = &[f32]>| -> Vec<f32> {
         let mut acc = vec![0f64; h];
         let mut n = 0usize;
@@ -394,19 +408,19 @@ fn word_rows(
         acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
     };
     let mut out = Vec::with_capacity(wanted.len() * (wp.layers.len() + 1));
-    for (slot, position, w) in wanted {
+    for &(slot, position, w) in wanted {
         let doc = window.start + batch[slot];
         for (state, &layer) in states.iter().zip(&wp.layers) {
             let v = mean(&mut w.pieces.clone().map(|t| &state[(slot * seq + t) * h..(slot * seq + t + 1) * h]));
             out.push(FoundRow { doc, word: w.text.clone(), position, layer: Some(layer), vector: v });
         }
         if let Some(table) = static_table {
-            let ids = &docs[slot].ids;
+            let ids = &window.tokens[batch[slot]].ids;
             let v = mean(&mut w.pieces.clone().map(|t| &table[ids[t] as usize * h..(ids[t] as usize + 1) * h]));
             out.push(FoundRow { doc, word: w.text.clone(), position, layer: None, vector: v });
         }
     }
-    Ok(Some(FoundRows(out)))
+    FoundRows(out)
 }
 
 /// Keeps the vectors of the sense file's rows found in this batch: each row's word at its first position in its

@@ -476,6 +476,12 @@ fn word_vectors_in_context_are_the_mean_of_their_pieces_at_every_layer_with_a_st
         ("d5", "bank", 14),
     ];
     assert_eq!(df.height(), occurrences.len() * 4, "{words:?}");
+    // run.json lists the streamed file with its rows, like every other output.
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(job.out().join("latest/run.json")).expect("run.json"))
+            .expect("json");
+    let listed = run["outputs"].as_array().expect("outputs").iter().find(|o| o["file"] == "token_embeddings.parquet");
+    assert_eq!(listed.and_then(|o| o["rows"].as_u64()), Some(df.height() as u64), "{}", run["outputs"]);
     for (i, (row, word, pos)) in occurrences.iter().enumerate() {
         for (j, layer) in [Some(0), Some(1), Some(2), None].iter().enumerate() {
             let r = i * 4 + j;
