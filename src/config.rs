@@ -445,6 +445,9 @@ pub struct EvalConfig {
     pub labels: Option<PathBuf>,
     /// Item column of `labels`. Default "item".
     pub labels_item: Option<String>,
+    /// For text inputs: the column of `labels` holding each document's row id (the input's `id` values, or the
+    /// row number without an id column). Default: the input's id column name, else "id".
+    pub labels_row: Option<String>,
     /// Category column of `labels`. Default "category".
     pub labels_category: Option<String>,
     /// CSV or Parquet of item pairs with a human similarity score (columns item_a, item_b, score).
@@ -463,6 +466,7 @@ impl Default for EvalConfig {
             split_seed: default_split_seed(),
             labels: None,
             labels_item: None,
+            labels_row: None,
             labels_category: None,
             pairs: None,
             senses: None,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod dataset;
 pub mod dense;
+pub mod doc_eval;
 pub mod encoder;
 pub mod error;
 pub mod eval;

@@ -28,6 +28,8 @@ pub struct Plan {
     pub model: Option<ModelPlan>,
     /// Contextual document vectors from a pretrained encoder (the model folder already read and checked).
     pub contextual: Option<ContextualPlan>,
+    /// The evaluation of a text input's document vectors (`[eval]` in a text job).
+    pub documents: Option<DocEvalPlan>,
     pub output_dir: PathBuf,
     pub keep_runs: usize,
     /// `job.max_memory` in bytes.
@@ -185,7 +187,17 @@ pub struct WordsPlan {
     pub static_control: bool,
 }
 
-/// An item → category file for the similarity evaluation.
+/// The document evaluation of a text job: every document vector the job makes (bag-of-words rows, PCA
+/// projections, contextual vectors), its cosine neighbours and, with labels, how well they predict the category.
+#[derive(Debug, Clone)]
+pub struct DocEvalPlan {
+    /// Neighbours per document (`eval.neighbors`).
+    pub neighbors: usize,
+    /// Row id → category (`item` holds the row-id column).
+    pub labels: Option<LabelsPlan>,
+}
+
+/// An item (or, for documents, row id) → category file for the similarity evaluation.
 #[derive(Debug, Clone)]
 pub struct LabelsPlan {
     pub path: PathBuf,
@@ -218,6 +230,9 @@ impl Plan {
         }
         if self.contextual.is_some() {
             stages.push(Stage::Contextual);
+        }
+        if self.documents.is_some() {
+            stages.push(Stage::Documents);
         }
         stages
     }
@@ -282,6 +297,7 @@ impl Plan {
             }
         };
         let senses = plan_senses(&config, &base, &mut problems);
+        let documents = plan_documents(&config, &base, &mut problems);
         problems.into_result(file)?;
         // The model folder is read now, so that `validate` names a missing or broken one before any work (exit 3).
         let contextual = match (contextual, &config.contextual) {
@@ -302,6 +318,7 @@ impl Plan {
             pca,
             model,
             contextual,
+            documents,
             output_dir,
             keep_runs: keep_runs as usize,
             max_memory,
@@ -643,6 +660,45 @@ pub(crate) fn plan_contextual(c: &crate::config::ContextualConfig, base: &Path) 
     })
 }
 
+/// `eval.labels`: an existing CSV or Parquet file with a `key` column (items, or documents' row ids) and
+/// `eval.labels_category`.
+fn plan_labels(eval: &EvalConfig, base: &Path, key: &str, problems: &mut Problems) -> Option<LabelsPlan> {
+    let Some(p) = &eval.labels else {
+        if eval.labels_item.is_some() || eval.labels_row.is_some() || eval.labels_category.is_some() {
+            problems.add("eval.labels", "labels_item / labels_row / labels_category need eval.labels");
+        }
+        return None;
+    };
+    let path = base.join(p);
+    let format = format_of(&path);
+    if !path.is_file() {
+        problems.add("eval.labels", format!("file not found: {}", path.display()));
+    } else if format.is_none() {
+        problems.add("eval.labels", format!("cannot tell the format of {} (use .csv or .parquet)", path.display()));
+    }
+    format.map(|format| LabelsPlan {
+        path,
+        format,
+        item: key.to_owned(),
+        category: eval.labels_category.clone().unwrap_or_else(|| "category".into()),
+    })
+}
+
+/// `[eval]` in a text job: the document evaluation, its labels keyed by `eval.labels_row` (default: the input's id
+/// column name, else "id").
+fn plan_documents(config: &Config, base: &Path, problems: &mut Problems) -> Option<DocEvalPlan> {
+    let eval = config.eval.as_ref()?;
+    if config.input.layout != Layout::Text || config.model.is_some() {
+        return None;
+    }
+    if eval.neighbors == 0 || eval.neighbors > 1000 {
+        problems.add("eval.neighbors", "must be between 1 and 1000");
+    }
+    let key = eval.labels_row.clone().or_else(|| config.input.id.clone()).unwrap_or_else(|| "id".into());
+    let labels = plan_labels(eval, base, &key, problems);
+    Some(DocEvalPlan { neighbors: eval.neighbors as usize, labels })
+}
+
 /// `eval.senses`: an existing CSV or Parquet file, and a `[contextual]` stage to evaluate.
 fn plan_senses(config: &Config, base: &Path, problems: &mut Problems) -> Option<(PathBuf, Format)> {
     let p = config.eval.as_ref()?.senses.as_ref()?;
@@ -669,10 +725,18 @@ fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<M
         if config.train.is_some() {
             problems.add("train", "[train] needs a [model] section");
         }
-        // [eval] without [model] only evaluates word senses (with [contextual]).
+        // [eval] without [model] evaluates a text input's documents (plan_documents) and word senses.
         if let Some(e) = &config.eval {
-            if e.senses.is_none() || e.labels.is_some() || e.pairs.is_some() || config.contextual.is_none() {
-                problems.add("eval", "[eval] needs a [model] section (only eval.senses works with [contextual] alone)");
+            if config.input.layout != Layout::Text {
+                problems.add("eval", "[eval] needs a [model] section (or a text input, whose documents it evaluates)");
+            } else {
+                if e.pairs.is_some() {
+                    problems
+                        .add("eval.pairs", "item pairs need a [model] section; a text job has documents, not items");
+                }
+                if e.labels_item.is_some() {
+                    problems.add("eval.labels_item", "a text job's documents are labelled by row: use eval.labels_row");
+                }
             }
         }
         return None;
@@ -728,30 +792,13 @@ fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<M
     if !(eval.test_fraction > 0.0 && eval.test_fraction < 1.0) {
         problems.add("eval.test_fraction", format!("must lie strictly between 0 and 1 (got {})", eval.test_fraction));
     }
-    let labels = match &eval.labels {
-        None => {
-            if eval.labels_item.is_some() || eval.labels_category.is_some() {
-                problems.add("eval.labels", "labels_item / labels_category need eval.labels");
-            }
-            None
-        }
-        Some(p) => {
-            let path = base.join(p);
-            let format = format_of(&path);
-            if !path.is_file() {
-                problems.add("eval.labels", format!("file not found: {}", path.display()));
-            } else if format.is_none() {
-                problems
-                    .add("eval.labels", format!("cannot tell the format of {} (use .csv or .parquet)", path.display()));
-            }
-            format.map(|format| LabelsPlan {
-                path,
-                format,
-                item: eval.labels_item.clone().unwrap_or_else(|| "item".into()),
-                category: eval.labels_category.clone().unwrap_or_else(|| "category".into()),
-            })
-        }
-    };
+    if eval.labels_row.is_some() {
+        problems.add(
+            "eval.labels_row",
+            "labels documents of a text input; this job's items are labelled by eval.labels_item",
+        );
+    }
+    let labels = plan_labels(&eval, base, eval.labels_item.as_deref().unwrap_or("item"), problems);
     let pairs = match &eval.pairs {
         None => None,
         Some(p) => {

@@ -22,6 +22,20 @@ impl Csr {
         (&self.indices[span.clone()], &self.values[span])
     }
 
+    /// The given rows, in the given order.
+    pub fn select_rows(&self, rows: &[usize]) -> Csr {
+        let mut indptr = Vec::with_capacity(rows.len() + 1);
+        indptr.push(0);
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        for &r in rows {
+            let (i, v) = self.row(r);
+            indices.extend_from_slice(i);
+            values.extend_from_slice(v);
+            indptr.push(indices.len());
+        }
+        Csr { rows: rows.len(), cols: self.cols, indptr, indices, values }
+    }
+
     /// A CSR matrix from rows of `(column, value)` pairs; columns must ascend within a row and lie below `cols`.
     pub fn from_rows(cols: usize, rows: &[Vec<(u32, f64)>]) -> Csr {
         let mut indptr = Vec::with_capacity(rows.len() + 1);

@@ -163,6 +163,14 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         }
         _ => None,
     };
+    // The document evaluation needs every document's vector at once: then they are kept, not only streamed.
+    let keep_vectors = ctx.plan.documents.is_some();
+    if keep_vectors {
+        mem.push(memory::Item {
+            what: format!("all {n} document vectors × {h} × 4 B, kept for the document evaluation"),
+            bytes: (n * h * 4) as u64,
+        });
+    }
     ctx.reporter.notice(&memory::describe("contextual", &mem));
     memory::check("contextual", &mem, ctx.plan.max_memory)?;
     let mut encoder = Encoder::new(ctx.backend, config, &weights)?;
@@ -172,6 +180,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let mut writer = PartWriter::create(&ctx.staging.file(out_name))?;
     let mut token_writer: Option<PartWriter> = None;
     let mut occurrences = 0usize;
+    let mut kept: Vec<f32> = if keep_vectors { Vec::with_capacity(n * h) } else { Vec::new() };
     ctx.reporter.stage_started("contextual", Some(n as u64));
     let started = Instant::now();
     let (mut done, mut total_tokens, mut truncated, mut batch_count, mut windows) =
@@ -221,6 +230,9 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
             );
         }
         let rows = window.start..window.start + window.tokens.len();
+        if keep_vectors {
+            kept.extend_from_slice(&vectors);
+        }
         writer.write(&Table::new(vec![
             ("row_id", ColumnData::I64(rows.clone().map(|r| r as i64).collect())),
             ("row", ColumnData::Str(corpus.ids[rows].to_vec())),
@@ -251,6 +263,9 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
                 .notice(&format!("contextual: word vectors stop at contextual.words_limit = {} occurrences", wp.limit));
         }
         metrics.push("contextual", "word_occurrences", occurrences.min(wp.limit) as f64);
+    }
+    if keep_vectors {
+        artifacts.doc_vectors.push(super::DocVectors { method: "contextual", dim: h, values: kept });
     }
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     metrics.push("contextual", "documents", n as f64);

@@ -6,6 +6,7 @@
 mod bow;
 pub mod contextual;
 mod contextual_senses;
+mod documents;
 mod ingest;
 mod model;
 mod pca;
@@ -34,6 +35,8 @@ pub enum Stage {
     Model,
     /// Document vectors from a pretrained Transformer encoder.
     Contextual,
+    /// A text job's document vectors evaluated: neighbours and, with labels, category agreement.
+    Documents,
 }
 
 impl Stage {
@@ -44,6 +47,7 @@ impl Stage {
             Stage::Pca => "pca",
             Stage::Model => "model",
             Stage::Contextual => "contextual",
+            Stage::Documents => "eval_documents",
         }
     }
 }
@@ -64,6 +68,16 @@ pub struct Artifacts {
     pub dataset: Option<Dataset>,
     pub fingerprint: Option<InputFingerprint>,
     pub bow: Option<Bow>,
+    /// Dense document vectors kept for the document evaluation (only when it is planned).
+    pub doc_vectors: Vec<DocVectors>,
+}
+
+/// One kind of dense document vector, one row per document in input order.
+pub struct DocVectors {
+    /// "pca" or "contextual".
+    pub method: &'static str,
+    pub dim: usize,
+    pub values: Vec<f32>,
 }
 
 impl Artifacts {
@@ -97,6 +111,7 @@ pub fn run(stage: Stage, ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: 
         Stage::Pca => pca::run(ctx, artifacts, metrics),
         Stage::Model => model::run(ctx, artifacts, metrics),
         Stage::Contextual => contextual::run(ctx, artifacts, metrics),
+        Stage::Documents => documents::run(ctx, artifacts, metrics),
     }
 }
 

@@ -54,6 +54,11 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         ("pca_features.parquet", outputs::pca_features(&result, &names, kind)),
         ("pca_projections.parquet", outputs::pca_projections(&result, dataset.row_ids())),
     ];
+    if ctx.plan.documents.is_some() {
+        let p = &result.projections;
+        let values = (0..p.rows()).flat_map(|r| p.row(r).iter().map(|&v| v as f32)).collect();
+        artifacts.doc_vectors.push(super::DocVectors { method: "pca", dim: p.cols(), values });
+    }
     let details = serde_json::json!({
         "solver": result.solver,
         "solver_reason": result.solver_reason,

@@ -5,6 +5,7 @@ mod support;
 mod bow_parity;
 mod bow_unicode;
 mod config_errors;
+mod documents;
 mod encoder;
 mod fuzz;
 mod generated_jobs;
