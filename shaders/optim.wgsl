@@ -1,13 +1,17 @@
 // optim.wgsl: one Adam step (PyTorch's: L2 weight decay added to the gradient, bias-corrected moments) and one SGD
-// step with momentum, element by element. The bias corrections are computed on the host in f32, as the CPU does.
+// step with momentum, element by element. Adam's step counter and bias corrections live on the device (`state`):
+// `adam_tick` advances them once per optimizer step (or sets the step), so that a training step's dispatches keep
+// the same parameters and bind groups from step to step. It computes β^t by repeated squaring in f32, as the CPU's
+// `f32::powi` does (compiler-rt's __powisf2), so both backends use the same bias corrections.
 // Invocation index = gid.x + gid.y · 65535 · 64; dispatch (min(w, 65535), ceil(w / 65535), 1), w = ceil(len / 64).
 //
 // Bindings (group 0):
-//   0  uniform        OptParams
+//   0  uniform        OptParams (adam, sgd) / TickParams (adam_tick)
 //   1  storage, rw    param: array<f32>
 //   2  storage, read  grad: array<f32>
 //   3  storage, rw    m: array<f32>     (Adam first moment; SGD velocity)
 //   4  storage, rw    v: array<f32>     (Adam second moment)
+//   5  storage, rw    state: array<f32> (Adam: [t as bits, 1 − β1^t, 1 / sqrt(1 − β2^t), unused])
 
 struct OptParams {
     len: u32,
@@ -17,11 +21,14 @@ struct OptParams {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
-    bc1: f32,
-    inv_bc2_sqrt: f32,
     momentum: f32,
-    pad1: u32,
-    pad2: u32,
+}
+
+struct TickParams {
+    beta1: f32,
+    beta2: f32,
+    set_t: u32,  // 0: the next step (t + 1); else this step
+    pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: OptParams;
@@ -29,6 +36,7 @@ struct OptParams {
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -41,8 +49,39 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>) {
     let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
     m[i] = mi;
     v[i] = vi;
-    let denom = sqrt(vi) * p.inv_bc2_sqrt + p.eps;
-    param[i] = param[i] - (p.lr / p.bc1) * mi / denom;
+    let denom = sqrt(vi) * state[2] + p.eps;
+    param[i] = param[i] - (p.lr / state[1]) * mi / denom;
+}
+
+// β^n by repeated squaring, in the order of compiler-rt's __powisf2 (what f32::powi calls).
+fn powi(base: f32, exponent: u32) -> f32 {
+    var a = base;
+    var n = exponent;
+    var r = 1.0;
+    loop {
+        if ((n & 1u) == 1u) {
+            r = r * a;
+        }
+        n = n >> 1u;
+        if (n == 0u) {
+            break;
+        }
+        a = a * a;
+    }
+    return r;
+}
+
+@group(0) @binding(0) var<uniform> tick: TickParams;
+
+@compute @workgroup_size(1, 1, 1)
+fn adam_tick() {
+    var t = tick.set_t;
+    if (t == 0u) {
+        t = bitcast<u32>(state[0]) + 1u;
+    }
+    state[0] = bitcast<f32>(t);
+    state[1] = 1.0 - powi(tick.beta1, t);
+    state[2] = 1.0 / sqrt(1.0 - powi(tick.beta2, t));
 }
 
 @compute @workgroup_size(64, 1, 1)

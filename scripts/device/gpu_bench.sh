@@ -15,8 +15,22 @@ save_file({k: v.float().contiguous() for k, v in t.items()}, "/tmp/minilm/model.
 PY
 nvidia-smi -L; python3 -c 'import torch, sentence_transformers as s; print("torch", torch.__version__, "st", s.__version__)'
 step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"; echo "== $name rc ${PIPESTATUS[0]}"; }
-STEPS=${STEPS:-encode train profile}
+STEPS=${STEPS:-parity encode train profile}
 for s in $STEPS; do case $s in
+parity)
+  # The food job on both backends: per-epoch losses and the evaluation side by side (GPU within tolerance of CPU).
+  for b in cpu gpu; do step "food_$b" 120 $E run pipelines/food.toml --backend $b --output /tmp/food_$b; done
+  python3 - <<'PY' 2>&1 | tee "$OUT/parity.log"
+import pyarrow.parquet as pq
+m = {b: pq.read_table(f"/tmp/food_{b}/latest/metrics.parquet").to_pandas() for b in ("cpu", "gpu")}
+k = ["stage", "metric", "index"]
+j = m["cpu"].merge(m["gpu"], on=k, suffixes=("_cpu", "_gpu"))
+j = j[j.stage.isin(["train", "eval_model", "pca", "similarity"]) & ~j.metric.str.contains("seconds|per_second")]
+j["diff"] = (j.value_cpu - j.value_gpu).abs()
+print(j.sort_values("diff", ascending=False).head(12).to_string())
+print("max |cpu - gpu| over", len(j), "metrics:", j["diff"].max())
+PY
+  ;;
 encode)
   step encode 200 $E bench encode --model /tmp/minilm --backend gpu --peer-device cuda --st-peer .gpu/ref_encode.py \
     --ort-peer /nonexistent --repeats 3 --text "lee=pipelines/data/lee_docs.parquet:text" \

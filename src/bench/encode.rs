@@ -3,6 +3,7 @@
 //! times the same thing: tokenizing and encoding the whole text column, vectors pooled (and normalised when the
 //! folder says so), after one warm-up pass.
 
+use rayon::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,6 +96,9 @@ pub fn encode(opts: &EncodeBenchOptions, log: &mut dyn Write) -> Result<Vec<Enco
     let dir = super::tempfile_dir().ok_or_else(|| Error::Internal("no temporary folder".into()))?;
     let result = run_sets(opts, &dir, &tool, &tokenizer, &mut encoder, &plan, log);
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(profile) = be.profile_report() {
+        let _ = writeln!(log, "GPU kernel times (every pass):\n{profile}");
+    }
     result
 }
 
@@ -117,7 +121,7 @@ fn run_sets(
         for run in 0..=opts.repeats.max(1) {
             reset_peak_rss();
             let t = Instant::now();
-            let toks = texts.iter().map(|s| tokenizer.encode(s)).collect::<Result<Vec<_>>>()?;
+            let toks = texts.par_iter().map(|s| tokenizer.encode(s)).collect::<Result<Vec<_>>>()?;
             let lengths: Vec<usize> = toks.iter().map(|t| t.ids.len()).collect();
             let mut vectors = vec![0f32; texts.len() * h];
             for batch in crate::stages::contextual::batches(&lengths, plan.batch_tokens) {

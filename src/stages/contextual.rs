@@ -4,7 +4,10 @@
 //! small), encoded on the backend, and written in input order as one row group of `text_embeddings.parquet`
 //! straight into the run's staging folder. Memory holds the weights, one batch's activations and one window.
 
+use std::collections::VecDeque;
 use std::time::Instant;
+
+use rayon::prelude::*;
 
 use super::contextual_senses::{SenseCollector, Space};
 use super::{Artifacts, Context, StageOutput};
@@ -39,6 +42,9 @@ pub fn batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
 /// A window is this many batch budgets of consecutive documents: tokenized, sorted into batches, encoded and
 /// written as one row group of `text_embeddings.parquet`, so memory holds one window, never the corpus' vectors.
 pub const WINDOW_BATCHES: usize = 16;
+
+/// Documents tokenized at a time, in parallel, ahead of the windows that take them.
+const TOKENIZE_BLOCK: usize = 256;
 
 /// Documents `start..` up to a window's token budget (at least one document), tokenized and checked.
 struct Window {
@@ -118,26 +124,27 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     };
     let n = corpus.texts.len();
     let window_tokens = plan.batch_tokens.saturating_mul(WINDOW_BATCHES);
-    let mut next: Option<(Tokens, Vec<Word>)> = None;
+    let mut ahead: VecDeque<(Tokens, Vec<Word>)> = VecDeque::new();
     let mut cursor = 0usize;
-    // The next window: documents in input order while their tokens fit the window budget.
-    let next_window = |cursor: &mut usize, next: &mut Option<(Tokens, Vec<Word>)>| -> Result<Option<Window>> {
-        // A document held back from the previous window comes first.
-        let start = *cursor - usize::from(next.is_some());
+    // The next window: documents in input order while their tokens fit the window budget. Documents are tokenized
+    // ahead in blocks of TOKENIZE_BLOCK, in parallel; the first failing document of a block is the one named.
+    let next_window = |cursor: &mut usize, ahead: &mut VecDeque<(Tokens, Vec<Word>)>| -> Result<Option<Window>> {
+        let start = *cursor - ahead.len();
         let (mut tokens, mut words, mut sum) = (Vec::new(), Vec::new(), 0usize);
-        while *cursor < n || next.is_some() {
-            let t = match next.take() {
-                Some(t) => t,
-                None => {
-                    let t = tokenize(*cursor)?;
-                    *cursor += 1;
-                    t
+        loop {
+            if ahead.is_empty() && *cursor < n {
+                let block = *cursor..n.min(*cursor + TOKENIZE_BLOCK);
+                let done: Vec<Result<(Tokens, Vec<Word>)>> = block.clone().into_par_iter().map(tokenize).collect();
+                for t in done {
+                    ahead.push_back(t?);
                 }
-            };
+                *cursor = block.end;
+            }
+            let Some(t) = ahead.front() else { break };
             if !tokens.is_empty() && sum + t.0.ids.len() > window_tokens {
-                *next = Some(t);
                 break;
             }
+            let Some(t) = ahead.pop_front() else { break };
             sum += t.0.ids.len();
             tokens.push(t.0);
             words.push(t.1);
@@ -185,7 +192,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let started = Instant::now();
     let (mut done, mut total_tokens, mut truncated, mut batch_count, mut windows) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
-    while let Some(window) = next_window(&mut cursor, &mut next)? {
+    while let Some(window) = next_window(&mut cursor, &mut ahead)? {
         let lengths: Vec<usize> = window.tokens.iter().map(|t| t.ids.len()).collect();
         let window_truncated = window.tokens.iter().filter(|t| t.truncated).count();
         if truncated == 0 && window_truncated > 0 {

@@ -330,12 +330,27 @@ fn adam_and_sgd_steps_equal_cpu() {
     cpu::adam(&mut p, &grad, &mut m, &mut v, step);
     let (gp, gg, gm, gv) =
         (g.upload(&p0).expect("p"), g.upload(&grad).expect("g"), g.upload(&m0).expect("m"), g.upload(&v0).expect("v"));
+    // The step state on the device: set to step 3, then advanced to step 4.
+    let state = g.upload(&[f32::NAN; 4]).expect("state");
     let mut enc = g.encoder();
-    g.adam(&mut enc, &gp, &gg, &gm, &gv, step).expect("dispatch");
+    g.adam_tick(&mut enc, &state, step.beta1, step.beta2, 3).expect("tick");
+    g.adam(&mut enc, &gp, &gg, &gm, &gv, &state, step).expect("dispatch");
     g.submit(enc);
     assert_close(&g.download(&gp).expect("p"), &p, "adam param");
     assert_close(&g.download(&gm).expect("m"), &m, "adam m");
     assert_close(&g.download(&gv).expect("v"), &v, "adam v");
+    let step4 = AdamStep { t: 4, ..step };
+    cpu::adam(&mut p, &grad, &mut m, &mut v, step4);
+    let mut enc = g.encoder();
+    g.adam_tick(&mut enc, &state, step.beta1, step.beta2, 0).expect("tick");
+    g.adam(&mut enc, &gp, &gg, &gm, &gv, &state, step4).expect("dispatch");
+    g.submit(enc);
+    assert_close(&g.download(&gp).expect("p"), &p, "adam param, step 4");
+    let s = g.download(&state).expect("state");
+    assert_eq!(s[0].to_bits(), 4, "the step counter");
+    // β^t by repeated squaring, as f32::powi: the same bias correction as the CPU's, bit for bit.
+    assert_eq!(s[1], 1.0 - 0.9f32.powi(4), "1 - β1^4");
+    assert!((s[2] - 1.0 / (1.0 - 0.999f32.powi(4)).sqrt()).abs() <= 1e-6 * s[2], "1 / sqrt(1 - β2^4)");
 
     let (mut p, mut vel) = (p0.clone(), m0.clone());
     cpu::sgd(&mut p, &grad, &mut vel, 0.1, 0.9, 0.001);
@@ -345,6 +360,30 @@ fn adam_and_sgd_steps_equal_cpu() {
     g.submit(enc);
     assert_close(&g.download(&gp).expect("p"), &p, "sgd param");
     assert_close(&g.download(&gvel).expect("vel"), &vel, "sgd velocity");
+}
+
+/// Through the Backend trait, a run of Adam steps on two parameters (t = 1, 2, 3), then a new run (t = 1 again) and a
+/// jump (t = 7): the device's step state follows every step as the CPU's arithmetic does.
+#[test]
+fn adam_steps_through_the_backend_follow_the_step_count_like_the_cpu() {
+    let Some(gpu) = crate::support::gpu_backend() else { return };
+    let cpu = embjob::backend::Cpu::new();
+    let backends: [&dyn embjob::backend::Backend; 2] = [&cpu, gpu];
+    let mut results = Vec::new();
+    for be in backends {
+        let a = [random(21, 300, 1.0), random(22, 300, 0.1), vec![0.0; 300], vec![0.0; 300]];
+        let b = [random(23, 70, 1.0), random(24, 70, 0.1), vec![0.0; 70], vec![0.0; 70]];
+        let ta: Vec<_> = a.iter().map(|x| be.tensor(x).expect("tensor")).collect();
+        let tb: Vec<_> = b.iter().map(|x| be.tensor(x).expect("tensor")).collect();
+        for t in [1, 2, 3, 1, 7] {
+            let step = AdamStep { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, t };
+            be.adam(&ta[0], &ta[1], &ta[2], &ta[3], step).expect("adam");
+            be.adam(&tb[0], &tb[1], &tb[2], &tb[3], step).expect("adam");
+        }
+        results.push((be.read(&ta[0]).expect("a"), be.read(&tb[0]).expect("b")));
+    }
+    assert_close(&results[1].0, &results[0].0, "param a after five steps");
+    assert_close(&results[1].1, &results[0].1, "param b after five steps");
 }
 
 /// A seeded sparse matrix with empty rows and columns, and its dense copy.

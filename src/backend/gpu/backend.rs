@@ -24,6 +24,8 @@ pub struct Gpu {
     ctx: GpuContext,
     /// The encoder the next operations record into.
     pending: Mutex<Option<wgpu::CommandEncoder>>,
+    /// Adam's step state on the device and the (step, β1, β2) it was last advanced to.
+    adam_state: Mutex<Option<(GpuBuf, (u32, u32, u32))>>,
 }
 
 /// A resident tensor's buffer. Dropping it tells the context's bind-group cache to let go of its buffers.
@@ -51,7 +53,7 @@ fn idx(t: &Indices) -> Result<GpuIdx> {
 impl Gpu {
     /// The backend on an opened device.
     pub fn new(ctx: GpuContext) -> Gpu {
-        Gpu { ctx, pending: Mutex::new(None) }
+        Gpu { ctx, pending: Mutex::new(None), adam_state: Mutex::new(None) }
     }
 
     /// The device and its adapter.
@@ -287,7 +289,22 @@ impl Backend for Gpu {
 
     fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[param, m, v], &[grad])?;
-        self.record(|ctx, enc| ctx.adam(enc, buf(param)?, buf(grad)?, buf(m)?, buf(v)?, step))
+        let mut state =
+            self.adam_state.lock().map_err(|_| Error::Internal("gpu backend: adam state poisoned".into()))?;
+        if state.is_none() {
+            *state = Some((self.ctx.upload(&[0.0; 4])?, (0, 0, 0)));
+        }
+        let (buffer, seen) = state.as_mut().ok_or_else(|| Error::Internal("adam state".into()))?;
+        // The first parameter of an optimizer step advances the state; the others of the same step reuse it. The
+        // next step is one dispatch with the same parameters every step; a jump (a new run) sets the step.
+        let key = (step.t, step.beta1.to_bits(), step.beta2.to_bits());
+        if *seen != key {
+            let next = seen.0.checked_add(1) == Some(step.t) && (seen.1, seen.2) == (key.1, key.2);
+            let set_t = if next { 0 } else { step.t };
+            self.record(|ctx, enc| ctx.adam_tick(enc, buffer, step.beta1, step.beta2, set_t))?;
+            *seen = key;
+        }
+        self.record(|ctx, enc| ctx.adam(enc, buf(param)?, buf(grad)?, buf(m)?, buf(v)?, buffer, step))
     }
 
     fn sgd(&self, param: &Tensor, grad: &Tensor, velocity: &Tensor, s: SgdStep) -> Result<()> {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use super::kernel_source::{self, Form};
 use super::params::{
     BagParams, EncoderParams, EwParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams, SoftmaxParams,
-    SparseParams,
+    SparseParams, TickParams,
 };
 use crate::error::{Error, Result};
 
@@ -53,6 +53,7 @@ pub enum Kernel {
     ColumnSums,
     ColumnSumsChunks,
     Adam,
+    AdamTick,
     Sgd,
     CsrMul,
     CsrOuter,
@@ -81,7 +82,7 @@ pub struct KernelSpec {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 23] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::Gemm,
         Kernel::GemmTiled,
         Kernel::GemmTiled128,
@@ -94,6 +95,7 @@ impl Kernel {
         Kernel::ColumnSums,
         Kernel::ColumnSumsChunks,
         Kernel::Adam,
+        Kernel::AdamTick,
         Kernel::Sgd,
         Kernel::CsrMul,
         Kernel::CsrOuter,
@@ -130,6 +132,7 @@ impl Kernel {
             Kernel::ColumnSums => k("elementwise", "column_sums", ParamsInfo::of::<EwParams>()),
             Kernel::ColumnSumsChunks => k("elementwise", "column_sums_chunks", ParamsInfo::of::<EwParams>()),
             Kernel::Adam => k("optim", "adam", ParamsInfo::of::<OptParams>()),
+            Kernel::AdamTick => k("optim", "adam_tick", ParamsInfo::of::<TickParams>()),
             Kernel::Sgd => k("optim", "sgd", ParamsInfo::of::<OptParams>()),
             Kernel::CsrMul => k("sparse", "csr_mul", ParamsInfo::of::<SparseParams>()),
             Kernel::CsrOuter => k("sparse", "outer", ParamsInfo::of::<SparseParams>()),

@@ -63,7 +63,7 @@ kernel_params!(
     EwParams { rows: u32, cols: u32, act: u32, chunk: u32 }
 );
 kernel_params!(
-    /// optim.wgsl: Adam (with its bias corrections) and SGD with momentum.
+    /// optim.wgsl: Adam (its bias corrections in the device's step state) and SGD with momentum.
     OptParams {
         len: u32,
         pad0: u32,
@@ -72,12 +72,12 @@ kernel_params!(
         beta2: f32,
         eps: f32,
         weight_decay: f32,
-        bc1: f32,
-        inv_bc2_sqrt: f32,
         momentum: f32,
-        pad1: u32,
-        pad2: u32,
     }
+);
+kernel_params!(
+    /// optim.wgsl `adam_tick`: advance Adam's step state (`set_t` 0), or set it to step `set_t`.
+    TickParams { beta1: f32, beta2: f32, set_t: u32, pad0: u32 }
 );
 kernel_params!(
     /// sparse.wgsl: X is rows × cols, B has k columns.
@@ -109,7 +109,17 @@ kernel_params!(
     EncoderParams { rows: u32, cols: u32, seq: u32, heads: u32, head_dim: u32, mode: u32, eps: f32, batch: u32 }
 );
 
-impl_params!(EncoderParams, SoftmaxParams, BagParams, EwParams, OptParams, SparseParams, RankParams, NeighborParams);
+impl_params!(
+    EncoderParams,
+    SoftmaxParams,
+    BagParams,
+    EwParams,
+    OptParams,
+    TickParams,
+    SparseParams,
+    RankParams,
+    NeighborParams
+);
 
 impl KernelParams for GemmParams {
     const WGSL: &'static str = "GemmParams";
