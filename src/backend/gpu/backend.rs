@@ -25,8 +25,11 @@ pub struct Gpu {
     /// The encoder the next operations record into.
     pending: Mutex<Option<wgpu::CommandEncoder>>,
     /// Adam's step state on the device and the (step, β1, β2) it was last advanced to.
-    adam_state: Mutex<Option<(GpuBuf, (u32, u32, u32))>>,
+    adam_state: Mutex<Option<(GpuBuf, AdamKey)>>,
 }
+
+/// (step, β1 bits, β2 bits).
+type AdamKey = (u32, u32, u32);
 
 /// A resident tensor's buffer. Dropping it tells the context's bind-group cache to let go of its buffers.
 struct Resident<B> {
