@@ -495,6 +495,8 @@ pub struct OutputConfig {
     pub dir: Option<PathBuf>,
     /// How many complete runs to keep under `runs/`. Default 5.
     pub keep_runs: Option<u64>,
+    /// Every embedding table also as word2vec text (`<name>.vec`) and TensorBoard projector files. Default true.
+    pub handoff: Option<bool>,
 }
 
 impl Config {

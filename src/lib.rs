@@ -16,6 +16,7 @@ pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod foodgen;
+pub mod handoff;
 pub mod interrupt;
 pub mod memory;
 pub mod metrics;

@@ -104,7 +104,23 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     let metrics_table = metrics.to_table(&run_id);
     data::write_parquet(&metrics_table, &staging.file("metrics.parquet"))?;
     outputs.push(OutputRecord { file: "metrics.parquet".into(), rows: metrics_table.rows() });
-    let summary = format!("{} Parquet files", outputs.len());
+    let parquet_files = outputs.len();
+    let mut handed_off = 0;
+    if plan.handoff {
+        let (handed, notices) = crate::stages::handoff::write(plan, staging.dir())?;
+        for n in notices {
+            reporter.notice(&n);
+        }
+        handed_off = handed.len();
+        for w in handed {
+            outputs.push(OutputRecord { file: format!("{}.vec", w.name), rows: w.vectors });
+            outputs.push(OutputRecord { file: format!("projector/{}/tensors.tsv", w.name), rows: w.projector_points });
+        }
+    }
+    let mut summary = format!("{parquet_files} Parquet files");
+    if handed_off > 0 {
+        summary.push_str(&format!(", {handed_off} embeddings as .vec and projector files"));
+    }
     let seconds = t.elapsed().as_secs_f64();
     reporter.stage_finished("write", &summary, seconds);
     records.push(StageRecord { stage: "write".into(), seconds, summary });

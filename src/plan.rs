@@ -32,6 +32,8 @@ pub struct Plan {
     pub documents: Option<DocEvalPlan>,
     pub output_dir: PathBuf,
     pub keep_runs: usize,
+    /// `output.handoff`: word2vec and projector files beside the Parquet tables.
+    pub handoff: bool,
     /// `job.max_memory` in bytes.
     pub max_memory: Option<u64>,
 }
@@ -321,6 +323,7 @@ impl Plan {
             documents,
             output_dir,
             keep_runs: keep_runs as usize,
+            handoff: config.output.handoff.unwrap_or(true),
             max_memory,
             config,
         })

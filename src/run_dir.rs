@@ -42,6 +42,11 @@ impl Staging {
         &self.run_id
     }
 
+    /// The staging folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Path of an output file inside the staging folder.
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)

@@ -7,6 +7,7 @@ mod bow;
 pub mod contextual;
 mod contextual_senses;
 mod documents;
+pub mod handoff;
 mod ingest;
 mod model;
 mod pca;

@@ -10,6 +10,7 @@ mod encoder;
 mod fuzz;
 mod generated_jobs;
 mod gpu;
+mod handoff;
 mod input_errors;
 mod model;
 mod model_gradients;

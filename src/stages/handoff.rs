@@ -1,0 +1,237 @@
+//! After the tables are written: every embedding table of the run also as word2vec text and TensorBoard projector
+//! files (see [`crate::handoff`]), read back from the staging folder.
+//!
+//! | Parquet file | hand-off name | key | metadata |
+//! |---|---|---|---|
+//! | embeddings.parquet | items | item | item, frequency, category (eval.labels) |
+//! | pca_components.parquet | pca_loadings | token / feature | token / feature, category (items' eval.labels) |
+//! | pca_projections.parquet | pca_projections | row | row, category (documents' eval.labels) |
+//! | text_embeddings.parquet | documents | row | row, category (documents' eval.labels) |
+//! | token_embeddings.parquet | tokens_layer\<l\>, tokens_static | word\|row\|position | word, row, position |
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::data;
+use crate::error::{Error, Result};
+use crate::handoff::{self, cell, column, Written, PROJECTOR_MAX_POINTS};
+use crate::plan::Plan;
+use crate::table::ColumnData;
+
+const SLICE: usize = 16_384;
+
+/// Writes the hand-off files of every embedding table found in `root` (the staging folder); returns what was
+/// written and notices (samples).
+pub fn write(plan: &Plan, root: &Path) -> Result<(Vec<Written>, Vec<String>)> {
+    let item_labels = match plan.model.as_ref().and_then(|m| m.labels.as_ref()) {
+        Some(l) => Some(data::read_labels(l)?),
+        None => None,
+    };
+    let doc_labels = match plan.documents.as_ref().and_then(|d| d.labels.as_ref()) {
+        Some(l) => Some(data::read_labels(l)?),
+        None => None,
+    };
+    let mut written = Vec::new();
+    let rows = |file: &str, name: &str, key: &str, meta: &[&str], labels: Option<&HashMap<String, String>>| {
+        let path = root.join(file);
+        if path.is_file() {
+            rows_file(root, &path, name, key, meta, labels).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    written.extend(rows("embeddings.parquet", "items", "item", &["item", "frequency"], item_labels.as_ref())?);
+    let loadings = root.join("pca_components.parquet");
+    if loadings.is_file() {
+        let kind = if plan.bow.is_some() { "token" } else { "feature" };
+        let labels = if plan.model.is_some() { item_labels.as_ref() } else { None };
+        written.push(pca_loadings(root, &loadings, kind, labels)?);
+    }
+    written.extend(rows("pca_projections.parquet", "pca_projections", "row", &["row"], doc_labels.as_ref())?);
+    written.extend(rows("text_embeddings.parquet", "documents", "row", &["row"], doc_labels.as_ref())?);
+    let tokens = root.join("token_embeddings.parquet");
+    if tokens.is_file() {
+        written.extend(token_layers(root, &tokens)?);
+    }
+    let notices = written
+        .iter()
+        .filter(|w| w.projector_points < w.vectors)
+        .map(|w| {
+            format!(
+                "projector/{}: {} of {} vectors, a stratified sample (TensorBoard's projector shows at most {})",
+                w.name, w.projector_points, w.vectors, PROJECTOR_MAX_POINTS
+            )
+        })
+        .collect();
+    if !written.is_empty() {
+        handoff::write_projector_config(root, &written)?;
+    }
+    Ok((written, notices))
+}
+
+/// Stratum ids of `keys` by category (unlabelled rows are a stratum of their own).
+fn strata(keys: &[String], labels: Option<&HashMap<String, String>>) -> Vec<u32> {
+    let Some(labels) = labels else { return vec![0; keys.len()] };
+    let mut ids: BTreeMap<&str, u32> = BTreeMap::new();
+    for k in keys {
+        ids.entry(labels.get(k).map_or("", String::as_str)).or_insert(0);
+    }
+    let ids: BTreeMap<&str, u32> = ids.into_keys().zip(0..).collect();
+    keys.iter().map(|k| ids[labels.get(k).map_or("", String::as_str)]).collect()
+}
+
+fn vectors(t: &crate::table::Table, file: &Path) -> Result<(usize, Vec<f32>)> {
+    match column(t, "vector") {
+        Some(ColumnData::Vectors { dim, values }) => Ok((*dim, values.clone())),
+        _ => Err(Error::Internal(format!("{}: no vector column", file.display()))),
+    }
+}
+
+fn text_column(t: &crate::table::Table, name: &str, file: &Path) -> Result<Vec<String>> {
+    let c = column(t, name).ok_or_else(|| Error::Internal(format!("{}: no column {name}", file.display())))?;
+    Ok((0..c.len()).map(|i| cell(c, i)).collect())
+}
+
+/// One vector per row: `key` names it, `meta` (and the category, with labels) describe it.
+fn rows_file(
+    root: &Path,
+    file: &Path,
+    name: &str,
+    key: &str,
+    meta: &[&str],
+    labels: Option<&HashMap<String, String>>,
+) -> Result<Written> {
+    let mut keys = Vec::new();
+    data::for_each_slice(file, &[key], SLICE, |t| {
+        keys.extend(text_column(t, key, file)?);
+        Ok(())
+    })?;
+    let keep = (keys.len() > PROJECTOR_MAX_POINTS)
+        .then(|| handoff::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS));
+    let mut columns: Vec<&str> = meta.to_vec();
+    if labels.is_some() {
+        columns.push("category");
+    }
+    let mut dim = 0;
+    let mut writer: Option<handoff::Writer> = None;
+    let mut read: Vec<&str> = meta.to_vec();
+    if !read.contains(&key) {
+        read.push(key);
+    }
+    read.push("vector");
+    let mut keep = keep;
+    data::for_each_slice(file, &read, SLICE, |t| {
+        let (d, values) = vectors(t, file)?;
+        if writer.is_none() {
+            dim = d;
+            writer = Some(handoff::Writer::create(root, name, d, &columns, keep.take())?);
+        }
+        let w = writer.as_mut().ok_or_else(|| Error::Internal("hand-off writer".into()))?;
+        let k = text_column(t, key, file)?;
+        let cells: Vec<Vec<String>> = meta.iter().map(|m| text_column(t, m, file)).collect::<Result<_>>()?;
+        for i in 0..k.len() {
+            let mut row: Vec<&str> = cells.iter().map(|c| c[i].as_str()).collect();
+            if let Some(l) = labels {
+                row.push(l.get(&k[i]).map_or("", String::as_str));
+            }
+            w.append(&k[i], &row, &values[i * d..(i + 1) * d])?;
+        }
+        Ok(())
+    })?;
+    match writer {
+        Some(w) => w.finish(),
+        None => handoff::Writer::create(root, name, dim, &columns, None)?.finish(),
+    }
+}
+
+/// PCA loadings (long: component, id, name, loading) as one vector of n_components per token or feature.
+fn pca_loadings(root: &Path, file: &Path, kind: &str, labels: Option<&HashMap<String, String>>) -> Result<Written> {
+    let id_col = format!("{kind}_id");
+    let mut names: BTreeMap<i64, String> = BTreeMap::new();
+    let mut entries: Vec<(i64, i64, f64)> = Vec::new();
+    data::for_each_slice(file, &["component", &id_col, kind, "loading"], SLICE, |t| {
+        let get = |n: &str| column(t, n).ok_or_else(|| Error::Internal(format!("{}: no column {n}", file.display())));
+        let (ColumnData::OptI64(comp), ColumnData::OptI64(id), ColumnData::F64(loading)) =
+            (get("component")?, get(&id_col)?, get("loading")?)
+        else {
+            return Err(Error::Internal(format!("{}: unexpected column types", file.display())));
+        };
+        let name = text_column(t, kind, file)?;
+        for i in 0..comp.len() {
+            let (c, j) = (comp[i].unwrap_or(0), id[i].unwrap_or(0));
+            names.entry(j).or_insert_with(|| name[i].clone());
+            entries.push((j, c, loading[i]));
+        }
+        Ok(())
+    })?;
+    let k = entries.iter().map(|e| e.1 + 1).max().unwrap_or(0).max(0) as usize;
+    let index: HashMap<i64, usize> = names.keys().enumerate().map(|(r, &j)| (j, r)).collect();
+    let mut values = vec![0f32; names.len() * k];
+    for (j, c, v) in entries {
+        values[index[&j] * k + c as usize] = v as f32;
+    }
+    let keys: Vec<String> = names.into_values().collect();
+    let keep = (keys.len() > PROJECTOR_MAX_POINTS)
+        .then(|| handoff::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS));
+    let mut columns = vec![kind];
+    if labels.is_some() {
+        columns.push("category");
+    }
+    let mut w = handoff::Writer::create(root, "pca_loadings", k, &columns, keep)?;
+    for (r, key) in keys.iter().enumerate() {
+        let mut row = vec![key.as_str()];
+        if let Some(l) = labels {
+            row.push(l.get(key).map_or("", String::as_str));
+        }
+        w.append(key, &row, &values[r * k..(r + 1) * k])?;
+    }
+    w.finish()
+}
+
+/// Token vectors, one hand-off embedding per hidden state (and the static control), stratified by word.
+fn token_layers(root: &Path, file: &Path) -> Result<Vec<Written>> {
+    let layer_name = |l: Option<i64>| l.map_or("tokens_static".to_owned(), |l| format!("tokens_layer{l}"));
+    let mut words: BTreeMap<Option<i64>, Vec<String>> = BTreeMap::new();
+    data::for_each_slice(file, &["word", "layer"], SLICE, |t| {
+        let Some(ColumnData::OptI64(layer)) = column(t, "layer") else {
+            return Err(Error::Internal(format!("{}: layer column", file.display())));
+        };
+        for (w, l) in text_column(t, "word", file)?.into_iter().zip(layer) {
+            words.entry(*l).or_default().push(w);
+        }
+        Ok(())
+    })?;
+    let mut writers: BTreeMap<Option<i64>, handoff::Writer> = BTreeMap::new();
+    let mut keeps: BTreeMap<Option<i64>, Option<Vec<bool>>> = words
+        .iter()
+        .map(|(&l, ws)| {
+            let keep = (ws.len() > PROJECTOR_MAX_POINTS).then(|| {
+                let as_map: HashMap<String, String> = ws.iter().map(|w| (w.clone(), w.clone())).collect();
+                handoff::projector_sample(&strata(ws, Some(&as_map)), PROJECTOR_MAX_POINTS)
+            });
+            (l, keep)
+        })
+        .collect();
+    data::for_each_slice(file, &["row", "word", "position", "layer", "vector"], SLICE, |t| {
+        let (d, values) = vectors(t, file)?;
+        let Some(ColumnData::OptI64(layer)) = column(t, "layer") else {
+            return Err(Error::Internal(format!("{}: layer column", file.display())));
+        };
+        let (row, word, pos) =
+            (text_column(t, "row", file)?, text_column(t, "word", file)?, text_column(t, "position", file)?);
+        for i in 0..row.len() {
+            let l = layer[i];
+            let w = match writers.entry(l) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let keep = keeps.remove(&l).flatten();
+                    e.insert(handoff::Writer::create(root, &layer_name(l), d, &["word", "row", "position"], keep)?)
+                }
+            };
+            let key = format!("{}|{}|{}", word[i], row[i], pos[i]);
+            w.append(&key, &[&word[i], &row[i], &pos[i]], &values[i * d..(i + 1) * d])?;
+        }
+        Ok(())
+    })?;
+    writers.into_values().map(handoff::Writer::finish).collect()
+}
