@@ -17,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod foodgen;
 pub mod handoff;
+pub mod inspect;
 pub mod interrupt;
 pub mod memory;
 pub mod metrics;

@@ -38,6 +38,24 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// A finished run in the terminal: stages, key metrics, the model against popularity, files.
+    Show {
+        /// A run folder, or an output folder (its `latest` run).
+        run: PathBuf,
+    },
+    /// The nearest items (or documents, rows, tokens) of one, by cosine, in an embedding table of a run.
+    Neighbors {
+        /// A run folder, or an output folder (its `latest` run).
+        run: PathBuf,
+        /// The item, or the row id (documents, pca), or the word (tokens).
+        key: String,
+        /// How many.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Which table: items, documents, pca, tokens (default: the first the run has, in that order).
+        #[arg(long)]
+        table: Option<String>,
+    },
     /// Benchmarks (release builds on a quiet machine): `embjob bench pca`.
     Bench {
         #[command(subcommand)]
@@ -260,6 +278,10 @@ fn main() {
                     eprintln!("{:>8}: run {} -> {}", "done", s.run_id, s.run_dir.display());
                 }
             })
+        }
+        Command::Show { run } => embjob::inspect::show(&run).map(|s| print!("{s}")),
+        Command::Neighbors { run, key, k, table } => {
+            embjob::inspect::neighbors(&run, &key, k, table.as_deref()).map(|s| print!("{s}"))
         }
         Command::Validate { config, common } => embjob::validate(&config, &common.overrides()).map(|plan| {
             println!("{}: ok (job '{}', output {})", config.display(), plan.job_name, plan.output_dir.display());
