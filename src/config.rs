@@ -497,6 +497,8 @@ pub struct OutputConfig {
     pub keep_runs: Option<u64>,
     /// Every embedding table also as word2vec text (`<name>.vec`) and TensorBoard projector files. Default true.
     pub handoff: Option<bool>,
+    /// PNG plots in `plots/` and `report.html`. Default true.
+    pub plots: Option<bool>,
 }
 
 impl Config {

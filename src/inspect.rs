@@ -27,16 +27,16 @@ fn run_json(run: &Path) -> Result<serde_json::Value> {
 }
 
 /// (stage, metric, index) → value.
-type MetricMap = BTreeMap<(String, String, Option<i64>), f64>;
+pub type MetricMap = BTreeMap<(String, String, Option<i64>), f64>;
 
-fn metrics(run: &Path) -> Result<MetricMap> {
+/// A metrics.parquet file as a map.
+pub fn read_metrics(path: &Path) -> Result<MetricMap> {
     let mut out = BTreeMap::new();
-    let path = run.join("metrics.parquet");
-    data::for_each_slice(&path, &["stage", "metric", "index", "value"], 65_536, |t| {
+    data::for_each_slice(path, &["stage", "metric", "index", "value"], 65_536, |t| {
         let (Some(ColumnData::Str(s)), Some(ColumnData::Str(m)), Some(ColumnData::OptI64(i)), Some(ColumnData::F64(v))) =
             (column(t, "stage"), column(t, "metric"), column(t, "index"), column(t, "value"))
         else {
-            return Err(Error::input(&path, None, "unexpected columns"));
+            return Err(Error::input(path, None, "unexpected columns"));
         };
         for r in 0..s.len() {
             out.insert((s[r].clone(), m[r].clone(), i[r]), v[r]);
@@ -54,7 +54,7 @@ fn get(m: &MetricMap, stage: &str, metric: &str) -> Option<f64> {
 pub fn show(path: &Path) -> Result<String> {
     let run = run_folder(path)?;
     let r = run_json(&run)?;
-    let m = metrics(&run)?;
+    let m = read_metrics(&run.join("metrics.parquet"))?;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
     let mut o = String::new();
     let _ = writeln!(o, "run {} of job '{}' ({})", s(&r["run_id"]), s(&r["job"]), run.display());

@@ -117,7 +117,20 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
             outputs.push(OutputRecord { file: format!("projector/{}/tensors.tsv", w.name), rows: w.projector_points });
         }
     }
+    let mut plots = Vec::new();
+    if plan.plots {
+        plots = crate::plots::write(plan, staging.dir())?;
+        for p in &plots {
+            outputs.push(OutputRecord { file: p.clone(), rows: 1 });
+        }
+    }
+    if plan.plots {
+        outputs.push(OutputRecord { file: "report.html".into(), rows: 1 });
+    }
     let mut summary = format!("{parquet_files} Parquet files");
+    if !plots.is_empty() {
+        summary.push_str(&format!(", {} plots", plots.len()));
+    }
     if handed_off > 0 {
         summary.push_str(&format!(", {handed_off} embeddings as .vec and projector files"));
     }
@@ -146,6 +159,10 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
     let run_json = staging.file("run.json");
     std::fs::write(&run_json, json).map_err(|e| Error::output(&run_json, "cannot write", e))?;
+    // The report reads run.json as written (its stages and files), so it comes last.
+    if plan.plots {
+        crate::html::write(staging.dir(), &plots)?;
+    }
 
     crate::interrupt::check()?;
     let run_dir = staging.commit(plan.keep_runs)?;

@@ -34,6 +34,8 @@ pub struct Plan {
     pub keep_runs: usize,
     /// `output.handoff`: word2vec and projector files beside the Parquet tables.
     pub handoff: bool,
+    /// `output.plots`: PNG plots and report.html.
+    pub plots: bool,
     /// `job.max_memory` in bytes.
     pub max_memory: Option<u64>,
 }
@@ -324,6 +326,7 @@ impl Plan {
             output_dir,
             keep_runs: keep_runs as usize,
             handoff: config.output.handoff.unwrap_or(true),
+            plots: config.output.plots.unwrap_or(true),
             max_memory,
             config,
         })

@@ -19,3 +19,4 @@ mod outputs;
 mod pca_parity;
 mod pca_properties;
 mod reliability;
+mod report;

@@ -42,8 +42,22 @@ fn assert_latest_complete(job: &Job) {
         serde_json::from_slice(&std::fs::read(latest.join("run.json")).expect("run.json")).expect("json");
     for f in run["outputs"].as_array().expect("outputs") {
         let name = f["file"].as_str().expect("file");
-        let df = read_parquet(&latest.join(name));
-        assert_eq!(df.height() as u64, f["rows"].as_u64().expect("rows"), "{name}");
+        let rows = f["rows"].as_u64().expect("rows");
+        let path = latest.join(name);
+        if name.ends_with(".parquet") {
+            assert_eq!(read_parquet(&path).height() as u64, rows, "{name}");
+        } else if name.ends_with(".vec") || name.ends_with(".tsv") {
+            // A .vec file: its header's count and one line per vector; a projector tensor file: one line per vector.
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let header = u64::from(name.ends_with(".vec"));
+            assert_eq!(text.lines().count() as u64, rows + header, "{name}");
+            if header == 1 {
+                let count = text.split_whitespace().next().and_then(|c| c.parse::<u64>().ok());
+                assert_eq!(count, Some(rows), "{name}: header");
+            }
+        } else {
+            assert!(std::fs::metadata(&path).is_ok_and(|m| m.len() > 0), "{name} missing or empty");
+        }
     }
 }
 
