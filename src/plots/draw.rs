@@ -90,9 +90,18 @@ pub fn scatter(path: &Path, s: &Scatter<'_>) -> Result<()> {
         .map_err(&e)?;
     // Ungrouped points first (underneath), then each group with its legend entry; groups past the palette share
     // the last colour's legend as "other".
-    let ungrouped: Vec<(f64, f64)> =
-        s.points.iter().zip(s.groups).filter(|(_, g)| g.is_none_or(|g| g >= PALETTE.len())).map(|(p, _)| *p).collect();
-    if !ungrouped.is_empty() {
+    if s.names.is_empty() {
+        // No categories: every point in the first colour, no legend.
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, PALETTE[0].mix(0.6).filled()))).map_err(&e)?;
+    }
+    let ungrouped: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .zip(s.groups)
+        .filter(|(_, g)| g.is_none_or(|g| g >= PALETTE.len() || g >= s.names.len()))
+        .map(|(p, _)| *p)
+        .collect();
+    if !ungrouped.is_empty() && !s.names.is_empty() {
         let series = chart.draw_series(ungrouped.iter().map(|&p| Circle::new(p, 3, OTHER.filled()))).map_err(&e)?;
         if !s.names.is_empty() {
             series.label("other").legend(|(x, y)| Circle::new((x, y), 4, OTHER.filled()));
