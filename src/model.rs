@@ -351,8 +351,9 @@ impl<'b> Network<'b> {
         }
     }
 
-    /// Forward pass of the uploaded batch of `rows` examples into `logits`.
-    fn forward(&self, rows: usize) -> Result<()> {
+    /// Forward pass of the uploaded batch of `rows` examples into `logits`; without the output bias when
+    /// `output_bias` is false (training adds it in the fused loss, `softmax_xent_bias`).
+    fn forward(&self, rows: usize, output_bias: bool) -> Result<()> {
         let be = self.be;
         let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
         be.embedding_bag(&self.params[EMB].value, d, &self.bags(rows), pooling == Pooling::Mean, &self.pooled)?;
@@ -366,7 +367,10 @@ impl<'b> Network<'b> {
         };
         let k = self.shape.pre_logits();
         be.matmul(pre, false, &self.params[W2].value, false, &self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
-        be.bias_act(&self.logits, &self.params[B2].value, rows, v, Activation::Identity)
+        if output_bias {
+            be.bias_act(&self.logits, &self.params[B2].value, rows, v, Activation::Identity)?;
+        }
+        Ok(())
     }
 
     /// The summed loss (f64) of the steps since the last call; reads the device's loss log back once.
@@ -390,18 +394,17 @@ impl<'b> Network<'b> {
             self.loss_pending += self.take_loss()?;
         }
         let rows = self.upload(batch)?;
-        self.forward(rows)?;
+        self.forward(rows, false)?;
         let be = self.be;
         let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
         let pre_t = if n > 0 { &self.hidden } else { &self.pooled };
         let pre = self.shape.pre_logits();
         let p = &self.params;
-        be.softmax_xent(&self.logits, &self.idx.targets, rows, v, &self.losses)?;
+        be.softmax_xent_bias(&self.logits, &p[B2].value, &self.idx.targets, rows, v, &self.losses, &p[B2].grad)?;
         be.copy(&self.losses, 0, &self.loss_log, self.logged.len() * self.capacity, rows)?;
         self.logged.push(rows);
         // Output layer.
         be.matmul(pre_t, true, &self.logits, false, &p[W2].grad, MatDims { m: pre, n: v, k: rows }, 0.0)?;
-        be.column_sums(&self.logits, rows, v, &p[B2].grad)?;
         let dims = MatDims { m: rows, n: pre, k: v };
         be.matmul(&self.logits, false, &p[W2].value, true, &self.d_hidden, dims, 0.0)?;
         // Hidden layer.
@@ -449,7 +452,7 @@ impl<'b> Network<'b> {
     /// from row r's ranking (the target itself is never excluded).
     pub fn evaluate(&mut self, batch: &Batch, masks: &[&[u32]]) -> Result<(f64, Vec<f32>)> {
         let rows = self.upload(batch)?;
-        self.forward(rows)?;
+        self.forward(rows, true)?;
         let be = self.be;
         let mut mask_items = Vec::new();
         let mut mask_offsets = vec![0u32];

@@ -100,6 +100,22 @@ pub trait Backend: Send + Sync {
     fn softmax_xent(&self, logits: &Tensor, targets: &Indices, rows: usize, cols: usize, losses: &Tensor)
         -> Result<()>;
 
+    /// The output layer's loss and gradient in one go: adds `bias` (cols) to every row of `logits`, then as
+    /// [`Backend::softmax_xent`], and writes the column sums of the resulting gradient (the bias gradient) to
+    /// `bias_grad`. The CPU backend does it in one pass over the logits (rows in fixed blocks, their partial column
+    /// sums added in block order); the GPU backend as bias_act, softmax_xent and column_sums.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_xent_bias(
+        &self,
+        logits: &Tensor,
+        bias: &Tensor,
+        targets: &Indices,
+        rows: usize,
+        cols: usize,
+        losses: &Tensor,
+        bias_grad: &Tensor,
+    ) -> Result<()>;
+
     /// One Adam step (PyTorch's Adam: L2 weight decay added to the gradient, bias-corrected moments).
     fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()>;
 

@@ -290,6 +290,21 @@ impl Backend for Gpu {
         self.record(|ctx, enc| ctx.softmax_xent(enc, buf(logits)?, &targets, rows, cols, buf(losses)?))
     }
 
+    fn softmax_xent_bias(
+        &self,
+        logits: &Tensor,
+        bias: &Tensor,
+        targets: &Indices,
+        rows: usize,
+        cols: usize,
+        losses: &Tensor,
+        bias_grad: &Tensor,
+    ) -> Result<()> {
+        self.bias_act(logits, bias, rows, cols, Activation::Identity)?;
+        self.softmax_xent(logits, targets, rows, cols, losses)?;
+        self.column_sums(logits, rows, cols, bias_grad)
+    }
+
     fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[param, m, v], &[grad])?;
         let mut state =
