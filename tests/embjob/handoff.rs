@@ -129,3 +129,31 @@ fn documents_and_token_vectors_are_handed_off_one_embedding_per_hidden_state() {
         assert!(meta.starts_with("word\trow\tposition\norange\td1\t2\n"), "{meta}");
     }
 }
+
+/// Above TensorBoard's 100,000 points the projector files hold exactly 100,000 of them and the run says so; the
+/// .vec file keeps every vector.
+#[test]
+fn above_100000_points_the_projector_gets_a_sample_and_the_run_says_so() {
+    let n = 100_003;
+    let mut csv = String::from("id,a,b,c\n");
+    for i in 0..n {
+        csv.push_str(&format!("r{i},{},{},{}\n", i % 7, (i * 13) % 11, (i * 5) % 3));
+    }
+    let job = Job::new().file("num.csv", csv).toml(
+        "[job]\nname='n'\nbackend='cpu'\n[input]\npath='num.csv'\nlayout='numeric'\nid='id'\n[pca]\nn_components=2\n[output]\ndir='out'\n",
+    );
+    let r = job.run_loud(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("projector/pca_projections: 100000 of 100003 vectors, a stratified sample"),
+        "{}",
+        r.stderr
+    );
+    let latest = job.out().join("latest");
+    let tensors = std::fs::read_to_string(latest.join("projector/pca_projections/tensors.tsv")).expect("tensors");
+    assert_eq!(tensors.lines().count(), 100_000);
+    let meta = std::fs::read_to_string(latest.join("projector/pca_projections/metadata.tsv")).expect("metadata");
+    assert_eq!(meta.lines().count(), 100_000, "one column: no header");
+    let ((count, dim), _) = read_vec(&latest.join("pca_projections.vec"));
+    assert_eq!((count, dim), (n, 2));
+}
