@@ -138,8 +138,10 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     reporter.stage_finished("write", &summary, seconds);
     records.push(StageRecord { stage: "write".into(), seconds, summary });
 
-    let fingerprint =
-        artifacts.fingerprint.take().ok_or_else(|| Error::Internal("the run has no input fingerprint".into()))?;
+    let fingerprints = std::mem::take(&mut artifacts.fingerprints);
+    if fingerprints.is_empty() {
+        return Err(Error::Internal("the run has no input fingerprint".into()));
+    }
     let record = RunRecord {
         run_id: run_id.clone(),
         job: plan.job_name.clone(),
@@ -149,7 +151,7 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
         config: plan.config.clone(),
         resolved: resolved_json(plan),
         seed: plan.seed,
-        inputs: vec![fingerprint],
+        inputs: fingerprints,
         versions: Versions::current(),
         backend: backend.clone(),
         stages: records.clone(),

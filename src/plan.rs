@@ -40,13 +40,84 @@ pub struct Plan {
     pub max_memory: Option<u64>,
 }
 
-/// Which file to read and how.
+/// Which file or files to read and how.
 #[derive(Debug, Clone)]
 pub struct InputPlan {
+    /// As configured (resolved against the pipeline's folder): a file, a folder or a glob.
     pub path: PathBuf,
     pub format: Format,
     pub columns: InputColumns,
     pub separator: u8,
+    /// The files it names, in the order they are read (sorted by path); one for a plain file.
+    pub files: Vec<PathBuf>,
+    /// The folder hive partitions (`key=value` folders) are read below: a folder input, or a glob's fixed prefix.
+    pub root: PathBuf,
+}
+
+impl InputPlan {
+    /// One file.
+    pub fn file(path: PathBuf, format: Format, columns: InputColumns, separator: u8) -> InputPlan {
+        InputPlan {
+            files: vec![path.clone()],
+            root: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            path,
+            format,
+            columns,
+            separator,
+        }
+    }
+
+    /// Whether the input is more than one plain file (a folder or a glob).
+    pub fn is_many(&self) -> bool {
+        self.files.len() != 1 || self.files[0] != self.path
+    }
+}
+
+/// The files a folder or glob names: data files (`.parquet`, `.pq`, `.csv`, `.tsv`, `.txt`), sorted by path,
+/// skipping names that start with `.` or `_` (`_SUCCESS`, `.crc` files as Spark writes them); and the folder hive
+/// partitions are counted from.
+pub fn input_files(path: &Path) -> std::result::Result<(Vec<PathBuf>, PathBuf), String> {
+    let data = |p: &Path| {
+        let visible =
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.') && !n.starts_with('_'));
+        let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        visible && matches!(ext.as_deref(), Some("parquet" | "pq" | "csv" | "tsv" | "txt"))
+    };
+    let text = path.to_string_lossy();
+    if text.contains(['*', '?', '[']) {
+        let entries = glob::glob(&text).map_err(|e| format!("not a valid glob: {e}"))?;
+        let mut files: Vec<PathBuf> = entries.filter_map(std::result::Result::ok).filter(|p| p.is_file()).collect();
+        files.sort();
+        // The fixed folder before the first wildcard.
+        let mut root = PathBuf::new();
+        for c in path.components() {
+            if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+                break;
+            }
+            root.push(c);
+        }
+        return Ok((files, root));
+    }
+    if path.is_dir() {
+        let mut files = Vec::new();
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+            for e in entries.flatten() {
+                let p = e.path();
+                let hidden =
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
+                if p.is_dir() && !hidden {
+                    stack.push(p);
+                } else if p.is_file() && data(&p) {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        return Ok((files, path.to_path_buf()));
+    }
+    Ok((vec![path.to_path_buf()], path.parent().map(Path::to_path_buf).unwrap_or_default()))
 }
 
 /// The columns to read, by layout.
@@ -353,16 +424,25 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
     let input = &config.input;
     let path = base.join(&input.path);
     let mut ok = true;
-    if !path.exists() {
+    let (files, root) = match input_files(&path) {
+        Ok(found) => found,
+        Err(message) => {
+            problems.add("input.path", message);
+            (Vec::new(), PathBuf::new())
+        }
+    };
+    let many = path.is_dir() || path.to_string_lossy().contains(['*', '?', '[']);
+    if files.is_empty() {
+        problems.add("input.path", format!("no data files (.parquet, .csv) in {}", path.display()));
+        ok = false;
+    } else if !many && !path.exists() {
         problems.add("input.path", format!("file not found: {}", path.display()));
         ok = false;
-    } else if path.is_dir() {
-        problems.add("input.path", format!("{} is a folder, not a file", path.display()));
-        ok = false;
     }
+    let first = files.first().cloned().unwrap_or_else(|| path.clone());
     let format = match input.format {
         Some(f) => Some(f),
-        None => match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        None => match first.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("csv") | Some("tsv") | Some("txt") => Some(Format::Csv),
             Some("parquet") | Some("pq") => Some(Format::Parquet),
             _ => {
@@ -370,7 +450,7 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
                     "input.format",
                     format!(
                         "cannot tell the format of {} from its extension; set \"csv\" or \"parquet\"",
-                        path.display()
+                        first.display()
                     ),
                 );
                 None
@@ -463,8 +543,25 @@ fn plan_input(config: &Config, base: &Path, problems: &mut Problems) -> Option<I
             }
         }
     };
+    // Every file of a folder or glob in the one format.
+    if let (true, Some(f)) = (many, format) {
+        let wanted: &[&str] = match f {
+            Format::Csv => &["csv", "tsv", "txt"],
+            Format::Parquet => &["parquet", "pq"],
+        };
+        if let Some(odd) = files.iter().find(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+            !wanted.contains(&ext.as_str())
+        }) {
+            problems.add(
+                "input.path",
+                format!("{} is not {f:?} like the other files (one format per input)", odd.display()),
+            );
+            ok = false;
+        }
+    }
     match (ok, format) {
-        (true, Some(format)) => Some(InputPlan { path, format, columns, separator }),
+        (true, Some(format)) => Some(InputPlan { path, format, columns, separator, files, root }),
         _ => None,
     }
 }

@@ -192,12 +192,12 @@ fn tempfile_dir() -> Option<PathBuf> {
 }
 
 fn lee_bow(path: &Path) -> Result<Csr> {
-    let input = InputPlan {
-        path: path.to_owned(),
-        format: Format::Parquet,
-        columns: InputColumns::Text { text: "text".into(), id: Some("doc_id".into()) },
-        separator: b',',
-    };
+    let input = InputPlan::file(
+        path.to_owned(),
+        Format::Parquet,
+        InputColumns::Text { text: "text".into(), id: Some("doc_id".into()) },
+        b',',
+    );
     let Dataset::Text(t) = crate::data::read_input(&input)? else {
         return Err(Error::Internal("lee_docs did not read as text".into()));
     };

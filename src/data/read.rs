@@ -42,12 +42,12 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
 
 /// A side file (benchmark texts, sense rows, similarity pairs): only `columns`, comma-separated when CSV.
 fn side_frame(path: &Path, format: Format, columns: &[&str]) -> Result<DataFrame> {
-    let input = InputPlan {
-        path: path.to_owned(),
+    let input = InputPlan::file(
+        path.to_owned(),
         format,
-        columns: InputColumns::Text { text: columns.first().copied().unwrap_or_default().to_owned(), id: None },
-        separator: b',',
-    };
+        InputColumns::Text { text: columns.first().copied().unwrap_or_default().to_owned(), id: None },
+        b',',
+    );
     read_frame(&input, Some(&columns.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>()))
 }
 
@@ -105,8 +105,98 @@ fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
-/// Reads the file with only `columns` (all when `None`), checking first that each exists.
+/// Reads the input with only `columns` (all when `None`): one file, or every file of a folder or glob in order,
+/// stacked into one table (see [`read_many`]).
 fn read_frame(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
+    if input.is_many() {
+        read_many(input, columns)
+    } else {
+        read_one(input, columns)
+    }
+}
+
+/// The `key=value` folders between `root` and `file` (Hive partitions, as Spark and DuckDB write them).
+fn hive_partitions(root: &Path, file: &Path) -> Vec<(String, String)> {
+    let rel = file.strip_prefix(root).unwrap_or(file);
+    let mut parts: Vec<(String, String)> = rel
+        .parent()
+        .into_iter()
+        .flat_map(|p| p.components())
+        .filter_map(|c| c.as_os_str().to_str()?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    parts.dedup_by(|a, b| a.0 == b.0);
+    parts
+}
+
+/// Every file of a folder or glob, in path order, as one table: each file read and checked on its own (errors name
+/// the file, and a null's row within it), a requested column that names a Hive partition folder (`key=value`) taken
+/// from the folder name (as text), then stacked; a column whose type differs from the first file's is an error naming both.
+fn read_many(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
+    let mut stacked: Option<DataFrame> = None;
+    for file in &input.files {
+        let single = InputPlan::file(file.clone(), input.format, input.columns.clone(), input.separator);
+        let parts = hive_partitions(&input.root, file);
+        let from_path = |c: &String| parts.iter().find(|(k, _)| k == c).map(|(_, v)| v.clone());
+        // A partition column comes from the folder names, as Spark and DuckDB read them (files do not hold it).
+        let wanted: Option<Vec<String>> =
+            columns.map(|cols| cols.iter().filter(|c| from_path(c).is_none()).cloned().collect());
+        let mut df = read_one(&single, wanted.as_deref())?;
+        let height = df.height();
+        for c in columns.into_iter().flatten() {
+            if df.column(c).is_err() {
+                if let Some(v) = from_path(c) {
+                    df.with_column(Column::new(c.as_str().into(), vec![v; height]))
+                        .map_err(|e| Error::input(file, Some(c), e.to_string()))?;
+                }
+            }
+        }
+        if let Some(cols) = columns {
+            df = df.select(cols.iter().map(String::as_str)).map_err(|e| Error::input(file, None, e.to_string()))?;
+        }
+        for c in df.columns() {
+            let s = c.as_materialized_series();
+            if s.null_count() > 0 {
+                let first = s.is_null().iter().position(|v| v == Some(true)).unwrap_or(0);
+                return Err(Error::input(
+                    file,
+                    Some(c.name()),
+                    format!("{} null value(s); the first at data row {} of this file", s.null_count(), first + 1),
+                ));
+            }
+        }
+        match stacked.as_mut() {
+            None => stacked = Some(df),
+            Some(all) => {
+                for (a, b) in all.columns().iter().zip(df.columns()) {
+                    if a.name() != b.name() || a.dtype() != b.dtype() {
+                        return Err(Error::input(
+                            file,
+                            Some(b.name()),
+                            format!(
+                                "column '{}' ({}) does not match '{}' ({}) of the first file, {}",
+                                b.name(),
+                                b.dtype(),
+                                a.name(),
+                                a.dtype(),
+                                input.files[0].display()
+                            ),
+                        ));
+                    }
+                }
+                if all.width() != df.width() {
+                    return Err(Error::input(file, None, "a different set of columns than the first file"));
+                }
+                all.vstack_mut(&df).map_err(|e| Error::input(file, None, e.to_string()))?;
+            }
+        }
+    }
+    let mut df = stacked.ok_or_else(|| Error::input(&input.path, None, "no data files"))?;
+    df.align_chunks_par();
+    Ok(df)
+}
+
+/// Reads one file with only `columns` (all when `None`), checking first that each exists.
+fn read_one(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
     let df = guarded(&input.path, || read_frame_unguarded(input, columns))?;
     // A corrupt file can decode into columns of different lengths (found by the fuzzer); nothing below may index
     // one column by another's rows.
@@ -424,12 +514,12 @@ fn read_numeric(
 
 /// Reads an item → category file (eval.labels). Item keys are written as the interactions' item labels are.
 pub fn read_labels(plan: &LabelsPlan) -> Result<HashMap<String, String>> {
-    let input = InputPlan {
-        path: plan.path.clone(),
-        format: plan.format,
-        columns: InputColumns::Text { text: plan.category.clone(), id: Some(plan.item.clone()) },
-        separator: b',',
-    };
+    let input = InputPlan::file(
+        plan.path.clone(),
+        plan.format,
+        InputColumns::Text { text: plan.category.clone(), id: Some(plan.item.clone()) },
+        b',',
+    );
     let cols = [plan.item.clone(), plan.category.clone()];
     let df = read_frame(&input, Some(&cols))?;
     let path = plan.path.as_path();

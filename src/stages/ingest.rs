@@ -9,7 +9,7 @@ use crate::run_record;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let input = &ctx.plan.input;
-    let fingerprint = run_record::fingerprint(&input.path)?;
+    let fingerprints = input.files.iter().map(|f| run_record::fingerprint(f)).collect::<Result<Vec<_>>>()?;
     let dataset = data::read_input(input)?;
     let summary = match &dataset {
         Dataset::Interactions(i) => format!(
@@ -27,6 +27,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         metrics.push("ingest", "interactions", i.lists.iter().map(Vec::len).sum::<usize>() as f64);
     }
     artifacts.dataset = Some(dataset);
-    artifacts.fingerprint = Some(fingerprint);
+    metrics.push("ingest", "files", fingerprints.len() as f64);
+    let summary = if input.is_many() { format!("{summary} from {} files", fingerprints.len()) } else { summary };
+    artifacts.fingerprints = fingerprints;
     Ok(StageOutput { summary, ..StageOutput::default() })
 }

@@ -67,7 +67,8 @@ pub struct Context<'a> {
 #[derive(Default)]
 pub struct Artifacts {
     pub dataset: Option<Dataset>,
-    pub fingerprint: Option<InputFingerprint>,
+    /// One per input file.
+    pub fingerprints: Vec<InputFingerprint>,
     pub bow: Option<Bow>,
     /// Dense document vectors kept for the document evaluation (only when it is planned).
     pub doc_vectors: Vec<DocVectors>,

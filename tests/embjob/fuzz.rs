@@ -82,7 +82,7 @@ fn mutated_configs_never_panic() {
 
 /// Reads the file with one layout; whether it succeeded.
 fn read(path: &Path, format: Format, columns: InputColumns) -> bool {
-    let plan = InputPlan { path: path.to_owned(), format, columns, separator: b',' };
+    let plan = InputPlan::file(path.to_owned(), format, columns, b',');
     embjob::data::read_input(&plan).is_ok()
 }
 
@@ -132,7 +132,7 @@ fn mutated_inputs_never_panic() {
         let path = dir.join(name);
         std::fs::write(&path, seed).expect("write");
         for columns in layouts {
-            let plan = InputPlan { path: path.clone(), format, columns, separator: b',' };
+            let plan = InputPlan::file(path.clone(), format, columns, b',');
             let read = embjob::data::read_input(&plan);
             assert!(read.is_ok(), "seed {i}: {:?}", read.err());
         }

@@ -12,6 +12,7 @@ mod generated_jobs;
 mod gpu;
 mod handoff;
 mod input_errors;
+mod input_files;
 mod inspect;
 mod model;
 mod model_gradients;

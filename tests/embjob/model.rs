@@ -10,12 +10,12 @@ use polars::prelude::*;
 use crate::support::*;
 
 fn movielens() -> embjob::dataset::Interactions {
-    let input = InputPlan {
-        path: repo().join("pipelines/data/movielens_favorites.parquet"),
-        format: Format::Parquet,
-        columns: InputColumns::List { user: "user_id".into(), items: "items".into() },
-        separator: b',',
-    };
+    let input = InputPlan::file(
+        repo().join("pipelines/data/movielens_favorites.parquet"),
+        Format::Parquet,
+        InputColumns::List { user: "user_id".into(), items: "items".into() },
+        b',',
+    );
     match embjob::data::read_input(&input).expect("read movielens") {
         Dataset::Interactions(i) => i,
         _ => panic!("list layout reads as interactions"),
