@@ -142,6 +142,17 @@ enum Bench {
         #[arg(long, default_value_t = 32)]
         peer_batch: usize,
     },
+    /// Cosine nearest neighbours of every item among seeded random vectors, on the CPU and hardware GPUs.
+    Neighbors {
+        #[arg(long, default_value_t = 100_000)]
+        items: usize,
+        #[arg(long, default_value_t = 32)]
+        dim: usize,
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     /// GEMM GFLOP/s on the CPU backend and on every GPU adapter (software ones included).
     Gemm {
         #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
@@ -303,6 +314,9 @@ fn main() {
             let python = (python != "none").then_some(python);
             embjob::bench::gemm(&sizes, repeats, python.as_deref(), !no_cpu, &mut std::io::stderr())
                 .map(|t| print!("{t}"))
+        }
+        Command::Bench { which: Bench::Neighbors { items, dim, k, repeats } } => {
+            embjob::bench::neighbors(items, dim, k, repeats, &mut std::io::stderr()).map(|t| print!("{t}"))
         }
         Command::Bench { which: Bench::Train { config, repeats, python, peer, peer_device, backend } } => {
             let python = (python != "none").then_some(python);

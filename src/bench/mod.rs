@@ -527,3 +527,52 @@ pub fn gemm(sizes: &[usize], repeats: usize, python: Option<&str>, cpu: bool, lo
     }
     Ok(s)
 }
+
+/// Cosine nearest neighbours of every item among `items` seeded random vectors (`dim` wide; normal, with a
+/// planted cluster per 100 items so that the lists are not noise): the CPU backend's tiled search and every
+/// hardware GPU adapter, median seconds of `repeats` and the peak memory.
+pub fn neighbors(items: usize, dim: usize, k: usize, repeats: usize, log: &mut dyn Write) -> Result<String> {
+    let mut rng = crate::rng::SplitMix::new(11);
+    let centres: Vec<f32> = (0..items.div_ceil(100) * dim).map(|_| rng.normal() as f32).collect();
+    let x: Vec<f32> =
+        (0..items * dim).map(|i| centres[(i / dim / 100) * dim + i % dim] + 0.5 * rng.normal() as f32).collect();
+    let mut s = String::from(
+        "| backend | items | dim | k | median s | items/s | peak RSS MB |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut row = |name: &str, times: &mut Vec<f64>| {
+        let m = median(times);
+        s.push_str(&format!(
+            "| {name} | {items} | {dim} | {k} | {m:.2} | {:.0} | {:.0} |\n",
+            items as f64 / m,
+            crate::run_record::peak_rss_mb()
+        ));
+    };
+    let mut times = Vec::new();
+    let mut first: Option<Vec<u32>> = None;
+    for r in 0..repeats.max(1) {
+        let t = Instant::now();
+        let (idx, _) = crate::backend::cpu_kernels::cosine_top_k(&x, items, dim, k)?;
+        times.push(t.elapsed().as_secs_f64());
+        let _ = writeln!(log, "cpu run {r}: {:.2} s", times[r]);
+        first.get_or_insert(idx);
+    }
+    row("cpu", &mut times);
+    for adapter in crate::backend::device::adapters() {
+        if !adapter.is_hardware() {
+            let _ = writeln!(log, "(skipped software adapter {})", adapter.name);
+            continue;
+        }
+        let Some(ctx) = crate::backend::gpu::GpuContext::open(Some(&adapter.name), false)? else { continue };
+        let buf = ctx.upload(&x)?;
+        let mut times = Vec::new();
+        for r in 0..repeats.max(1) {
+            let t = Instant::now();
+            let (idx, _) = ctx.cosine_top_k(&buf, items, dim, k)?;
+            times.push(t.elapsed().as_secs_f64());
+            let same = first.as_ref().map_or(0, |f| f.iter().zip(&idx).filter(|(a, b)| a == b).count());
+            let _ = writeln!(log, "gpu run {r}: {:.2} s, {same} of {} neighbours as the CPU's", times[r], idx.len());
+        }
+        row(&format!("gpu: {}", ctx.adapter.name), &mut times);
+    }
+    Ok(s)
+}
