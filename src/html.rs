@@ -10,18 +10,10 @@ use std::path::Path;
 use base64::Engine;
 
 use crate::error::{Error, Result};
-use crate::inspect::{read_metrics, MetricMap};
+use crate::inspect::{read_metrics, value, MetricMap};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-fn value(v: f64) -> String {
-    if v.fract() == 0.0 || v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.4}")
-    }
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}

@@ -123,7 +123,7 @@ pub fn show(path: &Path) -> Result<String> {
 }
 
 /// A metric as people read it: whole numbers and large values without decimals, others to 4 places.
-fn value(v: f64) -> String {
+pub fn value(v: f64) -> String {
     if v.fract() == 0.0 || v.abs() >= 1000.0 {
         format!("{v:.0}")
     } else {

@@ -5,6 +5,6 @@ mod read;
 mod read_back;
 mod write;
 
-pub use read::{read_input, read_labels, read_pairs, read_senses, read_text_column, SenseRow};
+pub use read::{read_input, read_labels, read_pairs, read_run_labels, read_senses, read_text_column, SenseRow};
 pub use read_back::for_each_slice;
 pub use write::{write_parquet, PartWriter};

@@ -512,6 +512,19 @@ fn read_numeric(
     Ok(Dataset::Numeric(NumericTable { ids: row_ids(path, df, id)?, columns: names, rows, values }))
 }
 
+/// Key (item or row id) → category.
+pub type Categories = HashMap<String, String>;
+
+/// The categories a run's evaluation uses: items' (`eval.labels` of a model job) and documents' (`eval.labels` of
+/// a text job, by row id); each `None` when not configured.
+pub fn read_run_labels(plan: &crate::plan::Plan) -> Result<(Option<Categories>, Option<Categories>)> {
+    let read = |l: Option<&LabelsPlan>| l.map(read_labels).transpose();
+    Ok((
+        read(plan.model.as_ref().and_then(|m| m.labels.as_ref()))?,
+        read(plan.documents.as_ref().and_then(|d| d.labels.as_ref()))?,
+    ))
+}
+
 /// Reads an item → category file (eval.labels). Item keys are written as the interactions' item labels are.
 pub fn read_labels(plan: &LabelsPlan) -> Result<HashMap<String, String>> {
     let input = InputPlan::file(

@@ -31,14 +31,7 @@ pub fn write(plan: &Plan, root: &Path) -> Result<Vec<String>> {
     let dir = root.join("plots");
     std::fs::create_dir_all(&dir).map_err(|e| crate::error::Error::output(&dir, "cannot create", e))?;
     let metrics = read_metrics(&root.join("metrics.parquet"))?;
-    let item_labels = match plan.model.as_ref().and_then(|m| m.labels.as_ref()) {
-        Some(l) => Some(data::read_labels(l)?),
-        None => None,
-    };
-    let doc_labels = match plan.documents.as_ref().and_then(|d| d.labels.as_ref()) {
-        Some(l) => Some(data::read_labels(l)?),
-        None => None,
-    };
+    let (item_labels, doc_labels) = data::read_run_labels(plan)?;
     let mut files = Vec::new();
     let mut add = |name: &str, drawn: Result<bool>| -> Result<()> {
         if drawn? {
@@ -142,22 +135,34 @@ fn items(root: &Path, out: &Path, labels: Option<&HashMap<String, String>>) -> R
         return Ok(false);
     }
     let (keys, freqs, values, dim) = read_vectors(&path, "item", Some("frequency"))?;
-    let points = project_2d(&values, keys.len(), dim);
-    let (groups, names) = groups(&keys, labels);
     let title = format!("item embeddings ({} items, d = {dim}): first two principal components", keys.len());
+    let named = most_frequent(&keys, &freqs);
+    vectors_plot(out, &title, (&keys, &values, dim), labels, &named)?;
+    Ok(true)
+}
+
+/// Vectors (keys, row-major values, width) on their first two principal components, coloured by category.
+fn vectors_plot(
+    out: &Path,
+    title: &str,
+    (keys, values, dim): (&[String], &[f32], usize),
+    labels: Option<&HashMap<String, String>>,
+    named: &[(usize, String)],
+) -> Result<()> {
+    let points = project_2d(values, keys.len(), dim);
+    let (groups, names) = groups(keys, labels);
     draw::scatter(
         out,
         &draw::Scatter {
-            title: &title,
+            title,
             x_desc: "PC 1",
             y_desc: "PC 2",
             points: &points,
             groups: &groups,
             names: &names,
-            named: &most_frequent(&keys, &freqs),
+            named,
         },
-    )?;
-    Ok(true)
+    )
 }
 
 fn loadings(root: &Path, out: &Path, labels: Option<&HashMap<String, String>>) -> Result<bool> {
@@ -279,22 +284,9 @@ fn documents(root: &Path, out: &Path, labels: Option<&HashMap<String, String>>) 
         return Ok(false);
     }
     let (keys, _, values, dim) = read_vectors(&path, "row", None)?;
-    let points = project_2d(&values, keys.len(), dim);
-    let (groups, names) = groups(&keys, labels);
     let title =
         format!("contextual document vectors ({} documents, d = {dim}): first two principal components", keys.len());
-    draw::scatter(
-        out,
-        &draw::Scatter {
-            title: &title,
-            x_desc: "PC 1",
-            y_desc: "PC 2",
-            points: &points,
-            groups: &groups,
-            names: &names,
-            named: &[],
-        },
-    )?;
+    vectors_plot(out, &title, (&keys, &values, dim), labels, &[])?;
     Ok(true)
 }
 
@@ -341,8 +333,6 @@ fn senses(root: &Path, dir: &Path, m: &MetricMap, labels: Option<&HashMap<String
     for (word, (layer, auc)) in &best {
         for space in [None, Some(*layer)] {
             let Some((rows, values)) = found.get(&(word.clone(), space)) else { continue };
-            let points = project_2d(values, rows.len(), dim);
-            let (groups, names) = groups(rows, labels);
             let safe: String = word.chars().map(|c| if c.is_alphanumeric() { c } else { '_' }).collect();
             let (name, title) = match space {
                 None => (
@@ -354,18 +344,7 @@ fn senses(root: &Path, dir: &Path, m: &MetricMap, labels: Option<&HashMap<String
                     format!("\"{word}\": hidden state {l}, its best (AUC {auc:.2})"),
                 ),
             };
-            draw::scatter(
-                &dir.join(&name),
-                &draw::Scatter {
-                    title: &title,
-                    x_desc: "PC 1",
-                    y_desc: "PC 2",
-                    points: &points,
-                    groups: &groups,
-                    names: &names,
-                    named: &[],
-                },
-            )?;
+            vectors_plot(&dir.join(&name), &title, (rows, values, dim), labels, &[])?;
             files.push(name);
         }
     }

@@ -23,14 +23,7 @@ const SLICE: usize = 16_384;
 /// Writes the hand-off files of every embedding table found in `root` (the staging folder); returns what was
 /// written and notices (samples).
 pub fn write(plan: &Plan, root: &Path) -> Result<(Vec<Written>, Vec<String>)> {
-    let item_labels = match plan.model.as_ref().and_then(|m| m.labels.as_ref()) {
-        Some(l) => Some(data::read_labels(l)?),
-        None => None,
-    };
-    let doc_labels = match plan.documents.as_ref().and_then(|d| d.labels.as_ref()) {
-        Some(l) => Some(data::read_labels(l)?),
-        None => None,
-    };
+    let (item_labels, doc_labels) = data::read_run_labels(plan)?;
     let mut written = Vec::new();
     let rows = |file: &str, name: &str, key: &str, meta: &[&str], labels: Option<&HashMap<String, String>>| {
         let path = root.join(file);
