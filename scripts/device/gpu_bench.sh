@@ -15,7 +15,7 @@ save_file({k: v.float().contiguous() for k, v in t.items()}, "/tmp/minilm/model.
 PY
 nvidia-smi -L; python3 -c 'import torch, sentence_transformers as s; print("torch", torch.__version__, "st", s.__version__)'
 step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"; echo "== $name rc ${PIPESTATUS[0]}"; }
-STEPS=${STEPS:-parity encode train profile}
+STEPS=${STEPS:-parity encode train profile neighbors}
 for s in $STEPS; do case $s in
 parity)
   # The food job on both backends: per-epoch losses and the evaluation side by side (GPU within tolerance of CPU).
@@ -46,5 +46,8 @@ profile)
   step profile_train 60 env EMBJOB_GPU_PROFILE=1 $E bench train --config .gpu/ml_256.toml --backend gpu --python none --repeats 1
   step profile_encode 60 env EMBJOB_GPU_PROFILE=1 $E bench encode --model /tmp/minilm --backend gpu --python none --repeats 1 \
     --text "lee=pipelines/data/lee_docs.parquet:text" ;;
+neighbors)
+  # The cosine top-10 of 200,000 items on the host's cores and on the GPU's TopK kernel (equal lists counted).
+  step neighbors 240 $E bench neighbors --items 200000 --repeats 1 ;;
 esac; done
 echo "== summary"; for f in "$OUT"/*.log; do echo "-- $f"; grep '^|' "$f"; done
