@@ -39,39 +39,49 @@ pub fn sparse_cosine_top_k(x: &Csr, k: usize) -> (Vec<u32>, Vec<f32>) {
         return (idx, sim);
     }
     idx.par_chunks_mut(k).zip(sim.par_chunks_mut(k)).enumerate().for_each_init(
-        || vec![0f64; n],
-        |scores, (r, (oi, os))| {
-            let mut touched: Vec<u32> = Vec::new();
+        || (vec![0f64; n], vec![u32::MAX; n]),
+        |(scores, seen), (r, (oi, os))| {
+            // The rows sharing a column with row r, each once (`seen` holds the row that last touched it).
+            let mut touched: Vec<usize> = Vec::new();
             if norms[r] > 0.0 {
                 for e in x.indptr[r]..x.indptr[r + 1] {
                     let c = x.indices[e] as usize;
                     let q = x.values[e] / norms[r];
                     for &(j, v) in &postings[starts[c]..starts[c + 1]] {
-                        if scores[j as usize] == 0.0 {
+                        let j = j as usize;
+                        if seen[j] != r as u32 {
+                            seen[j] = r as u32;
                             touched.push(j);
                         }
-                        scores[j as usize] += q * v;
+                        scores[j] += q * v;
                     }
                 }
             }
-            let best = top_k_of(scores, r, k);
+            // Every other row scores exactly 0: when k touched rows score above 0 they are the answer, else the
+            // zeros (smallest indices first) take part and every row is looked at.
+            let mut best = top_k_of(scores, touched.iter().copied(), r, k);
+            if best.len() < k || best[k - 1].0 <= 0.0 {
+                best = top_k_of(scores, 0..n, r, k);
+            }
             for (i, (v, j)) in best.into_iter().enumerate() {
                 oi[i] = j;
                 os[i] = v as f32;
             }
             for j in touched {
-                scores[j as usize] = 0.0;
+                scores[j] = 0.0;
             }
         },
     );
     (idx, sim)
 }
 
-/// The k largest entries of `scores` other than `me`, descending, ties to the smaller index.
-fn top_k_of(scores: &[f64], me: usize, k: usize) -> Vec<(f64, u32)> {
+/// The k largest of `scores[j]` for the `candidates` j other than `me` (in any order), descending, ties to the
+/// smaller index.
+fn top_k_of(scores: &[f64], candidates: impl Iterator<Item = usize>, me: usize, k: usize) -> Vec<(f64, u32)> {
     let mut best: Vec<(f64, u32)> = Vec::with_capacity(k + 1);
-    for (j, &v) in scores.iter().enumerate() {
-        if j == me || (best.len() == k && v <= best[k - 1].0) {
+    for j in candidates {
+        let v = scores[j];
+        if j == me || (best.len() == k && (v < best[k - 1].0 || (v == best[k - 1].0 && j > best[k - 1].1 as usize))) {
             continue;
         }
         let at = best.partition_point(|&(bv, bj)| bv > v || (bv == v && (bj as usize) < j));

@@ -9,6 +9,12 @@ use polars::prelude::*;
 use crate::error::{Error, Result};
 use crate::table::{ColumnData, Table};
 
+/// The row count of one of the run's Parquet files, from its footer.
+pub fn row_count(path: &Path) -> Result<usize> {
+    let file = File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
+    ParquetReader::new(file).num_rows().map_err(|e| Error::input(path, None, format!("cannot read back: {e}")))
+}
+
 /// Calls `f` with every slice of up to `rows` rows of `columns` of the Parquet file at `path`, in order; returns
 /// the file's row count.
 pub fn for_each_slice(
@@ -32,6 +38,51 @@ pub fn for_each_slice(
         offset += rows.max(1);
     }
     Ok(total)
+}
+
+/// pca_components.parquet (long: component, `<kind>_id`, `<kind>`, loading) as one row of loadings per token or
+/// feature, in id order.
+#[derive(Debug, Clone, Default)]
+pub struct Loadings {
+    pub ids: Vec<i64>,
+    pub names: Vec<String>,
+    /// Components.
+    pub k: usize,
+    /// ids.len() × k, row-major.
+    pub values: Vec<f32>,
+}
+
+/// Reads pca_components.parquet back as [`Loadings`]; `kind` is "token" or "feature".
+pub fn read_loadings(path: &Path, kind: &str) -> Result<Loadings> {
+    let id_col = format!("{kind}_id");
+    let mut names: std::collections::BTreeMap<i64, String> = std::collections::BTreeMap::new();
+    let mut entries: Vec<(i64, usize, f64)> = Vec::new();
+    for_each_slice(path, &["component", &id_col, kind, "loading"], 65_536, |t| {
+        let col = |n: &str| t.columns.iter().find(|(c, _)| c == n).map(|(_, d)| d);
+        let (
+            Some(ColumnData::OptI64(comp)),
+            Some(ColumnData::OptI64(id)),
+            Some(ColumnData::Str(name)),
+            Some(ColumnData::F64(l)),
+        ) = (col("component"), col(&id_col), col(kind), col("loading"))
+        else {
+            return Err(Error::input(path, None, "unexpected columns"));
+        };
+        for i in 0..comp.len() {
+            let (c, j) = (comp[i].unwrap_or(0).max(0) as usize, id[i].unwrap_or(0));
+            names.entry(j).or_insert_with(|| name[i].clone());
+            entries.push((j, c, l[i]));
+        }
+        Ok(())
+    })?;
+    let k = entries.iter().map(|e| e.1 + 1).max().unwrap_or(0);
+    let ids: Vec<i64> = names.keys().copied().collect();
+    let index: std::collections::HashMap<i64, usize> = ids.iter().enumerate().map(|(r, &j)| (j, r)).collect();
+    let mut values = vec![0f32; ids.len() * k];
+    for (j, c, v) in entries {
+        values[index[&j] * k + c] = v as f32;
+    }
+    Ok(Loadings { ids, names: names.into_values().collect(), k, values })
 }
 
 /// A frame of our own column types (strings, integers, floats, fixed-size lists of f32) as a [`Table`].

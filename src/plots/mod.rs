@@ -171,29 +171,15 @@ fn loadings(root: &Path, out: &Path, labels: Option<&HashMap<String, String>>) -
         return Ok(false);
     }
     let kind = if root.join("vocabulary.parquet").is_file() { "token" } else { "feature" };
-    let id_col = format!("{kind}_id");
-    let mut rows: BTreeMap<i64, (String, [f64; 2])> = BTreeMap::new();
-    data::for_each_slice(&path, &["component", &id_col, kind, "loading"], 65_536, |t| {
-        if let (Some(ColumnData::OptI64(c)), Some(ColumnData::OptI64(id)), Some(name), Some(ColumnData::F64(l))) =
-            (column(t, "component"), column(t, &id_col), column(t, kind), column(t, "loading"))
-        {
-            for i in 0..c.len() {
-                let comp = c[i].unwrap_or(-1);
-                if comp == 0 || comp == 1 {
-                    let e = rows.entry(id[i].unwrap_or(0)).or_insert_with(|| (cell(name, i), [0.0; 2]));
-                    e.1[comp as usize] = l[i];
-                }
-            }
-        }
-        Ok(())
-    })?;
-    let keys: Vec<String> = rows.values().map(|r| r.0.clone()).collect();
-    let points: Vec<(f64, f64)> = rows.values().map(|r| (r.1[0], r.1[1])).collect();
+    let l = data::read_loadings(&path, kind)?;
+    let at = |r: usize, c: usize| if c < l.k { l.values[r * l.k + c] as f64 } else { 0.0 };
+    let points: Vec<(f64, f64)> = (0..l.ids.len()).map(|r| (at(r, 0), at(r, 1))).collect();
+    let keys = l.names.clone();
     // Token counts from the vocabulary name the most frequent ones.
     let mut freqs = vec![0.0; keys.len()];
     let vocab = root.join("vocabulary.parquet");
     if vocab.is_file() {
-        let index: HashMap<i64, usize> = rows.keys().enumerate().map(|(r, &id)| (id, r)).collect();
+        let index: HashMap<i64, usize> = l.ids.iter().enumerate().map(|(r, &id)| (id, r)).collect();
         data::for_each_slice(&vocab, &["token_id", "count"], 65_536, |t| {
             if let (Some(ColumnData::OptI64(id)), Some(ColumnData::OptI64(c))) =
                 (column(t, "token_id"), column(t, "count"))

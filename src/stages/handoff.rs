@@ -65,12 +65,14 @@ pub fn write(plan: &Plan, root: &Path) -> Result<(Vec<Written>, Vec<String>)> {
 /// Stratum ids of `keys` by category (unlabelled rows are a stratum of their own).
 fn strata(keys: &[String], labels: Option<&HashMap<String, String>>) -> Vec<u32> {
     let Some(labels) = labels else { return vec![0; keys.len()] };
-    let mut ids: BTreeMap<&str, u32> = BTreeMap::new();
-    for k in keys {
-        ids.entry(labels.get(k).map_or("", String::as_str)).or_insert(0);
-    }
-    let ids: BTreeMap<&str, u32> = ids.into_keys().zip(0..).collect();
-    keys.iter().map(|k| ids[labels.get(k).map_or("", String::as_str)]).collect()
+    stratum_ids(keys.iter().map(|k| labels.get(k).map_or("", String::as_str)))
+}
+
+/// Each category's id among the sorted distinct categories.
+fn stratum_ids<'a>(categories: impl Iterator<Item = &'a str> + Clone) -> Vec<u32> {
+    let distinct: std::collections::BTreeSet<&str> = categories.clone().collect();
+    let ids: BTreeMap<&str, u32> = distinct.into_iter().zip(0..).collect();
+    categories.map(|c| ids[c]).collect()
 }
 
 fn vectors(t: &crate::table::Table, file: &Path) -> Result<(usize, Vec<f32>)> {
@@ -94,13 +96,17 @@ fn rows_file(
     meta: &[&str],
     labels: Option<&HashMap<String, String>>,
 ) -> Result<Written> {
-    let mut keys = Vec::new();
-    data::for_each_slice(file, &[key], SLICE, |t| {
-        keys.extend(text_column(t, key, file)?);
-        Ok(())
-    })?;
-    let keep = (keys.len() > PROJECTOR_MAX_POINTS)
-        .then(|| handoff::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS));
+    // The keys are read ahead only when the projector gets a sample (stratified by their categories).
+    let keep = if data::row_count(file)? > PROJECTOR_MAX_POINTS {
+        let mut keys = Vec::new();
+        data::for_each_slice(file, &[key], SLICE, |t| {
+            keys.extend(text_column(t, key, file)?);
+            Ok(())
+        })?;
+        Some(handoff::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS))
+    } else {
+        None
+    };
     let mut columns: Vec<&str> = meta.to_vec();
     if labels.is_some() {
         columns.push("category");
@@ -139,31 +145,7 @@ fn rows_file(
 
 /// PCA loadings (long: component, id, name, loading) as one vector of n_components per token or feature.
 fn pca_loadings(root: &Path, file: &Path, kind: &str, labels: Option<&HashMap<String, String>>) -> Result<Written> {
-    let id_col = format!("{kind}_id");
-    let mut names: BTreeMap<i64, String> = BTreeMap::new();
-    let mut entries: Vec<(i64, i64, f64)> = Vec::new();
-    data::for_each_slice(file, &["component", &id_col, kind, "loading"], SLICE, |t| {
-        let get = |n: &str| column(t, n).ok_or_else(|| Error::Internal(format!("{}: no column {n}", file.display())));
-        let (ColumnData::OptI64(comp), ColumnData::OptI64(id), ColumnData::F64(loading)) =
-            (get("component")?, get(&id_col)?, get("loading")?)
-        else {
-            return Err(Error::Internal(format!("{}: unexpected column types", file.display())));
-        };
-        let name = text_column(t, kind, file)?;
-        for i in 0..comp.len() {
-            let (c, j) = (comp[i].unwrap_or(0), id[i].unwrap_or(0));
-            names.entry(j).or_insert_with(|| name[i].clone());
-            entries.push((j, c, loading[i]));
-        }
-        Ok(())
-    })?;
-    let k = entries.iter().map(|e| e.1 + 1).max().unwrap_or(0).max(0) as usize;
-    let index: HashMap<i64, usize> = names.keys().enumerate().map(|(r, &j)| (j, r)).collect();
-    let mut values = vec![0f32; names.len() * k];
-    for (j, c, v) in entries {
-        values[index[&j] * k + c as usize] = v as f32;
-    }
-    let keys: Vec<String> = names.into_values().collect();
+    let data::Loadings { names: keys, k, values, .. } = data::read_loadings(file, kind)?;
     let keep = (keys.len() > PROJECTOR_MAX_POINTS)
         .then(|| handoff::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS));
     let mut columns = vec![kind];
@@ -198,10 +180,8 @@ fn token_layers(root: &Path, file: &Path) -> Result<Vec<Written>> {
     let mut keeps: BTreeMap<Option<i64>, Option<Vec<bool>>> = words
         .iter()
         .map(|(&l, ws)| {
-            let keep = (ws.len() > PROJECTOR_MAX_POINTS).then(|| {
-                let as_map: HashMap<String, String> = ws.iter().map(|w| (w.clone(), w.clone())).collect();
-                handoff::projector_sample(&strata(ws, Some(&as_map)), PROJECTOR_MAX_POINTS)
-            });
+            let keep = (ws.len() > PROJECTOR_MAX_POINTS)
+                .then(|| handoff::projector_sample(&stratum_ids(ws.iter().map(String::as_str)), PROJECTOR_MAX_POINTS));
             (l, keep)
         })
         .collect();
