@@ -124,8 +124,45 @@ pub fn tokenize<'t>(plan: &BowParams, text: &'t str, lowered: &'t mut String) ->
         .map_err(|e| Error::Stage { stage: "bow", message: format!("bow.token_pattern: {e}") })
 }
 
+/// Documents as token counts over a sorted universe of tokens, before pruning and weighting: what a shard of a
+/// sharded run computes for its documents, and what the merge concatenates (see [`DocCounts::concat`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DocCounts {
+    /// Tokens sorted by code point (token id = position).
+    pub universe: Vec<String>,
+    /// Per document, (token id, count) in id order; stop words removed.
+    pub docs: Vec<Vec<(u32, u64)>>,
+    /// Stop-word occurrences dropped.
+    pub stop_words_dropped: u64,
+}
+
+impl DocCounts {
+    /// The documents of `parts` in order, over the sorted union of their universes. Each part's ids map to the
+    /// union in the same order, so every document's pairs stay in id order and equal what counting all documents
+    /// at once gives.
+    pub fn concat(parts: Vec<DocCounts>) -> DocCounts {
+        let mut universe: Vec<String> = parts.iter().flat_map(|p| p.universe.iter().cloned()).collect();
+        universe.sort_unstable();
+        universe.dedup();
+        let mut docs = Vec::with_capacity(parts.iter().map(|p| p.docs.len()).sum());
+        let mut stop_words_dropped = 0;
+        for part in parts {
+            let map: Vec<u32> =
+                part.universe.iter().map(|t| universe.binary_search(t).map_or(u32::MAX, |i| i as u32)).collect();
+            stop_words_dropped += part.stop_words_dropped;
+            docs.extend(part.docs.into_iter().map(|d| d.into_iter().map(|(t, c)| (map[t as usize], c)).collect()));
+        }
+        DocCounts { universe, docs, stop_words_dropped }
+    }
+}
+
 /// BoW of free-text documents.
 pub fn from_texts(plan: &BowParams, texts: &[String]) -> Result<Bow> {
+    from_counts(plan, count_texts(plan, texts)?)
+}
+
+/// The token counts of free-text documents: tokenized, stop words dropped, ids in sorted token order.
+pub fn count_texts(plan: &BowParams, texts: &[String]) -> Result<DocCounts> {
     let stop: HashSet<&str> = plan.stop_words.iter().map(String::as_str).collect();
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut names: Vec<String> = Vec::new();
@@ -165,22 +202,23 @@ pub fn from_texts(plan: &BowParams, texts: &[String]) -> Result<Bow> {
             *t = rank[*t as usize];
         }
     }
-    let mut bow = from_token_ids(plan, sorted, &docs)?;
-    bow.stats.stop_words_dropped = stop_dropped;
-    Ok(bow)
+    let mut counts = count_ids(plan, sorted, &docs);
+    counts.stop_words_dropped += stop_dropped;
+    Ok(counts)
 }
 
 /// BoW of documents already given as ids into a sorted `universe` of tokens (the items of long and list layouts).
 /// Stop words, min_df, max_df, max_features and weighting apply; lowercasing and the token pattern do not.
 pub fn from_token_ids(plan: &BowParams, universe: Vec<String>, docs: &[Vec<u32>]) -> Result<Bow> {
-    let n_docs = docs.len();
-    let v = universe.len();
-    let mut df = vec![0u64; v];
-    let mut total = vec![0u64; v];
+    from_counts(plan, count_ids(plan, universe, docs))
+}
+
+/// Per document, its (token id, count) pairs in id order, stop words dropped.
+fn count_ids(plan: &BowParams, universe: Vec<String>, docs: &[Vec<u32>]) -> DocCounts {
     let stop: HashSet<&str> = plan.stop_words.iter().map(String::as_str).collect();
     let is_stop: Vec<bool> = universe.iter().map(|t| stop.contains(t.as_str())).collect();
     let mut stop_dropped = 0u64;
-    let mut doc_counts: Vec<Vec<(u32, u64)>> = Vec::with_capacity(n_docs);
+    let mut doc_counts: Vec<Vec<(u32, u64)>> = Vec::with_capacity(docs.len());
     for doc in docs {
         let mut ids: Vec<u32> = doc.iter().copied().filter(|&t| !is_stop[t as usize]).collect();
         stop_dropped += (doc.len() - ids.len()) as u64;
@@ -192,11 +230,23 @@ pub fn from_token_ids(plan: &BowParams, universe: Vec<String>, docs: &[Vec<u32>]
                 _ => counts.push((t, 1)),
             }
         }
-        for &(t, c) in &counts {
+        doc_counts.push(counts);
+    }
+    DocCounts { universe, docs: doc_counts, stop_words_dropped: stop_dropped }
+}
+
+/// The vocabulary (document-frequency bounds, feature cap) and the weighted matrix of counted documents.
+pub fn from_counts(plan: &BowParams, counts: DocCounts) -> Result<Bow> {
+    let DocCounts { universe, docs: doc_counts, stop_words_dropped: stop_dropped } = counts;
+    let n_docs = doc_counts.len();
+    let v = universe.len();
+    let mut df = vec![0u64; v];
+    let mut total = vec![0u64; v];
+    for counts in &doc_counts {
+        for &(t, c) in counts {
             df[t as usize] += 1;
             total[t as usize] += c;
         }
-        doc_counts.push(counts);
     }
     let tokens_seen = df.iter().filter(|&&d| d > 0).count();
 

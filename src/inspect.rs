@@ -131,12 +131,12 @@ pub fn value(v: f64) -> String {
     }
 }
 
-/// The embedding tables `neighbors` can search: (name, file, key column).
+/// The embedding tables `neighbors` can search: (name, table: `<stem>.parquet` or a folder of parts, key column).
 const TABLES: [(&str, &str, &str); 4] = [
-    ("items", "embeddings.parquet", "item"),
-    ("documents", "text_embeddings.parquet", "row"),
-    ("pca", "pca_projections.parquet", "row"),
-    ("tokens", "token_embeddings.parquet", "word"),
+    ("items", "embeddings", "item"),
+    ("documents", "text_embeddings", "row"),
+    ("pca", "pca_projections", "row"),
+    ("tokens", "token_embeddings", "word"),
 ];
 
 /// The `k` nearest vectors of `key` by cosine in one embedding table of the run (`table`: items, documents, pca;
@@ -148,14 +148,13 @@ pub fn neighbors(path: &Path, key: &str, k: usize, table: Option<&str>) -> Resul
             .iter()
             .find(|(n, _, _)| *n == t)
             .ok_or_else(|| Error::input(&run, None, format!("no table '{t}' (items, documents, pca, tokens)")))?,
-        None => *TABLES[..3].iter().find(|(_, f, _)| run.join(f).is_file()).ok_or_else(|| {
+        None => *TABLES[..3].iter().find(|(_, f, _)| data::find_table(&run, f).is_some()).ok_or_else(|| {
             Error::input(&run, None, "the run has no embedding table (embeddings, text_embeddings, pca_projections)")
         })?,
     };
-    let path = run.join(file);
-    if !path.is_file() {
-        return Err(Error::input(&path, None, format!("this run has no {name} table")));
-    }
+    let Some(path) = data::find_table(&run, file) else {
+        return Err(Error::input(run.join(format!("{file}.parquet")), None, format!("this run has no {name} table")));
+    };
     let (mut keys, mut values, mut dim) = (Vec::new(), Vec::new(), 0);
     data::for_each_slice(&path, &[key_col, "vector"], 65_536, |t| {
         if let (Some(c), Some(ColumnData::Vectors { dim: d, values: v })) = (column(t, key_col), column(t, "vector")) {

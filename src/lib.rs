@@ -33,6 +33,7 @@ pub mod rng;
 pub mod run_dir;
 pub mod run_record;
 pub mod senses;
+pub mod shard;
 pub mod sparse;
 pub mod split;
 pub mod stages;
@@ -51,6 +52,24 @@ pub use report::{Reporter, Silent};
 pub fn run(config_file: &Path, overrides: &Overrides, reporter: &dyn Reporter) -> Result<RunSummary> {
     let plan = Plan::load(config_file, overrides)?;
     pipeline::run(&plan, reporter)
+}
+
+/// Runs one shard of a text job (`embjob run --shard i/N`): its share of the input, under `<output.dir>/shards/`.
+pub fn run_shard(
+    config_file: &Path,
+    overrides: &Overrides,
+    spec: shard::ShardSpec,
+    reporter: &dyn Reporter,
+) -> Result<shard::ShardSummary> {
+    let plan = Plan::load(config_file, overrides)?;
+    shard::run_shard(&plan, spec, reporter)
+}
+
+/// Merges a complete set of shards (`embjob merge`): the whole-data stages, then a normal run and `latest`.
+pub fn merge(config_file: &Path, overrides: &Overrides, reporter: &dyn Reporter) -> Result<RunSummary> {
+    let plan = Plan::load(config_file, overrides)?;
+    let shards = shard::ShardSet::open(&plan)?;
+    pipeline::run_from(&plan, Some(&shards), reporter)
 }
 
 /// Loads and validates a pipeline file without running it.

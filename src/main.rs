@@ -30,6 +30,21 @@ enum Command {
         /// No progress bars and no stage summaries; errors are still printed.
         #[arg(long, short)]
         quiet: bool,
+        /// Run one shard of a text job, INDEX/COUNT (0-based, e.g. 3/64): its share of the input files, written
+        /// under <output.dir>/shards/; `embjob merge` then makes the run from all COUNT shards.
+        #[arg(long, value_name = "INDEX/COUNT", value_parser = embjob::shard::ShardSpec::parse)]
+        shard: Option<embjob::shard::ShardSpec>,
+    },
+    /// Merge the shards of a text job (`run --shard`): check them, build the vocabulary, fit PCA and evaluate on
+    /// all of them, and commit a normal run under <output.dir>/latest.
+    Merge {
+        /// The pipeline file (TOML) the shards ran.
+        config: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// No progress bars and no stage summaries; errors are still printed.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Check a pipeline file without running it; lists every problem with its key path.
     Validate {
@@ -278,17 +293,28 @@ fn main() {
     // SIGINT / SIGTERM stop the run between steps; its staging folder is removed (exit 130 / 143).
     embjob::interrupt::install_handlers();
     let result = match cli.command {
-        Command::Run { config, common, quiet } => {
+        Command::Run { config, common, quiet, shard: Some(spec) } => {
             let reporter = CliReporter::new(quiet);
-            embjob::run(&config, &common.overrides(), &reporter).map(|s| {
+            embjob::run_shard(&config, &common.overrides(), spec, &reporter).map(|s| {
                 if !quiet {
-                    let dims = s.vector_dims();
-                    if !dims.is_empty() {
-                        eprintln!("{:>8}: {}", "vectors", dims.join(", "));
-                    }
-                    eprintln!("{:>8}: run {} -> {}", "done", s.run_id, s.run_dir.display());
+                    eprintln!(
+                        "{:>8}: shard {} ({} files, {} rows) -> {}",
+                        "done",
+                        s.spec,
+                        s.files,
+                        s.rows,
+                        s.dir.display()
+                    );
                 }
             })
+        }
+        Command::Run { config, common, quiet, shard: None } => {
+            let reporter = CliReporter::new(quiet);
+            embjob::run(&config, &common.overrides(), &reporter).map(|s| summarize(&s, quiet))
+        }
+        Command::Merge { config, common, quiet } => {
+            let reporter = CliReporter::new(quiet);
+            embjob::merge(&config, &common.overrides(), &reporter).map(|s| summarize(&s, quiet))
         }
         Command::Show { run } => embjob::inspect::show(&run).map(|s| print!("{s}")),
         Command::Neighbors { run, key, k, table } => {
@@ -372,6 +398,17 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(e.exit_code());
+    }
+}
+
+/// The closing lines of a run: the vectors it made and where it is.
+fn summarize(s: &embjob::RunSummary, quiet: bool) {
+    if !quiet {
+        let dims = s.vector_dims();
+        if !dims.is_empty() {
+            eprintln!("{:>8}: {}", "vectors", dims.join(", "));
+        }
+        eprintln!("{:>8}: run {} -> {}", "done", s.run_id, s.run_dir.display());
     }
 }
 

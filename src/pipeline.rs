@@ -13,6 +13,7 @@ use crate::plan::Plan;
 use crate::report::Reporter;
 use crate::run_dir::{self, Staging};
 use crate::run_record::{OutputRecord, RunRecord, StageRecord, Versions};
+use crate::shard::ShardSet;
 use crate::stages::{Artifacts, Context};
 use crate::table::Table;
 
@@ -51,13 +52,26 @@ impl RunSummary {
 
 /// Runs the whole job. On error nothing of this run is visible and earlier runs are untouched.
 pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
+    run_from(plan, None, reporter)
+}
+
+/// Runs the whole job from its input, or (`embjob merge`) from a checked set of shards that read and encoded it.
+pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter) -> Result<RunSummary> {
     let started = SystemTime::now();
     let (compute, backend) = backend::open(plan.backend)?;
     if plan.backend == BackendChoice::Auto {
         reporter.notice(&format!("backend: {}", backend.reason));
     }
     let staging = Staging::create(&plan.output_dir)?;
-    let ctx = Context { plan, backend: compute.as_ref(), report: &backend, reporter, staging: &staging };
+    let ctx = Context {
+        plan,
+        backend: compute.as_ref(),
+        report: &backend,
+        reporter,
+        out_dir: staging.dir(),
+        first_row: 0,
+        shards,
+    };
     let mut artifacts = Artifacts::default();
     let mut metrics = Metrics::default();
     let mut tables: Vec<(&str, Table)> = Vec::new();
@@ -84,12 +98,15 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
             records.extend(out.parts);
         }
         tables.extend(out.tables);
-        streamed.extend(out.written.into_iter().map(|(file, rows)| OutputRecord { file: file.to_owned(), rows }));
+        streamed.extend(out.written.into_iter().map(|(file, rows)| OutputRecord { file, rows }));
         if let Some(d) = out.details {
             details.insert(name.into(), d);
         }
     }
     metrics.push("efficiency", "peak_rss_mb", crate::run_record::peak_rss_mb());
+    if let Some(set) = shards {
+        details.insert("shards".into(), shards_json(set));
+    }
 
     crate::interrupt::check()?;
     let run_id = staging.run_id().to_owned();
@@ -169,6 +186,25 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     crate::interrupt::check()?;
     let run_dir = staging.commit(plan.keep_runs)?;
     Ok(RunSummary { run_id, run_dir, backend, metrics, stages: records })
+}
+
+/// What run.json records of the shards a merged run came from: each one's rows, time and bytes written.
+fn shards_json(set: &ShardSet) -> serde_json::Value {
+    let each: Vec<serde_json::Value> = set
+        .manifests
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "shard": m.shard,
+                "files": m.files.len(),
+                "first_row": m.first_row,
+                "rows": m.rows,
+                "seconds": m.seconds,
+                "bytes_written": m.written.iter().map(|w| w.1).sum::<u64>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "count": set.count(), "shards": each })
 }
 
 /// The values the plan resolved (paths, defaults) as run.json records them.

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 
-const STAGING_PREFIX: &str = ".staging-";
+pub(crate) const STAGING_PREFIX: &str = ".staging-";
 
 /// A run's staging folder; removed on drop unless committed.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ fn prune(runs: &Path, keep_runs: usize, current: &str) {
 }
 
 /// Removes staging folders whose process is gone (a killed run). Only on systems with `/proc`; elsewhere they stay.
-fn remove_stale_staging(runs: &Path) {
+pub(crate) fn remove_stale_staging(runs: &Path) {
     if !Path::new("/proc/self").exists() {
         return;
     }
@@ -179,7 +179,7 @@ fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     (year, month, day, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
 }
 
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
     }

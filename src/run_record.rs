@@ -32,7 +32,7 @@ pub struct RunRecord {
 }
 
 /// Identifies an input file's exact contents.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct InputFingerprint {
     pub path: PathBuf,
     pub bytes: u64,

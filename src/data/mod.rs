@@ -5,6 +5,8 @@ mod read;
 mod read_back;
 mod write;
 
-pub use read::{read_input, read_labels, read_pairs, read_run_labels, read_senses, read_text_column, SenseRow};
-pub use read_back::{for_each_slice, read_loadings, row_count, Loadings};
+pub use read::{
+    file_rows, read_input, read_labels, read_pairs, read_run_labels, read_senses, read_text_column, SenseRow,
+};
+pub use read_back::{find_table, for_each_slice, read_loadings, row_count, Loadings};
 pub use write::{write_parquet, PartWriter};

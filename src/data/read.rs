@@ -593,3 +593,19 @@ pub fn read_pairs(path: &Path, format: Format) -> Result<Vec<(String, String, f6
     let score = numeric_column(path, &df, "score")?;
     Ok(a.into_iter().zip(b).zip(score).map(|((a, b), s)| (a, b, s)).collect())
 }
+
+/// The number of data rows in one of the input's files: from the footer for Parquet, by reading the file's first
+/// configured column for CSV (quoted fields may hold line breaks).
+pub fn file_rows(input: &InputPlan, file: &Path) -> Result<usize> {
+    if input.format == Format::Parquet {
+        return crate::data::row_count(file);
+    }
+    let column = match &input.columns {
+        InputColumns::Long { user, .. } | InputColumns::List { user, .. } => Some(user.clone()),
+        InputColumns::Text { text, .. } => Some(text.clone()),
+        InputColumns::Numeric { .. } => None,
+    };
+    let one = InputPlan { files: vec![file.to_owned()], ..input.clone() };
+    let wanted = column.map(|c| vec![c]);
+    Ok(read_frame(&one, wanted.as_deref())?.height())
+}

@@ -9,19 +9,67 @@ use polars::prelude::*;
 use crate::error::{Error, Result};
 use crate::table::{ColumnData, Table};
 
-/// The row count of one of the run's Parquet files, from its footer.
+/// The row count of one of the run's Parquet tables (a file, or a folder of parts), from the footers.
 pub fn row_count(path: &Path) -> Result<usize> {
-    let file = File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
-    ParquetReader::new(file).num_rows().map_err(|e| Error::input(path, None, format!("cannot read back: {e}")))
+    let mut total = 0;
+    for file in table_files(path)? {
+        let f = File::open(&file).map_err(|e| Error::input(&file, None, format!("cannot open: {e}")))?;
+        total += ParquetReader::new(f)
+            .num_rows()
+            .map_err(|e| Error::input(&file, None, format!("cannot read back: {e}")))?;
+    }
+    Ok(total)
 }
 
-/// Calls `f` with every slice of up to `rows` rows of `columns` of the Parquet file at `path`, in order; returns
-/// the file's row count.
+/// A run's table `<stem>.parquet`, or the folder `<stem>/` of its parts (a merged run's text vectors), if either
+/// is there.
+pub fn find_table(root: &Path, stem: &str) -> Option<std::path::PathBuf> {
+    let file = root.join(format!("{stem}.parquet"));
+    let folder = root.join(stem);
+    if file.is_file() {
+        Some(file)
+    } else if folder.is_dir() {
+        Some(folder)
+    } else {
+        None
+    }
+}
+
+/// The files of a table: the file itself, or a folder's `*.parquet` parts in name order.
+fn table_files(path: &Path) -> Result<Vec<std::path::PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let rd = std::fs::read_dir(path).map_err(|e| Error::input(path, None, format!("cannot list: {e}")))?;
+    let mut files: Vec<std::path::PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Calls `f` with every slice of up to `rows` rows of `columns` of the Parquet table at `path` (a file, or a folder
+/// of parts read in name order; a slice never spans two parts), in order; returns the table's row count.
 pub fn for_each_slice(
     path: &Path,
     columns: &[&str],
     rows: usize,
     mut f: impl FnMut(&Table) -> Result<()>,
+) -> Result<usize> {
+    let mut all = 0;
+    for file in table_files(path)? {
+        all += slices_of_file(&file, columns, rows, &mut f)?;
+    }
+    Ok(all)
+}
+
+fn slices_of_file(
+    path: &Path,
+    columns: &[&str],
+    rows: usize,
+    f: &mut impl FnMut(&Table) -> Result<()>,
 ) -> Result<usize> {
     let err = |e: PolarsError| Error::input(path, None, format!("cannot read back: {e}"));
     let open = || File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")));

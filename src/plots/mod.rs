@@ -265,10 +265,9 @@ fn training(m: &MetricMap, out: &Path) -> Result<bool> {
 }
 
 fn documents(root: &Path, out: &Path, labels: Option<&HashMap<String, String>>) -> Result<bool> {
-    let path = root.join("text_embeddings.parquet");
-    if !path.is_file() {
+    let Some(path) = data::find_table(root, "text_embeddings") else {
         return Ok(false);
-    }
+    };
     let (keys, _, values, dim) = read_vectors(&path, "row", None)?;
     let title =
         format!("contextual document vectors ({} documents, d = {dim}): first two principal components", keys.len());

@@ -10,10 +10,13 @@ use crate::outputs;
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan = ctx.plan.bow.as_ref().ok_or_else(|| Error::Internal("a bow stage without its plan".into()))?;
     let dataset = artifacts.dataset()?;
-    let bow = match dataset {
-        Dataset::Interactions(i) => bow::from_token_ids(plan, i.items.clone(), &i.lists)?,
-        Dataset::Text(t) => bow::from_texts(plan, &t.texts)?,
-        Dataset::Numeric(_) => return Err(Error::Internal("a bow stage was planned for numeric input".into())),
+    let bow = match (ctx.shards, dataset) {
+        (Some(set), _) => bow::from_counts(plan, set.doc_counts()?)?,
+        (None, dataset) => match dataset {
+            Dataset::Interactions(i) => bow::from_token_ids(plan, i.items.clone(), &i.lists)?,
+            Dataset::Text(t) => bow::from_texts(plan, &t.texts)?,
+            Dataset::Numeric(_) => return Err(Error::Internal("a bow stage was planned for numeric input".into())),
+        },
     };
     let s = bow.stats;
     metrics.push("bow", "documents", s.documents as f64);

@@ -55,6 +55,9 @@ struct Window {
 }
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
+    if let Some(set) = ctx.shards {
+        return super::shard_vectors::run(ctx, set, artifacts, metrics);
+    }
     let plan =
         ctx.plan.contextual.as_ref().ok_or_else(|| Error::Internal("a contextual stage without its plan".into()))?;
     let Dataset::Text(corpus) = artifacts.dataset()? else {
@@ -184,7 +187,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     drop(weights);
 
     let out_name = "text_embeddings.parquet";
-    let mut writer = PartWriter::create(&ctx.staging.file(out_name))?;
+    let mut writer = PartWriter::create(&ctx.out_dir.join(out_name))?;
     let mut token_writer: Option<PartWriter> = None;
     let mut occurrences = 0usize;
     let mut kept: Vec<f32> = if keep_vectors { Vec::with_capacity(n * h) } else { Vec::new() };
@@ -241,7 +244,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
             kept.extend_from_slice(&vectors);
         }
         writer.write(&Table::new(vec![
-            ("row_id", ColumnData::I64(rows.clone().map(|r| r as i64).collect())),
+            ("row_id", ColumnData::I64(rows.clone().map(|r| (ctx.first_row + r) as i64).collect())),
             ("row", ColumnData::Str(corpus.ids[rows].to_vec())),
             ("vector", ColumnData::Vectors { dim: h, values: vectors }),
         ]))?;
@@ -249,7 +252,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         windows += 1;
         if !token_rows.is_empty() {
             if token_writer.is_none() {
-                token_writer = Some(PartWriter::create(&ctx.staging.file(TOKENS_FILE))?);
+                token_writer = Some(PartWriter::create(&ctx.out_dir.join(TOKENS_FILE))?);
             }
             if let Some(tw) = token_writer.as_mut() {
                 tw.write(&token_rows.into_table())?;
@@ -257,10 +260,10 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         }
     }
     let written = writer.finish()?;
-    let mut written_files = vec![(out_name, written)];
+    let mut written_files = vec![(out_name.to_owned(), written)];
     if let Some(wp) = &words_plan {
         match token_writer {
-            Some(tw) => written_files.push((TOKENS_FILE, tw.finish()?)),
+            Some(tw) => written_files.push((TOKENS_FILE.to_owned(), tw.finish()?)),
             None => ctx
                 .reporter
                 .notice("contextual: no document has any of contextual.words; token_embeddings.parquet is not written"),

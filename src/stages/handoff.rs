@@ -25,23 +25,22 @@ const SLICE: usize = 16_384;
 pub fn write(plan: &Plan, root: &Path) -> Result<(Vec<Written>, Vec<String>)> {
     let (item_labels, doc_labels) = data::read_run_labels(plan)?;
     let mut written = Vec::new();
-    let rows = |file: &str, name: &str, key: &str, meta: &[&str], labels: Option<&HashMap<String, String>>| {
-        let path = root.join(file);
-        if path.is_file() {
+    let rows = |stem: &str, name: &str, key: &str, meta: &[&str], labels: Option<&HashMap<String, String>>| {
+        if let Some(path) = data::find_table(root, stem) {
             rows_file(root, &path, name, key, meta, labels).map(Some)
         } else {
             Ok(None)
         }
     };
-    written.extend(rows("embeddings.parquet", "items", "item", &["item", "frequency"], item_labels.as_ref())?);
+    written.extend(rows("embeddings", "items", "item", &["item", "frequency"], item_labels.as_ref())?);
     let loadings = root.join("pca_components.parquet");
     if loadings.is_file() {
         let kind = if plan.bow.is_some() { "token" } else { "feature" };
         let labels = if plan.model.is_some() { item_labels.as_ref() } else { None };
         written.push(pca_loadings(root, &loadings, kind, labels)?);
     }
-    written.extend(rows("pca_projections.parquet", "pca_projections", "row", &["row"], doc_labels.as_ref())?);
-    written.extend(rows("text_embeddings.parquet", "documents", "row", &["row"], doc_labels.as_ref())?);
+    written.extend(rows("pca_projections", "pca_projections", "row", &["row"], doc_labels.as_ref())?);
+    written.extend(rows("text_embeddings", "documents", "row", &["row"], doc_labels.as_ref())?);
     let tokens = root.join("token_embeddings.parquet");
     if tokens.is_file() {
         written.extend(token_layers(root, &tokens)?);

@@ -9,8 +9,14 @@ use crate::run_record;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let input = &ctx.plan.input;
-    let fingerprints = input.files.iter().map(|f| run_record::fingerprint(f)).collect::<Result<Vec<_>>>()?;
-    let dataset = data::read_input(input)?;
+    let (fingerprints, dataset) = match ctx.shards {
+        // The merge: the shards fingerprinted and read their files.
+        Some(set) => (set.fingerprints(), set.corpus(ctx.plan)?),
+        None => (
+            input.files.iter().map(|f| run_record::fingerprint(f)).collect::<Result<Vec<_>>>()?,
+            data::read_input(input)?,
+        ),
+    };
     let summary = match &dataset {
         Dataset::Interactions(i) => format!(
             "{} users, {} items, {} interactions",
@@ -28,7 +34,10 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     }
     artifacts.dataset = Some(dataset);
     metrics.push("ingest", "files", fingerprints.len() as f64);
-    let summary = if input.is_many() { format!("{summary} from {} files", fingerprints.len()) } else { summary };
+    let mut summary = if input.is_many() { format!("{summary} from {} files", fingerprints.len()) } else { summary };
+    if let Some(set) = ctx.shards {
+        summary.push_str(&format!(" in {} shards", set.count()));
+    }
     artifacts.fingerprints = fingerprints;
     Ok(StageOutput { summary, ..StageOutput::default() })
 }

@@ -11,6 +11,9 @@ pub mod handoff;
 mod ingest;
 mod model;
 mod pca;
+mod shard_vectors;
+
+use std::path::Path;
 
 use crate::backend::{Backend, BackendReport};
 use crate::bow::Bow;
@@ -19,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::report::Reporter;
-use crate::run_dir::Staging;
 use crate::run_record::{InputFingerprint, StageRecord};
+use crate::shard::ShardSet;
 use crate::table::Table;
 
 /// A stage of a job, in the order they run.
@@ -59,8 +62,12 @@ pub struct Context<'a> {
     pub backend: &'a dyn Backend,
     pub report: &'a BackendReport,
     pub reporter: &'a dyn Reporter,
-    /// The run's staging folder: a stage that streams an output writes it here itself.
-    pub staging: &'a Staging,
+    /// The run's staging folder (a shard's, in a shard task): a stage that streams an output writes it here.
+    pub out_dir: &'a Path,
+    /// The global row index of the first input row (not 0 only in a shard task).
+    pub first_row: usize,
+    /// In `embjob merge`: the shards whose results replace reading and encoding the input.
+    pub shards: Option<&'a ShardSet>,
 }
 
 /// What the stages produce for the stages after them.
@@ -99,7 +106,7 @@ pub struct StageOutput {
     /// The stage's entry under run.json's `details`, if any.
     pub details: Option<serde_json::Value>,
     /// Files the stage wrote into the staging folder itself as it went (name, rows).
-    pub written: Vec<(&'static str, usize)>,
+    pub written: Vec<(String, usize)>,
     /// Parts timed on their own (the model stage: train, eval), reported by the stage itself; the loop records
     /// these instead of one record for the whole stage.
     pub parts: Vec<StageRecord>,

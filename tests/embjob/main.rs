@@ -21,3 +21,4 @@ mod pca_parity;
 mod pca_properties;
 mod reliability;
 mod report;
+mod shards;
