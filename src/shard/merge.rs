@@ -211,7 +211,8 @@ impl ShardSet {
         let any = |name: &str| -> f64 {
             self.manifests.iter().flat_map(|m| m.contextual.iter()).find(|(n, _)| n == name).map_or(0.0, |(_, v)| *v)
         };
-        let (docs, tokens, seconds) = (sum("documents"), sum("tokens"), sum("seconds").max(1e-9));
+        let seconds = self.manifests.iter().map(|m| m.encode_seconds).sum::<f64>().max(1e-9);
+        let (docs, tokens) = (sum("documents"), sum("tokens"));
         for name in ["documents", "tokens", "truncated_documents", "batches", "row_groups"] {
             metrics.push("contextual", name, sum(name));
         }

@@ -162,8 +162,10 @@ pub struct Manifest {
     pub pairs: usize,
     /// Stop-word occurrences dropped from the shard's documents.
     pub stop_words_dropped: u64,
-    /// The contextual stage's metrics for the shard's documents (name, value), when it ran.
+    /// The contextual stage's counts for the shard's documents (name, value), when it ran.
     pub contextual: Vec<(String, f64)>,
+    /// Seconds the contextual stage took.
+    pub encode_seconds: f64,
     /// Seconds the task took, from the start to the manifest.
     pub seconds: f64,
     /// The shard's files and their sizes in bytes (for the cost table).

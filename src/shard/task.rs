@@ -88,7 +88,7 @@ pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Resul
             t.elapsed().as_secs_f64(),
         );
     }
-    let mut contextual = Vec::new();
+    let (mut contextual, mut encode_seconds) = (Vec::new(), 0.0);
     if plan.contextual.is_some() && rows > 0 {
         crate::interrupt::check()?;
         let (compute, backend) = crate::backend::open(plan.backend)?;
@@ -107,7 +107,16 @@ pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Resul
         let mut artifacts = Artifacts { dataset: Some(Dataset::Text(corpus)), ..Artifacts::default() };
         let mut metrics = Metrics::default();
         crate::stages::run(crate::stages::Stage::Contextual, &ctx, &mut artifacts, &mut metrics)?;
-        contextual = metrics.rows.into_iter().map(|m| (m.metric, m.value)).collect();
+        encode_seconds = metrics.get("contextual", "seconds").unwrap_or(0.0);
+        // Counts only: times and rates are in `seconds` and `encode_seconds`, so a retried task writes the same
+        // manifest but for them.
+        let timing = ["seconds", "documents_per_second", "tokens_per_second", "peak_rss_mb"];
+        contextual = metrics
+            .rows
+            .into_iter()
+            .filter(|m| !timing.contains(&m.metric.as_str()))
+            .map(|m| (m.metric, m.value))
+            .collect();
     }
 
     crate::interrupt::check()?;
@@ -131,6 +140,7 @@ pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Resul
         pairs,
         stop_words_dropped,
         contextual,
+        encode_seconds,
         seconds: started.elapsed().as_secs_f64(),
         written,
     };
