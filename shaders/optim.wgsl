@@ -95,3 +95,52 @@ fn sgd(@builtin(global_invocation_id) gid: vec3<u32>) {
     m[i] = vel;
     param[i] = param[i] - p.lr * vel;
 }
+
+// Lazy Adam over selected slices of a parameter (adam_selected): slice j (of `count`), element e (of `width`) is the
+// parameter's value idx[j]·p_outer + e·p_inner and the gradient's g·g_outer + e·g_inner, g = idx[j] when by_index,
+// else j. One invocation per (slice, element); the slices are distinct, so no two invocations write one value.
+// Bindings as adam's, and 6: storage, read sel_idx: array<u32>.
+struct SelParams {
+    count: u32,
+    width: u32,
+    p_outer: u32,
+    p_inner: u32,
+    g_outer: u32,
+    g_inner: u32,
+    by_index: u32,
+    pad0: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    pad1: u32,
+    pad2: u32,
+    pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> sp: SelParams;
+@group(0) @binding(6) var<storage, read> sel_idx: array<u32>;
+
+@compute @workgroup_size(64, 1, 1)
+fn adam_selected(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x + gid.y * 65535u * 64u;
+    if (n >= sp.count * sp.width) {
+        return;
+    }
+    let j = n / sp.width;
+    let e = n % sp.width;
+    let i = sel_idx[j];
+    var g0 = j;
+    if (sp.by_index == 1u) {
+        g0 = i;
+    }
+    let pi = i * sp.p_outer + e * sp.p_inner;
+    let g = grad[g0 * sp.g_outer + e * sp.g_inner] + sp.weight_decay * param[pi];
+    let mi = sp.beta1 * m[pi] + (1.0 - sp.beta1) * g;
+    let vi = sp.beta2 * v[pi] + (1.0 - sp.beta2) * g * g;
+    m[pi] = mi;
+    v[pi] = vi;
+    let denom = sqrt(vi) * state[2] + sp.eps;
+    param[pi] = param[pi] - (sp.lr / state[1]) * mi / denom;
+}

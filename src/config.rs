@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 pub use crate::backend::BackendChoice;
 pub use crate::bow::{DfBound, Weighting};
 pub use crate::model::{EmbeddingInit, Optimizer, Pooling};
+pub use crate::sampling::{Loss, Sampler};
 
 /// One pipeline file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -321,6 +322,13 @@ pub struct ModelConfig {
     /// k: favourites given as input per example (one more is the label).
     #[serde(default = "default_inputs_per_example")]
     pub inputs_per_example: u64,
+    /// "softmax" over every item, or "sampled_softmax" over sampled negatives (large catalogues).
+    #[serde(default)]
+    pub loss: Loss,
+    /// Negatives drawn per batch with the sampled softmax (default 1000).
+    pub negatives: Option<u64>,
+    /// What the negatives are drawn from: "frequency" (default) or "uniform".
+    pub sampler: Option<Sampler>,
 }
 
 fn default_hidden() -> u64 {

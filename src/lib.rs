@@ -32,6 +32,7 @@ pub mod report;
 pub mod rng;
 pub mod run_dir;
 pub mod run_record;
+pub mod sampling;
 pub mod senses;
 pub mod shard;
 pub mod sparse;

@@ -68,16 +68,37 @@ pub fn pca(n: usize, p: usize, solver: Solver, k: usize, oversamples: usize) -> 
     }
 }
 
-/// The model stage's main allocations: parameters with gradients and Adam moments, and the batch workspace.
-pub fn model(items: usize, dim: usize, hidden: usize, batch: usize, device: crate::backend::BackendKind) -> Vec<Item> {
+/// The model stage's main allocations: parameters with gradients and Adam moments, and the batch workspace. With
+/// `negatives` (the sampled softmax) the logits cover the batch's candidates (at most negatives + batch), the
+/// evaluation's rows over all items (see [`crate::model::EVAL_LOGITS`]), and the candidates' output columns twice.
+pub fn model(
+    items: usize,
+    dim: usize,
+    hidden: usize,
+    batch: usize,
+    negatives: Option<usize>,
+    device: crate::backend::BackendKind,
+) -> Vec<Item> {
     let (v, d, h, b) = (items as u64, dim as u64, hidden as u64, batch as u64);
     let pre = if h > 0 { h } else { d };
     let params = v * d + d * h + h + pre * v + v;
-    vec![
-        item(format!("parameters, gradients and Adam moments 4 × {params} × 4 B on {device}"), 4 * params, 4),
-        item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4),
-        item(format!("activations {b} × ({d} + {h}) × 8 B on {device}"), b * (d + h) * 2, 4),
-    ]
+    let mut plan =
+        vec![item(format!("parameters, gradients and Adam moments 4 × {params} × 4 B on {device}"), 4 * params, 4)];
+    match negatives {
+        None => plan.push(item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4)),
+        Some(n) => {
+            let c = (n as u64 + b).min(v);
+            let rows = (crate::model::EVAL_LOGITS as u64 / v.max(1)).clamp(1, b);
+            plan.push(item(
+                format!("logits max({b} × {c} candidates, {rows} evaluation rows × {v}) × 4 B on {device}"),
+                (b * c).max(rows * v),
+                4,
+            ));
+            plan.push(item(format!("candidate columns 2 × {pre} × {c} × 4 B on {device}"), 2 * pre * c, 4));
+        }
+    }
+    plan.push(item(format!("activations {b} × ({d} + {h}) × 8 B on {device}"), b * (d + h) * 2, 4));
+    plan
 }
 
 /// One line stating a plan, e.g. "pca: covariance 240 × 240 × 8 B = 0.9 MB; total 0.9 MB".

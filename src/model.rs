@@ -10,9 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Activation, AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SgdStep, Tensor};
+use crate::backend::{
+    Activation, AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SampledColumns, Selected, SgdStep, Tensor,
+};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix;
+use crate::sampling::{AliasTable, Candidates};
 use crate::split::Example;
 
 /// How the input items' embedding rows combine.
@@ -160,6 +163,43 @@ pub struct Network<'b> {
     logged: Vec<usize>,
     /// Losses already read back but not yet taken.
     loss_pending: f64,
+    /// Rows of logits over all items the workspace holds (the evaluation's batch).
+    eval_rows: usize,
+    /// The sampled softmax's sampler and workspace, when the loss is sampled.
+    sampled: Option<SampledState>,
+}
+
+/// The loss a network trains with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LossSpec {
+    /// Softmax over every item.
+    Softmax,
+    /// Sampled softmax (see [`crate::sampling`]): `negatives` draws per batch from weights proportional to
+    /// `proposal` (one per item), seeded; trained with lazy Adam (only the batch's rows and columns move).
+    Sampled { negatives: usize, proposal: Vec<f64>, seed: u64 },
+}
+
+/// Logits over all items held for evaluation when the loss is sampled: batches of evaluation rows stay under this
+/// many values (64 MB), so that a catalogue of 10^6 items ranks 16 rows at a time instead of a batch × V matrix.
+pub const EVAL_LOGITS: usize = 1 << 24;
+
+/// The sampled softmax's state: the proposal, the sampling stream, and the workspace of one batch's candidates
+/// (at most `negatives` + batch columns).
+struct SampledState {
+    negatives: usize,
+    table: AliasTable,
+    rng: SplitMix,
+    max_cols: usize,
+    columns: Indices,
+    target_columns: Indices,
+    w2s: Tensor,
+    b2s: Tensor,
+    log_q: Tensor,
+    shared: Tensor,
+    d_w2s: Tensor,
+    d_b2s: Tensor,
+    /// The last batch's candidate count.
+    cols: usize,
 }
 
 /// Steps whose losses stay on the device before they are read back.
@@ -253,7 +293,26 @@ impl<'b> Network<'b> {
         capacity: usize,
         max_inputs: usize,
     ) -> Result<Network<'b>> {
+        Network::with_loss(be, shape, params, optimizer, capacity, max_inputs, &LossSpec::Softmax)
+    }
+
+    /// As [`Network::new`], training with `loss`.
+    pub fn with_loss(
+        be: &'b dyn Backend,
+        shape: Shape,
+        params: &HostParams,
+        optimizer: Optimizer,
+        capacity: usize,
+        max_inputs: usize,
+        loss: &LossSpec,
+    ) -> Result<Network<'b>> {
         let Shape { items: v, dim: d, hidden: n, .. } = shape;
+        if matches!(loss, LossSpec::Sampled { .. }) && optimizer != Optimizer::Adam {
+            return Err(Error::Stage {
+                stage: "model",
+                message: "the sampled softmax trains with lazy Adam: set train.optimizer = \"adam\"".into(),
+            });
+        }
         let pre = shape.pre_logits();
         let mut ps = Vec::new();
         for (p, name) in params.parts().into_iter().zip([
@@ -282,6 +341,32 @@ impl<'b> Network<'b> {
                 e => e,
             })
         };
+        let (eval_rows, sampled) = match loss {
+            LossSpec::Softmax => (capacity, None),
+            LossSpec::Sampled { negatives, proposal, seed } => {
+                let max_cols = (negatives + capacity).min(v).max(1);
+                let state = SampledState {
+                    negatives: *negatives,
+                    table: AliasTable::new(proposal),
+                    rng: SplitMix::new(*seed ^ 0x6e65_6761_7469_7665),
+                    max_cols,
+                    columns: be.index_buffer(max_cols)?,
+                    target_columns: be.index_buffer(capacity)?,
+                    w2s: zeros("sampled output weights (pre × candidates)", pre * max_cols)?,
+                    b2s: zeros("sampled output bias", max_cols)?,
+                    log_q: zeros("log-Q corrections", max_cols)?,
+                    shared: zeros("shared-negative flags", max_cols)?,
+                    d_w2s: zeros("sampled output weight gradient", pre * max_cols)?,
+                    d_b2s: zeros("sampled output bias gradient", max_cols)?,
+                    cols: 0,
+                };
+                ((EVAL_LOGITS / v.max(1)).clamp(1, capacity), Some(state))
+            }
+        };
+        let logits_len = match &sampled {
+            None => capacity * v,
+            Some(s) => (capacity * s.max_cols).max(eval_rows * v),
+        };
         Ok(Network {
             be,
             shape,
@@ -290,7 +375,7 @@ impl<'b> Network<'b> {
             params: ps,
             pooled: zeros("pooled embeddings (batch × d)", capacity * d)?,
             hidden: zeros("hidden activations (batch × n)", capacity * n)?,
-            logits: zeros("logits (batch × items)", capacity * v)?,
+            logits: zeros("logits (batch × items, or × candidates)", logits_len)?,
             losses: zeros("losses (batch)", capacity)?,
             d_hidden: zeros("hidden gradient", capacity * pre)?,
             d_pooled: zeros("pooled gradient", capacity * d)?,
@@ -311,7 +396,14 @@ impl<'b> Network<'b> {
             loss_log: zeros("loss log", capacity * LOSS_LOG_STEPS)?,
             logged: Vec::new(),
             loss_pending: 0.0,
+            eval_rows,
+            sampled,
         })
+    }
+
+    /// The most rows [`Network::evaluate`] takes at once.
+    pub fn eval_rows(&self) -> usize {
+        self.eval_rows
     }
 
     /// Uploads a batch's indices and weights; returns its size.
@@ -355,7 +447,20 @@ impl<'b> Network<'b> {
     /// `output_bias` is false (training adds it in the fused loss, `softmax_xent_bias`).
     fn forward(&self, rows: usize, output_bias: bool) -> Result<()> {
         let be = self.be;
-        let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
+        let v = self.shape.items;
+        let pre = self.forward_hidden(rows)?;
+        let k = self.shape.pre_logits();
+        be.matmul(pre, false, &self.params[W2].value, false, &self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
+        if output_bias {
+            be.bias_act(&self.logits, &self.params[B2].value, rows, v, Activation::Identity)?;
+        }
+        Ok(())
+    }
+
+    /// The layers before the output layer; returns the activation that feeds the logits (rows × pre_logits).
+    fn forward_hidden(&self, rows: usize) -> Result<&Tensor> {
+        let be = self.be;
+        let Shape { dim: d, hidden: n, pooling, .. } = self.shape;
         be.embedding_bag(&self.params[EMB].value, d, &self.bags(rows), pooling == Pooling::Mean, &self.pooled)?;
         let pre = if n > 0 {
             let dims = MatDims { m: rows, n, k: d };
@@ -365,12 +470,7 @@ impl<'b> Network<'b> {
         } else {
             &self.pooled
         };
-        let k = self.shape.pre_logits();
-        be.matmul(pre, false, &self.params[W2].value, false, &self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
-        if output_bias {
-            be.bias_act(&self.logits, &self.params[B2].value, rows, v, Activation::Identity)?;
-        }
-        Ok(())
+        Ok(pre)
     }
 
     /// The summed loss (f64) of the steps since the last call; reads the device's loss log back once.
@@ -392,6 +492,11 @@ impl<'b> Network<'b> {
     pub fn train_step(&mut self, batch: &Batch, opts: &TrainOptions) -> Result<()> {
         if self.logged.len() == LOSS_LOG_STEPS {
             self.loss_pending += self.take_loss()?;
+        }
+        if self.sampled.is_some() {
+            let draws = self.draw_negatives()?;
+            self.sampled_backward(batch, &draws)?;
+            return self.sampled_step(opts);
         }
         let rows = self.upload(batch)?;
         self.forward(rows, false)?;
@@ -417,7 +522,7 @@ impl<'b> Network<'b> {
         } else {
             &self.d_hidden
         };
-        be.embedding_bag_backward(d_pooled, d, &self.bags(rows), pooling == Pooling::Mean, &p[EMB].grad)?;
+        be.embedding_bag_backward(d_pooled, d, &self.bags(rows), pooling == Pooling::Mean, &p[EMB].grad, true)?;
         self.step += 1;
         for (i, p) in self.params.iter().enumerate() {
             if n == 0 && (i == W1 || i == B1) {
@@ -448,9 +553,156 @@ impl<'b> Network<'b> {
         Ok(())
     }
 
+    /// The next batch's negatives, drawn from the proposal with the network's seeded stream.
+    pub fn draw_negatives(&mut self) -> Result<Vec<u32>> {
+        let s = self.sampled.as_mut().ok_or_else(|| Error::Internal("negatives without a sampled loss".into()))?;
+        Ok((0..s.negatives).map(|_| s.table.draw(&mut s.rng)).collect())
+    }
+
+    /// Forward, sampled loss and backward of one batch with the given negative `draws`: the loss goes to the loss
+    /// log; the gradients stay on the device, compact (the candidate columns of the output layer, the batch's rows
+    /// of the embedding table) until [`Network::sampled_gradients`] or the optimizer step reads them.
+    pub fn sampled_backward(&mut self, batch: &Batch, draws: &[u32]) -> Result<()> {
+        let rows = self.upload(batch)?;
+        let be = self.be;
+        let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
+        let pre = self.shape.pre_logits();
+        let st =
+            self.sampled.as_mut().ok_or_else(|| Error::Internal("sampled_backward without a sampled loss".into()))?;
+        let cand = Candidates::new(&st.table, draws, &batch.targets);
+        let cols = cand.items.len();
+        if cols > st.max_cols {
+            return Err(Error::Internal(format!("{cols} candidates, more than the workspace's {}", st.max_cols)));
+        }
+        be.write_indices(&mut st.columns, &cand.items)?;
+        be.write_indices(&mut st.target_columns, &cand.target_columns)?;
+        be.write(&st.log_q, &cand.log_q)?;
+        be.write(&st.shared, &cand.shared)?;
+        st.cols = cols;
+        let st = self.sampled.as_ref().ok_or_else(|| Error::Internal("sampled state".into()))?;
+        let p = &self.params;
+        be.gather_columns(&p[W2].value, pre, v, &st.columns, &st.w2s)?;
+        be.gather_columns(&p[B2].value, 1, v, &st.columns, &st.b2s)?;
+        let pre_t = self.forward_hidden(rows)?;
+        be.matmul(pre_t, false, &st.w2s, false, &self.logits, MatDims { m: rows, n: cols, k: pre }, 0.0)?;
+        let columns = SampledColumns {
+            count: cols,
+            bias: &st.b2s,
+            log_q: &st.log_q,
+            shared: &st.shared,
+            targets: &st.target_columns,
+        };
+        be.sampled_softmax_xent(&self.logits, rows, &columns, &self.losses, &st.d_b2s)?;
+        be.copy(&self.losses, 0, &self.loss_log, self.logged.len() * self.capacity, rows)?;
+        be.matmul(pre_t, true, &self.logits, false, &st.d_w2s, MatDims { m: pre, n: cols, k: rows }, 0.0)?;
+        be.matmul(&self.logits, false, &st.w2s, true, &self.d_hidden, MatDims { m: rows, n: pre, k: cols }, 0.0)?;
+        let d_pooled = if n > 0 {
+            be.relu_backward(&self.d_hidden, &self.hidden)?;
+            be.matmul(&self.pooled, true, &self.d_hidden, false, &p[W1].grad, MatDims { m: d, n, k: rows }, 0.0)?;
+            be.column_sums(&self.d_hidden, rows, n, &p[B1].grad)?;
+            be.matmul(&self.d_hidden, false, &p[W1].value, true, &self.d_pooled, MatDims { m: rows, n: d, k: n }, 0.0)?;
+            &self.d_pooled
+        } else {
+            &self.d_hidden
+        };
+        be.embedding_bag_backward(d_pooled, d, &self.bags(rows), pooling == Pooling::Mean, &p[EMB].grad, false)?;
+        self.logged.push(rows);
+        Ok(())
+    }
+
+    /// One lazy Adam step after [`Network::sampled_backward`]: the hidden layer in full, the embedding rows of the
+    /// batch's inputs and the output layer's candidate columns only.
+    fn sampled_step(&mut self, opts: &TrainOptions) -> Result<()> {
+        self.step += 1;
+        let be = self.be;
+        let Shape { items: v, dim: d, hidden: n, .. } = self.shape;
+        let pre = self.shape.pre_logits();
+        let st = self.sampled.as_ref().ok_or_else(|| Error::Internal("sampled state".into()))?;
+        let step = AdamStep {
+            lr: opts.learning_rate as f32,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: opts.weight_decay as f32,
+            t: self.step,
+        };
+        let adam = |i: usize, grad: &Tensor, sel: Option<Selected<'_>>| -> Result<()> {
+            let p = &self.params[i];
+            let OptimizerState::Adam { m, v } = &p.state else {
+                return Err(Error::Internal("the sampled softmax without Adam".into()));
+            };
+            match sel {
+                Some(sel) => be.adam_selected(&p.value, grad, m, v, &sel, step),
+                None => be.adam(&p.value, grad, m, v, step),
+            }
+        };
+        let emb = Selected {
+            idx: &self.idx.seg_items,
+            width: d,
+            param_stride: (d, 1),
+            grad_stride: (d, 1),
+            grad_by_index: true,
+        };
+        adam(EMB, &self.params[EMB].grad, Some(emb))?;
+        if n > 0 {
+            adam(W1, &self.params[W1].grad, None)?;
+            adam(B1, &self.params[B1].grad, None)?;
+        }
+        let w2 = Selected {
+            idx: &st.columns,
+            width: pre,
+            param_stride: (1, v),
+            grad_stride: (1, st.cols),
+            grad_by_index: false,
+        };
+        adam(W2, &st.d_w2s, Some(w2))?;
+        let b2 =
+            Selected { idx: &st.columns, width: 1, param_stride: (1, 0), grad_stride: (1, 0), grad_by_index: false };
+        adam(B2, &st.d_b2s, Some(b2))
+    }
+
+    /// The gradients of the mean sampled loss left by [`Network::sampled_backward`], as full-size host vectors:
+    /// zero outside the batch's embedding rows and candidate columns. `inputs` are the batch's distinct input items
+    /// and `columns` its candidates (for checks).
+    pub fn sampled_gradients(&self, inputs: &[u32], columns: &[u32]) -> Result<HostParams> {
+        let st = self.sampled.as_ref().ok_or_else(|| Error::Internal("sampled state".into()))?;
+        let Shape { items: v, dim: d, hidden: n, .. } = self.shape;
+        let pre = self.shape.pre_logits();
+        let dense = self.gradients()?;
+        let mut emb = vec![0.0; v * d];
+        for &i in inputs {
+            let r = i as usize * d..(i as usize + 1) * d;
+            emb[r.clone()].copy_from_slice(&dense.emb[r]);
+        }
+        let (dw, db) = (self.be.read(&st.d_w2s)?, self.be.read(&st.d_b2s)?);
+        let cols = columns.len();
+        let mut w2 = vec![0.0; pre * v];
+        let mut b2 = vec![0.0; v];
+        for (j, &c) in columns.iter().enumerate() {
+            for i in 0..pre {
+                w2[i * v + c as usize] = dw[i * cols + j];
+            }
+            b2[c as usize] = db[j];
+        }
+        let (w1, b1) = if n > 0 { (dense.w1, dense.b1) } else { (Vec::new(), Vec::new()) };
+        Ok(HostParams { emb, w1, b1, w2, b2 })
+    }
+
+    /// The sampler's proposal and the number of negatives per batch, when the loss is sampled.
+    pub fn sampling(&self) -> Option<(&AliasTable, usize)> {
+        self.sampled.as_ref().map(|s| (&s.table, s.negatives))
+    }
+
     /// Loss (summed, f64) and masked target ranks of a batch, without training. `masks[r]` are the items excluded
     /// from row r's ranking (the target itself is never excluded).
     pub fn evaluate(&mut self, batch: &Batch, masks: &[&[u32]]) -> Result<(f64, Vec<f32>)> {
+        if batch.len() > self.eval_rows {
+            return Err(Error::Internal(format!(
+                "an evaluation batch of {} rows, more than the {} the workspace holds",
+                batch.len(),
+                self.eval_rows
+            )));
+        }
         let rows = self.upload(batch)?;
         self.forward(rows, true)?;
         let be = self.be;

@@ -203,6 +203,10 @@ impl PcaPlan {
 /// The embedding-layer model, its training and its evaluation.
 #[derive(Debug, Clone)]
 pub struct ModelPlan {
+    pub loss: crate::sampling::Loss,
+    /// Negatives per batch (sampled softmax).
+    pub negatives: usize,
+    pub sampler: crate::sampling::Sampler,
     pub embedding_dim: EmbeddingDim,
     pub hidden_units: usize,
     pub pooling: Pooling,
@@ -882,6 +886,26 @@ fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<M
     if train.patience == Some(0) {
         problems.add("train.patience", "must be at least 1 (leave it out to train every epoch)");
     }
+    let sampled = model.loss == crate::sampling::Loss::SampledSoftmax;
+    if !sampled {
+        if model.negatives.is_some() {
+            problems.add("model.negatives", "only applies to loss = \"sampled_softmax\"");
+        }
+        if model.sampler.is_some() {
+            problems.add("model.sampler", "only applies to loss = \"sampled_softmax\"");
+        }
+    }
+    if let Some(n) = model.negatives {
+        if n == 0 || n > 10_000_000 {
+            problems.add("model.negatives", format!("must be between 1 and 10000000 (got {n})"));
+        }
+    }
+    if sampled && train.optimizer != Optimizer::Adam {
+        problems.add(
+            "train.optimizer",
+            "the sampled softmax trains with lazy Adam (only the batch's rows and columns move): use \"adam\"",
+        );
+    }
     let eval: EvalConfig = config.eval.clone().unwrap_or_default();
     if eval.k.is_empty() {
         problems.add("eval.k", "must list at least one cut-off");
@@ -926,6 +950,9 @@ fn plan_model(config: &Config, base: &Path, problems: &mut Problems) -> Option<M
         return None;
     }
     Some(ModelPlan {
+        loss: model.loss,
+        negatives: model.negatives.unwrap_or(1000) as usize,
+        sampler: model.sampler.unwrap_or_default(),
         embedding_dim: model.embedding_dim,
         hidden_units: model.hidden_units as usize,
         pooling: model.pooling,

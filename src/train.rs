@@ -8,7 +8,7 @@ use crate::dataset::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::{self, RankingMetrics};
 use crate::metrics::Metrics;
-use crate::model::{Batch, HostParams, Network, Shape, TrainOptions};
+use crate::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
 use crate::plan::ModelPlan;
 use crate::report::Reporter;
 use crate::rng::SplitMix;
@@ -96,6 +96,7 @@ fn score(
 ) -> Result<(f64, Vec<f64>)> {
     let mut loss = 0.0;
     let mut ranks = Vec::with_capacity(examples.len());
+    let batch = batch.min(net.eval_rows());
     for (chunk, mchunk) in examples.chunks(batch).zip(masks.chunks(batch)) {
         let b = Batch::weighted(chunk.iter(), w);
         let (l, r) = net.evaluate(&b, mchunk)?;
@@ -174,7 +175,18 @@ pub fn run(
 
     let params = HostParams::init(shape, plan.init, plan.train_seed);
     let max_inputs = plan.inputs_per_example.max(1);
-    let mut net = Network::new(be, shape, &params, plan.optimizer, plan.batch_size, max_inputs)?;
+    let loss = match plan.loss {
+        crate::sampling::Loss::Softmax => LossSpec::Softmax,
+        crate::sampling::Loss::SampledSoftmax => LossSpec::Sampled {
+            negatives: plan.negatives,
+            proposal: match plan.sampler {
+                crate::sampling::Sampler::Frequency => popularity.iter().map(|&c| c as f64).collect(),
+                crate::sampling::Sampler::Uniform => vec![1.0; v],
+            },
+            seed: plan.train_seed,
+        },
+    };
+    let mut net = Network::with_loss(be, shape, &params, plan.optimizer, plan.batch_size, max_inputs, &loss)?;
     let opts = TrainOptions {
         batch_size: plan.batch_size,
         learning_rate: plan.learning_rate,
@@ -267,6 +279,9 @@ pub fn run(
     metrics.push("train", "examples", split.train.len() as f64);
     metrics.push("train", "seconds", train_seconds);
     metrics.push("train", "examples_per_second", examples_per_second);
+    if let Some((_, negatives)) = net.sampling() {
+        metrics.push("train", "negatives", negatives as f64);
+    }
     metrics.push("train", "embedding_dim", dim as f64);
 
     // Final evaluation: the model and the popularity baseline, both protocols.

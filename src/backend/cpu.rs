@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::cpu_kernels as k;
 use super::{
     check_distinct, Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices,
-    LayerNorm, MatDims, PoolMode, RankMasks, SeqShape, SgdStep, Tensor, TokenRows,
+    LayerNorm, MatDims, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor, TokenRows,
 };
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
@@ -227,6 +227,7 @@ impl Backend for Cpu {
         bags: &Bags<'_>,
         mean: bool,
         grad: &Tensor,
+        zero_others: bool,
     ) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
         k::embedding_bag_backward(
@@ -240,6 +241,7 @@ impl Backend for Cpu {
             &r(bags.seg_weights)?,
             mean,
             &mut w(grad)?,
+            zero_others,
         );
         Ok(())
     }
@@ -298,6 +300,79 @@ impl Backend for Cpu {
         let out = out.get_mut(..rows * cols).ok_or_else(|| Error::Internal("softmax_xent: shape".into()))?;
         let l = l.get_mut(..rows).ok_or_else(|| Error::Internal("softmax_xent: losses".into()))?;
         k::softmax_xent(out, &ri(targets)?, cols, l);
+        Ok(())
+    }
+
+    fn gather_columns(&self, src: &Tensor, rows: usize, cols: usize, idx: &Indices, dst: &Tensor) -> Result<()> {
+        check_distinct(BackendKind::Cpu, &[dst], &[src])?;
+        let (src, idx, mut dst) = (r(src)?, ri(idx)?, w(dst)?);
+        if src.len() < rows * cols || dst.len() < rows * idx.len() || idx.iter().any(|&c| c as usize >= cols) {
+            return Err(Error::Internal("gather_columns: shape".into()));
+        }
+        k::gather_columns(&src, rows, cols, &idx, &mut dst);
+        Ok(())
+    }
+
+    fn sampled_softmax_xent(
+        &self,
+        logits: &Tensor,
+        rows: usize,
+        c: &SampledColumns<'_>,
+        losses: &Tensor,
+        bias_grad: &Tensor,
+    ) -> Result<()> {
+        check_distinct(BackendKind::Cpu, &[logits, losses, bias_grad], &[c.bias, c.log_q, c.shared])?;
+        let (bias, log_q, shared, targets) = (r(c.bias)?, r(c.log_q)?, r(c.shared)?, ri(c.targets)?);
+        let (mut x, mut l, mut g) = (w(logits)?, w(losses)?, w(bias_grad)?);
+        let n = c.count;
+        if x.len() < rows * n
+            || l.len() < rows
+            || g.len() < n
+            || bias.len() < n
+            || log_q.len() < n
+            || shared.len() < n
+            || targets.len() < rows
+            || targets[..rows].iter().any(|&t| t as usize >= n)
+        {
+            return Err(Error::Internal("sampled_softmax_xent: shape".into()));
+        }
+        k::sampled_softmax_xent(&mut x, rows, n, &bias, &log_q, &shared, &targets, &mut l, &mut g[..n]);
+        Ok(())
+    }
+
+    fn adam_selected(
+        &self,
+        param: &Tensor,
+        grad: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        sel: &Selected<'_>,
+        step: AdamStep,
+    ) -> Result<()> {
+        check_distinct(BackendKind::Cpu, &[param, m, v], &[grad])?;
+        let idx = ri(sel.idx)?;
+        let (mut p, g, mut mm, mut vv) = (w(param)?, r(grad)?, w(m)?, w(v)?);
+        let last = |i: usize, (a, b): (usize, usize)| i * a + sel.width.saturating_sub(1) * b;
+        let fits = idx.iter().enumerate().all(|(j, &i)| {
+            let gi = if sel.grad_by_index { i as usize } else { j };
+            last(i as usize, sel.param_stride) < p.len().min(mm.len()).min(vv.len())
+                && last(gi, sel.grad_stride) < g.len()
+        });
+        if !fits {
+            return Err(Error::Internal("adam_selected: an index outside the parameter or gradient".into()));
+        }
+        k::adam_selected(
+            &mut p,
+            &g,
+            &mut mm,
+            &mut vv,
+            &idx,
+            sel.width,
+            sel.param_stride,
+            sel.grad_stride,
+            sel.grad_by_index,
+            step,
+        );
         Ok(())
     }
 

@@ -169,10 +169,14 @@ pub fn embedding_bag_backward(
     seg_weights: &[f32],
     mean: bool,
     grad: &mut [f32],
+    zero_others: bool,
 ) {
-    grad.iter_mut().for_each(|x| *x = 0.0);
+    if zero_others {
+        grad.iter_mut().for_each(|x| *x = 0.0);
+    }
     for (s, &item) in seg_items.iter().enumerate() {
         let dst = &mut grad[item as usize * dim..(item as usize + 1) * dim];
+        dst.fill(0.0);
         let span = seg_offsets[s] as usize..seg_offsets[s + 1] as usize;
         for (&e, &w) in seg_examples[span.clone()].iter().zip(&seg_weights[span]) {
             let e = e as usize;
@@ -403,6 +407,98 @@ fn adam_chunk_generic(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s:
         v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * gi * gi;
         let denom = v[i].sqrt() * inv_bc2_sqrt + s.eps;
         p[i] -= step * m[i] / denom;
+    }
+}
+
+/// `dst[i][j] = src[i][idx[j]]` for a rows×cols `src`.
+pub fn gather_columns(src: &[f32], rows: usize, cols: usize, idx: &[u32], dst: &mut [f32]) {
+    let n = idx.len();
+    for i in 0..rows {
+        let row = &src[i * cols..(i + 1) * cols];
+        for (d, &c) in dst[i * n..(i + 1) * n].iter_mut().zip(idx) {
+            *d = row[c as usize];
+        }
+    }
+}
+
+/// The sampled softmax cross-entropy of [`crate::backend::Backend::sampled_softmax_xent`], row by row in f32 with
+/// the sums of exponentials in f64 (fixed order); the column sums of the gradient added in row order.
+#[allow(clippy::too_many_arguments)]
+pub fn sampled_softmax_xent(
+    logits: &mut [f32],
+    rows: usize,
+    count: usize,
+    bias: &[f32],
+    log_q: &[f32],
+    shared: &[f32],
+    targets: &[u32],
+    losses: &mut [f32],
+    bias_grad: &mut [f32],
+) {
+    let scale = 1.0 / rows as f32;
+    logits[..rows * count]
+        .par_chunks_mut(count.max(1))
+        .zip(losses[..rows].par_iter_mut())
+        .zip(&targets[..rows])
+        .for_each(|((row, loss), &t)| {
+            let t = t as usize;
+            let active = |j: usize| shared[j] > 0.0 || j == t;
+            let mut max = f32::NEG_INFINITY;
+            for j in 0..count {
+                let z = row[j] + bias[j] - log_q[j];
+                row[j] = z;
+                if active(j) && z > max {
+                    max = z;
+                }
+            }
+            let mut sum = 0.0f64;
+            for (j, &z) in row.iter().enumerate() {
+                if active(j) {
+                    sum += f64::from((z - max).exp());
+                }
+            }
+            let log_sum = sum.ln() as f32;
+            *loss = max + log_sum - row[t];
+            for (j, z) in row.iter_mut().enumerate() {
+                *z = if active(j) {
+                    let p = (*z - max - log_sum).exp();
+                    (p - if j == t { 1.0 } else { 0.0 }) * scale
+                } else {
+                    0.0
+                };
+            }
+        });
+    column_sums(logits, rows, count, bias_grad);
+}
+
+/// Lazy Adam over the selected slices of a parameter (see [`crate::backend::Selected`]).
+#[allow(clippy::too_many_arguments)]
+pub fn adam_selected(
+    param: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    idx: &[u32],
+    width: usize,
+    param_stride: (usize, usize),
+    grad_stride: (usize, usize),
+    grad_by_index: bool,
+    s: AdamStep,
+) {
+    let bc1 = 1.0 - s.beta1.powi(s.t as i32);
+    let bc2 = 1.0 - s.beta2.powi(s.t as i32);
+    let step = s.lr / bc1;
+    let inv_bc2_sqrt = 1.0 / bc2.sqrt();
+    for (j, &i) in idx.iter().enumerate() {
+        let g0 = if grad_by_index { i as usize } else { j };
+        for e in 0..width {
+            let p = i as usize * param_stride.0 + e * param_stride.1;
+            let gi = grad[g0 * grad_stride.0 + e * grad_stride.1] + s.weight_decay * param[p];
+            m[p] = s.beta1 * m[p] + (1.0 - s.beta1) * gi;
+            v[p] = s.beta2 * v[p] + (1.0 - s.beta2) * gi * gi;
+            let denom = v[p].sqrt() * inv_bc2_sqrt + s.eps;
+            param[p] -= step * m[p] / denom;
+        }
     }
 }
 

@@ -74,8 +74,10 @@ pub trait Backend: Send + Sync {
     /// bag's total weight with mean pooling (its size when every weight is 1). `table` is V×dim, `out` is bags×dim.
     fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()>;
 
-    /// The embedding gradient as a segment sum over each item's occurrences (no atomics): `grad` (V×dim) is
-    /// zeroed, then `grad[item] = Σ d_pooled[example] (/ bag size with mean pooling)`.
+    /// The embedding gradient as a segment sum over each item's occurrences (no atomics):
+    /// `grad[item] = Σ d_pooled[example] (/ bag size with mean pooling)` for the batch's items; every other row of
+    /// `grad` (V×dim) is zeroed when `zero_others` (dense optimizers), left as it is otherwise (an optimizer that
+    /// reads only the batch's rows: `adam_selected`).
     fn embedding_bag_backward(
         &self,
         d_pooled: &Tensor,
@@ -83,6 +85,7 @@ pub trait Backend: Send + Sync {
         bags: &Bags<'_>,
         mean: bool,
         grad: &Tensor,
+        zero_others: bool,
     ) -> Result<()>;
 
     /// In place: `x[r][c] = act(x[r][c] + bias[c])` for an m×n `x`.
@@ -114,6 +117,35 @@ pub trait Backend: Send + Sync {
         cols: usize,
         losses: &Tensor,
         bias_grad: &Tensor,
+    ) -> Result<()>;
+
+    /// `dst[i][j] = src[i][idx[j]]`: the columns `idx` of `src` (rows×cols), in `idx` order, into `dst`
+    /// (rows×idx.len()). With `rows` = 1, a gather of a vector.
+    fn gather_columns(&self, src: &Tensor, rows: usize, cols: usize, idx: &Indices, dst: &Tensor) -> Result<()>;
+
+    /// Sampled softmax cross-entropy (see [`SampledColumns`]): for each row r, over its active columns (the shared
+    /// negatives and its own target), `z = logits + bias − log_q`; writes the row's loss `logsumexp(z) − z[target]`
+    /// to `losses`, replaces `logits` (rows×count) with the gradient of the mean loss (`(softmax − onehot) / rows`
+    /// on active columns, 0 elsewhere) and writes its column sums (rows in order) to `bias_grad` (count).
+    fn sampled_softmax_xent(
+        &self,
+        logits: &Tensor,
+        rows: usize,
+        columns: &SampledColumns<'_>,
+        losses: &Tensor,
+        bias_grad: &Tensor,
+    ) -> Result<()>;
+
+    /// Adam (as [`Backend::adam`], the same step counter) on the selected parts of a parameter only: the lazy Adam
+    /// of sparse updates, whose untouched entries keep their value and moments (see [`Selected`]).
+    fn adam_selected(
+        &self,
+        param: &Tensor,
+        grad: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        sel: &Selected<'_>,
+        step: AdamStep,
     ) -> Result<()>;
 
     /// One Adam step (PyTorch's Adam: L2 weight decay added to the gradient, bias-corrected moments).
@@ -365,8 +397,34 @@ pub struct RankMasks<'a> {
     pub mask_offsets: &'a Indices,
 }
 
-/// Hyper-parameters of one Adam step.
+/// The candidate columns of a sampled softmax batch: `count` columns (distinct items), each with its gathered
+/// output bias, its log-Q correction (the log of its probability of being among the sampled negatives), and whether
+/// it is a sampled negative, active in every row (1) or only a row's own target (0); `targets[r]` is the column of
+/// row r's target.
 #[derive(Debug, Clone, Copy)]
+pub struct SampledColumns<'a> {
+    pub count: usize,
+    pub bias: &'a Tensor,
+    pub log_q: &'a Tensor,
+    pub shared: &'a Tensor,
+    pub targets: &'a Indices,
+}
+
+/// The parts of a parameter a lazy optimizer step touches: `idx.len()` slices of `width` values. Slice j, element
+/// e is the parameter's value `idx[j]·param_stride.0 + e·param_stride.1` and the gradient's value
+/// `g·grad_stride.0 + e·grad_stride.1`, with g = `idx[j]` when `grad_by_index` (a full-size gradient) and j
+/// otherwise (a compact one, slice by slice). `idx` holds distinct values.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    pub idx: &'a Indices,
+    pub width: usize,
+    pub param_stride: (usize, usize),
+    pub grad_stride: (usize, usize),
+    pub grad_by_index: bool,
+}
+
+/// Hyper-parameters of one Adam step.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamStep {
     pub lr: f32,
     pub beta1: f32,

@@ -31,7 +31,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     };
     let dim = plan.embedding_dim_for(data.items.len());
     let used = ctx.report.used;
-    let mem = memory::model(data.items.len(), dim, plan.hidden_units, plan.batch_size, used);
+    let negatives = (plan.loss == crate::sampling::Loss::SampledSoftmax).then_some(plan.negatives);
+    let mem = memory::model(data.items.len(), dim, plan.hidden_units, plan.batch_size, negatives, used);
     ctx.reporter.notice(&memory::describe("model", &mem));
     // On the GPU the adapter's limits bound each tensor (checked when it is created); on the CPU the machine's memory.
     match used {

@@ -262,6 +262,7 @@ fn embedding_bag_forward_and_backward_equal_cpu() {
             &batch.seg_weights,
             mean,
             &mut want,
+            true,
         );
         let grad = g.upload(&poison(v * d)).expect("grad");
         let dp = g.upload(&d_pooled).expect("dp");
@@ -273,10 +274,25 @@ fn embedding_bag_forward_and_backward_equal_cpu() {
         let gsw = g.upload(&batch.seg_weights).expect("seg weights");
         let mut enc = g.encoder();
         let segments = batch.seg_items.len();
-        g.embedding_bag_backward(&mut enc, &dp, d, (&go, &gw), (&si, &so, &se, &gsw), segments, mean, &grad)
+        g.embedding_bag_backward(&mut enc, &dp, d, (&go, &gw), (&si, &so, &se, &gsw), segments, mean, &grad, true)
             .expect("dispatch");
         g.submit(enc);
         assert_close(&g.download(&grad).expect("grad"), &want, &format!("embedding gradient mean={mean}"));
+        // Without zeroing (lazy optimizers): the batch's rows are written, every other row is left as it was.
+        let grad = g.upload(&poison(v * d)).expect("grad");
+        let mut enc = g.encoder();
+        g.embedding_bag_backward(&mut enc, &dp, d, (&go, &gw), (&si, &so, &se, &gsw), segments, mean, &grad, false)
+            .expect("dispatch");
+        g.submit(enc);
+        let got = g.download(&grad).expect("grad");
+        for item in 0..v {
+            let row = item * d..(item + 1) * d;
+            if batch.seg_items.contains(&(item as u32)) {
+                assert_close(&got[row.clone()], &want[row], &format!("touched row {item}"));
+            } else {
+                assert!(got[row].iter().all(|x| x.is_nan()), "untouched row {item} was written");
+            }
+        }
     }
 }
 
@@ -698,4 +714,91 @@ fn encoder_kernels_equal_cpu() {
     g.l2_normalize(&mut enc, &gx, 5, cols).expect("dispatch");
     g.submit(enc);
     assert_close(&g.download(&gx).expect("unit rows"), &want, "l2_normalize");
+}
+
+/// The sampled softmax's kernels through the Backend trait, on poisoned outputs: the candidate columns gathered, the
+/// loss and gradient over shared negatives and each row's own target (inactive columns exactly 0), and lazy Adam on
+/// selected columns of a row-major matrix and on rows with a full-size gradient (everything else untouched).
+#[test]
+fn sampled_softmax_kernels_equal_cpu() {
+    use embjob::backend::{SampledColumns, Selected};
+    let Some(gpu) = crate::support::gpu_backend() else { return };
+    let cpu = embjob::backend::Cpu::new();
+    let backends: [&dyn embjob::backend::Backend; 2] = [&cpu, gpu];
+    let (rows, v, pre) = (7, 50, 6);
+    let columns: Vec<u32> = vec![1, 4, 9, 10, 17, 23, 31, 44, 49];
+    let n = columns.len();
+    let shared: Vec<f32> = (0..n).map(|j| if j % 3 == 1 { 0.0 } else { 1.0 }).collect();
+    let targets: Vec<u32> = vec![1, 4, 0, 7, 3, 4, 8];
+    let log_q: Vec<f32> = random(31, n, 1.0).iter().map(|x| -2.0 - x.abs()).collect();
+    let mut results = Vec::new();
+    for be in backends {
+        let w = be.tensor(&random(32, pre * v, 1.0)).expect("w");
+        let mut idx = be.index_buffer(n).expect("idx");
+        be.write_indices(&mut idx, &columns).expect("idx");
+        let ws = be.tensor(&poison(pre * n)).expect("ws");
+        be.gather_columns(&w, pre, v, &idx, &ws).expect("gather");
+        let logits = be.tensor(&random(33, rows * n, 8.0)).expect("logits");
+        let (bias, lq, sh) = (
+            be.tensor(&random(34, n, 1.0)).expect("bias"),
+            be.tensor(&log_q).expect("log_q"),
+            be.tensor(&shared).expect("shared"),
+        );
+        let mut t = be.index_buffer(rows).expect("targets");
+        be.write_indices(&mut t, &targets).expect("targets");
+        let (losses, bias_grad) = (be.tensor(&poison(rows)).expect("l"), be.tensor(&poison(n)).expect("bg"));
+        let c = SampledColumns { count: n, bias: &bias, log_q: &lq, shared: &sh, targets: &t };
+        be.sampled_softmax_xent(&logits, rows, &c, &losses, &bias_grad).expect("xent");
+        // Lazy Adam, three steps: the columns of w (compact gradient), then rows 3, 8, 20 of a 25×4 table with a
+        // full-size gradient.
+        let (m, vv) = (be.tensor(&vec![0.0; pre * v]).expect("m"), be.tensor(&vec![0.0; pre * v]).expect("v"));
+        let g = be.tensor(&random(35, pre * n, 1.0)).expect("g");
+        let table = be.tensor(&random(36, 100, 1.0)).expect("table");
+        let (tm, tv) = (be.tensor(&vec![0.0; 100]).expect("m"), be.tensor(&vec![0.0; 100]).expect("v"));
+        let tg = be.tensor(&random(37, 100, 1.0)).expect("tg");
+        let mut rows_idx = be.index_buffer(3).expect("rows");
+        be.write_indices(&mut rows_idx, &[3, 8, 20]).expect("rows");
+        for step in 1..=3 {
+            let s = AdamStep { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, t: step };
+            let cols =
+                Selected { idx: &idx, width: pre, param_stride: (1, v), grad_stride: (1, n), grad_by_index: false };
+            be.adam_selected(&w, &g, &m, &vv, &cols, s).expect("adam columns");
+            let rs =
+                Selected { idx: &rows_idx, width: 4, param_stride: (4, 1), grad_stride: (4, 1), grad_by_index: true };
+            be.adam_selected(&table, &tg, &tm, &tv, &rs, s).expect("adam rows");
+        }
+        let read = |t: &embjob::backend::Tensor| be.read(t).expect("read");
+        results.push([read(&ws), read(&logits), read(&losses), read(&bias_grad), read(&w), read(&table)]);
+    }
+    let names = [
+        "gathered columns",
+        "sampled gradient",
+        "sampled losses",
+        "bias gradient",
+        "lazy Adam columns",
+        "lazy Adam rows",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        assert_close(&results[1][i], &results[0][i], name);
+    }
+    // Inactive columns (another row's target, not a shared negative) have gradient exactly 0; each row's gradient
+    // sums to 0 (softmax − onehot).
+    let grad = &results[0][1];
+    for r in 0..rows {
+        let row = &grad[r * n..(r + 1) * n];
+        for j in 0..n {
+            if shared[j] == 0.0 && j != targets[r] as usize {
+                assert_eq!(row[j], 0.0, "row {r} column {j}");
+            }
+        }
+        assert!(row.iter().map(|&x| f64::from(x)).sum::<f64>().abs() < 1e-6, "row {r} sums to 0");
+    }
+    // Lazy Adam moved the selected entries only.
+    let (w0, t0) = (random(32, pre * v, 1.0), random(36, 100, 1.0));
+    for (i, (&a, &b)) in results[0][4].iter().zip(&w0).enumerate() {
+        assert_eq!(a != b, columns.contains(&((i % v) as u32)), "w[{i}]");
+    }
+    for (i, (&a, &b)) in results[0][5].iter().zip(&t0).enumerate() {
+        assert_eq!(a != b, [3, 8, 20].contains(&(i / 4)), "table[{i}]");
+    }
 }

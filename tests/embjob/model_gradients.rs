@@ -3,7 +3,7 @@
 
 use embjob::backend::{cpu_kernels, Backend};
 use embjob::config::{EmbeddingInit, Optimizer, Pooling};
-use embjob::model::{Batch, HostParams, Network, Shape, TrainOptions};
+use embjob::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
 use embjob::rng::SplitMix;
 use embjob::split::Example;
 
@@ -98,6 +98,65 @@ fn gradients_equal_finite_differences_sum_pooling_with_hidden_layer() {
 #[test]
 fn gradients_equal_finite_differences_without_hidden_layer() {
     check(Shape { items: 7, dim: 3, hidden: 0, pooling: Pooling::Mean });
+}
+
+/// The summed sampled loss of a batch with fixed negative draws.
+fn sampled_loss_of(
+    be: &dyn Backend,
+    shape: Shape,
+    params: &HostParams,
+    batch: &Batch,
+    draws: &[u32],
+    loss: &LossSpec,
+) -> f64 {
+    let mut net = Network::with_loss(be, shape, params, Optimizer::Adam, batch.len(), 4, loss).expect("network");
+    net.sampled_backward(batch, draws).expect("sampled");
+    net.take_loss().expect("loss")
+}
+
+/// The sampled softmax's backward pass equals finite differences of the sampled loss (same draws) for every
+/// parameter, on every backend: log-Q corrections, the shared negatives, a target that is also drawn, another row's
+/// target that is not (inactive for the other rows), and zero gradients outside the batch's rows and candidates.
+fn check_sampled(shape: Shape) {
+    for be in backends() {
+        let mut params = HostParams::init(shape, EmbeddingInit::Normal, 11);
+        params.w1.iter_mut().for_each(|w| *w *= 3.0);
+        let ex = examples(5, shape.items, 5);
+        let batch = Batch::weighted(ex.iter(), |u, i| 0.5 + ((u * 5 + i) % 3) as f32 * 0.5);
+        let proposal: Vec<f64> = (0..shape.items).map(|i| 1.0 + (i % 4) as f64).collect();
+        let loss = LossSpec::Sampled { negatives: 6, proposal, seed: 1 };
+        let draws: Vec<u32> = vec![2, 5, 5, ex[0].target, 9, 0];
+        let mut net = Network::with_loss(be, shape, &params, Optimizer::Adam, batch.len(), 4, &loss).expect("network");
+        net.sampled_backward(&batch, &draws).expect("backward");
+        let (table, _) = net.sampling().expect("sampled");
+        let columns = embjob::sampling::Candidates::new(table, &draws, &batch.targets).items;
+        let grads = net.sampled_gradients(&batch.seg_items, &columns).expect("grads");
+        let rows = batch.len() as f64;
+        for (part, name) in ["embedding", "w1", "b1", "w2", "b2"].iter().enumerate() {
+            for i in 0..params.parts()[part].len() {
+                let eps = 1e-2f32;
+                let (mut plus, mut minus) = (params.clone(), params.clone());
+                part_mut(&mut plus, part)[i] += eps;
+                part_mut(&mut minus, part)[i] -= eps;
+                let fd = (sampled_loss_of(be, shape, &plus, &batch, &draws, &loss)
+                    - sampled_loss_of(be, shape, &minus, &batch, &draws, &loss))
+                    / (2.0 * eps as f64)
+                    / rows;
+                let g = grads.parts()[part][i] as f64;
+                assert!(
+                    (fd - g).abs() <= 2e-3 + 2e-2 * fd.abs(),
+                    "{:?} sampled {name}[{i}] ({shape:?}): backward {g} vs finite difference {fd}",
+                    be.kind()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sampled_softmax_gradients_equal_finite_differences() {
+    check_sampled(Shape { items: 12, dim: 3, hidden: 4, pooling: Pooling::Mean });
+    check_sampled(Shape { items: 10, dim: 2, hidden: 0, pooling: Pooling::Sum });
 }
 
 #[test]

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::ops::GpuCsr;
+use super::params::SelParams;
 use super::{GpuBuf, GpuContext, GpuIdx};
 use crate::backend::cpu_kernels;
 use crate::backend::{
     check_distinct, Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices,
-    LayerNorm, MatDims, PoolMode, RankMasks, SeqShape, SgdStep, Tensor, TokenRows,
+    LayerNorm, MatDims, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor, TokenRows,
 };
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
@@ -83,6 +84,30 @@ impl Gpu {
         let r = f(&self.ctx, &mut enc);
         *pending = Some(enc);
         r
+    }
+
+    /// Records `f` with Adam's device-side step state for `step`: the first parameter of an optimizer step advances
+    /// the state; the others of the same step reuse it. The next step is one dispatch with the same parameters
+    /// every step; a jump (a new run) sets the step.
+    fn with_adam_state(
+        &self,
+        step: AdamStep,
+        f: impl FnOnce(&GpuContext, &mut wgpu::CommandEncoder, &GpuBuf) -> Result<()>,
+    ) -> Result<()> {
+        let mut state =
+            self.adam_state.lock().map_err(|_| Error::Internal("gpu backend: adam state poisoned".into()))?;
+        if state.is_none() {
+            *state = Some((self.ctx.upload(&[0.0; 4])?, (0, 0, 0)));
+        }
+        let (buffer, seen) = state.as_mut().ok_or_else(|| Error::Internal("adam state".into()))?;
+        let key = (step.t, step.beta1.to_bits(), step.beta2.to_bits());
+        if *seen != key {
+            let next = seen.0.checked_add(1) == Some(step.t) && (seen.1, seen.2) == (key.1, key.2);
+            let set_t = if next { 0 } else { step.t };
+            self.record(|ctx, enc| ctx.adam_tick(enc, buffer, step.beta1, step.beta2, set_t))?;
+            *seen = key;
+        }
+        self.record(|ctx, enc| f(ctx, enc, buffer))
     }
 
     fn resident<B>(&self, buf: B) -> Resident<B> {
@@ -247,6 +272,7 @@ impl Backend for Gpu {
         bags: &Bags<'_>,
         mean: bool,
         grad: &Tensor,
+        zero_others: bool,
     ) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[grad], &[d_pooled, bags.weights, bags.seg_weights])?;
         let (offsets, weights) = (idx(bags.offsets)?, buf(bags.weights)?);
@@ -255,7 +281,8 @@ impl Backend for Gpu {
         let segments = (&seg_items, &seg_offsets, &seg_examples, buf(bags.seg_weights)?);
         self.record(|ctx, enc| {
             let n = bags.seg_items.len();
-            ctx.embedding_bag_backward(enc, buf(d_pooled)?, dim, (&offsets, weights), segments, n, mean, buf(grad)?)
+            let d = buf(d_pooled)?;
+            ctx.embedding_bag_backward(enc, d, dim, (&offsets, weights), segments, n, mean, buf(grad)?, zero_others)
         })
     }
 
@@ -307,22 +334,72 @@ impl Backend for Gpu {
 
     fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[param, m, v], &[grad])?;
-        let mut state =
-            self.adam_state.lock().map_err(|_| Error::Internal("gpu backend: adam state poisoned".into()))?;
-        if state.is_none() {
-            *state = Some((self.ctx.upload(&[0.0; 4])?, (0, 0, 0)));
+        self.with_adam_state(step, |ctx, enc, state| {
+            ctx.adam(enc, buf(param)?, buf(grad)?, buf(m)?, buf(v)?, state, step)
+        })
+    }
+
+    fn gather_columns(&self, src: &Tensor, rows: usize, cols: usize, ix: &Indices, dst: &Tensor) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[dst], &[src])?;
+        let count = ix.len();
+        if src.len() < rows * cols || dst.len() < rows * count {
+            return Err(Error::Internal("gather_columns: shape".into()));
         }
-        let (buffer, seen) = state.as_mut().ok_or_else(|| Error::Internal("adam state".into()))?;
-        // The first parameter of an optimizer step advances the state; the others of the same step reuse it. The
-        // next step is one dispatch with the same parameters every step; a jump (a new run) sets the step.
-        let key = (step.t, step.beta1.to_bits(), step.beta2.to_bits());
-        if *seen != key {
-            let next = seen.0.checked_add(1) == Some(step.t) && (seen.1, seen.2) == (key.1, key.2);
-            let set_t = if next { 0 } else { step.t };
-            self.record(|ctx, enc| ctx.adam_tick(enc, buffer, step.beta1, step.beta2, set_t))?;
-            *seen = key;
+        let ix = idx(ix)?;
+        self.record(|ctx, enc| ctx.gather_columns(enc, buf(src)?, rows, cols, &ix, count, buf(dst)?))
+    }
+
+    fn sampled_softmax_xent(
+        &self,
+        logits: &Tensor,
+        rows: usize,
+        c: &SampledColumns<'_>,
+        losses: &Tensor,
+        bias_grad: &Tensor,
+    ) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[logits, losses, bias_grad], &[c.bias, c.log_q, c.shared])?;
+        let n = c.count;
+        if logits.len() < rows * n
+            || losses.len() < rows
+            || bias_grad.len() < n
+            || c.bias.len() < n
+            || c.log_q.len() < n
+            || c.shared.len() < n
+            || c.targets.len() < rows
+        {
+            return Err(Error::Internal("sampled_softmax_xent: shape".into()));
         }
-        self.record(|ctx, enc| ctx.adam(enc, buf(param)?, buf(grad)?, buf(m)?, buf(v)?, buffer, step))
+        let targets = idx(c.targets)?;
+        let columns = (buf(c.bias)?, buf(c.log_q)?, buf(c.shared)?, &targets);
+        self.record(|ctx, enc| ctx.sampled_xent(enc, buf(logits)?, rows, n, columns, buf(losses)?))?;
+        self.column_sums(logits, rows, n, bias_grad)
+    }
+
+    fn adam_selected(
+        &self,
+        param: &Tensor,
+        grad: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        sel: &Selected<'_>,
+        step: AdamStep,
+    ) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[param, m, v], &[grad])?;
+        let count = sel.idx.len();
+        let u = |x: usize| u32::try_from(x).map_err(|_| Error::Internal("adam_selected: stride".into()));
+        let shape = SelParams {
+            width: u(sel.width)?,
+            p_outer: u(sel.param_stride.0)?,
+            p_inner: u(sel.param_stride.1)?,
+            g_outer: u(sel.grad_stride.0)?,
+            g_inner: u(sel.grad_stride.1)?,
+            by_index: sel.grad_by_index.into(),
+            ..SelParams::default()
+        };
+        let ix = idx(sel.idx)?;
+        self.with_adam_state(step, |ctx, enc, state| {
+            ctx.adam_selected(enc, (buf(param)?, buf(grad)?, buf(m)?, buf(v)?), state, &ix, count, shape, step)
+        })
     }
 
     fn sgd(&self, param: &Tensor, grad: &Tensor, velocity: &Tensor, s: SgdStep) -> Result<()> {

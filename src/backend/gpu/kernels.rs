@@ -11,8 +11,8 @@ use std::borrow::Cow;
 
 use super::kernel_source::{self, Form};
 use super::params::{
-    BagParams, EncoderParams, EwParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams, SoftmaxParams,
-    SparseParams, TickParams,
+    BagParams, EncoderParams, EwParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams, SampledParams,
+    SelParams, SoftmaxParams, SparseParams, TickParams,
 };
 use crate::error::{Error, Result};
 
@@ -32,6 +32,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("ranking", include_str!("../../../shaders/ranking.wgsl")),
     ("neighbors", include_str!("../../../shaders/neighbors.wgsl")),
     ("encoder", include_str!("../../../shaders/encoder.wgsl")),
+    ("sampled", include_str!("../../../shaders/sampled.wgsl")),
 ];
 
 /// Every kernel (one WGSL entry point each).
@@ -65,6 +66,9 @@ pub enum Kernel {
     Attention,
     Pool,
     L2Normalize,
+    GatherColumns,
+    SampledXent,
+    AdamSelected,
 }
 
 /// A kernel's registry entry.
@@ -82,7 +86,7 @@ pub struct KernelSpec {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::Gemm,
         Kernel::GemmTiled,
         Kernel::GemmTiled128,
@@ -107,6 +111,9 @@ impl Kernel {
         Kernel::Attention,
         Kernel::Pool,
         Kernel::L2Normalize,
+        Kernel::GatherColumns,
+        Kernel::SampledXent,
+        Kernel::AdamSelected,
     ];
 
     /// The registry entry.
@@ -144,6 +151,9 @@ impl Kernel {
             Kernel::Attention => k("encoder", "attention", ParamsInfo::of::<EncoderParams>()),
             Kernel::Pool => k("encoder", "pool", ParamsInfo::of::<EncoderParams>()),
             Kernel::L2Normalize => k("encoder", "l2_normalize", ParamsInfo::of::<EncoderParams>()),
+            Kernel::GatherColumns => k("sampled", "gather_columns", ParamsInfo::of::<SampledParams>()),
+            Kernel::SampledXent => k("sampled", "sampled_xent", ParamsInfo::of::<SampledParams>()),
+            Kernel::AdamSelected => k("optim", "adam_selected", ParamsInfo::of::<SelParams>()),
         }
     }
 }

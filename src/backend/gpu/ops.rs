@@ -3,7 +3,8 @@
 
 use super::kernels::Kernel;
 use super::params::{
-    BagParams, EwParams, NeighborParams, OptParams, RankParams, SoftmaxParams, SparseParams, TickParams,
+    BagParams, EwParams, NeighborParams, OptParams, RankParams, SampledParams, SelParams, SoftmaxParams, SparseParams,
+    TickParams,
 };
 use super::pipelines::{groups_1d, groups_per_row};
 use super::{GpuBuf, GpuContext, GpuIdx};
@@ -46,7 +47,7 @@ impl GpuContext {
         self.dispatch(enc, Kernel::BagForward, 0, &p, &entries, groups_1d(bags * dim))
     }
 
-    /// The embedding gradient as a segment sum over `segments` items; clears `grad` first.
+    /// The embedding gradient as a segment sum over `segments` items; clears `grad` first when `zero_others`.
     #[allow(clippy::too_many_arguments)]
     pub fn embedding_bag_backward(
         &self,
@@ -58,8 +59,11 @@ impl GpuContext {
         segments: usize,
         mean: bool,
         grad: &GpuBuf,
+        zero_others: bool,
     ) -> Result<()> {
-        enc.clear_buffer(&grad.buf, 0, None);
+        if zero_others {
+            enc.clear_buffer(&grad.buf, 0, None);
+        }
         let p = BagParams { count: segments as u32, dim: dim as u32, mean: mean.into(), pad0: 0 };
         let entries = [
             (3, &offsets.buf),
@@ -159,6 +163,65 @@ impl GpuContext {
         };
         let entries = [(1, &param.buf), (2, &grad.buf), (3, &m.buf), (4, &v.buf), (5, &state.buf)];
         self.dispatch(enc, Kernel::Adam, 0, &p, &entries, groups_1d(param.len))
+    }
+
+    /// `dst = src[:, idx]` for a rows×cols `src` and `count` columns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather_columns(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        src: &GpuBuf,
+        rows: usize,
+        cols: usize,
+        idx: &GpuIdx,
+        count: usize,
+        dst: &GpuBuf,
+    ) -> Result<()> {
+        let p = SampledParams { rows: rows as u32, cols: cols as u32, count: count as u32, pad0: 0 };
+        let entries = [(1, &src.buf), (2, &idx.buf), (3, &dst.buf)];
+        self.dispatch(enc, Kernel::GatherColumns, 0, &p, &entries, groups_1d(rows * count))
+    }
+
+    /// The sampled softmax loss and gradient over `count` candidate columns (see shaders/sampled.wgsl).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sampled_xent(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        logits: &GpuBuf,
+        rows: usize,
+        count: usize,
+        (bias, log_q, shared, targets): (&GpuBuf, &GpuBuf, &GpuBuf, &GpuIdx),
+        losses: &GpuBuf,
+    ) -> Result<()> {
+        let p = SampledParams { rows: rows as u32, cols: count as u32, count: count as u32, pad0: 0 };
+        let entries =
+            [(2, &targets.buf), (3, &logits.buf), (4, &bias.buf), (5, &log_q.buf), (6, &shared.buf), (7, &losses.buf)];
+        self.dispatch(enc, Kernel::SampledXent, 0, &p, &entries, groups_per_row(rows))
+    }
+
+    /// Lazy Adam over `count` selected slices of `width` values, at the step `state` holds (`adam_tick`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn adam_selected(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        (param, grad, m, v): (&GpuBuf, &GpuBuf, &GpuBuf, &GpuBuf),
+        state: &GpuBuf,
+        idx: &GpuIdx,
+        count: usize,
+        shape: SelParams,
+        s: AdamStep,
+    ) -> Result<()> {
+        let p = SelParams {
+            count: count as u32,
+            lr: s.lr,
+            beta1: s.beta1,
+            beta2: s.beta2,
+            eps: s.eps,
+            weight_decay: s.weight_decay,
+            ..shape
+        };
+        let entries = [(1, &param.buf), (2, &grad.buf), (3, &m.buf), (4, &v.buf), (5, &state.buf), (6, &idx.buf)];
+        self.dispatch(enc, Kernel::AdamSelected, 0, &p, &entries, groups_1d(count * shape.width as usize))
     }
 
     /// One SGD step with momentum (`velocity` holds the momentum buffer).

@@ -92,6 +92,33 @@ kernel_params!(
     NeighborParams { n: u32, dim: u32, k: u32, pad0: u32 }
 );
 
+kernel_params!(
+    /// sampled.wgsl: rows, the source's columns (gather_columns), the candidate columns.
+    SampledParams { rows: u32, cols: u32, count: u32, pad0: u32 }
+);
+kernel_params!(
+    /// optim.wgsl `adam_selected`: the selected slices (count × width), their strides in the parameter and the
+    /// gradient, whether the gradient is full-size (indexed as the parameter) or compact, and Adam's settings.
+    SelParams {
+        count: u32,
+        width: u32,
+        p_outer: u32,
+        p_inner: u32,
+        g_outer: u32,
+        g_inner: u32,
+        by_index: u32,
+        pad0: u32,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        pad1: u32,
+        pad2: u32,
+        pad3: u32,
+    }
+);
+
 macro_rules! impl_params {
     ($($name:ident),*) => {
         $(impl KernelParams for $name {
@@ -118,7 +145,9 @@ impl_params!(
     TickParams,
     SparseParams,
     RankParams,
-    NeighborParams
+    NeighborParams,
+    SampledParams,
+    SelParams
 );
 
 impl KernelParams for GemmParams {
