@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod bench;
 pub mod bow;
+pub mod catalogue;
 pub mod config;
 pub mod data;
 pub mod dataset;

@@ -76,6 +76,20 @@ enum Command {
         #[command(subcommand)]
         which: Bench,
     },
+    /// Write a seeded synthetic catalogue (Zipf item popularity) as a long-layout Parquet file: user_id, item, rank.
+    GenCatalogue {
+        #[arg(long)]
+        items: usize,
+        #[arg(long, default_value_t = 20_000)]
+        users: usize,
+        #[arg(long, default_value_t = 10)]
+        per_user: usize,
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+        /// The Parquet file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the seeded synthetic food data set (favourites and item labels) that pipelines/food.toml uses.
     GenFood {
         /// Folder to write `food_favorites.csv`, `food_items.csv` and `food_pairs.csv` into.
@@ -165,6 +179,26 @@ enum Bench {
         dim: usize,
         #[arg(short, long, default_value_t = 10)]
         k: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    /// Training and held-out ranking cost against the catalogue size (generated Zipf catalogues), full softmax
+    /// against sampled, on the CPU.
+    Catalogue {
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        items: Vec<usize>,
+        #[arg(long, default_value_t = 20_000)]
+        users: usize,
+        #[arg(long, default_value_t = 10)]
+        per_user: usize,
+        #[arg(long, default_value_t = 1000)]
+        negatives: usize,
+        /// Timed training steps (batch 256) per measurement.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Held-out examples ranked over all items per measurement.
+        #[arg(long, default_value_t = 512)]
+        eval_examples: usize,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
@@ -389,6 +423,26 @@ fn main() {
             embjob::bench::encode(&opts, &mut std::io::stderr())
                 .map(|ms| print!("{}", embjob::bench::encode_table(&ms)))
         }),
+        Command::Bench {
+            which: Bench::Catalogue { items, users, per_user, negatives, steps, eval_examples, repeats },
+        } => {
+            let opts = embjob::bench::CatalogueBenchOptions {
+                items,
+                users,
+                per_user,
+                negatives,
+                steps,
+                eval_examples,
+                repeats,
+            };
+            embjob::bench::catalogue(&opts, &mut std::io::stderr())
+                .map(|ms| print!("{}", embjob::bench::catalogue_table(&ms)))
+        }
+        Command::GenCatalogue { items, users, per_user, seed, out } => {
+            let spec = embjob::catalogue::CatalogueSpec { items, users, per_user, exponent: 1.0, seed };
+            embjob::data::write_parquet(&embjob::catalogue::table(&spec), &out)
+                .map(|()| println!("wrote {} ({users} users × {per_user} of {items} items)", out.display()))
+        }
         Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {
             for f in files {
                 println!("wrote {}", f.display());

@@ -6,11 +6,15 @@
 //! * `embjob bench train`: training throughput and LOO recall of a pipeline's model (default: MovieLens with the
 //!   peer's settings), next to the PyTorch peer (CPU, or CUDA with `--peer-device cuda`);
 //! * `embjob bench gemm`: GEMM GFLOP/s on the CPU backend and on every GPU adapter, next to PyTorch;
+//! * `embjob bench catalogue` (`catalogue.rs`): training and held-out ranking cost against the catalogue size
+//!   (generated Zipf catalogues of 10^4–10^6 items), full softmax against sampled;
 //! * `embjob bench encode` (`encode.rs`): contextual encoding throughput of a model folder on real text, next to
 //!   sentence-transformers and ONNX Runtime.
 
+mod catalogue;
 mod encode;
 
+pub use catalogue::{catalogue, catalogue_table, CatalogueBenchOptions, CatalogueMeasurement};
 pub use encode::{encode, encode_table, EncodeBenchOptions, EncodeMeasurement, TextSet};
 
 use std::io::Write;

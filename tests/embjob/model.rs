@@ -232,3 +232,67 @@ fn a_non_positive_weight_is_an_input_error() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("column 'w'") && r.stderr.contains("not positive"), "{}", r.stderr);
 }
+
+/// The food job with the sampled softmax (40 of 240 items drawn per batch of 64) on `backend`.
+fn sampled_food_job(backend: &str, sampler: &str) -> Job {
+    food_job(10, "")
+        .edit_toml(
+            "hidden_units=16\n",
+            &format!("hidden_units=16\nloss='sampled_softmax'\nnegatives=40\nsampler='{sampler}'\n"),
+        )
+        .edit_toml("backend='cpu'", &format!("backend='{backend}'"))
+}
+
+#[test]
+fn the_sampled_softmax_learns_the_food_cuisines_on_every_backend() {
+    let mut backends = vec!["cpu"];
+    if crate::support::gpu_backend().is_some() {
+        backends.push("gpu");
+    }
+    for (backend, sampler) in backends.iter().flat_map(|b| [(*b, "frequency"), (*b, "uniform")]) {
+        if backend == "gpu" && sampler == "uniform" {
+            continue;
+        }
+        let job = sampled_food_job(backend, sampler);
+        let r = job.run(&[]);
+        assert_eq!(r.code, 0, "{backend}: {}", r.stderr);
+        let out = job.out();
+        assert_eq!(eval_metric(&out, "train", "negatives"), 40.0);
+        let (model, popularity) =
+            (eval_metric(&out, "eval_model", "loo_recall@5"), eval_metric(&out, "eval_popularity", "loo_recall@5"));
+        assert!(model > 2.0 * popularity, "{backend} {sampler}: recall@5 {model} vs popularity {popularity}");
+        let agreement = eval_metric(&out, "similarity", "label_agreement");
+        assert!(agreement > 0.7, "{backend} {sampler}: only {agreement} of the neighbours share their cuisine");
+        // The loss is the sampled one: finite and below the full softmax's log(240) at random.
+        let loss = eval_metric(&out, "train", "loss");
+        assert!(loss.is_finite() && loss < (240f64).ln(), "{backend}: loss {loss}");
+    }
+    // One seed, one result.
+    let (a, b) = (sampled_food_job("cpu", "frequency"), sampled_food_job("cpu", "frequency"));
+    for j in [&a, &b] {
+        assert_eq!(j.run(&[]).code, 0);
+    }
+    assert!(a.latest_parquet("embeddings.parquet").equals(&b.latest_parquet("embeddings.parquet")));
+}
+
+#[test]
+fn sampled_softmax_settings_are_checked_with_their_keys() {
+    let cases = [
+        ("hidden_units=16\n", "hidden_units=16\nnegatives=10\n", "model.negatives"),
+        ("hidden_units=16\n", "hidden_units=16\nsampler='uniform'\n", "model.sampler"),
+        ("hidden_units=16\n", "hidden_units=16\nloss='sampled_softmax'\nnegatives=0\n", "model.negatives"),
+        ("hidden_units=16\n", "hidden_units=16\nloss='sampled'\n", "loss"),
+    ];
+    for (from, to, key) in cases {
+        let job = food_job(1, "").edit_toml(from, to);
+        let r = job.run(&[]);
+        assert_eq!(r.code, 2, "{to}: {}", r.stderr);
+        assert!(r.stderr.contains(key), "{key} not in: {}", r.stderr);
+        job.assert_no_run();
+    }
+    let job =
+        food_job(1, "optimizer='sgd'").edit_toml("hidden_units=16\n", "hidden_units=16\nloss='sampled_softmax'\n");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("train.optimizer") && r.stderr.contains("lazy Adam"), "{}", r.stderr);
+}
