@@ -1,18 +1,19 @@
-// sampled.wgsl: the sampled softmax of large catalogues. `gather_columns` copies a batch's candidate columns out of
-// a rows×cols matrix (the output layer's weights, or with rows = 1 its bias); `sampled_xent` is the loss and its
+// sampled.wgsl: the sampled softmax of large catalogues. `gather` copies a batch's candidates' slices out of a
+// parameter (the output layer's item-major weight rows, or its bias values); `sampled_xent` is the loss and its
 // gradient over those candidates, one workgroup per row as softmax_xent.wgsl: for row r the active columns are the
 // shared negatives (is_shared[j] = 1) and the row's own target column; z = logit + bias − log_q; the row's loss is
 // log Σ_active e^(z − max) − (z_target − max); the logits are replaced by the gradient of the mean loss,
 // (softmax − onehot) / rows on active columns and 0 elsewhere (column sums: elementwise.wgsl). Reductions are fixed
 // trees over 256 lanes.
-// gather_columns: invocation index = gid.x + gid.y · 65535 · 64, one per output value; dispatch as groups_1d.
+// gather: dst[j · width + e] = src[idx[j] · outer + e · inner]; invocation index = gid.x + gid.y · 65535 · 64, one
+// per output value; dispatch as groups_1d.
 // sampled_xent: row = wg.x + wg.y · 65535; dispatch (min(rows, 65535), ceil(rows / 65535), 1).
 //
 // Bindings (group 0):
-//   0  uniform        SampledParams (rows, cols: the source's columns or the candidates)
-//   1  storage, read  src: array<f32>       (gather_columns)
-//   2  storage, read  idx: array<u32>       (gather_columns: the columns; sampled_xent: each row's target column)
-//   3  storage, rw    dst: array<f32>       (gather_columns: rows × count; sampled_xent: the logits, rows × count)
+//   0  uniform        GatherParams (gather), SampledParams (sampled_xent)
+//   1  storage, read  src: array<f32>       (gather)
+//   2  storage, read  idx: array<u32>       (gather: the slices; sampled_xent: each row's target column)
+//   3  storage, rw    dst: array<f32>       (gather: count × width; sampled_xent: the logits, rows × count)
 //   4  storage, read  bias: array<f32>      (sampled_xent: count)
 //   5  storage, read  log_q: array<f32>     (sampled_xent: count)
 //   6  storage, read  is_shared: array<f32> (sampled_xent: count)
@@ -34,15 +35,24 @@ struct SampledParams {
 @group(0) @binding(6) var<storage, read> is_shared: array<f32>;
 @group(0) @binding(7) var<storage, read_write> losses: array<f32>;
 
+struct GatherParams {
+    count: u32,
+    width: u32,
+    outer: u32,
+    inner: u32,
+}
+
+@group(0) @binding(0) var<uniform> gp: GatherParams;
+
 @compute @workgroup_size(64, 1, 1)
-fn gather_columns(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * 65535u * 64u;
-    if (i >= p.rows * p.count) {
+    if (i >= gp.count * gp.width) {
         return;
     }
-    let r = i / p.count;
-    let j = i % p.count;
-    dst[i] = src[r * p.cols + idx[j]];
+    let j = i / gp.width;
+    let e = i % gp.width;
+    dst[i] = src[idx[j] * gp.outer + e * gp.inner];
 }
 
 var<workgroup> red: array<f32, 256>;

@@ -82,8 +82,23 @@ pub fn model(
     let (v, d, h, b) = (items as u64, dim as u64, hidden as u64, batch as u64);
     let pre = if h > 0 { h } else { d };
     let params = v * d + d * h + h + pre * v + v;
-    let mut plan =
-        vec![item(format!("parameters, gradients and Adam moments 4 × {params} × 4 B on {device}"), 4 * params, 4)];
+    let mut plan = match negatives {
+        None => {
+            vec![item(format!("parameters, gradients and Adam moments 4 × {params} × 4 B on {device}"), 4 * params, 4)]
+        }
+        // The sampled softmax's output layer has compact gradients (the candidates' rows).
+        Some(_) => {
+            let out = pre * v + v;
+            vec![item(
+                format!(
+                    "parameters and Adam moments 3 × {params} × 4 B, gradients of the input side {} × 4 B on {device}",
+                    params - out
+                ),
+                3 * params + (params - out),
+                4,
+            )]
+        }
+    };
     match negatives {
         None => plan.push(item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4)),
         Some(n) => {

@@ -202,6 +202,17 @@ struct SampledState {
     cols: usize,
 }
 
+/// The transpose of a row-major rows×cols matrix.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}
+
 /// Steps whose losses stay on the device before they are read back.
 pub const LOSS_LOG_STEPS: usize = 16;
 
@@ -315,13 +326,16 @@ impl<'b> Network<'b> {
         }
         let pre = shape.pre_logits();
         let mut ps = Vec::new();
-        for (p, name) in params.parts().into_iter().zip([
-            "embedding table",
-            "hidden weights",
-            "hidden bias",
-            "output weights",
-            "output bias",
-        ]) {
+        let item_major = matches!(loss, LossSpec::Sampled { .. });
+        // The sampled softmax keeps the output weights item-major (V × pre): a candidate's weights are one
+        // contiguous row to gather and update. Its output-layer gradients are compact (the candidates' rows).
+        let w2_stored = if item_major { transpose(&params.w2, shape.pre_logits(), v) } else { params.w2.clone() };
+        let parts = [&params.emb, &params.w1, &params.b1, &w2_stored, &params.b2];
+        for (i, (p, name)) in parts
+            .into_iter()
+            .zip(["embedding table", "hidden weights", "hidden bias", "output weights", "output bias"])
+            .enumerate()
+        {
             let zeros = vec![0.0; p.len().max(1)];
             let value = if p.is_empty() { be.tensor(&zeros) } else { be.tensor(p) }.map_err(|e| match e {
                 Error::Gpu(m) => Error::Gpu(format!("{name} ({} values): {m}", p.len())),
@@ -331,7 +345,8 @@ impl<'b> Network<'b> {
                 Optimizer::Adam => OptimizerState::Adam { m: be.tensor(&zeros)?, v: be.tensor(&zeros)? },
                 Optimizer::Sgd => OptimizerState::Sgd { velocity: be.tensor(&zeros)? },
             };
-            ps.push(Param { value, grad: be.tensor(&zeros)?, state });
+            let grad = if item_major && (i == W2 || i == B2) { be.tensor(&[0.0])? } else { be.tensor(&zeros)? };
+            ps.push(Param { value, grad, state });
         }
         let max_items = capacity * max_inputs.max(1);
         // A tensor that does not fit the device is an error naming it and its shape.
@@ -450,7 +465,8 @@ impl<'b> Network<'b> {
         let v = self.shape.items;
         let pre = self.forward_hidden(rows)?;
         let k = self.shape.pre_logits();
-        be.matmul(pre, false, &self.params[W2].value, false, &self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
+        let item_major = self.sampled.is_some();
+        be.matmul(pre, false, &self.params[W2].value, item_major, &self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
         if output_bias {
             be.bias_act(&self.logits, &self.params[B2].value, rows, v, Activation::Identity)?;
         }
@@ -565,7 +581,7 @@ impl<'b> Network<'b> {
     pub fn sampled_backward(&mut self, batch: &Batch, draws: &[u32]) -> Result<()> {
         let rows = self.upload(batch)?;
         let be = self.be;
-        let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
+        let Shape { dim: d, hidden: n, pooling, .. } = self.shape;
         let pre = self.shape.pre_logits();
         let st =
             self.sampled.as_mut().ok_or_else(|| Error::Internal("sampled_backward without a sampled loss".into()))?;
@@ -581,10 +597,10 @@ impl<'b> Network<'b> {
         st.cols = cols;
         let st = self.sampled.as_ref().ok_or_else(|| Error::Internal("sampled state".into()))?;
         let p = &self.params;
-        be.gather_columns(&p[W2].value, pre, v, &st.columns, &st.w2s)?;
-        be.gather_columns(&p[B2].value, 1, v, &st.columns, &st.b2s)?;
+        be.gather(&p[W2].value, &st.columns, pre, (pre, 1), &st.w2s)?;
+        be.gather(&p[B2].value, &st.columns, 1, (1, 0), &st.b2s)?;
         let pre_t = self.forward_hidden(rows)?;
-        be.matmul(pre_t, false, &st.w2s, false, &self.logits, MatDims { m: rows, n: cols, k: pre }, 0.0)?;
+        be.matmul(pre_t, false, &st.w2s, true, &self.logits, MatDims { m: rows, n: cols, k: pre }, 0.0)?;
         let columns = SampledColumns {
             count: cols,
             bias: &st.b2s,
@@ -594,8 +610,8 @@ impl<'b> Network<'b> {
         };
         be.sampled_softmax_xent(&self.logits, rows, &columns, &self.losses, &st.d_b2s)?;
         be.copy(&self.losses, 0, &self.loss_log, self.logged.len() * self.capacity, rows)?;
-        be.matmul(pre_t, true, &self.logits, false, &st.d_w2s, MatDims { m: pre, n: cols, k: rows }, 0.0)?;
-        be.matmul(&self.logits, false, &st.w2s, true, &self.d_hidden, MatDims { m: rows, n: pre, k: cols }, 0.0)?;
+        be.matmul(&self.logits, true, pre_t, false, &st.d_w2s, MatDims { m: cols, n: pre, k: rows }, 0.0)?;
+        be.matmul(&self.logits, false, &st.w2s, false, &self.d_hidden, MatDims { m: rows, n: pre, k: cols }, 0.0)?;
         let d_pooled = if n > 0 {
             be.relu_backward(&self.d_hidden, &self.hidden)?;
             be.matmul(&self.pooled, true, &self.d_hidden, false, &p[W1].grad, MatDims { m: d, n, k: rows }, 0.0)?;
@@ -615,7 +631,7 @@ impl<'b> Network<'b> {
     fn sampled_step(&mut self, opts: &TrainOptions) -> Result<()> {
         self.step += 1;
         let be = self.be;
-        let Shape { items: v, dim: d, hidden: n, .. } = self.shape;
+        let Shape { dim: d, hidden: n, .. } = self.shape;
         let pre = self.shape.pre_logits();
         let st = self.sampled.as_ref().ok_or_else(|| Error::Internal("sampled state".into()))?;
         let step = AdamStep {
@@ -651,8 +667,8 @@ impl<'b> Network<'b> {
         let w2 = Selected {
             idx: &st.columns,
             width: pre,
-            param_stride: (1, v),
-            grad_stride: (1, st.cols),
+            param_stride: (pre, 1),
+            grad_stride: (pre, 1),
             grad_by_index: false,
         };
         adam(W2, &st.d_w2s, Some(w2))?;
@@ -675,12 +691,11 @@ impl<'b> Network<'b> {
             emb[r.clone()].copy_from_slice(&dense.emb[r]);
         }
         let (dw, db) = (self.be.read(&st.d_w2s)?, self.be.read(&st.d_b2s)?);
-        let cols = columns.len();
         let mut w2 = vec![0.0; pre * v];
         let mut b2 = vec![0.0; v];
         for (j, &c) in columns.iter().enumerate() {
             for i in 0..pre {
-                w2[i * v + c as usize] = dw[i * cols + j];
+                w2[i * v + c as usize] = dw[j * pre + i];
             }
             b2[c as usize] = db[j];
         }
@@ -738,7 +753,11 @@ impl<'b> Network<'b> {
             }
             Ok(v)
         };
-        Ok(HostParams { emb: r(EMB)?, w1: r(W1)?, b1: r(B1)?, w2: r(W2)?, b2: r(B2)? })
+        let mut w2 = r(W2)?;
+        if self.sampled.is_some() {
+            w2 = transpose(&w2, self.shape.items, self.shape.pre_logits());
+        }
+        Ok(HostParams { emb: r(EMB)?, w1: r(W1)?, b1: r(B1)?, w2, b2: r(B2)? })
     }
 
     /// The gradients of the mean loss left by the last training step (same layout as the parameters).
@@ -756,7 +775,12 @@ impl<'b> Network<'b> {
     /// Replaces the parameters (e.g. with the best epoch's, for early stopping).
     pub fn set_params(&mut self, p: &HostParams) -> Result<()> {
         for (i, part) in p.parts().into_iter().enumerate() {
-            if !part.is_empty() {
+            if part.is_empty() {
+                continue;
+            }
+            if i == W2 && self.sampled.is_some() {
+                self.be.write(&self.params[i].value, &transpose(part, self.shape.pre_logits(), self.shape.items))?;
+            } else {
                 self.be.write(&self.params[i].value, part)?;
             }
         }

@@ -303,13 +303,14 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn gather_columns(&self, src: &Tensor, rows: usize, cols: usize, idx: &Indices, dst: &Tensor) -> Result<()> {
+    fn gather(&self, src: &Tensor, idx: &Indices, width: usize, stride: (usize, usize), dst: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[dst], &[src])?;
         let (src, idx, mut dst) = (r(src)?, ri(idx)?, w(dst)?);
-        if src.len() < rows * cols || dst.len() < rows * idx.len() || idx.iter().any(|&c| c as usize >= cols) {
-            return Err(Error::Internal("gather_columns: shape".into()));
+        let last = |i: u32| i as usize * stride.0 + width.saturating_sub(1) * stride.1;
+        if dst.len() < idx.len() * width || (width > 0 && idx.iter().any(|&i| last(i) >= src.len())) {
+            return Err(Error::Internal("gather: an index outside the source, or a short destination".into()));
         }
-        k::gather_columns(&src, rows, cols, &idx, &mut dst);
+        k::gather(&src, &idx, width, stride, &mut dst);
         Ok(())
     }
 

@@ -410,13 +410,12 @@ fn adam_chunk_generic(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s:
     }
 }
 
-/// `dst[i][j] = src[i][idx[j]]` for a rows×cols `src`.
-pub fn gather_columns(src: &[f32], rows: usize, cols: usize, idx: &[u32], dst: &mut [f32]) {
-    let n = idx.len();
-    for i in 0..rows {
-        let row = &src[i * cols..(i + 1) * cols];
-        for (d, &c) in dst[i * n..(i + 1) * n].iter_mut().zip(idx) {
-            *d = row[c as usize];
+/// `dst[j][e] = src[idx[j]·stride.0 + e·stride.1]`, `width` values per index.
+pub fn gather(src: &[f32], idx: &[u32], width: usize, stride: (usize, usize), dst: &mut [f32]) {
+    for (j, &i) in idx.iter().enumerate() {
+        let base = i as usize * stride.0;
+        for (e, d) in dst[j * width..(j + 1) * width].iter_mut().enumerate() {
+            *d = src[base + e * stride.1];
         }
     }
 }

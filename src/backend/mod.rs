@@ -119,9 +119,10 @@ pub trait Backend: Send + Sync {
         bias_grad: &Tensor,
     ) -> Result<()>;
 
-    /// `dst[i][j] = src[i][idx[j]]`: the columns `idx` of `src` (rows×cols), in `idx` order, into `dst`
-    /// (rows×idx.len()). With `rows` = 1, a gather of a vector.
-    fn gather_columns(&self, src: &Tensor, rows: usize, cols: usize, idx: &Indices, dst: &Tensor) -> Result<()>;
+    /// `dst[j][e] = src[idx[j]·stride.0 + e·stride.1]` for e < `width`: slices of `src` picked by `idx`, in `idx`
+    /// order, into `dst` (idx.len()×width, row-major). Rows of a row-major matrix: stride (width, 1); single values:
+    /// width 1.
+    fn gather(&self, src: &Tensor, idx: &Indices, width: usize, stride: (usize, usize), dst: &Tensor) -> Result<()>;
 
     /// Sampled softmax cross-entropy (see [`SampledColumns`]): for each row r, over its active columns (the shared
     /// negatives and its own target), `z = logits + bias − log_q`; writes the row's loss `logsumexp(z) − z[target]`

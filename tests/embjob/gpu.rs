@@ -716,7 +716,7 @@ fn encoder_kernels_equal_cpu() {
     assert_close(&g.download(&gx).expect("unit rows"), &want, "l2_normalize");
 }
 
-/// The sampled softmax's kernels through the Backend trait, on poisoned outputs: the candidate columns gathered, the
+/// The sampled softmax's kernels through the Backend trait, on poisoned outputs: candidates' rows and columns gathered, the
 /// loss and gradient over shared negatives and each row's own target (inactive columns exactly 0), and lazy Adam on
 /// selected columns of a row-major matrix and on rows with a full-size gradient (everything else untouched).
 #[test]
@@ -736,8 +736,11 @@ fn sampled_softmax_kernels_equal_cpu() {
         let w = be.tensor(&random(32, pre * v, 1.0)).expect("w");
         let mut idx = be.index_buffer(n).expect("idx");
         be.write_indices(&mut idx, &columns).expect("idx");
+        // Columns of a pre × v matrix (strided), and rows of it seen as v × pre (contiguous).
         let ws = be.tensor(&poison(pre * n)).expect("ws");
-        be.gather_columns(&w, pre, v, &idx, &ws).expect("gather");
+        be.gather(&w, &idx, pre, (1, v), &ws).expect("gather columns");
+        let wr = be.tensor(&poison(pre * n)).expect("wr");
+        be.gather(&w, &idx, pre, (pre, 1), &wr).expect("gather rows");
         let logits = be.tensor(&random(33, rows * n, 8.0)).expect("logits");
         let (bias, lq, sh) = (
             be.tensor(&random(34, n, 1.0)).expect("bias"),
@@ -768,7 +771,7 @@ fn sampled_softmax_kernels_equal_cpu() {
             be.adam_selected(&table, &tg, &tm, &tv, &rs, s).expect("adam rows");
         }
         let read = |t: &embjob::backend::Tensor| be.read(t).expect("read");
-        results.push([read(&ws), read(&logits), read(&losses), read(&bias_grad), read(&w), read(&table)]);
+        results.push([read(&ws), read(&logits), read(&losses), read(&bias_grad), read(&w), read(&table), read(&wr)]);
     }
     let names = [
         "gathered columns",
@@ -780,6 +783,14 @@ fn sampled_softmax_kernels_equal_cpu() {
     ];
     for (i, name) in names.iter().enumerate() {
         assert_close(&results[1][i], &results[0][i], name);
+    }
+    // The gathers pick exactly the source's values.
+    let w0 = random(32, pre * v, 1.0);
+    for (j, &c) in columns.iter().enumerate() {
+        for e in 0..pre {
+            assert_eq!(results[0][0][j * pre + e], w0[e * v + c as usize], "column {c}[{e}]");
+            assert_eq!(results[0][6][j * pre + e], w0[c as usize * pre + e], "row {c}[{e}]");
+        }
     }
     // Inactive columns (another row's target, not a shared negative) have gradient exactly 0; each row's gradient
     // sums to 0 (softmax − onehot).
@@ -794,7 +805,7 @@ fn sampled_softmax_kernels_equal_cpu() {
         assert!(row.iter().map(|&x| f64::from(x)).sum::<f64>().abs() < 1e-6, "row {r} sums to 0");
     }
     // Lazy Adam moved the selected entries only.
-    let (w0, t0) = (random(32, pre * v, 1.0), random(36, 100, 1.0));
+    let t0 = random(36, 100, 1.0);
     for (i, (&a, &b)) in results[0][4].iter().zip(&w0).enumerate() {
         assert_eq!(a != b, columns.contains(&((i % v) as u32)), "w[{i}]");
     }

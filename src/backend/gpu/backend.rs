@@ -339,14 +339,16 @@ impl Backend for Gpu {
         })
     }
 
-    fn gather_columns(&self, src: &Tensor, rows: usize, cols: usize, ix: &Indices, dst: &Tensor) -> Result<()> {
+    fn gather(&self, src: &Tensor, ix: &Indices, width: usize, stride: (usize, usize), dst: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[dst], &[src])?;
         let count = ix.len();
-        if src.len() < rows * cols || dst.len() < rows * count {
-            return Err(Error::Internal("gather_columns: shape".into()));
+        if dst.len() < count * width {
+            return Err(Error::Internal("gather: a short destination".into()));
         }
+        let u = |x: usize| u32::try_from(x).map_err(|_| Error::Internal("gather: stride".into()));
+        let shape = (u(width)?, u(stride.0)?, u(stride.1)?);
         let ix = idx(ix)?;
-        self.record(|ctx, enc| ctx.gather_columns(enc, buf(src)?, rows, cols, &ix, count, buf(dst)?))
+        self.record(|ctx, enc| ctx.gather(enc, buf(src)?, &ix, count, shape, buf(dst)?))
     }
 
     fn sampled_softmax_xent(

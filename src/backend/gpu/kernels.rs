@@ -11,8 +11,8 @@ use std::borrow::Cow;
 
 use super::kernel_source::{self, Form};
 use super::params::{
-    BagParams, EncoderParams, EwParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams, SampledParams,
-    SelParams, SoftmaxParams, SparseParams, TickParams,
+    BagParams, EncoderParams, EwParams, GatherParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams,
+    SampledParams, SelParams, SoftmaxParams, SparseParams, TickParams,
 };
 use crate::error::{Error, Result};
 
@@ -66,7 +66,7 @@ pub enum Kernel {
     Attention,
     Pool,
     L2Normalize,
-    GatherColumns,
+    Gather,
     SampledXent,
     AdamSelected,
 }
@@ -111,7 +111,7 @@ impl Kernel {
         Kernel::Attention,
         Kernel::Pool,
         Kernel::L2Normalize,
-        Kernel::GatherColumns,
+        Kernel::Gather,
         Kernel::SampledXent,
         Kernel::AdamSelected,
     ];
@@ -151,7 +151,7 @@ impl Kernel {
             Kernel::Attention => k("encoder", "attention", ParamsInfo::of::<EncoderParams>()),
             Kernel::Pool => k("encoder", "pool", ParamsInfo::of::<EncoderParams>()),
             Kernel::L2Normalize => k("encoder", "l2_normalize", ParamsInfo::of::<EncoderParams>()),
-            Kernel::GatherColumns => k("sampled", "gather_columns", ParamsInfo::of::<SampledParams>()),
+            Kernel::Gather => k("sampled", "gather", ParamsInfo::of::<GatherParams>()),
             Kernel::SampledXent => k("sampled", "sampled_xent", ParamsInfo::of::<SampledParams>()),
             Kernel::AdamSelected => k("optim", "adam_selected", ParamsInfo::of::<SelParams>()),
         }

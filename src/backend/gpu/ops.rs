@@ -3,8 +3,8 @@
 
 use super::kernels::Kernel;
 use super::params::{
-    BagParams, EwParams, NeighborParams, OptParams, RankParams, SampledParams, SelParams, SoftmaxParams, SparseParams,
-    TickParams,
+    BagParams, EwParams, GatherParams, NeighborParams, OptParams, RankParams, SampledParams, SelParams, SoftmaxParams,
+    SparseParams, TickParams,
 };
 use super::pipelines::{groups_1d, groups_per_row};
 use super::{GpuBuf, GpuContext, GpuIdx};
@@ -165,21 +165,19 @@ impl GpuContext {
         self.dispatch(enc, Kernel::Adam, 0, &p, &entries, groups_1d(param.len))
     }
 
-    /// `dst = src[:, idx]` for a rows×cols `src` and `count` columns.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gather_columns(
+    /// `dst[j][e] = src[idx[j]·outer + e·inner]` for `count` indices of `width` values (`(width, outer, inner)`).
+    pub fn gather(
         &self,
         enc: &mut wgpu::CommandEncoder,
         src: &GpuBuf,
-        rows: usize,
-        cols: usize,
         idx: &GpuIdx,
         count: usize,
+        (width, outer, inner): (u32, u32, u32),
         dst: &GpuBuf,
     ) -> Result<()> {
-        let p = SampledParams { rows: rows as u32, cols: cols as u32, count: count as u32, pad0: 0 };
+        let p = GatherParams { count: count as u32, width, outer, inner };
         let entries = [(1, &src.buf), (2, &idx.buf), (3, &dst.buf)];
-        self.dispatch(enc, Kernel::GatherColumns, 0, &p, &entries, groups_1d(rows * count))
+        self.dispatch(enc, Kernel::Gather, 0, &p, &entries, groups_1d(count * width as usize))
     }
 
     /// The sampled softmax loss and gradient over `count` candidate columns (see shaders/sampled.wgsl).

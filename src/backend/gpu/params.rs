@@ -93,8 +93,12 @@ kernel_params!(
 );
 
 kernel_params!(
-    /// sampled.wgsl: rows, the source's columns (gather_columns), the candidate columns.
+    /// sampled.wgsl `sampled_xent`: rows and the candidate columns (cols = count).
     SampledParams { rows: u32, cols: u32, count: u32, pad0: u32 }
+);
+kernel_params!(
+    /// sampled.wgsl `gather`: `count` slices of `width` values, slice j at `idx[j]·outer`, values `inner` apart.
+    GatherParams { count: u32, width: u32, outer: u32, inner: u32 }
 );
 kernel_params!(
     /// optim.wgsl `adam_selected`: the selected slices (count × width), their strides in the parameter and the
@@ -147,6 +151,7 @@ impl_params!(
     RankParams,
     NeighborParams,
     SampledParams,
+    GatherParams,
     SelParams
 );
 
