@@ -517,7 +517,7 @@ impl<'b> Network<'b> {
         let rows = self.upload(batch)?;
         self.forward(rows, false)?;
         let be = self.be;
-        let Shape { items: v, dim: d, hidden: n, pooling } = self.shape;
+        let Shape { items: v, hidden: n, .. } = self.shape;
         let pre_t = if n > 0 { &self.hidden } else { &self.pooled };
         let pre = self.shape.pre_logits();
         let p = &self.params;
@@ -528,17 +528,7 @@ impl<'b> Network<'b> {
         be.matmul(pre_t, true, &self.logits, false, &p[W2].grad, MatDims { m: pre, n: v, k: rows }, 0.0)?;
         let dims = MatDims { m: rows, n: pre, k: v };
         be.matmul(&self.logits, false, &p[W2].value, true, &self.d_hidden, dims, 0.0)?;
-        // Hidden layer.
-        let d_pooled = if n > 0 {
-            be.relu_backward(&self.d_hidden, &self.hidden)?;
-            be.matmul(&self.pooled, true, &self.d_hidden, false, &p[W1].grad, MatDims { m: d, n, k: rows }, 0.0)?;
-            be.column_sums(&self.d_hidden, rows, n, &p[B1].grad)?;
-            be.matmul(&self.d_hidden, false, &p[W1].value, true, &self.d_pooled, MatDims { m: rows, n: d, k: n }, 0.0)?;
-            &self.d_pooled
-        } else {
-            &self.d_hidden
-        };
-        be.embedding_bag_backward(d_pooled, d, &self.bags(rows), pooling == Pooling::Mean, &p[EMB].grad, true)?;
+        self.input_backward(rows, true)?;
         self.step += 1;
         for (i, p) in self.params.iter().enumerate() {
             if n == 0 && (i == W1 || i == B1) {
@@ -581,7 +571,6 @@ impl<'b> Network<'b> {
     pub fn sampled_backward(&mut self, batch: &Batch, draws: &[u32]) -> Result<()> {
         let rows = self.upload(batch)?;
         let be = self.be;
-        let Shape { dim: d, hidden: n, pooling, .. } = self.shape;
         let pre = self.shape.pre_logits();
         let st =
             self.sampled.as_mut().ok_or_else(|| Error::Internal("sampled_backward without a sampled loss".into()))?;
@@ -612,6 +601,17 @@ impl<'b> Network<'b> {
         be.copy(&self.losses, 0, &self.loss_log, self.logged.len() * self.capacity, rows)?;
         be.matmul(&self.logits, true, pre_t, false, &st.d_w2s, MatDims { m: cols, n: pre, k: rows }, 0.0)?;
         be.matmul(&self.logits, false, &st.w2s, false, &self.d_hidden, MatDims { m: rows, n: pre, k: cols }, 0.0)?;
+        self.input_backward(rows, false)?;
+        self.logged.push(rows);
+        Ok(())
+    }
+
+    /// From the gradient of the layer that feeds the logits (`d_hidden`): the hidden layer's gradients and the
+    /// embedding rows' (every other row zeroed when `zero_others`, for the dense optimizers).
+    fn input_backward(&self, rows: usize, zero_others: bool) -> Result<()> {
+        let be = self.be;
+        let Shape { dim: d, hidden: n, pooling, .. } = self.shape;
+        let p = &self.params;
         let d_pooled = if n > 0 {
             be.relu_backward(&self.d_hidden, &self.hidden)?;
             be.matmul(&self.pooled, true, &self.d_hidden, false, &p[W1].grad, MatDims { m: d, n, k: rows }, 0.0)?;
@@ -621,9 +621,7 @@ impl<'b> Network<'b> {
         } else {
             &self.d_hidden
         };
-        be.embedding_bag_backward(d_pooled, d, &self.bags(rows), pooling == Pooling::Mean, &p[EMB].grad, false)?;
-        self.logged.push(rows);
-        Ok(())
+        be.embedding_bag_backward(d_pooled, d, &self.bags(rows), pooling == Pooling::Mean, &p[EMB].grad, zero_others)
     }
 
     /// One lazy Adam step after [`Network::sampled_backward`]: the hidden layer in full, the embedding rows of the
