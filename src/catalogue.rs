@@ -18,6 +18,22 @@ pub struct CatalogueSpec {
     pub seed: u64,
 }
 
+impl CatalogueSpec {
+    /// A catalogue needs at least 2 items, 1 user and 1 favourite each, and a finite exponent.
+    pub fn check(&self) -> crate::error::Result<()> {
+        if self.items < 2 || self.users == 0 || self.per_user == 0 || !self.exponent.is_finite() {
+            return Err(crate::error::Error::Stage {
+                stage: "catalogue",
+                message: format!(
+                    "--items must be at least 2, --users and --per-user at least 1 (got {} items, {} users, {} per user)",
+                    self.items, self.users, self.per_user
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The users' favourites: per user, `per_user` distinct item indices in draw order (items are numbered by rank,
 /// 0 the most popular).
 pub fn favourites(spec: &CatalogueSpec) -> Vec<Vec<u32>> {

@@ -440,7 +440,8 @@ fn main() {
         }
         Command::GenCatalogue { items, users, per_user, seed, out } => {
             let spec = embjob::catalogue::CatalogueSpec { items, users, per_user, exponent: 1.0, seed };
-            embjob::data::write_parquet(&embjob::catalogue::table(&spec), &out)
+            spec.check()
+                .and_then(|()| embjob::data::write_parquet(&embjob::catalogue::table(&spec), &out))
                 .map(|()| println!("wrote {} ({users} users × {per_user} of {items} items)", out.display()))
         }
         Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {

@@ -66,6 +66,7 @@ pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Ve
     let mut out = Vec::new();
     for &v in &opts.items {
         let spec = CatalogueSpec { items: v, users: opts.users, per_user: opts.per_user, exponent: 1.0, seed: 17 };
+        spec.check()?;
         let lists = catalogue::favourites(&spec);
         let ex = examples(&lists);
         let mut popularity = vec![0f64; v];

@@ -296,3 +296,48 @@ fn sampled_softmax_settings_are_checked_with_their_keys() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("train.optimizer") && r.stderr.contains("lazy Adam"), "{}", r.stderr);
 }
+
+#[test]
+fn a_generated_catalogue_trains_with_the_sampled_softmax_and_the_benchmark_runs() {
+    let job = Job::new().toml(
+        "[job]\nname='c'\nbackend='cpu'\n[input]\npath='cat.parquet'\nlayout='long'\nuser='user_id'\nitem='item'\n\
+         order='rank'\n[model]\nembedding_dim=8\nhidden_units=0\nloss='sampled_softmax'\nnegatives=50\n[train]\n\
+         epochs=2\nbatch_size=32\n[eval]\nk=[10]\nneighbors=3\n[output]\ndir='out'\nplots=false\nhandoff=false\n",
+    );
+    let out = job.path("cat.parquet");
+    let args = ["gen-catalogue", "--items", "400", "--users", "300", "--per-user", "6", "--out"];
+    let r = embjob(&[&args[..], &[out.to_str().expect("utf-8")]].concat(), job.dir.path());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cat = read_parquet(&out);
+    assert_eq!(cat.height(), 300 * 6);
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(eval_metric(&job.out(), "train", "negatives"), 50.0);
+    // The same seed writes the same catalogue; a catalogue of one item is refused.
+    let again = job.path("again.parquet");
+    let r = embjob(&[&args[..], &[again.to_str().expect("utf-8")]].concat(), job.dir.path());
+    assert_eq!(r.code, 0);
+    assert_eq!(std::fs::read(&out).expect("cat"), std::fs::read(&again).expect("again"));
+    let r = embjob(&["gen-catalogue", "--items", "1", "--out", "x.parquet"], job.dir.path());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("--items must be at least 2"), "{}", r.stderr);
+    let r = embjob(
+        &[
+            "bench",
+            "catalogue",
+            "--items",
+            "300,3000",
+            "--users",
+            "200",
+            "--steps",
+            "2",
+            "--repeats",
+            "1",
+            "--eval-examples",
+            "20",
+        ],
+        job.dir.path(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("| 3000 | sampled_softmax (1000 negatives) |"), "{}", r.stdout);
+}
