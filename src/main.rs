@@ -183,8 +183,11 @@ enum Bench {
         repeats: usize,
     },
     /// Training and held-out ranking cost against the catalogue size (generated Zipf catalogues), full softmax
-    /// against sampled, on the CPU.
+    /// against sampled.
     Catalogue {
+        /// Which backend trains.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: CliBackend,
         #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
         items: Vec<usize>,
         #[arg(long, default_value_t = 20_000)]
@@ -424,7 +427,7 @@ fn main() {
                 .map(|ms| print!("{}", embjob::bench::encode_table(&ms)))
         }),
         Command::Bench {
-            which: Bench::Catalogue { items, users, per_user, negatives, steps, eval_examples, repeats },
+            which: Bench::Catalogue { backend, items, users, per_user, negatives, steps, eval_examples, repeats },
         } => {
             let opts = embjob::bench::CatalogueBenchOptions {
                 items,
@@ -434,6 +437,7 @@ fn main() {
                 steps,
                 eval_examples,
                 repeats,
+                backend: backend.into(),
             };
             embjob::bench::catalogue(&opts, &mut std::io::stderr())
                 .map(|ms| print!("{}", embjob::bench::catalogue_table(&ms)))

@@ -15,7 +15,7 @@ save_file({k: v.float().contiguous() for k, v in t.items()}, "/tmp/minilm/model.
 PY
 nvidia-smi -L; python3 -c 'import torch, sentence_transformers as s; print("torch", torch.__version__, "st", s.__version__)'
 step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"; echo "== $name rc ${PIPESTATUS[0]}"; }
-STEPS=${STEPS:-parity encode train profile neighbors}
+STEPS=${STEPS:-parity encode train catalogue profile neighbors}
 for s in $STEPS; do case $s in
 parity)
   # The food job on both backends: per-epoch losses and the evaluation side by side (GPU within tolerance of CPU).
@@ -41,6 +41,14 @@ encode)
 train)
   for c in ml_256 ml_4096 food_256 food_4096; do
     step "train_$c" 90 $E bench train --config .gpu/$c.toml --backend gpu --peer-device cuda --peer .gpu/ref_recommender.py --repeats 3
+  done ;;
+catalogue)
+  # The sampled softmax against the full one at 10^4–10^6 items on the GPU (the CPU's figures are in the README), and
+  # the food job with the sampled loss on both backends.
+  step catalogue 240 $E bench catalogue --backend gpu --steps 100 --repeats 3
+  for b in cpu gpu; do
+    sed -e 's/^pooling = "mean"/pooling = "mean"\nloss = "sampled_softmax"\nnegatives = 40/' pipelines/food.toml > /tmp/food_sampled.toml
+    step "food_sampled_$b" 120 $E run /tmp/food_sampled.toml --backend $b --output /tmp/food_sampled_$b
   done ;;
 profile)
   step profile_train 60 env EMBJOB_GPU_PROFILE=1 $E bench train --config .gpu/ml_256.toml --backend gpu --python none --repeats 1

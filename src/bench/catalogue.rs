@@ -1,12 +1,11 @@
 //! `embjob bench catalogue`: what a training step and the held-out ranking cost as the catalogue grows, for the full
 //! softmax and the sampled one, on generated Zipf catalogues (`crate::catalogue`, the data `embjob gen-catalogue`
 //! writes). Each size trains the MovieLens peer's network (d 32, 64 hidden units, batch 256, 4 inputs per example)
-//! for a fixed number of steps after a warm-up; the median over repeats is reported with the model's memory plan.
+//! for a fixed number of steps after a warm-up (on the CPU or a GPU backend); the median over repeats is reported with the model's memory plan.
 
 use std::io::Write;
 use std::time::Instant;
 
-use crate::backend::{BackendKind, Cpu};
 use crate::catalogue::{self, CatalogueSpec};
 use crate::error::Result;
 use crate::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
@@ -24,6 +23,8 @@ pub struct CatalogueBenchOptions {
     /// Held-out examples ranked over all items per measurement.
     pub eval_examples: usize,
     pub repeats: usize,
+    /// Which backend trains.
+    pub backend: crate::config::BackendChoice,
 }
 
 /// One (catalogue, loss) measurement.
@@ -60,9 +61,11 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the benchmark on the CPU backend; progress lines go to `log`.
+/// Runs the benchmark on the chosen backend; progress lines go to `log`.
 pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Vec<CatalogueMeasurement>> {
-    let be = Cpu::new();
+    let (be, report) = crate::backend::open(opts.backend)?;
+    let be = be.as_ref();
+    let _ = writeln!(log, "backend: {} ({})", report.used, report.reason);
     let mut out = Vec::new();
     for &v in &opts.items {
         let spec = CatalogueSpec { items: v, users: opts.users, per_user: opts.per_user, exponent: 1.0, seed: 17 };
@@ -81,14 +84,14 @@ pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Ve
             ),
         ] {
             let negatives = matches!(loss, LossSpec::Sampled { .. }).then_some(opts.negatives);
-            let plan = crate::memory::model(v, DIM, HIDDEN, BATCH, negatives, BackendKind::Cpu);
+            let plan = crate::memory::model(v, DIM, HIDDEN, BATCH, negatives, report.used);
             let plan_bytes: u64 = plan.iter().map(|i| i.bytes).sum();
             let logits_bytes = plan.iter().find(|i| i.what.starts_with("logits")).map_or(0, |i| i.bytes);
             let topts = TrainOptions { batch_size: BATCH, learning_rate: 0.01, momentum: 0.0, weight_decay: 0.0 };
             let (mut train, mut rank) = (Vec::new(), Vec::new());
             for _ in 0..opts.repeats.max(1) {
                 let mut net =
-                    Network::with_loss(&be, shape, &params, crate::model::Optimizer::Adam, BATCH, INPUTS, &loss)?;
+                    Network::with_loss(be, shape, &params, crate::model::Optimizer::Adam, BATCH, INPUTS, &loss)?;
                 let batches: Vec<Batch> = ex.chunks(BATCH).take(opts.steps + 2).map(|c| Batch::new(c.iter())).collect();
                 for b in &batches[..2.min(batches.len())] {
                     net.train_step(b, &topts)?;
