@@ -47,8 +47,8 @@ catalogue)
   # the food job with the sampled loss on both backends.
   step catalogue 240 $E bench catalogue --backend gpu --steps 100 --repeats 3
   for b in cpu gpu; do
-    sed -e 's/^pooling = "mean"/pooling = "mean"\nloss = "sampled_softmax"\nnegatives = 40/' pipelines/food.toml > /tmp/food_sampled.toml
-    step "food_sampled_$b" 120 $E run /tmp/food_sampled.toml --backend $b --output /tmp/food_sampled_$b
+    sed -e 's/^pooling = "mean"/pooling = "mean"\nloss = "sampled_softmax"\nnegatives = 40/' pipelines/food.toml > pipelines/food_sampled.tmp.toml
+    step "food_sampled_$b" 120 $E run pipelines/food_sampled.tmp.toml --backend $b --output /tmp/food_sampled_$b
   done ;;
 profile)
   step profile_train 60 env EMBJOB_GPU_PROFILE=1 $E bench train --config .gpu/ml_256.toml --backend gpu --python none --repeats 1
