@@ -535,17 +535,7 @@ impl<'b> Network<'b> {
                 continue;
             }
             match &p.state {
-                OptimizerState::Adam { m, v } => {
-                    let step = AdamStep {
-                        lr: opts.learning_rate as f32,
-                        beta1: 0.9,
-                        beta2: 0.999,
-                        eps: 1e-8,
-                        weight_decay: opts.weight_decay as f32,
-                        t: self.step,
-                    };
-                    be.adam(&p.value, &p.grad, m, v, step)?
-                }
+                OptimizerState::Adam { m, v } => be.adam(&p.value, &p.grad, m, v, self.adam_step(opts))?,
                 OptimizerState::Sgd { velocity } => {
                     let step = SgdStep {
                         lr: opts.learning_rate as f32,
@@ -557,6 +547,18 @@ impl<'b> Network<'b> {
             }
         }
         Ok(())
+    }
+
+    /// The Adam hyper-parameters of the current step (PyTorch's defaults: β 0.9 / 0.999, ε 1e-8).
+    fn adam_step(&self, opts: &TrainOptions) -> AdamStep {
+        AdamStep {
+            lr: opts.learning_rate as f32,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: opts.weight_decay as f32,
+            t: self.step,
+        }
     }
 
     /// The next batch's negatives, drawn from the proposal with the network's seeded stream.
@@ -632,14 +634,7 @@ impl<'b> Network<'b> {
         let Shape { dim: d, hidden: n, .. } = self.shape;
         let pre = self.shape.pre_logits();
         let st = self.sampled.as_ref().ok_or_else(|| Error::Internal("sampled state".into()))?;
-        let step = AdamStep {
-            lr: opts.learning_rate as f32,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: opts.weight_decay as f32,
-            t: self.step,
-        };
+        let step = self.adam_step(opts);
         let adam = |i: usize, grad: &Tensor, sel: Option<Selected<'_>>| -> Result<()> {
             let p = &self.params[i];
             let OptimizerState::Adam { m, v } = &p.state else {

@@ -411,6 +411,24 @@ pub struct SampledColumns<'a> {
     pub targets: &'a Indices,
 }
 
+impl SampledColumns<'_> {
+    /// Checks the lengths of a sampled softmax's operands for `rows` rows (an internal error when one is short).
+    pub fn check_lengths(&self, rows: usize, logits: &Tensor, losses: &Tensor, bias_grad: &Tensor) -> Result<()> {
+        let n = self.count;
+        let short = logits.len() < rows * n
+            || losses.len() < rows
+            || bias_grad.len() < n
+            || self.bias.len() < n
+            || self.log_q.len() < n
+            || self.shared.len() < n
+            || self.targets.len() < rows;
+        if short {
+            return Err(Error::Internal("sampled_softmax_xent: an operand shorter than its shape".into()));
+        }
+        Ok(())
+    }
+}
+
 /// The parts of a parameter a lazy optimizer step touches: `idx.len()` slices of `width` values. Slice j, element
 /// e is the parameter's value `idx[j]·param_stride.0 + e·param_stride.1` and the gradient's value
 /// `g·grad_stride.0 + e·grad_stride.1`, with g = `idx[j]` when `grad_by_index` (a full-size gradient) and j

@@ -360,17 +360,8 @@ impl Backend for Gpu {
         bias_grad: &Tensor,
     ) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[logits, losses, bias_grad], &[c.bias, c.log_q, c.shared])?;
+        c.check_lengths(rows, logits, losses, bias_grad)?;
         let n = c.count;
-        if logits.len() < rows * n
-            || losses.len() < rows
-            || bias_grad.len() < n
-            || c.bias.len() < n
-            || c.log_q.len() < n
-            || c.shared.len() < n
-            || c.targets.len() < rows
-        {
-            return Err(Error::Internal("sampled_softmax_xent: shape".into()));
-        }
         let targets = idx(c.targets)?;
         let columns = (buf(c.bias)?, buf(c.log_q)?, buf(c.shared)?, &targets);
         self.record(|ctx, enc| ctx.sampled_xent(enc, buf(logits)?, rows, n, columns, buf(losses)?))?;
