@@ -303,6 +303,8 @@ pub enum PcaSolver {
     Gram,
     /// Randomized range finder (Halko et al.) with implicit centring.
     Randomized,
+    /// Thick-restart block Lanczos on the smaller side, converged to a residual of 1e-8 (exact eigenvalues).
+    Lanczos,
 }
 
 /// `[model]`: multi-hot input → embedding (V×d) → hidden (n, ReLU) → logits over all V items → softmax.

@@ -21,6 +21,7 @@ pub mod handoff;
 pub mod html;
 pub mod inspect;
 pub mod interrupt;
+pub mod krylov;
 pub mod memory;
 pub mod metrics;
 pub mod model;

@@ -100,7 +100,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// PCA on lee_docs and a large seeded Zipf bag-of-words, next to scikit-learn when Python has it.
+    /// PCA on lee_docs and three generated Zipf shapes (short texts, documents, users × items), next to
+    /// scikit-learn's arpack when Python has it.
     Pca {
         /// Fits per measurement (the median is reported).
         #[arg(long, default_value_t = 5)]
@@ -108,13 +109,9 @@ enum Bench {
         /// lee_docs.parquet; default: ../shared/data/lee_docs.parquet, else tests/fixtures/lee_docs.parquet.
         #[arg(long)]
         lee: Option<PathBuf>,
-        #[arg(long, default_value_t = 20_000)]
-        docs: usize,
-        #[arg(long, default_value_t = 20_000)]
-        terms: usize,
-        /// Components to fit.
-        #[arg(long, default_value_t = 10)]
-        k: usize,
+        /// Workloads to run (lee, short, docs, users; repeatable); default all.
+        #[arg(long)]
+        only: Vec<String>,
         /// Python with scikit-learn and scipy for the peer; "none" skips it.
         #[arg(long, default_value = "python3")]
         python: String,
@@ -360,7 +357,7 @@ fn main() {
         Command::Validate { config, common } => embjob::validate(&config, &common.overrides()).map(|plan| {
             println!("{}: ok (job '{}', output {})", config.display(), plan.job_name, plan.output_dir.display());
         }),
-        Command::Bench { which: Bench::Pca { repeats, lee, docs, terms, k, python } } => {
+        Command::Bench { which: Bench::Pca { repeats, lee, only, python } } => {
             let lee = lee.unwrap_or_else(|| {
                 let shared = PathBuf::from("../shared/data/lee_docs.parquet");
                 if shared.exists() {
@@ -370,7 +367,7 @@ fn main() {
                 }
             });
             let python = (python != "none").then_some(python);
-            let opts = embjob::bench::PcaBenchOptions { repeats: repeats.max(1), lee, docs, terms, k, python };
+            let opts = embjob::bench::PcaBenchOptions { repeats: repeats.max(1), lee, only, python };
             embjob::bench::pca(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::table(&ms)))
         }
         Command::Bench { which: Bench::Gemm { sizes, repeats, python, no_cpu } } => {

@@ -61,6 +61,15 @@ pub fn pca(n: usize, p: usize, solver: Solver, k: usize, oversamples: usize) -> 
     match solver {
         Solver::Covariance => vec![item(format!("covariance {p} × {p} × 8 B (and its eigenvectors)"), 2 * p * p, 8)],
         Solver::Gram => vec![item(format!("Gram matrix {n} × {n} × 8 B (and its eigenvectors)"), 2 * n * n, 8)],
+        Solver::Lanczos => {
+            let lp = crate::krylov::LanczosParams::for_k(k as usize);
+            let (block, cols) = (lp.block as u64, (lp.max_basis + lp.block) as u64);
+            let m = n.min(p);
+            vec![
+                item(format!("Lanczos basis {m} × {cols} × 8 B"), m * cols, 8),
+                item(format!("block products ({n} + 4 × {p}) × {block} × 8 B"), (n + 4 * p) * block, 8),
+            ]
+        }
         Solver::Randomized => {
             let l = k + oversamples as u64;
             vec![item(format!("random ranges ({n} + {p}) × {l} × 8 B, three copies"), 3 * (n + p) * l, 8)]

@@ -182,6 +182,7 @@ impl PcaPlan {
             PcaSolver::Covariance => Some(Solver::Covariance),
             PcaSolver::Gram => Some(Solver::Gram),
             PcaSolver::Randomized => Some(Solver::Randomized),
+            PcaSolver::Lanczos => Some(Solver::Lanczos),
         };
         let wanted = match components {
             Components::Count(k) => Some(k),
@@ -625,11 +626,12 @@ fn plan_pca(pca: &PcaConfig, problems: &mut Problems) -> Option<PcaPlan> {
             ok = false;
         }
     }
-    if pca.solver == PcaSolver::Randomized {
+    if matches!(pca.solver, PcaSolver::Randomized | PcaSolver::Lanczos) {
         if let ComponentsSpec::VarianceFraction(_) = pca.n_components {
+            let solver = if pca.solver == PcaSolver::Lanczos { "lanczos" } else { "randomized" };
             problems.add(
                 "pca.n_components",
-                "a variance fraction needs every eigenvalue; use an integer with solver = \"randomized\"",
+                format!("a variance fraction needs every eigenvalue; use an integer with solver = \"{solver}\""),
             );
             ok = false;
         }

@@ -155,6 +155,11 @@ impl Backend for Cpu {
         Ok(out)
     }
 
+    fn csr_gram_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
+        super::check_dims("csr_gram_mul", x.cols, b.rows())?;
+        Ok(csr_gram_times_dense(x, b))
+    }
+
     fn tensor(&self, data: &[f32]) -> Result<Tensor> {
         Ok(Tensor::new(data.len(), RwLock::new(data.to_vec())))
     }
@@ -507,13 +512,47 @@ impl std::ops::Deref for IndexView<'_> {
 fn csr_times_dense(x: &Csr, b: &Matrix) -> Matrix {
     let k = b.cols();
     let mut out = Matrix::zeros(x.rows, k);
-    out.data_mut().par_chunks_mut(k.max(1)).enumerate().for_each(|(r, row)| {
-        let (idx, val) = x.row(r);
-        for (&c, &v) in idx.iter().zip(val) {
-            k::axpy_f64(row, v, b.row(c as usize));
-        }
+    const ROWS: usize = 256;
+    out.data_mut().par_chunks_mut((ROWS * k).max(1)).enumerate().for_each(|(c, rows)| {
+        k::csr_rows_times_dense(x, b.data(), k, c * ROWS, rows);
     });
     out
+}
+
+/// Accumulators of [`csr_gram_times_dense`], kept between the calls of one PCA fit (a fresh multi-megabyte
+/// allocation per product cost page faults and TLB shootdowns: a fifth of the time on 500,000 × 20,000).
+static GRAM_SCRATCH: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
+
+/// Frees the accumulators kept for `XᵀX·B` (PCA calls it when its fit ends).
+pub fn release_scratch() {
+    if let Ok(mut s) = GRAM_SCRATCH.lock() {
+        *s = Vec::new();
+    }
+}
+
+/// `XᵀX·B` in one pass over X: each row's `xᵣᵀB` (k wide), scattered straight back along the row. The rows are cut
+/// into chunks of equal non-zeros, each with its own p×k accumulator, summed in chunk order; their number depends
+/// on the shape only (at most 4, and under 256 MB of accumulators), so the result does not depend on the threads.
+fn csr_gram_times_dense(x: &Csr, b: &Matrix) -> Matrix {
+    let (p, k) = (x.cols, b.cols());
+    let size = (p * k).max(1);
+    let chunks = ((256usize << 20) / (size * 8)).clamp(1, 4).min(x.rows.max(1));
+    let mut bounds: Vec<usize> =
+        (0..=chunks).map(|c| x.indptr.partition_point(|&e| e < x.nnz() * c / chunks).min(x.rows)).collect();
+    bounds[chunks] = x.rows;
+    let mut guard = GRAM_SCRATCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    guard.resize(chunks * size, 0.0);
+    guard.par_chunks_mut(size).take(chunks).enumerate().for_each(|(c, acc)| {
+        acc.fill(0.0);
+        let mut t = vec![0.0; k];
+        k::csr_rows_gram_dense(x, b.data(), k, bounds[c]..bounds[c + 1].max(bounds[c]), &mut t, acc);
+    });
+    let mut out = guard[..size].to_vec();
+    for part in guard[size..chunks * size].chunks(size) {
+        out.iter_mut().zip(part).for_each(|(o, v)| *o += v);
+    }
+    out.truncate(p * k);
+    Matrix::from_vec(p, k, out).unwrap_or_else(|_| Matrix::zeros(p, k))
 }
 
 /// The CSR form of the transpose (a CSC view of `x`), columns ascending within each row.

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::{Activation, AdamStep, MatDims, PoolMode};
 use crate::error::{Error, Result};
+use crate::sparse::Csr;
 
 /// `c = op(a)·op(b) + beta·c`, row-major, through faer's GEMM (AVX-512 / AVX2 micro-kernels, picked at run time;
 /// about twice matrixmultiply's rate on this project's shapes). Large products are cut into blocks of C rows (or
@@ -283,6 +284,94 @@ fn bias_act_row_generic(row: &mut [f32], bias: &[f32], act: Activation) {
         Activation::Gelu => row.iter_mut().zip(bias).for_each(|(v, &b)| *v = activate(*v + b, Activation::Gelu)),
         Activation::GeluTanh => {
             row.iter_mut().zip(bias).for_each(|(v, &b)| *v = activate(*v + b, Activation::GeluTanh))
+        }
+    }
+}
+
+multiversion!(pub fn csr_rows_times_dense / csr_rows_times_dense_generic(x: &Csr, b: &[f64], k: usize, first: usize, out: &mut [f64]));
+
+/// Rows `first..` of `X·B` (B p×k, row-major) into `out` (overwritten), one k-wide row per row of X (the sparse
+/// products of PCA). The dispatch to the vector code happens once per call; each row's outputs are summed in
+/// registers, up to 32 columns at a time (see [`row_times_dense`]).
+#[inline(always)]
+fn csr_rows_times_dense_generic(x: &Csr, b: &[f64], k: usize, first: usize, out: &mut [f64]) {
+    for (r, orow) in (first..).zip(out.chunks_exact_mut(k.max(1))) {
+        let (idx, val) = x.row(r);
+        row_times_dense(idx, val, b, k, orow);
+    }
+}
+
+/// `out = Σ v·B[j]` over one sparse row's (j, v): 32, 24, 16 or 8 columns at a time in register accumulators
+/// (a sum into memory would chain every non-zero's add through a store and a load), the last k mod 8 columns
+/// one by one. Each output sums the row's non-zeros in their order. `out` is only written, never read: a fresh
+/// zeroed allocation's first touch is then a write (reading first mapped the shared zero page, and every write
+/// after it cost a copy-on-write fault with a TLB shootdown).
+#[inline(always)]
+fn row_times_dense(idx: &[u32], val: &[f64], b: &[f64], k: usize, out: &mut [f64]) {
+    #[inline(always)]
+    fn lanes<const C: usize>(idx: &[u32], val: &[f64], b: &[f64], k: usize, c0: usize, out: &mut [f64]) {
+        let mut acc = [[0.0f64; 8]; C];
+        for (&j, &v) in idx.iter().zip(val) {
+            let row = &b[j as usize * k + c0..j as usize * k + c0 + 8 * C];
+            for c in 0..C {
+                for l in 0..8 {
+                    acc[c][l] += v * row[c * 8 + l];
+                }
+            }
+        }
+        for c in 0..C {
+            for l in 0..8 {
+                out[c0 + c * 8 + l] = acc[c][l];
+            }
+        }
+    }
+    let mut c0 = 0;
+    while k - c0 >= 8 {
+        match (k - c0) / 8 {
+            1 => lanes::<1>(idx, val, b, k, c0, out),
+            2 => lanes::<2>(idx, val, b, k, c0, out),
+            3 => lanes::<3>(idx, val, b, k, c0, out),
+            _ => lanes::<4>(idx, val, b, k, c0, out),
+        }
+        c0 += 8 * ((k - c0) / 8).min(4);
+    }
+    for c in c0..k {
+        let mut acc = 0.0;
+        for (&j, &v) in idx.iter().zip(val) {
+            acc += v * b[j as usize * k + c];
+        }
+        out[c] = acc;
+    }
+}
+
+multiversion!(pub fn csr_rows_gram_dense / csr_rows_gram_dense_generic(x: &Csr, b: &[f64], k: usize, rows: std::ops::Range<usize>, t: &mut [f64], acc: &mut [f64]));
+
+/// Adds `xᵣ(xᵣᵀB)` of the given rows of X to `acc` (p×k): each row's k-wide `xᵣᵀB` into `t`, then scattered back
+/// along the row (one pass over X for `XᵀX·B`).
+#[inline(always)]
+fn csr_rows_gram_dense_generic(
+    x: &Csr,
+    b: &[f64],
+    k: usize,
+    rows: std::ops::Range<usize>,
+    t: &mut [f64],
+    acc: &mut [f64],
+) {
+    for r in rows {
+        let (idx, val) = x.row(r);
+        row_times_dense(idx, val, b, k, t);
+        for (&j, &v) in idx.iter().zip(val) {
+            let row = &mut acc[j as usize * k..(j as usize + 1) * k];
+            let mut whole = row.chunks_exact_mut(8);
+            let mut tc = t.chunks_exact(8);
+            for (o, tv) in (&mut whole).zip(&mut tc) {
+                for l in 0..8 {
+                    o[l] += v * tv[l];
+                }
+            }
+            for (o, &tv) in whole.into_remainder().iter_mut().zip(tc.remainder()) {
+                *o += v * tv;
+            }
         }
     }
 }

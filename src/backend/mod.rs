@@ -47,6 +47,13 @@ pub trait Backend: Send + Sync {
     /// `Xᵀ·B` for sparse `X` (n×p) and dense `B` (n×k).
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix>;
 
+    /// `XᵀX·B` for sparse `X` (n×p) and dense `B` (p×k): PCA's Lanczos solver on the feature side. Two sparse
+    /// products by default; the CPU fuses them into one pass over `X`.
+    fn csr_gram_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
+        let y = self.csr_mul(x, b)?;
+        self.csr_t_mul(x, &y)
+    }
+
     // ---- Resident tensors (f32 values, u32 indices) for training: created once, reused every step, freed when
     // their last handle is dropped. ----
 

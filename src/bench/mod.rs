@@ -38,12 +38,32 @@ pub struct PcaBenchOptions {
     pub repeats: usize,
     /// lee_docs.parquet (from the team's shared/data or the test fixtures).
     pub lee: PathBuf,
-    pub docs: usize,
-    pub terms: usize,
-    pub k: usize,
+    /// Workloads to run by name (`lee` and the [`PCA_SHAPES`]); empty runs all.
+    pub only: Vec<String>,
     /// Python interpreter for the scikit-learn peer; `None` skips it.
     pub python: Option<String>,
 }
+
+/// A generated sparse workload: `docs` rows of `min_len..=max_len` tokens drawn from a Zipf(1.1) vocabulary of
+/// `terms` terms, counted (or 1 when `binary`), and the components fitted.
+#[derive(Debug, Clone, Copy)]
+pub struct ZipfShape {
+    pub name: &'static str,
+    pub docs: usize,
+    pub terms: usize,
+    pub min_len: usize,
+    pub max_len: usize,
+    pub binary: bool,
+    pub k: usize,
+}
+
+/// The generated workloads of `bench pca` (issue 15's shapes): short texts (about 16 non-zeros per row, more
+/// terms than documents), longer documents, and a long binary user × item matrix.
+pub const PCA_SHAPES: [ZipfShape; 3] = [
+    ZipfShape { name: "short", docs: 20_000, terms: 25_000, min_len: 10, max_len: 24, binary: false, k: 10 },
+    ZipfShape { name: "docs", docs: 20_000, terms: 20_000, min_len: 50, max_len: 150, binary: false, k: 10 },
+    ZipfShape { name: "users", docs: 500_000, terms: 20_000, min_len: 6, max_len: 16, binary: true, k: 16 },
+];
 
 /// One measured fit.
 #[derive(Debug, Clone)]
@@ -56,18 +76,20 @@ pub struct Measurement {
     pub evr_sum: f64,
 }
 
-/// A seeded bag-of-words with a Zipf(1.1) vocabulary: `docs` documents of 50–150 tokens over `terms` terms.
-pub fn zipf_bow(docs: usize, terms: usize, seed: u64) -> Csr {
+/// A seeded sparse matrix of the given shape (see [`ZipfShape`]).
+pub fn zipf_matrix(shape: &ZipfShape, seed: u64) -> Csr {
     let mut rng = SplitMix::new(seed);
+    let terms = shape.terms;
     let mut cdf = Vec::with_capacity(terms);
     let mut acc = 0.0;
     for r in 0..terms {
         acc += 1.0 / ((r + 1) as f64).powf(1.1);
         cdf.push(acc);
     }
-    let rows: Vec<Vec<(u32, f64)>> = (0..docs)
+    let span = shape.max_len.saturating_sub(shape.min_len) + 1;
+    let rows: Vec<Vec<(u32, f64)>> = (0..shape.docs)
         .map(|_| {
-            let len = 50 + rng.below(101);
+            let len = shape.min_len + rng.below(span);
             let mut toks: Vec<u32> = (0..len)
                 .map(|_| {
                     let u = rng.next_f64() * acc;
@@ -78,7 +100,7 @@ pub fn zipf_bow(docs: usize, terms: usize, seed: u64) -> Csr {
             let mut row: Vec<(u32, f64)> = Vec::new();
             for t in toks {
                 match row.last_mut() {
-                    Some((last, c)) if *last == t => *c += 1.0,
+                    Some((last, c)) if *last == t => *c += if shape.binary { 0.0 } else { 1.0 },
                     _ => row.push((t, 1.0)),
                 }
             }
@@ -217,26 +239,31 @@ fn lee_bow(path: &Path) -> Result<Csr> {
     Ok(crate::bow::from_texts(&plan, &t.texts)?.matrix)
 }
 
-/// Runs the PCA benchmark, printing progress to `log` and returning every measurement.
+/// Runs the PCA benchmark, printing progress to `log` and returning every measurement: per workload the
+/// randomized solver, `auto`'s pick, and scikit-learn's arpack (its best sparse solver) on the same matrix.
 pub fn pca(opts: &PcaBenchOptions, log: &mut dyn Write) -> Result<Vec<Measurement>> {
+    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
+    let mut workloads: Vec<(String, Csr, usize)> = Vec::new();
+    if wanted("lee") {
+        let lee = lee_bow(&opts.lee)?;
+        workloads.push((format!("lee_docs {}×{} ({} nnz)", lee.rows, lee.cols, lee.nnz()), lee, 10));
+    }
+    for shape in PCA_SHAPES.iter().filter(|s| wanted(s.name)) {
+        let x = zipf_matrix(shape, 20_261_126);
+        let kind = if shape.binary { "binary" } else { "counts" };
+        workloads.push((format!("{} {}×{} {kind} ({} nnz)", shape.name, x.rows, x.cols, x.nnz()), x, shape.k));
+    }
     let mut all = Vec::new();
-    let lee = lee_bow(&opts.lee)?;
-    let zipf = zipf_bow(opts.docs, opts.terms, 20_261_126);
-    let zipf_name = format!("zipf {}×{} ({} nnz)", opts.docs, opts.terms, zipf.nnz());
-    let lee_name = format!("lee_docs {}×{} ({} nnz)", lee.rows, lee.cols, lee.nnz());
-    // scikit-learn's PCA takes sparse input only with svd_solver="arpack" (its fastest there) or
-    // "covariance_eigh": arpack is the peer for every sparse workload.
-    let runs: [(&str, &Csr, PcaSolver, Option<&str>); 3] = [
-        (&lee_name, &lee, PcaSolver::Auto, Some("arpack")),
-        (&lee_name, &lee, PcaSolver::Randomized, None),
-        (&zipf_name, &zipf, PcaSolver::Auto, Some("arpack")),
-    ];
-    for (name, x, solver, peer_solver) in runs {
-        let _ = writeln!(log, "embjob       {name}: k = {}, solver {solver:?} ...", opts.k);
-        all.push(measure(name, x, opts.k, solver, opts.repeats)?);
-        if let (Some(py), Some(peer_solver)) = (&opts.python, peer_solver) {
-            let _ = writeln!(log, "scikit-learn {name}: k = {}, svd_solver={peer_solver} ...", opts.k);
-            match peer(py, name, x, opts.k, opts.repeats, peer_solver) {
+    for (name, x, k) in &workloads {
+        for solver in [PcaSolver::Randomized, PcaSolver::Auto] {
+            let _ = writeln!(log, "embjob       {name}: k = {k}, solver {solver:?} ...");
+            all.push(measure(name, x, *k, solver, opts.repeats)?);
+        }
+        // scikit-learn's PCA takes sparse input only with svd_solver="arpack" (its fastest there) or
+        // "covariance_eigh": arpack is the peer for every sparse workload.
+        if let Some(py) = &opts.python {
+            let _ = writeln!(log, "scikit-learn {name}: k = {k}, svd_solver=arpack ...");
+            match peer(py, name, x, *k, opts.repeats, "arpack") {
                 Some(m) => all.push(m),
                 None => {
                     let _ = writeln!(log, "  (peer unavailable: {py} with scikit-learn and scipy did not run)");

@@ -176,6 +176,7 @@ fn randomized_options_need_the_randomized_solver() {
 #[test]
 fn a_variance_target_needs_an_exact_solver() {
     fails(&with("[pca]\nn_components = 0.5\nsolver = \"randomized\""), 2, &["pca.n_components", "integer"]);
+    fails(&with("[pca]\nn_components = 0.5\nsolver = \"lanczos\""), 2, &["pca.n_components", "lanczos"]);
 }
 
 #[test]

@@ -191,6 +191,14 @@ fn lee_min_df_1_gram_solver() {
     exact_parity("lee_bow_mindf1", &lee_input(1), "solver = \"gram\"", 10);
 }
 
+/// The Lanczos solver converges to scikit-learn's exact results: on lee_docs (300 documents: 300-dimensional
+/// Krylov side, restarts included) and on digits (64 features: small enough to be solved whole).
+#[test]
+fn lee_and_digits_lanczos_solver() {
+    exact_parity("lee_bow_mindf1", &lee_input(1), "solver = \"lanczos\"", 10);
+    exact_parity("digits_raw", &digits_input(), "solver = \"lanczos\"", 10);
+}
+
 #[test]
 fn lee_min_df_2_auto_picks_gram() {
     let job = run_pca(&lee_input(2), "n_components = 10");

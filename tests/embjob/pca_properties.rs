@@ -83,10 +83,9 @@ fn covariance_equals_numpy_cov_on_digits() {
 fn components_are_orthonormal_for_every_solver_and_input_kind() {
     for (seed, (n, p)) in [(1u64, (30usize, 10usize)), (2, (8, 20)), (3, (50, 25))] {
         let x = random_sparse(seed, n, p, 0.4);
-        for (be, solver) in backends()
-            .into_iter()
-            .flat_map(|be| [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized].map(|s| (be, s)))
-        {
+        for (be, solver) in backends().into_iter().flat_map(|be| {
+            [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized, PcaSolver::Lanczos].map(|s| (be, s))
+        }) {
             for input in [PcaInput::Sparse(x.clone()), PcaInput::Dense(dense_of(&x))] {
                 let k = 5.min(n.min(p));
                 let params = plan(ComponentsSpec::Count(k as u64), solver, (n, p));
@@ -116,7 +115,7 @@ fn the_three_solvers_agree() {
     let x = random_sparse(7, 60, 18, 0.35);
     let k = 4;
     for be in backends() {
-        let fits: Vec<_> = [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized]
+        let fits: Vec<_> = [PcaSolver::Covariance, PcaSolver::Gram, PcaSolver::Randomized, PcaSolver::Lanczos]
             .into_iter()
             .map(|s| {
                 pca::fit(be, PcaInput::Sparse(x.clone()), &plan(ComponentsSpec::Count(k), s, (60, 18)), 3).expect("fit")
@@ -132,6 +131,38 @@ fn the_three_solvers_agree() {
             }
             for (a, b) in f.components.data().iter().zip(fits[0].components.data()) {
                 assert!((a - b).abs() < comp_tol, "{:?}: components differ ({a} vs {b})", f.solver);
+            }
+        }
+    }
+}
+
+/// Lanczos iterations (the operator is too large to be solved whole: 150 dimensions on its smaller side) reach
+/// the covariance solver's variances and components, on the feature side (p ≤ n) and the document side (n < p),
+/// for sparse and dense input, on every backend.
+#[test]
+fn lanczos_iterations_reach_the_exact_solution_on_both_sides() {
+    for (seed, (n, p)) in [(21u64, (400usize, 150usize)), (22, (150, 400))] {
+        let x = random_sparse(seed, n, p, 0.08);
+        let k = 6;
+        for be in backends() {
+            let exact = pca::fit(
+                be,
+                PcaInput::Sparse(x.clone()),
+                &plan(ComponentsSpec::Count(k), PcaSolver::Covariance, (n, p)),
+                0,
+            )
+            .expect("covariance");
+            for input in [PcaInput::Sparse(x.clone()), PcaInput::Dense(dense_of(&x))] {
+                let r = pca::fit(be, input, &plan(ComponentsSpec::Count(k), PcaSolver::Lanczos, (n, p)), 5)
+                    .expect("lanczos");
+                assert_eq!(r.solver, Solver::Lanczos);
+                let (ev_tol, comp_tol) = (tolerance(be, 1e-10, 1e-5), tolerance(be, 1e-6, 1e-3));
+                for (a, b) in r.explained_variance.iter().zip(&exact.explained_variance) {
+                    assert!((a - b).abs() < ev_tol * b.max(1.0), "{:?} {n}×{p}: variance {a} vs {b}", be.kind());
+                }
+                for (a, b) in r.components.data().iter().zip(exact.components.data()) {
+                    assert!((a - b).abs() < comp_tol, "{:?} {n}×{p}: components differ ({a} vs {b})", be.kind());
+                }
             }
         }
     }
