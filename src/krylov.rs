@@ -227,7 +227,8 @@ pub fn largest_eigenpairs(
     mut apply: impl FnMut(MatRef<'_, f64>) -> Result<Mat<f64>>,
 ) -> Result<Eigenpairs> {
     let k = params.k.min(m);
-    let b = params.block.clamp(1, m.max(1));
+    // At least k columns per block, so that the basis always holds k Ritz vectors.
+    let b = params.block.max(k).clamp(1, m.max(1));
     let mut rng = SplitMix::new(seed ^ 0x4c61_6e63_7a6f_7321);
     // A small operator, or a basis that would span most of it anyway: its whole matrix, exactly.
     if m <= (params.max_basis + b).max(4 * b) {
