@@ -781,13 +781,7 @@ fn block_pair_generic(
 }
 
 /// [`cosine_top_k`] with a given block size (a multiple of 16; tests use small blocks to cross many borders).
-pub fn cosine_top_k_blocked(
-    x: &[f32],
-    n: usize,
-    dim: usize,
-    k: usize,
-    block: usize,
-) -> Result<(Vec<u32>, Vec<f32>)> {
+pub fn cosine_top_k_blocked(x: &[f32], n: usize, dim: usize, k: usize, block: usize) -> Result<(Vec<u32>, Vec<f32>)> {
     if block == 0 || block % TILE_COLS != 0 {
         return Err(Error::Internal(format!("cosine_top_k: block {block} is not a multiple of {TILE_COLS}")));
     }
@@ -819,11 +813,11 @@ pub fn cosine_top_k_blocked(
     let mut row_side: Vec<BestLists> = (0..blocks).map(|b| BestLists::new(block, real(b), k)).collect();
     let mut col_side: Vec<BestLists> = (0..blocks).map(|b| BestLists::new(block, real(b), k)).collect();
     for s in 0..blocks {
-        row_side[..blocks - s].par_iter_mut().zip(col_side[s..].par_iter_mut()).enumerate().for_each(
-            |(bi, (rows, cols))| {
-                block_pair(&u, n, (bi, bi + s, block), rows, (s > 0).then_some(cols))
-            },
-        );
+        row_side[..blocks - s]
+            .par_iter_mut()
+            .zip(col_side[s..].par_iter_mut())
+            .enumerate()
+            .for_each(|(bi, (rows, cols))| block_pair(&u, n, (bi, bi + s, block), rows, (s > 0).then_some(cols)));
     }
     // Each item's neighbours: the best k of its row-side list (items in its block and after) and its column-side
     // list (items in earlier blocks), two disjoint sorted lists.
@@ -1122,6 +1116,5 @@ mod tests {
         let (idx1, sim1) = cosine_top_k_blocked(&x, n, dim, k, 304).expect("one block");
         assert_eq!(idx1, idx);
         assert_eq!(sim1, sim);
-
     }
 }
