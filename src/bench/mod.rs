@@ -1,8 +1,9 @@
 //! The benchmarks, each next to a peer run in the same command when Python has it. Benchmarks, not tests: run them
 //! on a quiet machine with a release build; they report medians over repeats.
 //!
-//! * `embjob bench pca`: PCA fits (wall time, peak memory) on lee_docs and a large seeded Zipf bag-of-words, next to
-//!   scikit-learn's best sparse solver (arpack) on the same matrices;
+//! * `embjob bench pca`: PCA fits (wall time, peak memory) on lee_docs and three generated Zipf shapes
+//!   ([`PCA_SHAPES`]: short texts, documents, users × items), next to scikit-learn's best sparse solver (arpack) on
+//!   the same matrices;
 //! * `embjob bench train`: training throughput and LOO recall of a pipeline's model (default: MovieLens with the
 //!   peer's settings), next to the PyTorch peer (CPU, or CUDA with `--peer-device cuda`);
 //! * `embjob bench gemm`: GEMM GFLOP/s on the CPU backend and on every GPU adapter, next to PyTorch;
