@@ -701,11 +701,10 @@ impl BestLists {
 const TILE_ROWS: usize = 12;
 const TILE_COLS: usize = 16;
 
-/// The unit vectors twice: row-major, and as panels of 16 items (dimension-major within a panel: the 16 items' d-th
-/// values side by side), padded with zero vectors to whole panels.
+/// The unit vectors as panels of 16 items (dimension-major within a panel: the 16 items' d-th values side by side),
+/// padded with zero vectors to whole panels. The row tiles are gathered from them too, so the search holds one copy.
 struct UnitVectors {
     dim: usize,
-    rows: Vec<f32>,
     panels: Vec<f32>,
 }
 
@@ -730,8 +729,9 @@ fn block_pair_generic(
         let nr = TILE_ROWS.min(r1 - rg);
         rowt.fill(0.0);
         for r in 0..nr {
-            for (dd, &v) in u.rows[(rg + r) * d..(rg + r + 1) * d].iter().enumerate() {
-                rowt[dd * TILE_ROWS + r] = v;
+            let (g, l) = ((rg + r) / TILE_COLS, (rg + r) % TILE_COLS);
+            for dd in 0..d {
+                rowt[dd * TILE_ROWS + r] = u.panels[(g * d + dd) * TILE_COLS + l];
             }
         }
         for cg in (c0..c1).step_by(TILE_COLS) {
@@ -792,22 +792,16 @@ pub fn cosine_top_k_blocked(x: &[f32], n: usize, dim: usize, k: usize, block: us
     if k == 0 || dim == 0 {
         return Ok((idx, sim));
     }
-    let mut rows = x.to_vec();
-    for row in rows.chunks_mut(dim) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|v| *v /= norm);
-        }
-    }
     let groups = n.div_ceil(TILE_COLS);
     let mut panels = vec![0.0f32; groups * dim * TILE_COLS];
-    for (i, row) in rows.chunks(dim).enumerate() {
+    for (i, row) in x.chunks(dim).enumerate() {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         let (g, l) = (i / TILE_COLS, i % TILE_COLS);
         for (dd, &v) in row.iter().enumerate() {
-            panels[(g * dim + dd) * TILE_COLS + l] = v;
+            panels[(g * dim + dd) * TILE_COLS + l] = if norm > 0.0 { v / norm } else { v };
         }
     }
-    let u = UnitVectors { dim, rows, panels };
+    let u = UnitVectors { dim, panels };
     let blocks = n.div_ceil(block);
     let real = |b: usize| block.min(n - b * block);
     let mut row_side: Vec<BestLists> = (0..blocks).map(|b| BestLists::new(block, real(b), k)).collect();
