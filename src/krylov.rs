@@ -5,7 +5,9 @@
 //! The basis is kept orthonormal by full re-orthogonalization (classical Gram–Schmidt, twice), and the projected
 //! matrix `T = QᵀAQ` is built from those same projections, so the method needs no tridiagonal bookkeeping and a
 //! restart is just "keep the best Ritz vectors". A Ritz pair's residual `‖Au − θu‖` is read off the small matrices;
-//! the fit stops when the `k` wanted ones are below `tol · θ₁`. Dense work is faer's, on one thread (deterministic).
+//! the fit stops when the `k` wanted ones are below `tol · θ₁`. Dense work is faer's: the small matrices on one
+//! thread, the tall basis products in fixed chunks of rows on every core, summed in chunk order (the result does
+//! not depend on the thread count).
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
@@ -30,10 +32,9 @@ pub struct LanczosParams {
 }
 
 impl LanczosParams {
-    /// The defaults for `k` eigenpairs of an `m`-dimensional operator: blocks of k + 6 rounded up to a multiple of 8
-    /// (whole vectors of the sparse products), a basis of
-    /// about six blocks, residuals below 1e-8 of the largest eigenvalue (its eigenvalues are then exact to about
-    /// 1e-16 relative; components to 1e-8 over the gap).
+    /// The defaults for `k` eigenpairs: blocks of k + 6 rounded up to a multiple of 8 (whole vectors of the sparse
+    /// products), a basis of about six blocks, residuals below 1e-8 of the largest eigenvalue (its eigenvalues are
+    /// then exact to about 1e-16 relative; components to 1e-8 over the gap).
     pub fn for_k(k: usize) -> LanczosParams {
         let block = (k + 6).next_multiple_of(8);
         LanczosParams { k, block, max_basis: k + 5 * block, tol: 1e-8, max_products: 400 }
@@ -312,6 +313,9 @@ fn dense_eigenpairs(
         let e = Mat::<f64>::from_fn(m, w, |r, c| if r == c0 + c { 1.0 } else { 0.0 });
         let img = apply(e.as_ref())?;
         products += 1;
+        if img.nrows() != m || img.ncols() != w {
+            return Err(Error::Internal(format!("Lanczos: the operator returned {}×{}", img.nrows(), img.ncols())));
+        }
         a.as_mut().subcols_mut(c0, w).copy_from(&img);
     }
     let sym = Mat::from_fn(m, m, |r, c| 0.5 * (a[(r, c)] + a[(c, r)]));

@@ -473,13 +473,18 @@ fn centred_mul(be: &dyn Backend, x: &PcaInput, mean: &[f64], b: &Matrix) -> Resu
 /// `(X − 1μᵀ)ᵀ·B = Xᵀ·B − μ(1ᵀB)`.
 fn centred_t_mul(be: &dyn Backend, x: &PcaInput, mean: &[f64], b: &Matrix) -> Result<Matrix> {
     let mut z = x.t_mul(be, b)?;
+    centre_t(&mut z, mean, b);
+    Ok(z)
+}
+
+/// `Z −= μ(1ᵀB)`: turns `Xᵀ·B` into `(X − 1μᵀ)ᵀ·B`.
+fn centre_t(z: &mut Matrix, mean: &[f64], b: &Matrix) {
     let colsum = column_sums(b);
     for (row, mu) in z.data_mut().chunks_mut(b.cols().max(1)).zip(mean) {
         for (v, s) in row.iter_mut().zip(&colsum) {
             *v -= mu * s;
         }
     }
-    Ok(z)
 }
 
 /// `(X − 1μᵀ)ᵀ(X − 1μᵀ)·B = XᵀX·B − n·μ(μᵀB)` (the scatter matrix, p×p, times B).
@@ -528,12 +533,7 @@ fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: 
         let eig = crate::krylov::largest_eigenpairs(n, &params, seed, |u| {
             let u = Matrix::from_faer(u);
             let mut z = xt.mul(be, &u)?;
-            let colsum = column_sums(&u);
-            for (row, mu) in z.data_mut().chunks_mut(u.cols().max(1)).zip(mean) {
-                for (v, s) in row.iter_mut().zip(&colsum) {
-                    *v -= mu * s;
-                }
-            }
+            centre_t(&mut z, mean, &u);
             centred_mul(be, x, mean, &z).map(faer_of)
         })?;
         let z = centred_t_mul(be, x, mean, &Matrix::from_faer(eig.vectors.as_ref()))?;
