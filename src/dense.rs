@@ -98,17 +98,13 @@ impl Matrix {
 
     /// To a faer matrix (for the dense decompositions).
     pub fn to_faer(&self) -> faer::Mat<f64> {
-        faer::Mat::from_fn(self.rows, self.cols, |r, c| self.at(r, c))
+        faer::MatRef::from_row_major_slice(&self.data, self.rows, self.cols).to_owned()
     }
 
     /// From a faer matrix view.
     pub fn from_faer(m: faer::MatRef<'_, f64>) -> Matrix {
         let mut out = Matrix::zeros(m.nrows(), m.ncols());
-        for r in 0..m.nrows() {
-            for c in 0..m.ncols() {
-                out.data[r * m.ncols() + c] = m[(r, c)];
-            }
-        }
+        faer::MatMut::from_row_major_slice_mut(&mut out.data, m.nrows(), m.ncols()).copy_from(m);
         out
     }
 }
