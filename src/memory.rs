@@ -78,8 +78,9 @@ pub fn pca(n: usize, p: usize, solver: Solver, k: usize, oversamples: usize) -> 
 }
 
 /// The model stage's main allocations: parameters with gradients and Adam moments, and the batch workspace. With
-/// `negatives` (the sampled softmax) the logits cover the batch's candidates (at most negatives + batch), the
-/// evaluation's rows over all items (see [`crate::model::EVAL_LOGITS`]), and the candidates' output columns twice.
+/// `negatives` (the sampled softmax) the logits cover the batch's candidates (at most negatives + batch) and, on a
+/// GPU, the evaluation's rows over all items (see [`crate::model::eval_rows`]), and the candidates' output columns
+/// twice.
 pub fn model(
     items: usize,
     dim: usize,
@@ -112,12 +113,16 @@ pub fn model(
         None => plan.push(item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4)),
         Some(n) => {
             let c = (n as u64 + b).min(v);
-            let rows = (crate::model::EVAL_LOGITS as u64 / v.max(1)).clamp(1, b);
-            plan.push(item(
-                format!("logits max({b} × {c} candidates, {rows} evaluation rows × {v}) × 4 B on {device}"),
-                (b * c).max(rows * v),
-                4,
-            ));
+            if device == crate::backend::BackendKind::Cpu {
+                plan.push(item(format!("logits {b} × {c} candidates × 4 B on {device}"), b * c, 4));
+            } else {
+                let rows = crate::model::eval_rows(items, batch, true, device) as u64;
+                plan.push(item(
+                    format!("logits max({b} × {c} candidates, {rows} evaluation rows × {v}) × 4 B on {device}"),
+                    (b * c).max(rows * v),
+                    4,
+                ));
+            }
             plan.push(item(format!("candidate columns 2 × {pre} × {c} × 4 B on {device}"), 2 * pre * c, 4));
         }
     }

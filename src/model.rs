@@ -179,9 +179,21 @@ pub enum LossSpec {
     Sampled { negatives: usize, proposal: Vec<f64>, seed: u64 },
 }
 
-/// Logits over all items held for evaluation when the loss is sampled: batches of evaluation rows stay under this
-/// many values (64 MB), so that a catalogue of 10^6 items ranks 16 rows at a time instead of a batch × V matrix.
+/// Logits over all items held for evaluation on a GPU when the loss is sampled: batches of evaluation rows stay
+/// under this many values (64 MB), so that a catalogue of 10^6 items ranks 16 rows at a time instead of a batch × V
+/// matrix.
 pub const EVAL_LOGITS: usize = 1 << 24;
+
+/// Rows per evaluation call. The CPU scores the items a block at a time (`Backend::rank_and_loss`) and holds no
+/// logits for evaluation, so it ranks a whole batch at once; a GPU holds the rows' logits over all items, under
+/// [`EVAL_LOGITS`] when the loss is sampled (the full softmax holds a batch × V of them for training anyway).
+pub fn eval_rows(items: usize, capacity: usize, sampled: bool, device: crate::backend::BackendKind) -> usize {
+    if sampled && device != crate::backend::BackendKind::Cpu {
+        (EVAL_LOGITS / items.max(1)).clamp(1, capacity)
+    } else {
+        capacity
+    }
+}
 
 /// The sampled softmax's state: the proposal, the sampling stream, and the workspace of one batch's candidates
 /// (at most `negatives` + batch columns).
@@ -375,11 +387,12 @@ impl<'b> Network<'b> {
                     d_b2s: zeros("sampled output bias gradient", max_cols)?,
                     cols: 0,
                 };
-                ((EVAL_LOGITS / v.max(1)).clamp(1, capacity), Some(state))
+                (eval_rows(v, capacity, true, be.kind()), Some(state))
             }
         };
         let logits_len = match &sampled {
             None => capacity * v,
+            Some(s) if be.kind() == crate::backend::BackendKind::Cpu => capacity * s.max_cols,
             Some(s) => (capacity * s.max_cols).max(eval_rows * v),
         };
         Ok(Network {
@@ -712,7 +725,6 @@ impl<'b> Network<'b> {
             )));
         }
         let rows = self.upload(batch)?;
-        self.forward(rows, true)?;
         let be = self.be;
         let mut mask_items = Vec::new();
         let mut mask_offsets = vec![0u32];
@@ -730,9 +742,11 @@ impl<'b> Network<'b> {
             mask_items: &self.idx.mask_items,
             mask_offsets: &self.idx.mask_offsets,
         };
-        be.target_ranks(&self.logits, rows, self.shape.items, &masks, &self.ranks)?;
+        let pre = self.forward_hidden(rows)?;
+        let dims = MatDims { m: rows, n: self.shape.items, k: self.shape.pre_logits() };
+        let (w2, b2, item_major) = (&self.params[W2].value, &self.params[B2].value, self.sampled.is_some());
+        be.rank_and_loss(pre, w2, item_major, b2, dims, &masks, &self.logits, &self.ranks, &self.losses)?;
         let ranks = be.read(&self.ranks)?[..rows].to_vec();
-        be.softmax_xent(&self.logits, &self.idx.targets, rows, self.shape.items, &self.losses)?;
         let loss = be.read(&self.losses)?[..rows].iter().map(|&l| l as f64).sum();
         Ok((loss, ranks))
     }

@@ -403,6 +403,24 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn rank_and_loss(
+        &self,
+        pre: &Tensor,
+        w2: &Tensor,
+        item_major: bool,
+        bias: &Tensor,
+        d: MatDims,
+        masks: &RankMasks<'_>,
+        _logits: &Tensor,
+        ranks: &Tensor,
+        losses: &Tensor,
+    ) -> Result<()> {
+        check_distinct(BackendKind::Cpu, &[ranks, losses], &[pre, w2, bias])?;
+        let (mut rk, mut ls) = (w(ranks)?, w(losses)?);
+        let (t, mi, mo) = (ri(masks.targets)?, ri(masks.mask_items)?, ri(masks.mask_offsets)?);
+        k::rank_and_loss(&r(pre)?, &r(w2)?, item_major, &r(bias)?, d, &t, &mi, &mo, &mut rk, &mut ls)
+    }
+
     fn cosine_top_k(&self, x: &Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
         let x = r(x)?;
         let x = x.get(..n * dim).ok_or_else(|| Error::Internal("cosine_top_k: shape".into()))?;

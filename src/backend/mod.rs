@@ -126,6 +126,30 @@ pub trait Backend: Send + Sync {
         bias_grad: &Tensor,
     ) -> Result<()>;
 
+    /// Held-out ranking over all items: for each of the `d.m` rows, the scores `pre·W2 + bias` of all `d.n` items
+    /// (W2 `d.k` × `d.n`, or `d.n` × `d.k` when `item_major`), its target's rank as [`Backend::target_ranks`]
+    /// counts it (written to `ranks`) and its softmax cross-entropy loss (to `losses`). This default (the GPU's)
+    /// computes the scores into `logits` (rows × items) and runs target_ranks and softmax_xent on them; the CPU
+    /// backend scores the items a block at a time and does not touch `logits`.
+    #[allow(clippy::too_many_arguments)]
+    fn rank_and_loss(
+        &self,
+        pre: &Tensor,
+        w2: &Tensor,
+        item_major: bool,
+        bias: &Tensor,
+        d: MatDims,
+        masks: &RankMasks<'_>,
+        logits: &Tensor,
+        ranks: &Tensor,
+        losses: &Tensor,
+    ) -> Result<()> {
+        self.matmul(pre, false, w2, item_major, logits, d, 0.0)?;
+        self.bias_act(logits, bias, d.m, d.n, Activation::Identity)?;
+        self.target_ranks(logits, d.m, d.n, masks, ranks)?;
+        self.softmax_xent(logits, masks.targets, d.m, d.n, losses)
+    }
+
     /// `dst[j][e] = src[idx[j]·stride.0 + e·stride.1]` for e < `width`: slices of `src` picked by `idx`, in `idx`
     /// order, into `dst` (idx.len()×width, row-major). Rows of a row-major matrix: stride (width, 1); single values:
     /// width 1.
