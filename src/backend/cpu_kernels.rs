@@ -635,7 +635,7 @@ pub fn target_ranks(
         let mut higher = count_above(row, st);
         for &mi in &mask_items[mask_offsets[r] as usize..mask_offsets[r + 1] as usize] {
             if mi as usize != t && row[mi as usize] > st {
-                higher -= 1;
+                higher = higher.saturating_sub(1); // a mask that names an item twice
             }
         }
         *out = (higher + 1) as f32;
@@ -718,9 +718,10 @@ pub fn rank_and_loss(
             }
         }
     };
-    // The targets' scores: the diagonal of pre · W2[:, targets], the same multiply-adds in the same order as the
-    // blocks' products (a target scored again by its block is excluded by index, so an ulp of difference could
-    // not count a target above itself).
+    // The targets' scores: the diagonal of pre · W2[:, targets], the same k multiply-adds as the target's entry in
+    // its block's product (faer's kernels add them in order for every entry; the unit test checks the ranks against
+    // full logits). Should the two ever differ in the last bit, the target is excluded by index when its block is
+    // counted, so it can never count itself.
     let mut picked = vec![0f32; k * rows];
     for (r, &t) in targets[..rows].iter().enumerate() {
         for c in 0..k {
@@ -746,13 +747,13 @@ pub fn rank_and_loss(
                         let (st, t) = (target_score[r], targets[r] as usize);
                         let mut above = count_above(row, st);
                         if (b0..b0 + len).contains(&t) && row[t - b0] > st {
-                            above -= 1;
+                            above = above.saturating_sub(1);
                         }
                         let masked = &mask_items[mask_offsets[r] as usize..mask_offsets[r + 1] as usize];
                         for &mi in masked {
                             let mi = mi as usize;
                             if mi != t && (b0..b0 + len).contains(&mi) && row[mi - b0] > st {
-                                above -= 1;
+                                above = above.saturating_sub(1); // a mask that names an item twice
                             }
                         }
                         let (max, sum) = exp_shifted_dispatch(row);
