@@ -719,9 +719,9 @@ pub fn rank_and_loss(
         }
     };
     // The targets' scores: the diagonal of pre · W2[:, targets], the same k multiply-adds as the target's entry in
-    // its block's product (faer's kernels add them in order for every entry; the unit test checks the ranks against
-    // full logits). Should the two ever differ in the last bit, the target is excluded by index when its block is
-    // counted, so it can never count itself.
+    // its block's product (the unit test checks the resulting ranks, ties included, against full logits). Should a
+    // kernel ever order them differently and the two differ in the last bit, the target is still excluded by index
+    // when its block is counted, so it can never count itself.
     let mut picked = vec![0f32; k * rows];
     for (r, &t) in targets[..rows].iter().enumerate() {
         for c in 0..k {
