@@ -141,28 +141,35 @@ fn project_out(q: MatRef<'_, f64>, w: &mut Mat<f64>) -> Mat<f64> {
     c1 + c2
 }
 
-/// Thin QR `w = Q R` of a tall block. Where `w` is well conditioned (κ below 1e6, read off the eigenvalues of
-/// `wᵀw`) by Cholesky QR twice: two sweeps of small products over `w` on every core, orthonormal to rounding at
-/// that κ. Otherwise (a block that is close to rank deficient, as near convergence) by Householder, stable at
-/// any κ. faer's Householder QR on 20,000 × 16 sweeps the block once per column and took 4–5 ms; Cholesky QR2
-/// takes about 1 ms.
-fn tall_qr(w: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
+/// Thin QR `w = Q R` of a tall block (consumed). Where `w` is well conditioned (κ below 1e6, read off the
+/// eigenvalues of `wᵀw`) by Cholesky QR twice, in place: two sweeps of small products over `w` on every core,
+/// orthonormal to rounding at that κ. Otherwise (a block that is close to rank deficient, as near convergence) by
+/// Householder, stable at any κ. faer's Householder QR on 20,000 × 16 sweeps the block once per column and took
+/// 4–5 ms; Cholesky QR2 takes about 1 ms.
+fn tall_qr(mut w: Mat<f64>) -> (Mat<f64>, Mat<f64>) {
     let b = w.ncols();
-    if w.nrows() >= 4 * b && b > 0 {
-        if let Some(r1) = cholesky_factor(t_mul(w, w).as_ref(), 1e-12) {
-            let mut v = w.to_owned();
-            let g2 = scale_and_gram(&mut v, r1.1.as_ref());
-            if let Some(r2) = cholesky_factor(g2.as_ref(), 0.5) {
-                let mut q = Mat::<f64>::zeros(w.nrows(), b);
-                mul_rows(q.as_mut(), Accum::Replace, v.as_ref(), r2.1.as_ref(), 1.0);
-                let mut r = Mat::<f64>::zeros(b, b);
-                mm(r.as_mut(), Accum::Replace, r2.0.as_ref(), r1.0.as_ref(), 1.0);
-                return (q, r);
-            }
-        }
+    let householder = |w: Mat<f64>| {
+        let qr = w.qr();
+        (qr.compute_thin_Q(), qr.thin_R().to_owned())
+    };
+    if w.nrows() < 4 * b || b == 0 {
+        return householder(w);
     }
-    let qr = w.qr();
-    (qr.compute_thin_Q(), qr.thin_R().to_owned())
+    let Some((r1, r1_inv)) = cholesky_factor(t_mul(w.as_ref(), w.as_ref()).as_ref(), 1e-12) else {
+        return householder(w);
+    };
+    // In place: w becomes w·R₁⁻¹, and the block is w·R₁ from here on.
+    let g2 = scale_rows(&mut w, r1_inv.as_ref(), true);
+    let (q, r2) = match cholesky_factor(g2.as_ref(), 0.5) {
+        Some((r2, r2_inv)) => {
+            scale_rows(&mut w, r2_inv.as_ref(), false);
+            (w, r2)
+        }
+        None => householder(w),
+    };
+    let mut r = Mat::<f64>::zeros(b, b);
+    mm(r.as_mut(), Accum::Replace, r2.as_ref(), r1.as_ref(), 1.0);
+    (q, r)
 }
 
 /// The upper factor `R` of `G = RᵀR` and its inverse, where the smallest eigenvalue of `G` is at least
@@ -180,24 +187,28 @@ fn cholesky_factor(g: MatRef<'_, f64>, min_ratio: f64) -> Option<(Mat<f64>, Mat<
     Some((r, inv))
 }
 
-/// `v ← v·h` a chunk of rows at a time, returning `vᵀv` of the result (summed in chunk order).
-fn scale_and_gram(v: &mut Mat<f64>, h: MatRef<'_, f64>) -> Mat<f64> {
+/// `v ← v·h` a chunk of rows at a time; with `gram`, returns `vᵀv` of the result (summed in chunk order), else an
+/// empty matrix.
+fn scale_rows(v: &mut Mat<f64>, h: MatRef<'_, f64>, gram: bool) -> Mat<f64> {
     let b = v.ncols();
     let parts: Vec<Mat<f64>> = chunks_mut(v.as_mut())
         .into_par_iter()
         .map(|(_, mut piece)| {
-            let scaled = {
-                let mut out = Mat::<f64>::zeros(piece.nrows(), b);
-                mm(out.as_mut(), Accum::Replace, piece.as_ref(), h, 1.0);
-                out
-            };
+            let mut scaled = Mat::<f64>::zeros(piece.nrows(), b);
+            mm(scaled.as_mut(), Accum::Replace, piece.as_ref(), h, 1.0);
             piece.copy_from(&scaled);
             let mut g = Mat::<f64>::zeros(b, b);
-            mm(g.as_mut(), Accum::Replace, scaled.transpose(), scaled.as_ref(), 1.0);
+            if gram {
+                mm(g.as_mut(), Accum::Replace, scaled.transpose(), scaled.as_ref(), 1.0);
+            }
             g
         })
         .collect();
-    sum_in_order(parts, b, b)
+    if gram {
+        sum_in_order(parts, b, b)
+    } else {
+        Mat::<f64>::zeros(0, 0)
+    }
 }
 
 /// `w = V R` with orthonormal `V` (m × b): a QR, and where `w` is (numerically) rank deficient the missing
@@ -216,7 +227,7 @@ fn orthonormalize(
     rng: &mut SplitMix,
 ) -> Result<(Mat<f64>, Mat<f64>)> {
     let b = w.ncols();
-    let (mut v, mut r) = tall_qr(w.as_ref());
+    let (mut v, mut r) = tall_qr(w);
     let floor = 1e-12 * scale.max(f64::MIN_POSITIVE);
     let mut smallest = (0..b).map(|i| r[(i, i)].abs()).fold(f64::INFINITY, f64::min);
     if smallest <= floor {
@@ -224,7 +235,7 @@ fn orthonormalize(
     }
     if smallest < 1e-9 * before {
         project_out(q, &mut v);
-        let (v2, r2) = tall_qr(v.as_ref());
+        let (v2, r2) = tall_qr(v);
         v = v2;
         let mut rr = Mat::<f64>::zeros(b, b);
         mm(rr.as_mut(), Accum::Replace, r2.as_ref(), r.as_ref(), 1.0);
