@@ -11,7 +11,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{
-    Activation, AdamStep, Backend, Bags, Indices, MatDims, RankMasks, SampledColumns, Selected, SgdStep, Tensor,
+    Activation, AdamStep, Backend, Bags, Indices, MatDims, OutputGrads, OutputLayer, RankMasks, SampledColumns,
+    Selected, SgdStep, Tensor,
 };
 use crate::error::{Error, Result};
 use crate::rng::SplitMix;
@@ -471,21 +472,6 @@ impl<'b> Network<'b> {
         }
     }
 
-    /// Forward pass of the uploaded batch of `rows` examples into `logits`; without the output bias when
-    /// `output_bias` is false (training adds it in the fused loss, `softmax_xent_bias`).
-    fn forward(&self, rows: usize, output_bias: bool) -> Result<()> {
-        let be = self.be;
-        let v = self.shape.items;
-        let pre = self.forward_hidden(rows)?;
-        let k = self.shape.pre_logits();
-        let item_major = self.sampled.is_some();
-        be.matmul(pre, false, &self.params[W2].value, item_major, &self.logits, MatDims { m: rows, n: v, k }, 0.0)?;
-        if output_bias {
-            be.bias_act(&self.logits, &self.params[B2].value, rows, v, Activation::Identity)?;
-        }
-        Ok(())
-    }
-
     /// The layers before the output layer; returns the activation that feeds the logits (rows × pre_logits).
     fn forward_hidden(&self, rows: usize) -> Result<&Tensor> {
         let be = self.be;
@@ -528,19 +514,27 @@ impl<'b> Network<'b> {
             return self.sampled_step(opts);
         }
         let rows = self.upload(batch)?;
-        self.forward(rows, false)?;
         let be = self.be;
         let Shape { items: v, hidden: n, .. } = self.shape;
-        let pre_t = if n > 0 { &self.hidden } else { &self.pooled };
-        let pre = self.shape.pre_logits();
+        let pre_t = self.forward_hidden(rows)?;
         let p = &self.params;
-        be.softmax_xent_bias(&self.logits, &p[B2].value, &self.idx.targets, rows, v, &self.losses, &p[B2].grad)?;
+        let layer = OutputLayer {
+            pre: pre_t,
+            weight: &p[W2].value,
+            bias: &p[B2].value,
+            targets: &self.idx.targets,
+            dims: MatDims { m: rows, n: v, k: self.shape.pre_logits() },
+        };
+        let grads = OutputGrads {
+            logits: &self.logits,
+            losses: &self.losses,
+            weight: &p[W2].grad,
+            bias: &p[B2].grad,
+            pre: &self.d_hidden,
+        };
+        be.output_layer_xent(&layer, &grads)?;
         be.copy(&self.losses, 0, &self.loss_log, self.logged.len() * self.capacity, rows)?;
         self.logged.push(rows);
-        // Output layer.
-        be.matmul(pre_t, true, &self.logits, false, &p[W2].grad, MatDims { m: pre, n: v, k: rows }, 0.0)?;
-        let dims = MatDims { m: rows, n: pre, k: v };
-        be.matmul(&self.logits, false, &p[W2].value, true, &self.d_hidden, dims, 0.0)?;
         self.input_backward(rows, true)?;
         self.step += 1;
         for (i, p) in self.params.iter().enumerate() {

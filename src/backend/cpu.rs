@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use super::cpu_kernels as k;
 use super::{
     check_distinct, Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices,
-    LayerNorm, MatDims, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor, TokenRows,
+    LayerNorm, MatDims, OutputGrads, OutputLayer, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep,
+    Tensor, TokenRows,
 };
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
@@ -290,6 +291,22 @@ impl Backend for Cpu {
         let b = b.get(..cols).ok_or_else(|| Error::Internal("softmax_xent_bias: bias".into()))?;
         k::softmax_xent_bias(out, b, &ri(targets)?, cols, l, g);
         Ok(())
+    }
+
+    fn output_layer_xent(&self, layer: &OutputLayer<'_>, grads: &OutputGrads<'_>) -> Result<()> {
+        let OutputGrads { logits, losses, weight, bias, pre } = *grads;
+        check_distinct(BackendKind::Cpu, &[logits, losses, weight, bias, pre], &[layer.pre, layer.weight, layer.bias])?;
+        let (x, wt, b, t) = (r(layer.pre)?, r(layer.weight)?, r(layer.bias)?, ri(layer.targets)?);
+        let (mut l, mut ls, mut dw, mut db, mut dp) = (w(logits)?, w(losses)?, w(weight)?, w(bias)?, w(pre)?);
+        let operands = k::OutputLayerIn { pre: &x, w: &wt, bias: &b, targets: &t, d: layer.dims };
+        let results = k::OutputLayerOut {
+            logits: &mut l,
+            losses: &mut ls,
+            w_grad: &mut dw,
+            bias_grad: &mut db,
+            pre_grad: &mut dp,
+        };
+        k::output_layer_xent(operands, results)
     }
 
     fn softmax_xent(

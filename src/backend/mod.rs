@@ -126,6 +126,20 @@ pub trait Backend: Send + Sync {
         bias_grad: &Tensor,
     ) -> Result<()>;
 
+    /// The full-softmax output layer of a training step, forward and backward: the logits `pre·W + bias` (see
+    /// [`OutputLayer`]), each row's softmax cross-entropy loss against its target, and the gradients of the mean loss
+    /// for W, the bias and `pre` (see [`OutputGrads`]). This default (the GPU's) runs matmul, softmax_xent_bias and
+    /// the two gradient products over the whole logits matrix; the CPU backend does it a block of items at a time
+    /// (`cpu_kernels::output_layer_xent`).
+    fn output_layer_xent(&self, layer: &OutputLayer<'_>, grads: &OutputGrads<'_>) -> Result<()> {
+        let OutputLayer { pre, weight, bias, targets, dims } = *layer;
+        let MatDims { m: rows, n: items, k } = dims;
+        self.matmul(pre, false, weight, false, grads.logits, dims, 0.0)?;
+        self.softmax_xent_bias(grads.logits, bias, targets, rows, items, grads.losses, grads.bias)?;
+        self.matmul(pre, true, grads.logits, false, grads.weight, MatDims { m: k, n: items, k: rows }, 0.0)?;
+        self.matmul(grads.logits, false, weight, true, grads.pre, MatDims { m: rows, n: k, k: items }, 0.0)
+    }
+
     /// Held-out ranking over all items: for each of the `d.m` rows, the scores `pre·W2 + bias` of all `d.n` items
     /// (W2 `d.k` × `d.n`, or `d.n` × `d.k` when `item_major`), its target's rank as [`Backend::target_ranks`]
     /// counts it (written to `ranks`) and its softmax cross-entropy loss (to `losses`). This default (the GPU's)
@@ -419,6 +433,29 @@ pub struct Bags<'a> {
     pub seg_items: &'a Indices,
     pub seg_offsets: &'a Indices,
     pub seg_examples: &'a Indices,
+}
+
+/// The operands of [`Backend::output_layer_xent`]: `pre` (`dims.m` rows × `dims.k`), the weight W (`dims.k` ×
+/// `dims.n` items, row-major), the bias (items) and each row's target item.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLayer<'a> {
+    pub pre: &'a Tensor,
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub targets: &'a Indices,
+    pub dims: MatDims,
+}
+
+/// The results of [`Backend::output_layer_xent`]: each row's loss (`losses`), the gradients of the mean loss for
+/// the weight (k × items), the bias (items) and `pre` (rows × k), and `logits`, a rows × items workspace whose
+/// contents afterwards are unspecified.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputGrads<'a> {
+    pub logits: &'a Tensor,
+    pub losses: &'a Tensor,
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub pre: &'a Tensor,
 }
 
 /// The targets of a batch's rows and the items each row masks from its ranking.

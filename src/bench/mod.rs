@@ -320,10 +320,14 @@ pub struct TrainMeasurement {
     pub examples_per_s: f64,
     pub loo_recall_at_10: f64,
     pub runs: usize,
+    /// A peer's row: the median over seeds of embjob's throughput over the peer's in the run right after it.
+    pub paired_ratio: Option<f64>,
 }
 
-/// Trains the pipeline's model `repeats` times on the CPU backend (model seeds 0, 1, ...), then the PyTorch peer
-/// with the same settings when it can run. Times cover the training steps only, as the peer's do.
+/// Trains the pipeline's model `repeats` times (model seeds 0, 1, ...), and after each run the PyTorch peer with
+/// the same settings and seed when it can run: the two tools alternate, so a slow minute of a shared machine falls
+/// on both rather than on one tool's whole series. Times cover the training steps only, as the peer's do. The log
+/// shows each pair's throughput ratio.
 pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainMeasurement>> {
     let plan = crate::Plan::load(&opts.config, &crate::Overrides::default())?;
     let Some(model) = plan.model.clone() else {
@@ -335,10 +339,10 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
     let Dataset::Interactions(data) = crate::data::read_input(&plan.input)? else {
         return Err(Error::Stage { stage: "bench", message: "the model needs a long or list input".into() });
     };
-    let mut times = Vec::new();
-    let mut recalls = Vec::new();
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
     let mut examples = 0usize;
     let mut tool = String::new();
+    let mut python = opts.python.clone();
     for seed in 0..opts.repeats.max(1) as u64 {
         let mut m = model.clone();
         m.train_seed = seed;
@@ -351,53 +355,87 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
         let dim = m.embedding_dim_for(data.items.len());
         let out = crate::train::run(be.as_ref(), &data, &m, dim, None, None, &mut metrics, &crate::Silent)?;
         examples = out.split_summary.train_examples * out.epochs_run;
+        let recall = metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN);
         let _ = writeln!(
             log,
-            "embjob seed {seed}: {:.3} s, {:.0} examples/s, LOO recall@10 {:.4}",
-            out.train_seconds,
-            out.examples_per_second,
-            metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN)
+            "embjob seed {seed}: {:.3} s, {:.0} examples/s, LOO recall@10 {recall:.4}",
+            out.train_seconds, out.examples_per_second,
         );
         if let Some(profile) = be.profile_report() {
             let _ = writeln!(log, "GPU kernel times, seed {seed} (training and evaluation):\n{profile}");
         }
-        times.push(out.train_seconds);
-        recalls.push(metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN));
-    }
-    let median_train_s = median(&mut times.clone());
-    let mut all = vec![TrainMeasurement {
-        tool,
-        median_train_s,
-        median_epoch_s: median_train_s / model.epochs as f64,
-        examples_per_s: examples as f64 / median_train_s,
-        loo_recall_at_10: recalls.iter().sum::<f64>() / recalls.len() as f64,
-        runs: times.len(),
-    }];
-    if let Some(py) = &opts.python {
-        match peer_train(py, &opts.peer_script, &opts.peer_device, &plan, &model, opts.repeats.max(1)) {
-            Some(m) => all.push(m),
+        ours.push(PeerRun { train_s: out.train_seconds, examples_per_s: out.examples_per_second, recall });
+        let Some(py) = &python else { continue };
+        match peer_train(py, &opts.peer_script, &opts.peer_device, &plan, &model, seed) {
+            Some(run) => {
+                let _ = writeln!(
+                    log,
+                    "peer seed {seed}: {:.3} s, {:.0} examples/s, LOO recall@10 {:.4}; embjob / peer {:.2}×",
+                    run.train_s,
+                    run.examples_per_s,
+                    run.recall,
+                    out.examples_per_second / run.examples_per_s
+                );
+                peer.push(run);
+            }
             None => {
                 let _ = writeln!(
                     log,
                     "(peer unavailable: {py} {} did not run; torch installed?)",
                     opts.peer_script.display()
                 );
+                python = None;
             }
         }
+    }
+    let mut times: Vec<f64> = ours.iter().map(|r| r.train_s).collect();
+    let median_train_s = median(&mut times);
+    let mut all = vec![TrainMeasurement {
+        tool,
+        median_train_s,
+        median_epoch_s: median_train_s / model.epochs as f64,
+        examples_per_s: examples as f64 / median_train_s,
+        loo_recall_at_10: ours.iter().map(|r| r.recall).sum::<f64>() / ours.len() as f64,
+        runs: ours.len(),
+        paired_ratio: None,
+    }];
+    if !peer.is_empty() {
+        let mut times: Vec<f64> = peer.iter().map(|r| r.train_s).collect();
+        let mut rates: Vec<f64> = peer.iter().map(|r| r.examples_per_s).collect();
+        let median_train_s = median(&mut times);
+        all.push(TrainMeasurement {
+            tool: format!("PyTorch peer ({})", opts.peer_device),
+            median_train_s,
+            median_epoch_s: median_train_s / model.epochs as f64,
+            examples_per_s: median(&mut rates),
+            loo_recall_at_10: peer.iter().map(|r| r.recall).sum::<f64>() / peer.len() as f64,
+            runs: peer.len(),
+            paired_ratio: Some(median(
+                &mut ours.iter().zip(&peer).map(|(a, b)| a.examples_per_s / b.examples_per_s).collect::<Vec<_>>(),
+            )),
+        });
     }
     Ok(all)
 }
 
+/// One training run's figures.
+#[derive(Debug, Clone, Copy)]
+struct PeerRun {
+    train_s: f64,
+    examples_per_s: f64,
+    recall: f64,
+}
+
+/// One run of the PyTorch peer with the model's settings and `seed`; `None` when it cannot run.
 fn peer_train(
     python: &str,
     script: &Path,
     device: &str,
     plan: &crate::Plan,
     m: &crate::plan::ModelPlan,
-    repeats: usize,
-) -> Option<TrainMeasurement> {
+    seed: u64,
+) -> Option<PeerRun> {
     let out_dir = tempfile_dir()?;
-    let seeds: Vec<String> = (0..repeats).map(|s| s.to_string()).collect();
     let dim = match m.embedding_dim {
         crate::config::EmbeddingDim::Fixed(d) => d.to_string(),
         crate::config::EmbeddingDim::Auto => return None,
@@ -409,51 +447,35 @@ fn peer_train(
         .args(["--modes", mode, "--dim", &dim, "--hidden", &m.hidden_units.to_string()])
         .args(["--lr", &m.learning_rate.to_string(), "--batch", &m.batch_size.to_string()])
         .args(["--epochs", &m.epochs.to_string(), "--k", &m.inputs_per_example.to_string(), "--model-seeds"])
-        .args(&seeds);
+        .arg(seed.to_string());
     let out = cmd.output().ok()?;
     let _ = std::fs::remove_dir_all(&out_dir);
     if !out.status.success() {
         return None;
     }
-    let mut times = Vec::new();
-    let mut rates = Vec::new();
-    let mut recalls = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["event"] == "result"
-            && v["model"] != "popularity"
-            && v["train_s"].is_number()
-            && v["model_seed"].is_number()
-        {
-            times.push(v["train_s"].as_f64()?);
-            rates.push(v["examples_per_s"].as_f64()?);
-            recalls.push(v["loo_recall@10"].as_f64().unwrap_or(f64::NAN));
-        }
-    }
-    if times.is_empty() {
-        return None;
-    }
-    let median_train_s = median(&mut times.clone());
-    Some(TrainMeasurement {
-        tool: format!("PyTorch peer ({device})"),
-        median_train_s,
-        median_epoch_s: median_train_s / m.epochs as f64,
-        examples_per_s: median(&mut rates),
-        loo_recall_at_10: recalls.iter().sum::<f64>() / recalls.len() as f64,
-        runs: times.len(),
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|line| {
+        let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+        let is_model = v["event"] == "result" && v["model"] != "popularity" && v["model_seed"].is_number();
+        is_model.then_some(())?;
+        Some(PeerRun {
+            train_s: v["train_s"].as_f64()?,
+            examples_per_s: v["examples_per_s"].as_f64()?,
+            recall: v["loo_recall@10"].as_f64().unwrap_or(f64::NAN),
+        })
     })
 }
 
 /// The training measurements as a Markdown table with the throughput ratio against the first row.
 pub fn train_table(ms: &[TrainMeasurement]) -> String {
     let mut s = String::from(
-        "| tool | runs | median train s | median epoch s | examples/s | mean LOO recall@10 | embjob / tool throughput |\n|---|---|---|---|---|---|---|\n",
+        "| tool | runs | median train s | median epoch s | examples/s | mean LOO recall@10 | embjob / tool throughput | median of paired ratios |\n|---|---|---|---|---|---|---|---|\n",
     );
     for m in ms {
         let ratio = ms.first().map(|e| format!("{:.2}×", e.examples_per_s / m.examples_per_s)).unwrap_or_default();
+        let paired = m.paired_ratio.map_or("".to_owned(), |r| format!("{r:.2}×"));
         s.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {:.0} | {:.4} | {} |\n",
-            m.tool, m.runs, m.median_train_s, m.median_epoch_s, m.examples_per_s, m.loo_recall_at_10, ratio
+            "| {} | {} | {:.3} | {:.3} | {:.0} | {:.4} | {} | {} |\n",
+            m.tool, m.runs, m.median_train_s, m.median_epoch_s, m.examples_per_s, m.loo_recall_at_10, ratio, paired
         ));
     }
     s

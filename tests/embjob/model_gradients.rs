@@ -210,3 +210,88 @@ fn fused_bias_softmax_and_bias_gradient_equal_the_three_steps() {
     }
     assert!(fused(2) == (got, losses, grad), "two threads give the same bits");
 }
+
+/// The CPU's blocked output layer (logits, softmax cross-entropy and all three gradients, a block of items at a time)
+/// equals the unfused sequence it replaces (product, fused softmax, two gradient products): for a partial last
+/// block, for more blocks than groups (several blocks per group), and for targets in every block; and it gives the
+/// same bits on one thread and on two.
+#[test]
+fn blocked_output_layer_equals_the_unfused_products_and_softmax() {
+    for (rows, items, k) in [(37, 2 * cpu_kernels::OUTPUT_BLOCK + 19, 13), (9, 17 * cpu_kernels::OUTPUT_BLOCK + 5, 5)] {
+        let mut rng = SplitMix::new(rows as u64);
+        let mut normal = |n: usize, scale: f64| -> Vec<f32> { (0..n).map(|_| (rng.normal() * scale) as f32).collect() };
+        let (pre, w, bias) = (normal(rows * k, 1.0), normal(k * items, 0.7), normal(items, 0.5));
+        // Every other row's target in the last (partial) block, the rest spread over all blocks.
+        let targets: Vec<u32> =
+            (0..rows).map(|r| if r % 2 == 0 { (items - 1 - r) as u32 } else { ((r * 7919) % items) as u32 }).collect();
+        let dims = |m, n, k| embjob::backend::MatDims { m, n, k };
+        // The unfused sequence.
+        let mut logits = vec![0.0; rows * items];
+        cpu_kernels::matmul(&pre, false, &w, false, &mut logits, dims(rows, items, k), 0.0).expect("logits");
+        let (mut want_losses, mut want_db) = (vec![0.0; rows], vec![0.0; items]);
+        cpu_kernels::softmax_xent_bias(&mut logits, &bias, &targets, items, &mut want_losses, &mut want_db);
+        let mut want_dw = vec![0.0; k * items];
+        cpu_kernels::matmul(&pre, true, &logits, false, &mut want_dw, dims(k, items, rows), 0.0).expect("dW");
+        let mut want_dpre = vec![0.0; rows * k];
+        cpu_kernels::matmul(&logits, false, &w, true, &mut want_dpre, dims(rows, k, items), 0.0).expect("dpre");
+        // Blocked, on one thread and on two; every output starts as NaN, so a value it fails to write shows.
+        let blocked = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| {
+                let mut got =
+                    [vec![f32::NAN; rows], vec![f32::NAN; k * items], vec![f32::NAN; items], vec![f32::NAN; rows * k]];
+                let mut scratch = vec![f32::NAN; rows * items];
+                let [losses, dw, db, dpre] = &mut got;
+                let x = cpu_kernels::OutputLayerIn {
+                    pre: &pre,
+                    w: &w,
+                    bias: &bias,
+                    targets: &targets,
+                    d: dims(rows, items, k),
+                };
+                let out = cpu_kernels::OutputLayerOut {
+                    logits: &mut scratch,
+                    losses,
+                    w_grad: dw,
+                    bias_grad: db,
+                    pre_grad: dpre,
+                };
+                cpu_kernels::output_layer_xent(x, out).expect("blocked output layer");
+                got
+            })
+        };
+        let got = blocked(1);
+        let wants = [&want_losses, &want_dw, &want_db, &want_dpre];
+        for (name, (g, w)) in ["losses", "dW", "bias gradient", "input gradient"].iter().zip(got.iter().zip(wants)) {
+            let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in g.iter().zip(w.iter()).enumerate() {
+                assert!((a - b).abs() <= 2e-5 * scale, "{rows}×{items}×{k} {name}[{i}]: blocked {a} vs unfused {b}");
+            }
+        }
+        assert!(blocked(2) == got, "{rows}×{items}×{k}: two threads give the same bits");
+    }
+}
+
+/// A target outside the catalogue is refused by the blocked output layer, not read out of bounds.
+#[test]
+fn blocked_output_layer_refuses_a_target_outside_the_catalogue() {
+    let (rows, items, k) = (2, 10, 3);
+    let (pre, w, bias) = (vec![0.1; rows * k], vec![0.2; k * items], vec![0.0; items]);
+    let mut bufs =
+        (vec![0.0; rows * items], vec![0.0; rows], vec![0.0; k * items], vec![0.0; items], vec![0.0; rows * k]);
+    let x = cpu_kernels::OutputLayerIn {
+        pre: &pre,
+        w: &w,
+        bias: &bias,
+        targets: &[3, items as u32],
+        d: embjob::backend::MatDims { m: rows, n: items, k },
+    };
+    let out = cpu_kernels::OutputLayerOut {
+        logits: &mut bufs.0,
+        losses: &mut bufs.1,
+        w_grad: &mut bufs.2,
+        bias_grad: &mut bufs.3,
+        pre_grad: &mut bufs.4,
+    };
+    assert!(cpu_kernels::output_layer_xent(x, out).is_err());
+}
