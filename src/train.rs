@@ -84,7 +84,7 @@ pub fn make_split(data: &Interactions, lists: &[Vec<u32>], plan: &ModelPlan) -> 
 }
 
 /// The pooling weight of an input item of a user.
-type WeightOf<'a> = &'a dyn Fn(u32, u32) -> f32;
+type WeightOf<'a> = &'a (dyn Fn(u32, u32) -> f32 + Sync);
 
 /// Ranks (and summed loss) of examples, batch by batch, masking `masks[i]` for example i.
 fn score(
@@ -210,26 +210,31 @@ pub fn run(
         let t = Instant::now();
         let mut loss_sum = 0.0;
         let mut seen = 0usize;
-        for chunk in order.chunks(plan.batch_size) {
-            crate::interrupt::check()?;
-            let batch = Batch::weighted(chunk.iter().map(|&i| &split.train[i]), weight_of);
-            net.train_step(&batch, &opts)?;
-            seen += batch.len();
-            done_steps += 1;
-            if done_steps % crate::model::LOSS_LOG_STEPS as u64 == 0 || seen == order.len() {
-                loss_sum += net.take_loss()?;
-                let rate = seen as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                reporter.progress(
-                    done_steps,
-                    &format!(
-                        "epoch {epoch}/{}: loss {:.4}, {:.0} examples/s",
-                        plan.epochs,
-                        loss_sum / seen as f64,
-                        rate
-                    ),
-                );
+        // The epoch's steps run on one of rayon's threads, so that each parallel kernel forks from a worker
+        // (its own queue) instead of waking the pool from outside and sleeping until it is done.
+        rayon::scope(|_| -> Result<()> {
+            for chunk in order.chunks(plan.batch_size) {
+                crate::interrupt::check()?;
+                let batch = Batch::weighted(chunk.iter().map(|&i| &split.train[i]), weight_of);
+                net.train_step(&batch, &opts)?;
+                seen += batch.len();
+                done_steps += 1;
+                if done_steps % crate::model::LOSS_LOG_STEPS as u64 == 0 || seen == order.len() {
+                    loss_sum += net.take_loss()?;
+                    let rate = seen as f64 / t.elapsed().as_secs_f64().max(1e-9);
+                    reporter.progress(
+                        done_steps,
+                        &format!(
+                            "epoch {epoch}/{}: loss {:.4}, {:.0} examples/s",
+                            plan.epochs,
+                            loss_sum / seen as f64,
+                            rate
+                        ),
+                    );
+                }
             }
-        }
+            Ok(())
+        })?;
         train_seconds += t.elapsed().as_secs_f64();
         epochs_run = epoch;
         let train_loss = loss_sum / seen as f64;
