@@ -5,7 +5,8 @@
 //!   ([`PCA_SHAPES`]: short texts, documents, users × items), next to scikit-learn's best sparse solver (arpack) on
 //!   the same matrices;
 //! * `embjob bench train`: training throughput and LOO recall of a pipeline's model (default: MovieLens with the
-//!   peer's settings), next to the PyTorch peer (CPU, or CUDA with `--peer-device cuda`);
+//!   peer's settings), next to the PyTorch peer (CPU, or CUDA with `--peer-device cuda`), the two in turns seed by
+//!   seed, with the median of the paired ratios;
 //! * `embjob bench gemm`: GEMM GFLOP/s on the CPU backend and on every GPU adapter, next to PyTorch;
 //! * `embjob bench catalogue` (`catalogue.rs`): training and held-out ranking cost against the catalogue size
 //!   (generated Zipf catalogues of 10^4–10^6 items), full softmax against sampled;
