@@ -77,7 +77,8 @@ pub fn pca(n: usize, p: usize, solver: Solver, k: usize, oversamples: usize) -> 
     }
 }
 
-/// The model stage's main allocations: parameters with gradients and Adam moments, and the batch workspace. With
+/// The model stage's main allocations: parameters with gradients and Adam moments, and the batch workspace (on the
+/// CPU with the full softmax, the blocked output layer's statistics per row and block of items too). With
 /// `negatives` (the sampled softmax) the logits cover the batch's candidates (at most negatives + batch) and, on a
 /// GPU, the evaluation's rows over all items (see [`crate::model::eval_rows`]), and the candidates' output columns
 /// twice.
@@ -110,7 +111,14 @@ pub fn model(
         }
     };
     match negatives {
-        None => plan.push(item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4)),
+        None => {
+            plan.push(item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4));
+            if device == crate::backend::BackendKind::Cpu {
+                // The blocked output layer's per-row statistics and factors of each block of items.
+                let blocks = v.div_ceil(crate::backend::cpu_kernels::OUTPUT_BLOCK as u64);
+                plan.push(item(format!("output layer blocks {b} × {blocks} × 16 B on {device}"), b * blocks * 4, 4));
+            }
+        }
         Some(n) => {
             let c = (n as u64 + b).min(v);
             if device == crate::backend::BackendKind::Cpu {

@@ -563,15 +563,14 @@ pub fn output_layer_xent(x: OutputLayerIn<'_>, out: OutputLayerOut<'_>) -> Resul
             "output_layer_xent {rows}×{v}×{k}: an operand is too small or a target out of range"
         )));
     }
+    if rows > 0 && k == 0 {
+        return Err(Error::Internal("output_layer_xent: an output layer without inputs".into()));
+    }
     let (w_grad, bias_grad, pre_grad) = (&mut w_grad[..k * v], &mut bias_grad[..v], &mut pre_grad[..rows * k]);
-    if rows == 0 || v == 0 || k == 0 {
-        // No rows: zero gradients. No inputs: the logits are the bias alone (not a shape the model makes).
+    if rows == 0 {
+        // No rows (and so no targets to check items against): zero gradients.
         w_grad.fill(0.0);
         bias_grad.fill(0.0);
-        pre_grad.fill(0.0);
-        if rows > 0 && v > 0 {
-            return Err(Error::Internal("output_layer_xent: an output layer without inputs".into()));
-        }
         return Ok(());
     }
     let targets = &x.targets[..rows];
