@@ -160,7 +160,7 @@ fn tall_qr(mut w: Mat<f64>) -> (Mat<f64>, Mat<f64>) {
     };
     // In place: w becomes w·R₁⁻¹, and the block is w·R₁ from here on.
     let g2 = scale_rows(&mut w, r1_inv.as_ref(), true);
-    let (q, r2) = match cholesky_factor(g2.as_ref(), 0.5) {
+    let (q, r2) = match g2.and_then(|g2| cholesky_factor(g2.as_ref(), 0.5)) {
         Some((r2, r2_inv)) => {
             scale_rows(&mut w, r2_inv.as_ref(), false);
             (w, r2)
@@ -187,28 +187,23 @@ fn cholesky_factor(g: MatRef<'_, f64>, min_ratio: f64) -> Option<(Mat<f64>, Mat<
     Some((r, inv))
 }
 
-/// `v ← v·h` a chunk of rows at a time; with `gram`, returns `vᵀv` of the result (summed in chunk order), else an
-/// empty matrix.
-fn scale_rows(v: &mut Mat<f64>, h: MatRef<'_, f64>, gram: bool) -> Mat<f64> {
+/// `v ← v·h` a chunk of rows at a time; with `gram`, also `vᵀv` of the result (summed in chunk order).
+fn scale_rows(v: &mut Mat<f64>, h: MatRef<'_, f64>, gram: bool) -> Option<Mat<f64>> {
     let b = v.ncols();
-    let parts: Vec<Mat<f64>> = chunks_mut(v.as_mut())
+    let parts: Vec<Option<Mat<f64>>> = chunks_mut(v.as_mut())
         .into_par_iter()
         .map(|(_, mut piece)| {
             let mut scaled = Mat::<f64>::zeros(piece.nrows(), b);
             mm(scaled.as_mut(), Accum::Replace, piece.as_ref(), h, 1.0);
             piece.copy_from(&scaled);
-            let mut g = Mat::<f64>::zeros(b, b);
-            if gram {
+            gram.then(|| {
+                let mut g = Mat::<f64>::zeros(b, b);
                 mm(g.as_mut(), Accum::Replace, scaled.transpose(), scaled.as_ref(), 1.0);
-            }
-            g
+                g
+            })
         })
         .collect();
-    if gram {
-        sum_in_order(parts, b, b)
-    } else {
-        Mat::<f64>::zeros(0, 0)
-    }
+    gram.then(|| sum_in_order(parts.into_iter().flatten().collect(), b, b))
 }
 
 /// `w = V R` with orthonormal `V` (m × b): a QR, and where `w` is (numerically) rank deficient the missing
