@@ -14,6 +14,7 @@
 //   2  storage, read  b: array<f32>         (main)
 //   3  storage, rw    c: array<f32>         (main: C, or the slices when split; reduce_splits: C)
 //   4  storage, read  partials: array<f32>  (reduce_splits: the slices)
+//   5  storage, read  bias: array<f32>   (the epilogue's bias: see gemm_epilogue.wgsl)
 
 //#include gemm_params
 @group(0) @binding(4) var<storage, read> partials: array<f32>;
@@ -67,7 +68,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                     if (p.splits == 1u && p.beta != 0.0) {
                         v = v + p.beta * c[at];
                     }
-                    c[at] = v;
+                    c[at] = epilogue(v, col);
                 }
             }
         }
@@ -88,5 +89,8 @@ fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (p.beta != 0.0) {
         v = v + p.beta * c[i];
     }
-    c[i] = v;
+    c[i] = bias_act(v, i % p.n);
 }
+
+//#include gemm_epilogue
+//#include activation

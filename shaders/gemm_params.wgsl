@@ -10,6 +10,10 @@ struct GemmParams {
     beta: f32,
     kc: u32,      // k per slice (= k when not split)
     splits: u32,  // slices of k (1 = not split)
+    bias: u32,    // the epilogue (gemm_epilogue.wgsl): 1 = add bias[col] to each value of C, then act
+    act: u32,     // the epilogue's activation (activation.wgsl)
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: GemmParams;

@@ -10,6 +10,7 @@
 //   1  storage, read  a: array<f32>
 //   2  storage, read  b: array<f32>
 //   3  storage, rw    c: array<f32>   (C, or the slices when split; read only when beta != 0 and not split)
+//   5  storage, read  bias: array<f32>   (the epilogue's bias: see gemm_epilogue.wgsl)
 
 //#include gemm_params
 
@@ -42,9 +43,12 @@ override TB: bool = false;
                     if (p.splits == 1u && p.beta != 0.0) {
                         v = v + p.beta * c[at];
                     }
-                    c[at] = v;
+                    c[at] = epilogue(v, col);
                 }
             }
         }
     }
 }
+
+//#include gemm_epilogue
+//#include activation

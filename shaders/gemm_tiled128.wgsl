@@ -11,6 +11,7 @@
 //   1  storage, read  a: array<f32>
 //   2  storage, read  b: array<f32>
 //   3  storage, rw    c: array<f32>   (C, or the slices when split; read only when beta != 0 and not split)
+//   5  storage, read  bias: array<f32>   (the epilogue's bias: see gemm_epilogue.wgsl)
 
 //#include gemm_params
 
@@ -56,3 +57,6 @@ const TILE: u32 = 128u;
     // Written back with constant indices only, so that acc stays in registers.
 //#generate store_8x8
 }
+
+//#include gemm_epilogue
+//#include activation

@@ -479,8 +479,8 @@ impl<'b> Network<'b> {
         be.embedding_bag(&self.params[EMB].value, d, &self.bags(rows), pooling == Pooling::Mean, &self.pooled)?;
         let pre = if n > 0 {
             let dims = MatDims { m: rows, n, k: d };
-            be.matmul(&self.pooled, false, &self.params[W1].value, false, &self.hidden, dims, 0.0)?;
-            be.bias_act(&self.hidden, &self.params[B1].value, rows, n, Activation::Relu)?;
+            let (w1, b1) = (&self.params[W1].value, &self.params[B1].value);
+            be.matmul_bias_act(&self.pooled, false, w1, false, &self.hidden, dims, b1, Activation::Relu)?;
             &self.hidden
         } else {
             &self.pooled

@@ -272,27 +272,6 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn softmax_xent_bias(
-        &self,
-        logits: &Tensor,
-        bias: &Tensor,
-        targets: &Indices,
-        rows: usize,
-        cols: usize,
-        losses: &Tensor,
-        bias_grad: &Tensor,
-    ) -> Result<()> {
-        check_distinct(BackendKind::Cpu, &[logits, losses, bias_grad], &[bias])?;
-        let (mut l, mut out, mut g) = (w(losses)?, w(logits)?, w(bias_grad)?);
-        let out = out.get_mut(..rows * cols).ok_or_else(|| Error::Internal("softmax_xent_bias: shape".into()))?;
-        let l = l.get_mut(..rows).ok_or_else(|| Error::Internal("softmax_xent_bias: losses".into()))?;
-        let g = g.get_mut(..cols).ok_or_else(|| Error::Internal("softmax_xent_bias: bias gradient".into()))?;
-        let b = r(bias)?;
-        let b = b.get(..cols).ok_or_else(|| Error::Internal("softmax_xent_bias: bias".into()))?;
-        k::softmax_xent_bias(out, b, &ri(targets)?, cols, l, g);
-        Ok(())
-    }
-
     fn output_layer_xent(&self, layer: &OutputLayer<'_>, grads: &OutputGrads<'_>) -> Result<()> {
         let OutputGrads { logits, losses, weight, bias, pre } = *grads;
         check_distinct(BackendKind::Cpu, &[logits, losses, weight, bias, pre], &[layer.pre, layer.weight, layer.bias])?;

@@ -430,66 +430,6 @@ fn softmax_xent_row_generic(row: &mut [f32], t: usize, inv_rows: f32) -> f32 {
     ((sum as f64).ln() - (target_logit - max) as f64) as f32
 }
 
-/// Rows per block of [`softmax_xent_bias`]: each block's partial column sums are added in block order, so the
-/// result depends on the shape only, never on the thread count.
-pub const XENT_BLOCK_ROWS: usize = 32;
-
-/// [`softmax_xent`] of `logits + bias` (bias added to every row, in place), and the column sums of the gradient
-/// into `bias_grad`: one pass over the logits, block by block, each row staying in cache from the bias add to its
-/// share of the column sums.
-pub fn softmax_xent_bias(
-    logits: &mut [f32],
-    bias: &[f32],
-    targets: &[u32],
-    cols: usize,
-    losses: &mut [f32],
-    bias_grad: &mut [f32],
-) {
-    let rows = losses.len();
-    if rows == 0 || cols == 0 {
-        bias_grad.iter_mut().for_each(|g| *g = 0.0);
-        return;
-    }
-    let inv_rows = 1.0 / rows as f32;
-    let blocks = rows.div_ceil(XENT_BLOCK_ROWS);
-    let mut partial = vec![0f32; blocks * cols];
-    logits
-        .par_chunks_mut(XENT_BLOCK_ROWS * cols)
-        .zip(losses.par_chunks_mut(XENT_BLOCK_ROWS))
-        .zip(targets.par_chunks(XENT_BLOCK_ROWS))
-        .zip(partial.par_chunks_mut(cols))
-        .for_each(|(((block, ls), ts), part)| xent_bias_block(block, bias, ts, ls, part, inv_rows));
-    bias_grad.copy_from_slice(&partial[..cols]);
-    for part in partial.chunks_exact(cols).skip(1) {
-        for (g, &p) in bias_grad.iter_mut().zip(part) {
-            *g += p;
-        }
-    }
-}
-
-multiversion!(fn xent_bias_block / xent_bias_block_generic(block: &mut [f32], bias: &[f32], targets: &[u32], losses: &mut [f32], part: &mut [f32], inv_rows: f32));
-
-#[inline(always)]
-fn xent_bias_block_generic(
-    block: &mut [f32],
-    bias: &[f32],
-    targets: &[u32],
-    losses: &mut [f32],
-    part: &mut [f32],
-    inv_rows: f32,
-) {
-    let cols = part.len();
-    for ((row, &t), loss) in block.chunks_exact_mut(cols).zip(targets).zip(losses.iter_mut()) {
-        for (x, &b) in row.iter_mut().zip(bias) {
-            *x += b;
-        }
-        *loss = softmax_xent_row_generic(row, t as usize, inv_rows);
-        for (p, &x) in part.iter_mut().zip(row.iter()) {
-            *p += x;
-        }
-    }
-}
-
 /// Items per column block of [`output_layer_xent`]: a block of 256 rows' logits over 256 items is 256 KB, which
 /// stays in a core's L2 from the softmax through both gradient products.
 pub const OUTPUT_BLOCK: usize = 256;

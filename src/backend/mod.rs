@@ -95,6 +95,25 @@ pub trait Backend: Send + Sync {
         zero_others: bool,
     ) -> Result<()>;
 
+    /// A dense layer: `c = act(op(a)·op(b) + bias)`, the bias (n values) added to every row. This default (the
+    /// CPU's) is matmul and bias_act; the GPU adds the bias and applies the activation in the GEMM's write-back
+    /// (shaders/gemm_epilogue.wgsl), so they take no pass of their own over `c`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_bias_act(
+        &self,
+        a: &Tensor,
+        ta: bool,
+        b: &Tensor,
+        tb: bool,
+        c: &Tensor,
+        dims: MatDims,
+        bias: &Tensor,
+        act: Activation,
+    ) -> Result<()> {
+        self.matmul(a, ta, b, tb, c, dims, 0.0)?;
+        self.bias_act(c, bias, dims.m, dims.n, act)
+    }
+
     /// In place: `x[r][c] = act(x[r][c] + bias[c])` for an m×n `x`.
     fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, act: Activation) -> Result<()>;
 
@@ -110,32 +129,17 @@ pub trait Backend: Send + Sync {
     fn softmax_xent(&self, logits: &Tensor, targets: &Indices, rows: usize, cols: usize, losses: &Tensor)
         -> Result<()>;
 
-    /// The output layer's loss and gradient in one go: adds `bias` (cols) to every row of `logits`, then as
-    /// [`Backend::softmax_xent`], and writes the column sums of the resulting gradient (the bias gradient) to
-    /// `bias_grad`. The CPU backend does it in one pass over the logits (rows in fixed blocks, their partial column
-    /// sums added in block order); the GPU backend as bias_act, softmax_xent and column_sums.
-    #[allow(clippy::too_many_arguments)]
-    fn softmax_xent_bias(
-        &self,
-        logits: &Tensor,
-        bias: &Tensor,
-        targets: &Indices,
-        rows: usize,
-        cols: usize,
-        losses: &Tensor,
-        bias_grad: &Tensor,
-    ) -> Result<()>;
-
     /// The full-softmax output layer of a training step, forward and backward: the logits `pre·W + bias` (see
     /// [`OutputLayer`]), each row's softmax cross-entropy loss against its target, and the gradients of the mean loss
-    /// for W, the bias and `pre` (see [`OutputGrads`]). This default (the GPU's) runs matmul, softmax_xent_bias and
-    /// the two gradient products over the whole logits matrix; the CPU backend does it a block of items at a time
-    /// (`cpu_kernels::output_layer_xent`).
+    /// for W, the bias and `pre` (see [`OutputGrads`]). This default (the GPU's) runs matmul_bias_act,
+    /// softmax_xent, column_sums (the bias gradient) and the two gradient products over the whole logits matrix;
+    /// the CPU backend does it a block of items at a time (`cpu_kernels::output_layer_xent`).
     fn output_layer_xent(&self, layer: &OutputLayer<'_>, grads: &OutputGrads<'_>) -> Result<()> {
         let OutputLayer { pre, weight, bias, targets, dims } = *layer;
         let MatDims { m: rows, n: items, k } = dims;
-        self.matmul(pre, false, weight, false, grads.logits, dims, 0.0)?;
-        self.softmax_xent_bias(grads.logits, bias, targets, rows, items, grads.losses, grads.bias)?;
+        self.matmul_bias_act(pre, false, weight, false, grads.logits, dims, bias, Activation::Identity)?;
+        self.softmax_xent(grads.logits, targets, rows, items, grads.losses)?;
+        self.column_sums(grads.logits, rows, items, grads.bias)?;
         self.matmul(pre, true, grads.logits, false, grads.weight, MatDims { m: k, n: items, k: rows }, 0.0)?;
         self.matmul(grads.logits, false, weight, true, grads.pre, MatDims { m: rows, n: k, k: items }, 0.0)
     }
@@ -158,8 +162,7 @@ pub trait Backend: Send + Sync {
         ranks: &Tensor,
         losses: &Tensor,
     ) -> Result<()> {
-        self.matmul(pre, false, w2, item_major, logits, d, 0.0)?;
-        self.bias_act(logits, bias, d.m, d.n, Activation::Identity)?;
+        self.matmul_bias_act(pre, false, w2, item_major, logits, d, bias, Activation::Identity)?;
         self.target_ranks(logits, d.m, d.n, masks, ranks)?;
         self.softmax_xent(logits, masks.targets, d.m, d.n, losses)
     }

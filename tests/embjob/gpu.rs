@@ -6,7 +6,7 @@
 use embjob::backend::cpu_kernels as cpu;
 use embjob::backend::gpu::kernel_source::Form;
 use embjob::backend::gpu::kernels::{self, Kernel};
-use embjob::backend::gpu::{GemmKernel, GpuContext};
+use embjob::backend::gpu::{Epilogue, GemmKernel, GpuContext};
 use embjob::backend::{Activation, AdamStep, AttentionShape, MatDims, PoolMode, SeqShape};
 use embjob::rng::SplitMix;
 use sha2::Digest;
@@ -87,17 +87,29 @@ fn each_parameter_struct_has_the_layout_of_its_wgsl_struct() {
 }
 
 #[test]
-fn generated_gemm_sources_are_the_files_that_were_measured() {
+fn generated_gemm_sources_are_the_measured_files_plus_the_epilogue() {
     // SHA-256 of the kernels as measured on the H200 at stop 8 (commit b721668, before they were generated).
     let measured = [
         ("gemm", "e4fbc3e0b5346b54514050cef4d22dc8e8741652aa969e0c50e8d230c67732fd"),
         ("gemm_tiled", "9aa8abe9b01103a2a1e77d52d2e6f596fa13c858cf76eee82a40b413bb8046e2"),
         ("gemm_tiled128", "703f281bd6d1113116adbef4b3a7ca3bc3583ceb279b70294f395b5b36c87a79"),
     ];
+    // Since stop 16 they carry the bias epilogue (not measured on a GPU since). Taking out its additions (the
+    // parameter fields, binding 5's header line, the epilogue at each store, the two fragments included last)
+    // gives back the measured files byte for byte: nothing else in them changed.
+    let fields = "    bias: u32,    // the epilogue (gemm_epilogue.wgsl): 1 = add bias[col] to each value of C, then act\n    \
+                  act: u32,     // the epilogue's activation (activation.wgsl)\n    pad0: u32,\n    pad1: u32,\n";
+    let binding = "//   5  storage, read  bias: array<f32>   (the epilogue's bias: see gemm_epilogue.wgsl)\n";
     for (name, want) in measured {
         let src = kernels::source(name, Form::Measured).expect("source");
-        let got: String = sha2::Sha256::digest(src.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, want, "{name}.wgsl as generated is not the measured file");
+        let end = src.find("\n\n@group(0) @binding(5)").expect("the epilogue comes last");
+        let original = format!("{}\n", &src[..end])
+            .replacen(fields, "", 1)
+            .replacen(binding, "", 1)
+            .replace("epilogue(v, col)", "v")
+            .replace("bias_act(v, i % p.n)", "v");
+        let got: String = sha2::Sha256::digest(original.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, want, "{name}.wgsl without the epilogue is not the measured file");
     }
     // The compact form differs only in the 128×128 write-back.
     assert_eq!(
@@ -108,7 +120,8 @@ fn generated_gemm_sources_are_the_files_that_were_measured() {
         kernels::source("gemm_tiled128", Form::Measured).expect("src"),
         kernels::source("gemm_tiled128", Form::Compact).expect("src"),
     );
-    assert!(m.matches("c[at] = v;").count() == 64 && c.matches("c[at] = v;").count() == 1);
+    let stores = |s: &str| s.matches("c[at] = epilogue(v, col);").count();
+    assert!(stores(&m) == 64 && stores(&c) == 1);
     let head = |s: &str| s[..s.find("let beta_on").expect("write-back")].to_owned();
     assert_eq!(head(&m), head(&c));
 }
@@ -141,28 +154,41 @@ fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
 fn gemm_with_every_transpose_equals_cpu() {
     let Some(g) = gpu() else { return };
     // Every kernel (register-only, 64×64 and 128×128 workgroup-memory tiles), whichever this adapter uses by default.
-    // The last two shapes split k into slices (few output tiles, long k), as the model's dlogits·Wᵀ does.
+    // The last two shapes split k into slices (few output tiles, long k), as the model's dlogits·Wᵀ does. Each
+    // product runs plain (beta 0), accumulating (beta 0.5), and with the epilogue: beta 0.5, the bias, and an
+    // activation that changes from one shape and transpose to the next, so every kernel meets every activation,
+    // split and not.
+    let acts = [Activation::Identity, Activation::Relu, Activation::Gelu, Activation::GeluTanh];
     for kernel in [GemmKernel::Register, GemmKernel::Tiled, GemmKernel::Tiled128] {
-        for (m, n, k) in [(1, 1, 1), (7, 5, 3), (65, 70, 33), (128, 96, 64), (37, 29, 3000), (130, 70, 1500)] {
-            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let shapes = [(1, 1, 1), (7, 5, 3), (65, 70, 33), (128, 96, 64), (37, 29, 3000), (130, 70, 1500)];
+        for (s, (m, n, k)) in shapes.into_iter().enumerate() {
+            let transposes = [(false, false), (true, false), (false, true), (true, true)];
+            for (t, (ta, tb)) in transposes.into_iter().enumerate() {
                 let a = random(1, m * k, 1.0);
                 let b = random(2, k * n, 1.0);
                 let c0 = random(3, m * n, 1.0);
+                let bias = random(4, n, 3.0);
                 let d = MatDims { m, n, k };
                 let what = format!("{kernel:?} gemm {m}×{n}×{k} ta={ta} tb={tb}");
-                for beta in [0.0f32, 0.5] {
+                let act = acts[(s + t) % acts.len()];
+                for (beta, epilogue) in [(0.0f32, false), (0.5, false), (0.5, true)] {
                     let mut want = c0.clone();
                     cpu::matmul(&a, ta, &b, tb, &mut want, d, beta).expect("cpu matmul");
+                    if epilogue {
+                        cpu::bias_act(&mut want, &bias, n, act);
+                    }
                     let c = if beta == 0.0 { g.upload(&poison(m * n)).expect("c") } else { g.upload(&c0).expect("c") };
-                    let (ga, gb) = (g.upload(&a).expect("a"), g.upload(&b).expect("b"));
+                    let (ga, gb, gbias) = (g.upload(&a).expect("a"), g.upload(&b).expect("b"), g.upload(&bias).expect("bias"));
+                    let epi = epilogue.then_some(Epilogue { bias: &gbias, act });
                     let run = || {
                         let mut enc = g.encoder();
-                        g.matmul_with(kernel, &mut enc, &ga, ta, &gb, tb, &c, d, beta).expect("gemm");
+                        g.matmul_with(kernel, &mut enc, (&ga, ta), (&gb, tb), &c, d, beta, epi).expect("gemm");
                         g.submit(enc);
                         g.download(&c).expect("download")
                     };
                     let got = run();
-                    assert_close(&got, &want, &format!("{what} beta={beta}"));
+                    let label = if epilogue { format!("{what} beta={beta} + bias, {act:?}") } else { format!("{what} beta={beta}") };
+                    assert_close(&got, &want, &label);
                     if beta == 0.0 {
                         // Split or not, a product repeats bit for bit.
                         let again = run();
@@ -176,13 +202,17 @@ fn gemm_with_every_transpose_equals_cpu() {
 
 #[test]
 fn gemm_refuses_operands_smaller_than_their_shape() {
-    // The GEMM kernels run without injected bounds checks, so the host checks the operands' sizes.
+    // The GEMM kernels run without injected bounds checks, so the host checks the operands' sizes, the bias too.
     let Some(g) = gpu() else { return };
     let (a, b, c) = (g.upload(&[1.0; 6]).expect("a"), g.upload(&[1.0; 6]).expect("b"), g.upload(&[0.0; 4]).expect("c"));
     let mut enc = g.encoder();
     assert!(g.matmul(&mut enc, &a, false, &b, false, &c, MatDims { m: 2, n: 2, k: 3 }, 0.0).is_ok());
     let err = g.matmul(&mut enc, &a, false, &b, false, &c, MatDims { m: 3, n: 2, k: 3 }, 0.0).expect_err("too small");
     assert!(err.to_string().contains("too small"), "{err}");
+    let short = g.upload(&[1.0]).expect("bias");
+    let epi = Epilogue { bias: &short, act: Activation::Relu };
+    let err = g.matmul_bias_act(&mut enc, &a, false, &b, false, &c, MatDims { m: 2, n: 2, k: 3 }, epi).expect_err("bias");
+    assert!(err.to_string().contains("bias 1"), "{err}");
     g.submit(enc);
 }
 

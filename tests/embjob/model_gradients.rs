@@ -177,42 +177,8 @@ fn softmax_rows_sum_to_one_and_the_gradient_rows_to_zero() {
     }
 }
 
-/// The fused output-layer op equals its parts (bias add, softmax cross-entropy, column sums) on the CPU kernels,
-/// for a row count that leaves a partial last block, and gives the same bits for any thread count (fixed blocks).
-#[test]
-fn fused_bias_softmax_and_bias_gradient_equal_the_three_steps() {
-    let mut rng = SplitMix::new(3);
-    let (rows, cols) = (cpu_kernels::XENT_BLOCK_ROWS * 2 + 5, 37);
-    let logits: Vec<f32> = (0..rows * cols).map(|_| (rng.normal() * 5.0) as f32).collect();
-    let bias: Vec<f32> = (0..cols).map(|_| rng.normal() as f32).collect();
-    let targets: Vec<u32> = (0..rows).map(|_| rng.below(cols) as u32).collect();
-    // The three steps.
-    let mut want = logits.clone();
-    cpu_kernels::bias_act(&mut want, &bias, cols, embjob::backend::Activation::Identity);
-    let mut want_losses = vec![0.0; rows];
-    cpu_kernels::softmax_xent(&mut want, &targets, cols, &mut want_losses);
-    let mut want_grad = vec![0.0; cols];
-    cpu_kernels::column_sums(&want, rows, cols, &mut want_grad);
-    // Fused, on one thread and on two.
-    let fused = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
-        pool.install(|| {
-            let (mut got, mut losses, mut grad) = (logits.clone(), vec![0.0; rows], vec![f32::NAN; cols]);
-            cpu_kernels::softmax_xent_bias(&mut got, &bias, &targets, cols, &mut losses, &mut grad);
-            (got, losses, grad)
-        })
-    };
-    let (got, losses, grad) = fused(1);
-    assert_eq!(got, want, "the gradient rows are the same arithmetic");
-    assert_eq!(losses, want_losses);
-    for (g, w) in grad.iter().zip(&want_grad) {
-        assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "bias gradient {g} vs {w}");
-    }
-    assert!(fused(2) == (got, losses, grad), "two threads give the same bits");
-}
-
 /// The CPU's blocked output layer (logits, softmax cross-entropy and all three gradients, a block of items at a time)
-/// equals the unfused sequence it replaces (product, fused softmax, two gradient products): for a partial last
+/// equals the unfused sequence it replaces (product, bias, softmax, column sums, two gradient products): for a partial last
 /// block, for more blocks than groups (several blocks per group), and for targets in every block; and it gives the
 /// same bits on one thread and on two.
 #[test]
@@ -229,7 +195,9 @@ fn blocked_output_layer_equals_the_unfused_products_and_softmax() {
         let mut logits = vec![0.0; rows * items];
         cpu_kernels::matmul(&pre, false, &w, false, &mut logits, dims(rows, items, k), 0.0).expect("logits");
         let (mut want_losses, mut want_db) = (vec![0.0; rows], vec![0.0; items]);
-        cpu_kernels::softmax_xent_bias(&mut logits, &bias, &targets, items, &mut want_losses, &mut want_db);
+        cpu_kernels::bias_act(&mut logits, &bias, items, embjob::backend::Activation::Identity);
+        cpu_kernels::softmax_xent(&mut logits, &targets, items, &mut want_losses);
+        cpu_kernels::column_sums(&logits, rows, items, &mut want_db);
         let mut want_dw = vec![0.0; k * items];
         cpu_kernels::matmul(&pre, true, &logits, false, &mut want_dw, dims(k, items, rows), 0.0).expect("dW");
         let mut want_dpre = vec![0.0; rows * k];

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::gemm::Epilogue;
 use super::ops::GpuCsr;
 use super::params::SelParams;
 use super::{GpuBuf, GpuContext, GpuIdx};
@@ -259,6 +260,24 @@ impl Backend for Gpu {
         self.record(|ctx, enc| ctx.matmul(enc, buf(a)?, ta, buf(b)?, tb, buf(c)?, dims, beta))
     }
 
+    fn matmul_bias_act(
+        &self,
+        a: &Tensor,
+        ta: bool,
+        b: &Tensor,
+        tb: bool,
+        c: &Tensor,
+        dims: MatDims,
+        bias: &Tensor,
+        act: Activation,
+    ) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[c], &[a, b, bias])?;
+        self.record(|ctx, enc| {
+            let epilogue = Epilogue { bias: buf(bias)?, act };
+            ctx.matmul_bias_act(enc, buf(a)?, ta, buf(b)?, tb, buf(c)?, dims, epilogue)
+        })
+    }
+
     fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[out], &[table, bags.weights])?;
         let members = (&idx(bags.items)?, &idx(bags.offsets)?, buf(bags.weights)?);
@@ -315,21 +334,6 @@ impl Backend for Gpu {
         check_distinct(BackendKind::Gpu, &[logits, losses], &[])?;
         let targets = idx(targets)?;
         self.record(|ctx, enc| ctx.softmax_xent(enc, buf(logits)?, &targets, rows, cols, buf(losses)?))
-    }
-
-    fn softmax_xent_bias(
-        &self,
-        logits: &Tensor,
-        bias: &Tensor,
-        targets: &Indices,
-        rows: usize,
-        cols: usize,
-        losses: &Tensor,
-        bias_grad: &Tensor,
-    ) -> Result<()> {
-        self.bias_act(logits, bias, rows, cols, Activation::Identity)?;
-        self.softmax_xent(logits, targets, rows, cols, losses)?;
-        self.column_sums(logits, rows, cols, bias_grad)
     }
 
     fn adam(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamStep) -> Result<()> {

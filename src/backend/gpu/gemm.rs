@@ -5,7 +5,7 @@ use super::kernels::Kernel;
 use super::params::GemmParams;
 use super::pipelines::{groups_1d, variant};
 use super::{GpuBuf, GpuContext};
-use crate::backend::MatDims;
+use crate::backend::{Activation, MatDims};
 use crate::error::{Error, Result};
 
 /// The GEMM kernels (same contract, each parity-tested).
@@ -34,6 +34,14 @@ impl GemmKernel {
 /// model trains 29 % faster with it; at batch 256 the 64×64 kernel's 4× more workgroups train 25 % faster).
 const LARGE_GEMM: usize = 1 << 30;
 
+/// What a GEMM does to each value of C as it stores it (shaders/gemm_epilogue.wgsl): add `bias[col]` (n values),
+/// then the activation. A dense layer's bias and activation thus take no pass of their own over C.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub bias: &'a GpuBuf,
+    pub act: Activation,
+}
+
 impl GpuContext {
     /// `c = op(a)·op(b) + beta·c`. Products with few output tiles and a long k (the model's `dlogits·Wᵀ`: 256 × 64
     /// outputs over 6,169 items) split k into slices that run side by side and add up in a second pass, in a fixed
@@ -50,18 +58,14 @@ impl GpuContext {
         d: MatDims,
         beta: f32,
     ) -> Result<()> {
-        let kernel = match self.gemm_kernel {
-            GemmKernel::Tiled if d.m.saturating_mul(d.n).saturating_mul(d.k) >= LARGE_GEMM => GemmKernel::Tiled128,
-            k => k,
-        };
-        self.matmul_with(kernel, enc, a, ta, b, tb, c, d, beta)
+        self.matmul_with(self.kernel_for(d), enc, (a, ta), (b, tb), c, d, beta, None)
     }
 
-    /// [`GpuContext::matmul`] with a chosen kernel (the parity tests run every one).
+    /// `c = act(op(a)·op(b) + bias)`: a dense layer in one kernel (split or not, the bias and activation are
+    /// applied once, as each final value is stored).
     #[allow(clippy::too_many_arguments)]
-    pub fn matmul_with(
+    pub fn matmul_bias_act(
         &self,
-        kernel: GemmKernel,
         enc: &mut wgpu::CommandEncoder,
         a: &GpuBuf,
         ta: bool,
@@ -69,13 +73,39 @@ impl GpuContext {
         tb: bool,
         c: &GpuBuf,
         d: MatDims,
+        epilogue: Epilogue<'_>,
+    ) -> Result<()> {
+        self.matmul_with(self.kernel_for(d), enc, (a, ta), (b, tb), c, d, 0.0, Some(epilogue))
+    }
+
+    /// The context's kernel for a product of this shape.
+    fn kernel_for(&self, d: MatDims) -> GemmKernel {
+        match self.gemm_kernel {
+            GemmKernel::Tiled if d.m.saturating_mul(d.n).saturating_mul(d.k) >= LARGE_GEMM => GemmKernel::Tiled128,
+            k => k,
+        }
+    }
+
+    /// [`GpuContext::matmul`] with a chosen kernel and an optional epilogue (the parity tests run every kernel).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_with(
+        &self,
+        kernel: GemmKernel,
+        enc: &mut wgpu::CommandEncoder,
+        (a, ta): (&GpuBuf, bool),
+        (b, tb): (&GpuBuf, bool),
+        c: &GpuBuf,
+        d: MatDims,
         beta: f32,
+        epilogue: Option<Epilogue<'_>>,
     ) -> Result<()> {
         // The GEMM kernels run without runtime bounds checks (see `pipelines.rs`): the operands must hold their
         // shapes, checked here.
-        if a.len < d.m * d.k || b.len < d.k * d.n || c.len < d.m * d.n {
+        let bias_short = epilogue.is_some_and(|e| e.bias.len < d.n);
+        if a.len < d.m * d.k || b.len < d.k * d.n || c.len < d.m * d.n || bias_short {
+            let bias = epilogue.map_or(String::new(), |e| format!(" (bias {})", e.bias.len));
             return Err(Error::Internal(format!(
-                "gemm {}×{}×{}: operands of {}, {} and {} values are too small",
+                "gemm {}×{}×{}: operands of {}, {} and {} values{bias} are too small",
                 d.m, d.n, d.k, a.len, b.len, c.len
             )));
         }
@@ -92,20 +122,25 @@ impl GpuContext {
             beta,
             kc: kc as u32,
             splits: splits as u32,
+            bias: epilogue.is_some().into(),
+            act: epilogue.map_or(0, |e| e.act.code()),
+            ..Default::default()
         };
+        // Binding 5 is the bias; without one, A stands in (read-only both times, never read there).
+        let bias = epilogue.map_or(&a.buf, |e| &e.bias.buf);
         if splits > 1 {
             let kc = d.k.div_ceil(splits);
             let splits = d.k.div_ceil(kc);
             if let Some(scratch) = self.scratch(splits * d.m * d.n) {
-                let entries = [(1, &a.buf), (2, &b.buf), (3, &scratch)];
+                let entries = [(1, &a.buf), (2, &b.buf), (3, &scratch), (5, bias)];
                 let p = params(0.0, kc, splits);
                 self.dispatch(enc, kernel, variant(ta, tb), &p, &entries, (groups.0, groups.1, splits as u32))?;
                 let p = params(beta, kc, splits);
-                let entries = [(3, &c.buf), (4, &scratch)];
+                let entries = [(3, &c.buf), (4, &scratch), (5, bias)];
                 return self.dispatch(enc, Kernel::GemmReduce, 0, &p, &entries, groups_1d(d.m * d.n));
             }
         }
-        let entries = [(1, &a.buf), (2, &b.buf), (3, &c.buf)];
+        let entries = [(1, &a.buf), (2, &b.buf), (3, &c.buf), (5, bias)];
         self.dispatch(enc, kernel, variant(ta, tb), &params(beta, d.k, 1), &entries, (groups.0, groups.1, 1))
     }
 }

@@ -87,7 +87,7 @@ fn store_8x8(form: Form) -> String {
                     s.push_str(&format!(
                         "        {{\n            let col = col_base + lid.x + {}u;\n            if (col < p.n) {{\n                \
                          let at = slice + row{i} * p.n + col;\n                var v = acc[{}].{};\n                \
-                         if (beta_on) {{ v = v + p.beta * c[at]; }}\n                c[at] = v;\n            }}\n        }}\n",
+                         if (beta_on) {{ v = v + p.beta * c[at]; }}\n                c[at] = epilogue(v, col);\n            }}\n        }}\n",
                         16 * j,
                         2 * i + j / 4,
                         LANES[j % 4]
@@ -101,7 +101,7 @@ fn store_8x8(form: Form) -> String {
              if (row < p.m) {\n            for (var j = 0u; j < 8u; j = j + 1u) {\n                \
              let col = col_base + lid.x + 16u * j;\n                if (col < p.n) {\n                    \
              let at = slice + row * p.n + col;\n                    var v = acc[2u * i + j / 4u][j % 4u];\n                    \
-             if (beta_on) { v = v + p.beta * c[at]; }\n                    c[at] = v;\n                }\n            }\n        \
+             if (beta_on) { v = v + p.beta * c[at]; }\n                    c[at] = epilogue(v, col);\n                }\n            }\n        \
              }\n    }\n",
         ),
     }

@@ -21,6 +21,8 @@ pub const FILES: &[(&str, &str)] = &[
     ("gemm_params", include_str!("../../../shaders/gemm_params.wgsl")),
     ("gemm_tile_main", include_str!("../../../shaders/gemm_tile_main.wgsl")),
     ("gemm_tile_load", include_str!("../../../shaders/gemm_tile_load.wgsl")),
+    ("gemm_epilogue", include_str!("../../../shaders/gemm_epilogue.wgsl")),
+    ("activation", include_str!("../../../shaders/activation.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("gemm_tiled", include_str!("../../../shaders/gemm_tiled.wgsl")),
     ("gemm_tiled128", include_str!("../../../shaders/gemm_tiled128.wgsl")),

@@ -47,8 +47,22 @@ macro_rules! kernel_params {
 }
 
 kernel_params!(
-    /// gemm*.wgsl: `op(A)` m×k, `op(B)` k×n, transposes, `beta`, and the k slices of a split-k product.
-    GemmParams { m: u32, n: u32, k: u32, ta: u32, tb: u32, beta: f32, kc: u32, splits: u32 }
+    /// gemm*.wgsl: `op(A)` m×k, `op(B)` k×n, transposes, `beta`, the k slices of a split-k product, and the
+    /// epilogue (gemm_epilogue.wgsl: `bias` 1 adds the bias, then the activation `act`).
+    GemmParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        ta: u32,
+        tb: u32,
+        beta: f32,
+        kc: u32,
+        splits: u32,
+        bias: u32,
+        act: u32,
+        pad0: u32,
+        pad1: u32,
+    }
 );
 kernel_params!(
     /// softmax_xent.wgsl.
@@ -163,6 +177,7 @@ impl KernelParams for GemmParams {
     fn describe(&self) -> String {
         let t = |x: u32| if x == 1 { "T" } else { "N" };
         let split = if self.splits > 1 { format!(", k in {} slices", self.splits) } else { String::new() };
-        format!(" {}{} {}×{}×{}{split}", t(self.ta), t(self.tb), self.m, self.n, self.k)
+        let epilogue = if self.bias == 1 { format!(", + bias, act {}", self.act) } else { String::new() };
+        format!(" {}{} {}×{}×{}{split}{epilogue}", t(self.ta), t(self.tb), self.m, self.n, self.k)
     }
 }

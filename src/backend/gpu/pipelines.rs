@@ -95,8 +95,9 @@ impl GpuContext {
             // clamp on every load, a counter on every loop) cost them most of their speed. They cannot index out of
             // bounds: every row and column they read is clamped to m − 1 / n − 1 and k to its slice below p.k
             // (the tiled kernels guard their loads by row < m, col < n and k < k_end), every write is guarded by
-            // row < m and col < n, and `GpuContext::matmul_with` checks that the buffers hold m×k, k×n and m×n
-            // values (splits×m×n for the split-k scratch) before dispatching; their loops end at k and at the slice
+            // row < m and col < n (and so is the epilogue's read of the bias at col), and
+            // `GpuContext::matmul_with` checks that the buffers hold m×k, k×n and m×n values (splits×m×n for the
+            // split-k scratch, n for a bias) before dispatching; their loops end at k and at the slice
             // count. A swapped kernel (EMBJOB_SHADER_DIR) needs the `kernel-dev` cargo feature, off by default.
             // Parity tests with poisoned outputs cover every transpose, edge tiles and splits.
             unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
