@@ -222,8 +222,8 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -
         Components::Count(k) => Some(k),
         Components::VarianceFraction(_) => None,
     };
-    let (explained_variance, components) = match plan.solver {
-        Solver::Covariance => covariance_solver(be, &input, &centre, n, p)?,
+    let solution = match plan.solver {
+        Solver::Covariance => Solution::without_scores(covariance_solver(be, &input, &centre, n, p)?),
         Solver::Gram => {
             // Components cost a product with X each: compute only those kept.
             let keep = |ev: &[f64]| components_kept(plan.components, ev, total_variance);
@@ -231,28 +231,40 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -
         }
         Solver::Randomized => {
             let k = wanted.ok_or_else(|| Error::Internal("randomized PCA without a component count".into()))?;
-            randomized_solver(be, &input, &centre, k, plan, seed)?
+            Solution::without_scores(randomized_solver(be, &input, &centre, k, plan, seed)?)
         }
         Solver::Lanczos => {
             let k = wanted.ok_or_else(|| Error::Internal("Lanczos PCA without a component count".into()))?;
             lanczos_solver(be, &input, &centre, k, seed)?
         }
     };
+    let Solution { explained: explained_variance, components, scores } = solution;
     let ratios: Vec<f64> = explained_variance.iter().map(|v| v / total_variance).collect();
     let k = components_kept(plan.components, &explained_variance, total_variance).min(components.rows());
     let explained_variance: Vec<f64> = explained_variance[..k].to_vec();
     let mut components = Matrix::from_vec(k, p, components.data()[..k * p].to_vec())?;
-    flip_signs(&mut components);
+    let signs = flip_signs(&mut components);
 
-    // Projections (X − 1μᵀ)Vᵀ = X·Vᵀ − 1(μᵀVᵀ), without centring X.
-    let vt = components.transpose();
-    let mut projections = input.mul(be, &vt)?;
-    let shift: Vec<f64> = (0..k).map(|c| (0..p).map(|j| centre[j] * vt.at(j, c)).sum()).collect();
-    for r in 0..n {
-        for c in 0..k {
-            projections.data_mut()[r * k + c] -= shift[c];
+    let mut projections = match scores {
+        // The solver's scores, each column with its component's sign.
+        Some(scores) if scores.rows() == n && scores.cols() >= k => {
+            let mut out = Matrix::zeros(n, k);
+            for (o, row) in out.data_mut().chunks_mut(k.max(1)).zip(scores.data().chunks(scores.cols().max(1))) {
+                o.iter_mut().zip(row).zip(&signs).for_each(|((o, v), s)| *o = v * s);
+            }
+            out
         }
-    }
+        // (X − 1μᵀ)Vᵀ = X·Vᵀ − 1(μᵀVᵀ), without centring X.
+        _ => {
+            let vt = components.transpose();
+            let mut projections = input.mul(be, &vt)?;
+            let shift: Vec<f64> = (0..k).map(|c| (0..p).map(|j| centre[j] * vt.at(j, c)).sum()).collect();
+            for row in projections.data_mut().chunks_mut(k.max(1)) {
+                row.iter_mut().zip(&shift).for_each(|(v, s)| *v -= s);
+            }
+            projections
+        }
+    };
     if plan.whiten {
         for r in 0..n {
             for c in 0..k {
@@ -400,6 +412,21 @@ pub fn covariance(be: &dyn Backend, x: &PcaInput) -> Result<Matrix> {
     covariance_from(be, x, &mean, n)
 }
 
+/// What a solver finds: the explained variances (descending), the components (rows), and where it has them for
+/// free, the scores `(X − 1μᵀ)Vᵀ` (n × components; the Gram side's left singular vectors times their singular
+/// values), so that the projections need no product with X.
+struct Solution {
+    explained: Vec<f64>,
+    components: Matrix,
+    scores: Option<Matrix>,
+}
+
+impl Solution {
+    fn without_scores((explained, components): (Vec<f64>, Matrix)) -> Solution {
+        Solution { explained, components, scores: None }
+    }
+}
+
 /// Gram solver: eigendecomposition of `(X − 1μᵀ)(X − 1μᵀ)ᵀ` (n×n); components `Vᵢ = (X − 1μᵀ)ᵀuᵢ / sᵢ`.
 fn gram_solver(
     be: &dyn Backend,
@@ -407,7 +434,7 @@ fn gram_solver(
     mean: &[f64],
     n: usize,
     keep: impl Fn(&[f64]) -> usize,
-) -> Result<(Vec<f64>, Matrix)> {
+) -> Result<Solution> {
     check_dense_size("Gram", n)?;
     let mut k = match x {
         PcaInput::Dense(m) => be.gemm(m, false, m, true)?,
@@ -437,7 +464,20 @@ fn gram_solver(
             comps.data_mut()[c * p + j] = if s > 0.0 { v / s } else { 0.0 };
         }
     }
-    Ok((explained, comps))
+    // (X − 1μᵀ)Vᵢ = (X − 1μᵀ)(X − 1μᵀ)ᵀuᵢ / sᵢ = sᵢuᵢ.
+    let scores = scaled_columns(&u_m, &values[..m]);
+    Ok(Solution { explained, components: comps, scores: Some(scores) })
+}
+
+/// `u·diag(√λ)`: the scores of the components whose left singular vectors are u's columns (a zero for a component
+/// without variance, as its component is zero).
+fn scaled_columns(u: &Matrix, eigenvalues: &[f64]) -> Matrix {
+    let s: Vec<f64> = eigenvalues.iter().map(|v| v.max(0.0).sqrt()).collect();
+    let mut out = u.clone();
+    for row in out.data_mut().chunks_mut(u.cols().max(1)) {
+        row.iter_mut().zip(&s).for_each(|(v, s)| *v *= s);
+    }
+    out
 }
 
 /// `1ᵀB`: the column sums of B, summed row by row.
@@ -506,7 +546,7 @@ fn scatter_mul(be: &dyn Backend, x: &PcaInput, mean: &[f64], b: &Matrix) -> Resu
 /// Lanczos solver: the k largest eigenpairs of the scatter matrix on the smaller side, `CᵀC` (p×p) when p ≤ n,
 /// else `CCᵀ` (n×n) with components `Cᵀuᵢ / sᵢ` as the Gram solver takes them; C = X − 1μᵀ is never formed.
 /// The CPU's f64 products converge to a relative residual of 1e-8; f32 products on a GPU to 1e-5.
-fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: u64) -> Result<(Vec<f64>, Matrix)> {
+fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: u64) -> Result<Solution> {
     let (n, p) = x.shape();
     let mut params = crate::krylov::LanczosParams::for_k(k);
     if be.kind() != crate::backend::BackendKind::Cpu {
@@ -514,6 +554,7 @@ fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: 
     }
     let faer_of = |m: Matrix| m.to_faer();
     let mut comps = Matrix::zeros(k, p);
+    let mut scores = None;
     let eig = if p <= n {
         let eig = crate::krylov::largest_eigenpairs(p, &params, seed, |v| {
             scatter_mul(be, x, mean, &Matrix::from_faer(v)).map(faer_of)
@@ -536,19 +577,21 @@ fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: 
             centre_t(&mut z, mean, &u);
             centred_mul(be, x, mean, &z).map(faer_of)
         })?;
-        let z = centred_t_mul(be, x, mean, &Matrix::from_faer(eig.vectors.as_ref()))?;
+        let u = Matrix::from_faer(eig.vectors.as_ref());
+        let z = centred_t_mul(be, x, mean, &u)?;
         for c in 0..k {
             let s = eig.values[c].max(0.0).sqrt();
             for j in 0..p {
                 comps.data_mut()[c * p + j] = if s > 0.0 { z.at(j, c) / s } else { 0.0 };
             }
         }
+        scores = Some(scaled_columns(&u, &eig.values));
         eig
     };
     crate::backend::cpu_kernels::clear_upper_simd_state();
     crate::backend::cpu::release_scratch();
-    let ev = eig.values.iter().map(|v| v.max(0.0) / (n - 1) as f64).collect();
-    Ok((ev, comps))
+    let explained = eig.values.iter().map(|v| v.max(0.0) / (n - 1) as f64).collect();
+    Ok(Solution { explained, components: comps, scores })
 }
 
 /// Randomized solver (Halko et al. 2011, algorithm 4.4 with QR between power iterations), centring implicitly:
@@ -598,10 +641,12 @@ fn orthonormal_columns(m: &Matrix) -> Matrix {
     Matrix::from_faer(q.as_ref())
 }
 
-/// scikit-learn's sign convention: each component's largest-|value| entry is positive.
-fn flip_signs(components: &mut Matrix) {
+/// scikit-learn's sign convention: each component's largest-|value| entry is positive. Returns the factor each
+/// component was multiplied by (1 or −1).
+fn flip_signs(components: &mut Matrix) -> Vec<f64> {
     let p = components.cols();
-    for c in 0..components.rows() {
+    let mut signs = vec![1.0; components.rows()];
+    for (c, flipped) in signs.iter_mut().enumerate() {
         let row = &mut components.data_mut()[c * p..(c + 1) * p];
         let mut best = 0.0f64;
         let mut sign = 1.0;
@@ -613,6 +658,8 @@ fn flip_signs(components: &mut Matrix) {
         }
         if sign < 0.0 {
             row.iter_mut().for_each(|v| *v = -*v);
+            *flipped = -1.0;
         }
     }
+    signs
 }

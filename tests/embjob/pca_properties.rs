@@ -163,6 +163,11 @@ fn lanczos_iterations_reach_the_exact_solution_on_both_sides() {
                 for (a, b) in r.components.data().iter().zip(exact.components.data()) {
                     assert!((a - b).abs() < comp_tol, "{:?} {n}×{p}: components differ ({a} vs {b})", be.kind());
                 }
+                // On the document side the projections are the solver's scores (uᵢsᵢ), not a product with X.
+                let scale = exact.projections.data().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                for (a, b) in r.projections.data().iter().zip(exact.projections.data()) {
+                    assert!((a - b).abs() < comp_tol * scale, "{:?} {n}×{p}: projections {a} vs {b}", be.kind());
+                }
             }
         }
     }
@@ -170,17 +175,23 @@ fn lanczos_iterations_reach_the_exact_solution_on_both_sides() {
 
 #[test]
 fn projections_reconstruct_the_centred_data_at_full_rank() {
+    // The covariance solver's projections are products with X; the Gram solver's are its scores (uᵢsᵢ).
     let x = random_sparse(11, 25, 6, 0.5);
     let dense = dense_of(&x);
-    for be in backends() {
-        let params = plan(ComponentsSpec::Count(6), PcaSolver::Covariance, (25, 6));
+    for (be, solver) in backends().into_iter().flat_map(|be| [PcaSolver::Covariance, PcaSolver::Gram].map(|s| (be, s)))
+    {
+        let params = plan(ComponentsSpec::Count(6), solver, (25, 6));
         let r = pca::fit(be, PcaInput::Sparse(x.clone()), &params, 0).expect("fit");
         for row in 0..25 {
             for j in 0..6 {
                 let back: f64 = (0..6).map(|c| r.projections.at(row, c) * r.components.at(c, j)).sum();
                 let centred = dense.at(row, j) - r.mean[j];
                 let tol = tolerance(be, 1e-9, 1e-4);
-                assert!((back - centred).abs() < tol, "{:?} row {row} col {j}: {back} vs {centred}", be.kind());
+                assert!(
+                    (back - centred).abs() < tol,
+                    "{:?} {solver:?} row {row} col {j}: {back} vs {centred}",
+                    be.kind()
+                );
             }
         }
     }
