@@ -97,7 +97,8 @@ fn generated_gemm_sources_are_the_measured_files_plus_the_epilogue() {
     // Since stop 16 they carry the bias epilogue (not measured on a GPU since). Taking out its additions (the
     // parameter fields, binding 5's header line, the epilogue at each store, the two fragments included last)
     // gives back the measured files byte for byte: nothing else in them changed.
-    let fields = "    bias: u32,    // the epilogue (gemm_epilogue.wgsl): 1 = add bias[col] to each value of C, then act\n    \
+    let fields =
+        "    bias: u32,    // the epilogue (gemm_epilogue.wgsl): 1 = add bias[col] to each value of C, then act\n    \
                   act: u32,     // the epilogue's activation (activation.wgsl)\n    pad0: u32,\n    pad1: u32,\n";
     let binding = "//   5  storage, read  bias: array<f32>   (the epilogue's bias: see gemm_epilogue.wgsl)\n";
     for (name, want) in measured {
@@ -178,7 +179,8 @@ fn gemm_with_every_transpose_equals_cpu() {
                         cpu::bias_act(&mut want, &bias, n, act);
                     }
                     let c = if beta == 0.0 { g.upload(&poison(m * n)).expect("c") } else { g.upload(&c0).expect("c") };
-                    let (ga, gb, gbias) = (g.upload(&a).expect("a"), g.upload(&b).expect("b"), g.upload(&bias).expect("bias"));
+                    let (ga, gb, gbias) =
+                        (g.upload(&a).expect("a"), g.upload(&b).expect("b"), g.upload(&bias).expect("bias"));
                     let epi = epilogue.then_some(Epilogue { bias: &gbias, act });
                     let run = || {
                         let mut enc = g.encoder();
@@ -187,7 +189,11 @@ fn gemm_with_every_transpose_equals_cpu() {
                         g.download(&c).expect("download")
                     };
                     let got = run();
-                    let label = if epilogue { format!("{what} beta={beta} + bias, {act:?}") } else { format!("{what} beta={beta}") };
+                    let label = if epilogue {
+                        format!("{what} beta={beta} + bias, {act:?}")
+                    } else {
+                        format!("{what} beta={beta}")
+                    };
                     assert_close(&got, &want, &label);
                     if beta == 0.0 {
                         // Split or not, a product repeats bit for bit.
@@ -211,7 +217,8 @@ fn gemm_refuses_operands_smaller_than_their_shape() {
     assert!(err.to_string().contains("too small"), "{err}");
     let short = g.upload(&[1.0]).expect("bias");
     let epi = Epilogue { bias: &short, act: Activation::Relu };
-    let err = g.matmul_bias_act(&mut enc, &a, false, &b, false, &c, MatDims { m: 2, n: 2, k: 3 }, epi).expect_err("bias");
+    let err =
+        g.matmul_bias_act(&mut enc, &a, false, &b, false, &c, MatDims { m: 2, n: 2, k: 3 }, epi).expect_err("bias");
     assert!(err.to_string().contains("bias 1"), "{err}");
     g.submit(enc);
 }
