@@ -44,6 +44,19 @@ impl PcaInput {
         }
     }
 
+    /// `X·B − a·sᵀ` on the backend (`a` `None`: all ones).
+    fn mul_minus_outer(&self, be: &dyn Backend, b: &Matrix, a: Option<&[f64]>, s: &[f64]) -> Result<Matrix> {
+        match self {
+            PcaInput::Dense(m) => {
+                crate::backend::check_outer(m.rows(), b.cols(), a, s)?;
+                let mut y = be.gemm(m, false, b, false)?;
+                crate::backend::subtract_outer(y.data_mut(), 0, a, s);
+                Ok(y)
+            }
+            PcaInput::Sparse(c) => be.csr_mul_minus_outer(c, b, a, s),
+        }
+    }
+
     /// `Xᵀ·B` on the backend.
     fn t_mul(&self, be: &dyn Backend, b: &Matrix) -> Result<Matrix> {
         match self {
@@ -500,14 +513,7 @@ fn mean_times(mean: &[f64], b: &Matrix) -> Vec<f64> {
 
 /// `(X − 1μᵀ)·B = X·B − 1(μᵀB)`.
 fn centred_mul(be: &dyn Backend, x: &PcaInput, mean: &[f64], b: &Matrix) -> Result<Matrix> {
-    let mut y = x.mul(be, b)?;
-    let shift = mean_times(mean, b);
-    for row in y.data_mut().chunks_mut(b.cols().max(1)) {
-        for (v, s) in row.iter_mut().zip(&shift) {
-            *v -= s;
-        }
-    }
-    Ok(y)
+    x.mul_minus_outer(be, b, None, &mean_times(mean, b))
 }
 
 /// `(X − 1μᵀ)ᵀ·B = Xᵀ·B − μ(1ᵀB)`.
@@ -573,8 +579,7 @@ fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: 
         };
         let eig = crate::krylov::largest_eigenpairs(n, &params, seed, |u| {
             let u = Matrix::from_faer(u);
-            let mut z = xt.mul(be, &u)?;
-            centre_t(&mut z, mean, &u);
+            let z = xt.mul_minus_outer(be, &u, Some(mean), &column_sums(&u))?;
             centred_mul(be, x, mean, &z).map(faer_of)
         })?;
         let u = Matrix::from_faer(eig.vectors.as_ref());

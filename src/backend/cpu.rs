@@ -130,6 +130,12 @@ impl Backend for Cpu {
         Ok(csr_times_dense(x, b))
     }
 
+    fn csr_mul_minus_outer(&self, x: &Csr, b: &Matrix, a: Option<&[f64]>, s: &[f64]) -> Result<Matrix> {
+        super::check_dims("csr_mul_minus_outer", x.cols, b.rows())?;
+        super::check_outer(x.rows, b.cols(), a, s)?;
+        Ok(csr_times_dense_minus_outer(x, b, a, s))
+    }
+
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
         super::check_dims("csr_t_mul", x.rows, b.rows())?;
         // Each thread owns a block of output rows (columns of X) and scans every row of X for entries in its
@@ -524,11 +530,22 @@ impl std::ops::Deref for IndexView<'_> {
 }
 
 fn csr_times_dense(x: &Csr, b: &Matrix) -> Matrix {
+    csr_rows_in_blocks(x, b, |_, _| {})
+}
+
+/// `X·B − a·sᵀ`: each block of rows takes the term off while it is still in cache.
+fn csr_times_dense_minus_outer(x: &Csr, b: &Matrix, a: Option<&[f64]>, s: &[f64]) -> Matrix {
+    csr_rows_in_blocks(x, b, |first, rows| super::subtract_outer(rows, first, a, s))
+}
+
+/// `X·B` in blocks of 256 rows on every core, `then(first row, block)` applied to each block after its product.
+fn csr_rows_in_blocks(x: &Csr, b: &Matrix, then: impl Fn(usize, &mut [f64]) + Sync) -> Matrix {
     let k = b.cols();
     let mut out = Matrix::zeros(x.rows, k);
     const ROWS: usize = 256;
     out.data_mut().par_chunks_mut((ROWS * k).max(1)).enumerate().for_each(|(c, rows)| {
         k::csr_rows_times_dense(x, b.data(), k, c * ROWS, rows);
+        then(c * ROWS, rows);
     });
     out
 }

@@ -47,6 +47,16 @@ pub trait Backend: Send + Sync {
     /// `Xᵀ·B` for sparse `X` (n×p) and dense `B` (n×k).
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix>;
 
+    /// `X·B − a·sᵀ` for sparse `X` (n×p), dense `B` (p×k), `a` (n values; `None`: all ones) and `s` (k values): a
+    /// sparse product with a rank-one term taken off, as PCA's implicit centring needs it. This default runs
+    /// csr_mul and then the subtraction; the CPU takes the term off each block of rows while it is in cache.
+    fn csr_mul_minus_outer(&self, x: &Csr, b: &Matrix, a: Option<&[f64]>, s: &[f64]) -> Result<Matrix> {
+        check_outer(x.rows, b.cols(), a, s)?;
+        let mut y = self.csr_mul(x, b)?;
+        subtract_outer(y.data_mut(), 0, a, s);
+        Ok(y)
+    }
+
     /// `XᵀX·B` for sparse `X` (n×p) and dense `B` (p×k): PCA's Lanczos solver on the feature side. Two sparse
     /// products by default; the CPU fuses them into one pass over `X`.
     fn csr_gram_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
@@ -236,6 +246,27 @@ pub trait Backend: Send + Sync {
 
     /// In place: scales each row of `x` (rows × cols) to unit l2 norm.
     fn l2_normalize(&self, x: &Tensor, rows: usize, cols: usize) -> Result<()>;
+}
+
+/// Checks that a rank-one term `a·sᵀ` has the shape of an n×k product (`a` `None`: all ones).
+pub fn check_outer(n: usize, k: usize, a: Option<&[f64]>, s: &[f64]) -> Result<()> {
+    if a.is_some_and(|a| a.len() != n) || s.len() != k {
+        return Err(Error::Internal(format!(
+            "a rank-one term of {} × {} values for a {n} × {k} product",
+            a.map_or(n, <[f64]>::len),
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `y[r] −= a[first + r]·s` for the rows of a row-major block (`s.len()` wide) that starts at row `first`; `a`
+/// `None` stands for all ones.
+pub fn subtract_outer(y: &mut [f64], first: usize, a: Option<&[f64]>, s: &[f64]) {
+    for (r, row) in y.chunks_exact_mut(s.len().max(1)).enumerate() {
+        let f = a.map_or(1.0, |a| a[first + r]);
+        row.iter_mut().zip(s).for_each(|(v, s)| *v -= f * s);
+    }
 }
 
 /// An elementwise activation after a bias.

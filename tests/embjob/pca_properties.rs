@@ -263,3 +263,36 @@ fn sparse_products_match_dense_products() {
         }
     }
 }
+
+/// `X·B − a·sᵀ` (PCA's implicit centring) equals the dense product minus the outer product, with a per-row `a` and
+/// with all ones, over more rows than one block of the CPU's (256).
+#[test]
+fn sparse_product_minus_a_rank_one_term() {
+    let (n, p, k) = (600, 9, 3);
+    let x = random_sparse(22, n, p, 0.3);
+    let d = dense_of(&x);
+    let mut rng = SplitMix::new(5);
+    let b = Matrix::from_vec(p, k, (0..p * k).map(|_| rng.normal()).collect()).expect("shape");
+    let a: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    let s: Vec<f64> = (0..k).map(|_| rng.normal()).collect();
+    for be in backends() {
+        let xb = be.gemm(&d, false, &b, false).expect("dense xb");
+        for rows in [Some(&a[..]), None] {
+            let got = be.csr_mul_minus_outer(&x, &b, rows, &s).expect("product");
+            for r in 0..n {
+                for c in 0..k {
+                    let want = xb.at(r, c) - rows.map_or(1.0, |a| a[r]) * s[c];
+                    let tol = tolerance(be, 1e-12, 1e-4) * (1.0 + want.abs());
+                    assert!(
+                        (got.at(r, c) - want).abs() < tol,
+                        "{:?} ({r}, {c}): {} vs {want}",
+                        be.kind(),
+                        got.at(r, c)
+                    );
+                }
+            }
+        }
+        let err = be.csr_mul_minus_outer(&x, &b, Some(&a[..10]), &s).expect_err("a of 10 values for 600 rows");
+        assert!(err.to_string().contains("10 × 3 values for a 600 × 3 product"), "{err}");
+    }
+}
