@@ -280,8 +280,8 @@ fn sparse_product_minus_a_rank_one_term() {
         for rows in [Some(&a[..]), None] {
             let got = be.csr_mul_minus_outer(&x, &b, rows, &s).expect("product");
             for r in 0..n {
-                for c in 0..k {
-                    let want = xb.at(r, c) - rows.map_or(1.0, |a| a[r]) * s[c];
+                for (c, s) in s.iter().enumerate() {
+                    let want = xb.at(r, c) - rows.map_or(1.0, |a| a[r]) * s;
                     let tol = tolerance(be, 1e-12, 1e-4) * (1.0 + want.abs());
                     assert!(
                         (got.at(r, c) - want).abs() < tol,
