@@ -93,18 +93,22 @@ pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Ve
                 let mut net =
                     Network::with_loss(be, shape, &params, crate::model::Optimizer::Adam, BATCH, INPUTS, &loss)?;
                 let batches: Vec<Batch> = ex.chunks(BATCH).take(opts.steps + 2).map(|c| Batch::new(c.iter())).collect();
-                for b in &batches[..2.min(batches.len())] {
-                    net.train_step(b, &topts)?;
-                }
-                net.take_loss()?;
-                let t = Instant::now();
-                let mut seen = 0;
-                for b in batches.iter().skip(2) {
-                    net.train_step(b, &topts)?;
-                    seen += b.len();
-                }
-                net.take_loss()?;
-                train.push(seen as f64 / t.elapsed().as_secs_f64());
+                // As `train::run` steps an epoch: on one of rayon's threads.
+                let rate = rayon::scope(|_| -> Result<f64> {
+                    for b in &batches[..2.min(batches.len())] {
+                        net.train_step(b, &topts)?;
+                    }
+                    net.take_loss()?;
+                    let t = Instant::now();
+                    let mut seen = 0;
+                    for b in batches.iter().skip(2) {
+                        net.train_step(b, &topts)?;
+                        seen += b.len();
+                    }
+                    net.take_loss()?;
+                    Ok(seen as f64 / t.elapsed().as_secs_f64())
+                })?;
+                train.push(rate);
                 // Held-out ranking over all items, in the network's evaluation batches.
                 let held: Vec<&Example> = ex.iter().rev().take(opts.eval_examples).collect();
                 let rows = net.eval_rows();
