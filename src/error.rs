@@ -56,8 +56,8 @@ pub enum Error {
     Gpu(String),
 
     /// Stopped by a signal; the run's staging folder was removed.
-    #[error("stopped by {}: nothing of this run was kept", match .0 { crate::interrupt::Signal::Interrupt => "SIGINT", crate::interrupt::Signal::Terminate => "SIGTERM" })]
-    Interrupted(crate::interrupt::Signal),
+    #[error("stopped by {}: nothing of this run was kept", match .0 { crate::runtime::interrupt::Signal::Interrupt => "SIGINT", crate::runtime::interrupt::Signal::Terminate => "SIGTERM" })]
+    Interrupted(crate::runtime::interrupt::Signal),
 
     /// An invariant broke: a bug in embjob.
     #[error("internal error: {0}")]
@@ -95,8 +95,8 @@ impl Error {
             Error::Input { .. } | Error::Stage { .. } => exit_code::INPUT,
             Error::Gpu(_) => exit_code::GPU,
             Error::Output { .. } | Error::Internal(_) => exit_code::INTERNAL,
-            Error::Interrupted(crate::interrupt::Signal::Interrupt) => exit_code::SIGINT,
-            Error::Interrupted(crate::interrupt::Signal::Terminate) => exit_code::SIGTERM,
+            Error::Interrupted(crate::runtime::interrupt::Signal::Interrupt) => exit_code::SIGINT,
+            Error::Interrupted(crate::runtime::interrupt::Signal::Terminate) => exit_code::SIGTERM,
         }
     }
 

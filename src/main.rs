@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use embjob::config::BackendChoice;
+use embjob::plan::config::BackendChoice;
 use embjob::error::exit_code;
 use embjob::{Overrides, Reporter};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -32,8 +32,8 @@ enum Command {
         quiet: bool,
         /// Run one shard of a text job, INDEX/COUNT (0-based, e.g. 3/64): its share of the input files, written
         /// under <output.dir>/shards/; `embjob merge` then makes the run from all COUNT shards.
-        #[arg(long, value_name = "INDEX/COUNT", value_parser = embjob::shard::ShardSpec::parse)]
-        shard: Option<embjob::shard::ShardSpec>,
+        #[arg(long, value_name = "INDEX/COUNT", value_parser = embjob::job::shard::ShardSpec::parse)]
+        shard: Option<embjob::job::shard::ShardSpec>,
     },
     /// Merge the shards of a text job (`run --shard`): check them, build the vocabulary, fit PCA and evaluate on
     /// all of them, and commit a normal run under <output.dir>/latest.
@@ -325,7 +325,7 @@ fn main() {
         }
     };
     // SIGINT / SIGTERM stop the run between steps; its staging folder is removed (exit 130 / 143).
-    embjob::interrupt::install_handlers();
+    embjob::runtime::interrupt::install_handlers();
     let result = match cli.command {
         Command::Run { config, common, quiet, shard: Some(spec) } => {
             let reporter = CliReporter::new(quiet);
@@ -350,9 +350,9 @@ fn main() {
             let reporter = CliReporter::new(quiet);
             embjob::merge(&config, &common.overrides(), &reporter).map(|s| summarize(&s, quiet))
         }
-        Command::Show { run } => embjob::inspect::show(&run).map(|s| print!("{s}")),
+        Command::Show { run } => embjob::view::inspect::show(&run).map(|s| print!("{s}")),
         Command::Neighbors { run, key, k, table } => {
-            embjob::inspect::neighbors(&run, &key, k, table.as_deref()).map(|s| print!("{s}"))
+            embjob::view::inspect::neighbors(&run, &key, k, table.as_deref()).map(|s| print!("{s}"))
         }
         Command::Validate { config, common } => embjob::validate(&config, &common.overrides()).map(|plan| {
             println!("{}: ok (job '{}', output {})", config.display(), plan.job_name, plan.output_dir.display());
@@ -367,20 +367,20 @@ fn main() {
                 }
             });
             let python = (python != "none").then_some(python);
-            let opts = embjob::bench::PcaBenchOptions { repeats: repeats.max(1), lee, only, python };
-            embjob::bench::pca(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::table(&ms)))
+            let opts = embjob::tools::bench::PcaBenchOptions { repeats: repeats.max(1), lee, only, python };
+            embjob::tools::bench::pca(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::tools::bench::table(&ms)))
         }
         Command::Bench { which: Bench::Gemm { sizes, repeats, python, no_cpu } } => {
             let python = (python != "none").then_some(python);
-            embjob::bench::gemm(&sizes, repeats, python.as_deref(), !no_cpu, &mut std::io::stderr())
+            embjob::tools::bench::gemm(&sizes, repeats, python.as_deref(), !no_cpu, &mut std::io::stderr())
                 .map(|t| print!("{t}"))
         }
         Command::Bench { which: Bench::Neighbors { items, dim, k, repeats } } => {
-            embjob::bench::neighbors(items, dim, k, repeats, &mut std::io::stderr()).map(|t| print!("{t}"))
+            embjob::tools::bench::neighbors(items, dim, k, repeats, &mut std::io::stderr()).map(|t| print!("{t}"))
         }
         Command::Bench { which: Bench::Train { config, repeats, python, peer, peer_device, backend } } => {
             let python = (python != "none").then_some(python);
-            let opts = embjob::bench::TrainBenchOptions {
+            let opts = embjob::tools::bench::TrainBenchOptions {
                 config,
                 repeats,
                 python,
@@ -388,7 +388,7 @@ fn main() {
                 peer_device,
                 backend: backend.into(),
             };
-            embjob::bench::train(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::bench::train_table(&ms)))
+            embjob::tools::bench::train(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::tools::bench::train_table(&ms)))
         }
         Command::Bench {
             which:
@@ -408,7 +408,7 @@ fn main() {
             let model = model
                 .or_else(|| std::env::var_os("EMBJOB_MODEL_DIR").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
-            let opts = embjob::bench::EncodeBenchOptions {
+            let opts = embjob::tools::bench::EncodeBenchOptions {
                 model,
                 sets,
                 repeats,
@@ -420,13 +420,13 @@ fn main() {
                 peer_device,
                 peer_batch,
             };
-            embjob::bench::encode(&opts, &mut std::io::stderr())
-                .map(|ms| print!("{}", embjob::bench::encode_table(&ms)))
+            embjob::tools::bench::encode(&opts, &mut std::io::stderr())
+                .map(|ms| print!("{}", embjob::tools::bench::encode_table(&ms)))
         }),
         Command::Bench {
             which: Bench::Catalogue { backend, items, users, per_user, negatives, steps, eval_examples, repeats },
         } => {
-            let opts = embjob::bench::CatalogueBenchOptions {
+            let opts = embjob::tools::bench::CatalogueBenchOptions {
                 items,
                 users,
                 per_user,
@@ -436,16 +436,16 @@ fn main() {
                 repeats,
                 backend: backend.into(),
             };
-            embjob::bench::catalogue(&opts, &mut std::io::stderr())
-                .map(|ms| print!("{}", embjob::bench::catalogue_table(&ms)))
+            embjob::tools::bench::catalogue(&opts, &mut std::io::stderr())
+                .map(|ms| print!("{}", embjob::tools::bench::catalogue_table(&ms)))
         }
         Command::GenCatalogue { items, users, per_user, seed, out } => {
-            let spec = embjob::catalogue::CatalogueSpec { items, users, per_user, exponent: 1.0, seed };
+            let spec = embjob::tools::catalogue::CatalogueSpec { items, users, per_user, exponent: 1.0, seed };
             spec.check()
-                .and_then(|()| embjob::data::write_parquet(&embjob::catalogue::table(&spec), &out))
+                .and_then(|()| embjob::data::write_parquet(&embjob::tools::catalogue::table(&spec), &out))
                 .map(|()| println!("wrote {} ({users} users × {per_user} of {items} items)", out.display()))
         }
-        Command::GenFood { out } => embjob::foodgen::write_files(&out).map(|files| {
+        Command::GenFood { out } => embjob::tools::foodgen::write_files(&out).map(|files| {
             for f in files {
                 println!("wrote {}", f.display());
             }
@@ -469,8 +469,8 @@ fn summarize(s: &embjob::RunSummary, quiet: bool) {
 }
 
 /// `bench encode --text NAME=PARQUET:COLUMN`, or the default sets.
-fn encode_sets(texts: &[String]) -> embjob::Result<Vec<embjob::bench::TextSet>> {
-    use embjob::bench::TextSet;
+fn encode_sets(texts: &[String]) -> embjob::Result<Vec<embjob::tools::bench::TextSet>> {
+    use embjob::tools::bench::TextSet;
     if texts.is_empty() {
         let shared = PathBuf::from("../shared/data");
         let lee = if shared.join("lee_docs.parquet").exists() {

@@ -13,9 +13,9 @@ use super::{
     LayerNorm, MatDims, OutputGrads, OutputLayer, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep,
     Tensor, TokenRows,
 };
-use crate::dense::Matrix;
+use crate::linalg::dense::Matrix;
 use crate::error::{Error, Result};
-use crate::sparse::Csr;
+use crate::linalg::sparse::Csr;
 
 /// The CPU backend. Its resident tensors are host vectors behind read-write locks, freed with their last handle.
 #[derive(Debug, Default)]

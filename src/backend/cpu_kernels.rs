@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::{Activation, AdamStep, MatDims, PoolMode};
 use crate::error::{Error, Result};
-use crate::sparse::Csr;
+use crate::linalg::sparse::Csr;
 
 /// `c = op(a)·op(b) + beta·c`, row-major, through faer's GEMM (AVX-512 / AVX2 micro-kernels, picked at run time;
 /// about twice matrixmultiply's rate on this project's shapes). Large products are cut into blocks of C rows (or
@@ -1405,7 +1405,7 @@ mod tests {
     #[test]
     fn blocked_ranking_equals_full_logits() {
         let (rows, v, k) = (37, 2 * RANK_BLOCK + 301, 24);
-        let mut rng = crate::rng::SplitMix::new(11);
+        let mut rng = crate::linalg::rng::SplitMix::new(11);
         let mut uniform = |n: usize| (0..n).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect::<Vec<f32>>();
         let pre = uniform(rows * k);
         let mut w2 = uniform(k * v); // k × v

@@ -12,9 +12,9 @@ pub use device::{open, AdapterReport, BackendChoice, BackendKind, BackendReport}
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::dense::Matrix;
+use crate::linalg::dense::Matrix;
 use crate::error::{Error, Result};
-use crate::sparse::Csr;
+use crate::linalg::sparse::Csr;
 
 /// The operations the stages run on a backend. Inputs and outputs live on the host for the one-shot linear algebra
 /// of PCA; every result is deterministic for a given input (fixed summation order).

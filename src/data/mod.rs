@@ -1,5 +1,9 @@
-//! The only module that uses polars: reading inputs and writing Parquet outputs.
+//! The I/O edge and its plain types: the only module that uses polars (reading inputs, writing and reading back
+//! Parquet), the hand-off formats, and the plain Rust types read into ([`dataset`]) and written from ([`table`]).
 
+pub mod dataset;
+pub mod handoff;
+pub mod table;
 mod parquet_check;
 mod read;
 mod read_back;

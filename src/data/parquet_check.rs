@@ -96,8 +96,8 @@ pub fn check(path: &Path, bytes: &[u8], columns: Option<&[String]>, memory_limit
                 format!(
                     "the file's metadata claims columns of about {} once decoded, more than the {} this job may use \
                      (largest column shown; a corrupt file, or set job.max_memory on a larger machine)",
-                    crate::memory::human(estimate),
-                    crate::memory::human(limit)
+                    crate::runtime::memory::human(estimate),
+                    crate::runtime::memory::human(limit)
                 ),
             ));
         }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
-use crate::config::Format;
-use crate::dataset::{Dataset, Interactions, NumericTable, TextCorpus};
+use crate::plan::config::Format;
+use crate::data::dataset::{Dataset, Interactions, NumericTable, TextCorpus};
 use crate::error::{Error, Result};
 use crate::plan::{InputColumns, InputPlan, LabelsPlan};
 
@@ -218,7 +218,7 @@ fn read_frame_unguarded(input: &InputPlan, columns: Option<&[String]>) -> Result
     let parquet = match input.format {
         Format::Parquet => {
             let bytes = std::fs::read(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
-            super::parquet_check::check(path, &bytes, columns, crate::memory::physical())?;
+            super::parquet_check::check(path, &bytes, columns, crate::runtime::memory::physical())?;
             Some(bytes)
         }
         Format::Csv => None,

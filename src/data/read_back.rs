@@ -7,7 +7,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::table::{ColumnData, Table};
+use crate::data::table::{ColumnData, Table};
 
 /// The row count of one of the run's Parquet tables (a file, or a folder of parts), from the footers.
 pub fn row_count(path: &Path) -> Result<usize> {

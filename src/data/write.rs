@@ -7,7 +7,7 @@ use polars::io::parquet::write::BatchedWriter;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::table::{ColumnData, Table};
+use crate::data::table::{ColumnData, Table};
 
 /// Writes `table` to `path` as Parquet with zstd compression, flushed to disk.
 pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {

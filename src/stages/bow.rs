@@ -1,11 +1,11 @@
 //! Bag-of-words: the items of each user (long and list layouts) or the tokens of each document (text layout).
 
 use super::{Artifacts, Context, StageOutput};
-use crate::bow;
-use crate::dataset::Dataset;
+use crate::text::bow;
+use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::outputs;
+use crate::runtime::metrics::Metrics;
+use crate::stages::tables;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan = ctx.plan.bow.as_ref().ok_or_else(|| Error::Internal("a bow stage without its plan".into()))?;
@@ -35,8 +35,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         s.pruned_by_df + s.pruned_by_max_features
     );
     let tables = vec![
-        ("vocabulary.parquet", outputs::vocabulary(&bow)),
-        ("bow.parquet", outputs::bow_entries(&bow, dataset.row_ids())),
+        ("vocabulary.parquet", tables::vocabulary(&bow)),
+        ("bow.parquet", tables::bow_entries(&bow, dataset.row_ids())),
     ];
     artifacts.bow = Some(bow);
     Ok(StageOutput { tables, summary, ..StageOutput::default() })

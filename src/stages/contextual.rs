@@ -12,13 +12,13 @@ use rayon::prelude::*;
 use super::contextual_senses::{SenseCollector, Space};
 use super::{Artifacts, Context, StageOutput};
 use crate::data::PartWriter;
-use crate::dataset::Dataset;
+use crate::data::dataset::Dataset;
 use crate::encoder::{Encoder, TextTokenizer, Tokens, WeightsFile, Word};
 use crate::error::{Error, Result};
-use crate::memory;
-use crate::metrics::Metrics;
+use crate::runtime::memory;
+use crate::runtime::metrics::Metrics;
 use crate::plan::WordsPlan;
-use crate::table::{ColumnData, Table};
+use crate::data::table::{ColumnData, Table};
 
 /// Batches of document indices (sorted by token count) whose padded size stays within `budget` tokens.
 pub fn batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
@@ -209,7 +209,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         let mut vectors = vec![0f32; window.tokens.len() * h];
         let mut token_rows = TokenRows::new(h);
         for batch in &batches {
-            crate::interrupt::check()?;
+            crate::runtime::interrupt::check()?;
             let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
             // One forward pass per batch: the pooled vectors, and the hidden states when it holds a wanted word.
             let wanted = match &words_plan {
@@ -287,7 +287,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     metrics.push("contextual", "seconds", seconds);
     metrics.push("contextual", "documents_per_second", n as f64 / seconds);
     metrics.push("contextual", "tokens_per_second", total_tokens as f64 / seconds);
-    metrics.push("contextual", "peak_rss_mb", crate::run_record::peak_rss_mb());
+    metrics.push("contextual", "peak_rss_mb", crate::job::run_record::peak_rss_mb());
     let mut summary = format!(
         "{n} documents, {total_tokens} tokens ({truncated} truncated) in {batch_count} batches: {:.0} documents/s, {:.0} tokens/s",
         n as f64 / seconds,

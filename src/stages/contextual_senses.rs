@@ -1,17 +1,17 @@
 //! `eval.senses` for the contextual stage: each row of the sense file (a text, an ambiguous word in it, the word's
 //! sense there) is found among the stage's documents (the first document with exactly that text; the word's first
 //! occurrence in it), its word vectors are kept at every written hidden state, as the static control and as the
-//! document's own pooled vector, and once every document is encoded they are scored with [`crate::senses`].
+//! document's own pooled vector, and once every document is encoded they are scored with [`crate::eval::senses`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::config::Format;
+use crate::plan::config::Format;
 use crate::data::SenseRow;
 use crate::encoder::Word;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::senses::{evaluate, random_pair_baseline, SenseScores};
+use crate::runtime::metrics::Metrics;
+use crate::eval::senses::{evaluate, random_pair_baseline, SenseScores};
 
 /// Where a kept vector comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

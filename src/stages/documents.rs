@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 
 use super::{Artifacts, Context, StageOutput};
-use crate::dataset::Dataset;
-use crate::doc_eval::{self, LabelScores};
+use crate::data::dataset::Dataset;
+use crate::eval::documents as doc_eval;
+use crate::eval::documents::LabelScores;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::sparse::Csr;
-use crate::table::{ColumnData, Table};
+use crate::runtime::metrics::Metrics;
+use crate::linalg::sparse::Csr;
+use crate::data::table::{ColumnData, Table};
 
 const STAGE: &str = "eval_documents";
 

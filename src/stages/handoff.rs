@@ -1,5 +1,5 @@
 //! After the tables are written: every embedding table of the run also as word2vec text and TensorBoard projector
-//! files (see [`crate::handoff`]), read back from the staging folder.
+//! files (see [`crate::data::handoff`]), read back from the staging folder.
 //!
 //! | Parquet file | hand-off name | key | metadata |
 //! |---|---|---|---|
@@ -14,9 +14,9 @@ use std::path::Path;
 
 use crate::data;
 use crate::error::{Error, Result};
-use crate::handoff::{self, cell, column, Written, PROJECTOR_MAX_POINTS};
+use crate::data::handoff::{self, cell, column, Written, PROJECTOR_MAX_POINTS};
 use crate::plan::Plan;
-use crate::table::ColumnData;
+use crate::data::table::ColumnData;
 
 const SLICE: usize = 16_384;
 
@@ -74,14 +74,14 @@ fn stratum_ids<'a>(categories: impl Iterator<Item = &'a str> + Clone) -> Vec<u32
     categories.map(|c| ids[c]).collect()
 }
 
-fn vectors(t: &crate::table::Table, file: &Path) -> Result<(usize, Vec<f32>)> {
+fn vectors(t: &crate::data::table::Table, file: &Path) -> Result<(usize, Vec<f32>)> {
     match column(t, "vector") {
         Some(ColumnData::Vectors { dim, values }) => Ok((*dim, values.clone())),
         _ => Err(Error::Internal(format!("{}: no vector column", file.display()))),
     }
 }
 
-fn text_column(t: &crate::table::Table, name: &str, file: &Path) -> Result<Vec<String>> {
+fn text_column(t: &crate::data::table::Table, name: &str, file: &Path) -> Result<Vec<String>> {
     let c = column(t, name).ok_or_else(|| Error::Internal(format!("{}: no column {name}", file.display())))?;
     Ok((0..c.len()).map(|i| cell(c, i)).collect())
 }

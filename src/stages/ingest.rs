@@ -2,10 +2,10 @@
 
 use super::{Artifacts, Context, StageOutput};
 use crate::data;
-use crate::dataset::Dataset;
+use crate::data::dataset::Dataset;
 use crate::error::Result;
-use crate::metrics::Metrics;
-use crate::run_record;
+use crate::runtime::metrics::Metrics;
+use crate::job::run_record;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let input = &ctx.plan.input;

@@ -12,19 +12,20 @@ mod ingest;
 mod model;
 mod pca;
 mod shard_vectors;
+mod tables;
 
 use std::path::Path;
 
 use crate::backend::{Backend, BackendReport};
-use crate::bow::Bow;
-use crate::dataset::Dataset;
+use crate::text::bow::Bow;
+use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 use crate::plan::Plan;
-use crate::report::Reporter;
-use crate::run_record::{InputFingerprint, StageRecord};
-use crate::shard::ShardSet;
-use crate::table::Table;
+use crate::runtime::report::Reporter;
+use crate::job::run_record::{InputFingerprint, StageRecord};
+use crate::job::shard::ShardSet;
+use crate::data::table::Table;
 
 /// A stage of a job, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

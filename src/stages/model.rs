@@ -5,13 +5,13 @@
 use super::{Artifacts, Context, StageOutput};
 use crate::backend::BackendKind;
 use crate::data;
-use crate::dataset::Dataset;
+use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::memory;
-use crate::metrics::Metrics;
-use crate::outputs;
-use crate::run_record::StageRecord;
-use crate::train;
+use crate::runtime::memory;
+use crate::runtime::metrics::Metrics;
+use crate::stages::tables;
+use crate::job::run_record::StageRecord;
+use crate::recommend::train;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan = ctx.plan.model.as_ref().ok_or_else(|| Error::Internal("a model stage without its plan".into()))?;
@@ -31,7 +31,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     };
     let dim = plan.embedding_dim_for(data.items.len());
     let used = ctx.report.used;
-    let negatives = (plan.loss == crate::sampling::Loss::SampledSoftmax).then_some(plan.negatives);
+    let negatives = (plan.loss == crate::recommend::sampling::Loss::SampledSoftmax).then_some(plan.negatives);
     let mem = memory::model(data.items.len(), dim, plan.hidden_units, plan.batch_size, negatives, used);
     ctx.reporter.notice(&memory::describe("model", &mem));
     // On the GPU the adapter's limits bound each tensor (checked when it is created); on the CPU the machine's memory.
@@ -74,8 +74,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         StageRecord { stage: "eval".into(), seconds: eval_seconds, summary: summary.clone() },
     ];
     let tables = vec![
-        ("embeddings.parquet", outputs::embeddings(&out, &data.items)),
-        ("neighbors.parquet", outputs::neighbors(&out, &data.items)),
+        ("embeddings.parquet", tables::embeddings(&out, &data.items)),
+        ("neighbors.parquet", tables::neighbors(&out, &data.items)),
     ];
     let details = serde_json::json!({
         "items": out.shape.items,

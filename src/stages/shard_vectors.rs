@@ -7,9 +7,9 @@ use std::time::Instant;
 use super::{Artifacts, Context, DocVectors, StageOutput};
 use crate::data;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::shard::ShardSet;
-use crate::table::ColumnData;
+use crate::runtime::metrics::Metrics;
+use crate::job::shard::ShardSet;
+use crate::data::table::ColumnData;
 
 /// The folder of the merged text vectors inside the run.
 pub const FOLDER: &str = "text_embeddings";
@@ -22,7 +22,7 @@ pub fn run(ctx: &Context<'_>, set: &ShardSet, artifacts: &mut Artifacts, metrics
     let keep = ctx.plan.documents.is_some();
     let (mut values, mut dim) = (Vec::new(), 0);
     for (i, part) in set.text_parts() {
-        crate::interrupt::check()?;
+        crate::runtime::interrupt::check()?;
         let name = format!("part-{i:05}.parquet");
         let dest = folder.join(&name);
         if std::fs::hard_link(&part, &dest).is_err() {

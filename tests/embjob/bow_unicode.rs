@@ -3,9 +3,9 @@
 //! information separators. Checked on every code point Python 3.11 assigns, and against scikit-learn's analyzer on
 //! texts where the regex crate's classes differ (fixtures written by tests/fixtures/make_*.py).
 
-use embjob::bow::BowParams;
-use embjob::config::{DfBound, Weighting};
-use embjob::token_pattern::{is_word_char, TokenPattern, DEFAULT};
+use embjob::text::bow::BowParams;
+use embjob::plan::config::{DfBound, Weighting};
+use embjob::text::token_pattern::{is_word_char, TokenPattern, DEFAULT};
 use proptest::prelude::*;
 
 use crate::support::*;
@@ -91,7 +91,7 @@ fn tokens_equal_scikit_learns_on_marks_emoji_zwj_digits_and_case() {
         for (text, want) in texts.iter().zip(case["tokens"].as_array().expect("tokens")) {
             let want: Vec<&str> = want.as_array().expect("list").iter().map(|t| t.as_str().expect("str")).collect();
             let mut lowered = String::new();
-            let got = embjob::bow::tokenize(&plan, text, &mut lowered).expect("tokenize");
+            let got = embjob::text::bow::tokenize(&plan, text, &mut lowered).expect("tokenize");
             assert_eq!(got, want, "pattern {pattern:?}, lowercase {lowercase}, text {text:?}");
         }
     }

@@ -6,9 +6,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use embjob::config::{Config, Format};
+use embjob::plan::config::{Config, Format};
 use embjob::plan::{InputColumns, InputPlan};
-use embjob::rng::SplitMix;
+use embjob::linalg::rng::SplitMix;
 
 use crate::support::*;
 

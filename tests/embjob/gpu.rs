@@ -8,7 +8,7 @@ use embjob::backend::gpu::kernel_source::Form;
 use embjob::backend::gpu::kernels::{self, Kernel};
 use embjob::backend::gpu::{Epilogue, GemmKernel, GpuContext};
 use embjob::backend::{Activation, AdamStep, AttentionShape, MatDims, PoolMode, SeqShape};
-use embjob::rng::SplitMix;
+use embjob::linalg::rng::SplitMix;
 use sha2::Digest;
 
 /// Every kernel source, in both forms (as measured on hardware GPUs, compact for software adapters).
@@ -263,14 +263,14 @@ fn embedding_bag_forward_and_backward_equal_cpu() {
     let table = random(6, v * d, 1.0);
     let (items, offsets) = bags(7, b, v);
     // Weighted bags: weight = 0.5 + (user + item) % 3.
-    let examples: Vec<embjob::split::Example> = (0..b)
-        .map(|r| embjob::split::Example {
+    let examples: Vec<embjob::recommend::split::Example> = (0..b)
+        .map(|r| embjob::recommend::split::Example {
             user: r as u32,
             inputs: items[offsets[r] as usize..offsets[r + 1] as usize].to_vec(),
             target: 0,
         })
         .collect();
-    let batch = embjob::model::Batch::weighted(examples.iter(), |u, i| 0.5 + ((u + i) % 3) as f32);
+    let batch = embjob::recommend::model::Batch::weighted(examples.iter(), |u, i| 0.5 + ((u + i) % 3) as f32);
     for mean in [false, true] {
         let mut want = vec![0.0; b * d];
         cpu::embedding_bag(&table, d, &batch.items, &batch.offsets, &batch.weights, mean, &mut want);
@@ -440,7 +440,7 @@ fn adam_steps_through_the_backend_follow_the_step_count_like_the_cpu() {
 }
 
 /// A seeded sparse matrix with empty rows and columns, and its dense copy.
-fn sparse(seed: u64, rows: usize, cols: usize) -> embjob::sparse::Csr {
+fn sparse(seed: u64, rows: usize, cols: usize) -> embjob::linalg::sparse::Csr {
     let mut r = SplitMix::new(seed);
     let data: Vec<Vec<(u32, f64)>> = (0..rows)
         .map(|i| {
@@ -456,7 +456,7 @@ fn sparse(seed: u64, rows: usize, cols: usize) -> embjob::sparse::Csr {
             row
         })
         .collect();
-    embjob::sparse::Csr::from_rows(cols, &data)
+    embjob::linalg::sparse::Csr::from_rows(cols, &data)
 }
 
 #[test]
@@ -466,7 +466,7 @@ fn sparse_products_equal_cpu() {
     let x = sparse(21, rows, cols);
     let dense = x.to_dense();
     let b = random(22, cols * k, 1.0);
-    let upload = |x: &embjob::sparse::Csr| {
+    let upload = |x: &embjob::linalg::sparse::Csr| {
         let indptr: Vec<u32> = x.indptr.iter().map(|&v| v as u32).collect();
         let values: Vec<f32> = x.values.iter().map(|&v| v as f32).collect();
         (

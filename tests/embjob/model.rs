@@ -1,15 +1,15 @@
 //! The embedding model end to end: the split equals the PyTorch peer's example for example, MovieLens results track
 //! the peer, the food model recovers the planted cuisines, runs repeat bit for bit, and early stopping works.
 
-use embjob::config::Format;
-use embjob::dataset::Dataset;
+use embjob::plan::config::Format;
+use embjob::data::dataset::Dataset;
 use embjob::plan::{InputColumns, InputPlan};
-use embjob::train;
+use embjob::recommend::train;
 use polars::prelude::*;
 
 use crate::support::*;
 
-fn movielens() -> embjob::dataset::Interactions {
+fn movielens() -> embjob::data::dataset::Interactions {
     let input = InputPlan::file(
         repo().join("pipelines/data/movielens_favorites.parquet"),
         Format::Parquet,
@@ -40,7 +40,7 @@ fn movielens_plan(extra: &str) -> embjob::plan::ModelPlan {
         "[job]\nname='m'\n[input]\npath={:?}\nlayout='list'\nuser='user_id'\nitem='items'\n[model]\nembedding_dim=32\nhidden_units=64\n{extra}\n",
         repo().join("pipelines/data/movielens_favorites.parquet")
     );
-    let config = embjob::config::Config::from_toml(&toml, std::path::Path::new("m.toml")).expect("config");
+    let config = embjob::plan::config::Config::from_toml(&toml, std::path::Path::new("m.toml")).expect("config");
     embjob::Plan::from_config(config, std::path::Path::new("m.toml"), &Default::default())
         .expect("plan")
         .model
@@ -183,7 +183,7 @@ fn early_stopping_keeps_the_best_epoch() {
 /// A small long-layout model job whose CSV has a weight column.
 fn weighted_job(weights: &str, use_weight: bool) -> Job {
     let mut csv = String::from("user,item,w\n");
-    let mut rng = embjob::rng::SplitMix::new(3);
+    let mut rng = embjob::linalg::rng::SplitMix::new(3);
     for u in 1..=60 {
         let mut mine: Vec<usize> = Vec::new();
         while mine.len() < 5 {

@@ -2,10 +2,10 @@
 //! without a hidden layer; and the kernels keep their invariants (softmax rows sum to 1).
 
 use embjob::backend::{cpu_kernels, Backend};
-use embjob::config::{EmbeddingInit, Optimizer, Pooling};
-use embjob::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
-use embjob::rng::SplitMix;
-use embjob::split::Example;
+use embjob::plan::config::{EmbeddingInit, Optimizer, Pooling};
+use embjob::recommend::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
+use embjob::linalg::rng::SplitMix;
+use embjob::recommend::split::Example;
 
 use crate::support::*;
 
@@ -129,7 +129,7 @@ fn check_sampled(shape: Shape) {
         let mut net = Network::with_loss(be, shape, &params, Optimizer::Adam, batch.len(), 4, &loss).expect("network");
         net.sampled_backward(&batch, &draws).expect("backward");
         let (table, _) = net.sampling().expect("sampled");
-        let columns = embjob::sampling::Candidates::new(table, &draws, &batch.targets).items;
+        let columns = embjob::recommend::sampling::Candidates::new(table, &draws, &batch.targets).items;
         let grads = net.sampled_gradients(&batch.seg_items, &columns).expect("grads");
         let rows = batch.len() as f64;
         for (part, name) in ["embedding", "w1", "b1", "w2", "b2"].iter().enumerate() {

@@ -1,12 +1,12 @@
 //! Seeded properties of covariance and PCA on small random inputs, for every solver and for dense and sparse input.
 
 use embjob::backend::Cpu;
-use embjob::config::{ComponentsSpec, PcaSolver};
-use embjob::dense::Matrix;
+use embjob::plan::config::{ComponentsSpec, PcaSolver};
+use embjob::linalg::dense::Matrix;
 use embjob::pca::{self, PcaInput, PcaParams, Solver};
 use embjob::plan::PcaPlan;
-use embjob::rng::SplitMix;
-use embjob::sparse::Csr;
+use embjob::linalg::rng::SplitMix;
+use embjob::linalg::sparse::Csr;
 
 use crate::support::*;
 

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use embjob::rng::SplitMix;
+use embjob::linalg::rng::SplitMix;
 
 use crate::support::*;
 

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use embjob::table::{ColumnData, Table};
+use embjob::data::table::{ColumnData, Table};
 use polars::prelude::*;
 
 use crate::support::*;
@@ -333,7 +333,7 @@ fn a_retried_shard_rewrites_the_same_bytes_and_a_killed_one_leaves_no_partial_sh
 
     // Killed at moments spread over a task: the shard is the complete earlier copy, or (removed first) absent or
     // complete; never a partial folder under its name.
-    let mut rng = embjob::rng::SplitMix::new(11);
+    let mut rng = embjob::linalg::rng::SplitMix::new(11);
     std::fs::remove_dir_all(job.path("out/shards/shard-00001-of-00002")).expect("rm");
     for k in 0..8 {
         let child = Command::new(env!("CARGO_BIN_EXE_embjob"))

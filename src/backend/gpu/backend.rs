@@ -17,9 +17,9 @@ use crate::backend::{
     check_distinct, Activation, AdamStep, AttentionShape, Backend, BackendKind, Bags, EmbeddingTables, Indices,
     LayerNorm, MatDims, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor, TokenRows,
 };
-use crate::dense::Matrix;
+use crate::linalg::dense::Matrix;
 use crate::error::{Error, Result};
-use crate::sparse::Csr;
+use crate::linalg::sparse::Csr;
 
 /// The wgpu backend.
 pub struct Gpu {

@@ -1,0 +1,237 @@
+//! Runs a validated [`Plan`]: the planned stages in order, then every output into a staging folder that becomes
+//! visible (`latest`) only when all of it is written.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use crate::backend::{self, BackendReport};
+use crate::plan::config::BackendChoice;
+use crate::data;
+use crate::error::{Error, Result};
+use crate::runtime::metrics::Metrics;
+use crate::plan::Plan;
+use crate::runtime::report::Reporter;
+use crate::job::run_dir::{self, Staging};
+use crate::job::run_record::{OutputRecord, RunRecord, StageRecord, Versions};
+use crate::job::shard::ShardSet;
+use crate::stages::{Artifacts, Context};
+use crate::data::table::Table;
+
+/// What a finished run reports back.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    /// The run's folder under `runs/`.
+    pub run_dir: PathBuf,
+    pub backend: BackendReport,
+    pub metrics: Metrics,
+    pub stages: Vec<StageRecord>,
+}
+
+impl RunSummary {
+    /// The dimension of each kind of vector the run made, for the closing summary: bag-of-words rows (sparse, one
+    /// dimension per vocabulary token), PCA projections, the model's item embeddings, contextual document vectors.
+    pub fn vector_dims(&self) -> Vec<String> {
+        let get = |stage: &str, metric: &str| self.metrics.get(stage, metric).map(|v| v as u64);
+        let mut out = Vec::new();
+        if let Some(v) = get("bow", "vocabulary_size") {
+            out.push(format!("bag-of-words {v} (sparse)"));
+        }
+        if let Some(k) = get("pca", "n_components") {
+            out.push(format!("pca {k}"));
+        }
+        if let Some(d) = get("train", "embedding_dim") {
+            out.push(format!("model items {d}"));
+        }
+        if let Some(d) = get("contextual", "embedding_dim") {
+            out.push(format!("contextual {d}"));
+        }
+        out
+    }
+}
+
+/// Runs the whole job. On error nothing of this run is visible and earlier runs are untouched.
+pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
+    run_from(plan, None, reporter)
+}
+
+/// Runs the whole job from its input, or (`embjob merge`) from a checked set of shards that read and encoded it.
+pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter) -> Result<RunSummary> {
+    let started = SystemTime::now();
+    let (compute, backend) = backend::open(plan.backend)?;
+    if plan.backend == BackendChoice::Auto {
+        reporter.notice(&format!("backend: {}", backend.reason));
+    }
+    let staging = Staging::create(&plan.output_dir)?;
+    let ctx = Context {
+        plan,
+        backend: compute.as_ref(),
+        report: &backend,
+        reporter,
+        out_dir: staging.dir(),
+        first_row: 0,
+        shards,
+    };
+    let mut artifacts = Artifacts::default();
+    let mut metrics = Metrics::default();
+    let mut tables: Vec<(&str, Table)> = Vec::new();
+    let mut streamed: Vec<OutputRecord> = Vec::new();
+    let mut details = serde_json::Map::new();
+    let mut records: Vec<StageRecord> = Vec::new();
+
+    for stage in plan.stages() {
+        crate::runtime::interrupt::check()?;
+        let name = stage.name();
+        let self_reported = crate::stages::reports_itself(stage);
+        if !self_reported {
+            reporter.stage_started(name, None);
+        }
+        let t = Instant::now();
+        let out = crate::stages::run(stage, &ctx, &mut artifacts, &mut metrics)?;
+        let seconds = t.elapsed().as_secs_f64();
+        if out.parts.is_empty() {
+            if !self_reported {
+                reporter.stage_finished(name, &out.summary, seconds);
+            }
+            records.push(StageRecord { stage: name.to_owned(), seconds, summary: out.summary });
+        } else {
+            records.extend(out.parts);
+        }
+        tables.extend(out.tables);
+        streamed.extend(out.written.into_iter().map(|(file, rows)| OutputRecord { file, rows }));
+        if let Some(d) = out.details {
+            details.insert(name.into(), d);
+        }
+    }
+    metrics.push("efficiency", "peak_rss_mb", crate::job::run_record::peak_rss_mb());
+    if let Some(set) = shards {
+        details.insert("shards".into(), shards_json(set));
+    }
+
+    crate::runtime::interrupt::check()?;
+    let run_id = staging.run_id().to_owned();
+    reporter.stage_started("write", Some(tables.len() as u64 + 2));
+    let t = Instant::now();
+    let mut outputs = streamed;
+    for (i, (name, table)) in tables.iter().enumerate() {
+        data::write_parquet(table, &staging.file(name))?;
+        outputs.push(OutputRecord { file: (*name).to_owned(), rows: table.rows() });
+        reporter.progress(i as u64 + 1, name);
+    }
+    let metrics_table = metrics.to_table(&run_id);
+    data::write_parquet(&metrics_table, &staging.file("metrics.parquet"))?;
+    outputs.push(OutputRecord { file: "metrics.parquet".into(), rows: metrics_table.rows() });
+    let parquet_files = outputs.len();
+    let mut handed_off = 0;
+    if plan.handoff {
+        let (handed, notices) = crate::stages::handoff::write(plan, staging.dir())?;
+        for n in notices {
+            reporter.notice(&n);
+        }
+        handed_off = handed.len();
+        for w in handed {
+            outputs.push(OutputRecord { file: format!("{}.vec", w.name), rows: w.vectors });
+            outputs.push(OutputRecord { file: format!("projector/{}/tensors.tsv", w.name), rows: w.projector_points });
+        }
+    }
+    let mut plots = Vec::new();
+    if plan.plots {
+        plots = crate::view::plots::write(plan, staging.dir())?;
+        for p in &plots {
+            outputs.push(OutputRecord { file: p.clone(), rows: 1 });
+        }
+    }
+    if plan.plots {
+        outputs.push(OutputRecord { file: "report.html".into(), rows: 1 });
+    }
+    let mut summary = format!("{parquet_files} Parquet files");
+    if !plots.is_empty() {
+        summary.push_str(&format!(", {} plots", plots.len()));
+    }
+    if handed_off > 0 {
+        summary.push_str(&format!(", {handed_off} embeddings as .vec and projector files"));
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    reporter.stage_finished("write", &summary, seconds);
+    records.push(StageRecord { stage: "write".into(), seconds, summary });
+
+    let fingerprints = std::mem::take(&mut artifacts.fingerprints);
+    if fingerprints.is_empty() {
+        return Err(Error::Internal("the run has no input fingerprint".into()));
+    }
+    let record = RunRecord {
+        run_id: run_id.clone(),
+        job: plan.job_name.clone(),
+        started_at: run_dir::rfc3339(started),
+        finished_at: run_dir::rfc3339(SystemTime::now()),
+        config_file: plan.config_file.clone(),
+        config: plan.config.clone(),
+        resolved: resolved_json(plan),
+        seed: plan.seed,
+        inputs: fingerprints,
+        versions: Versions::current(),
+        backend: backend.clone(),
+        stages: records.clone(),
+        details: serde_json::Value::Object(details),
+        outputs,
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
+    let run_json = staging.file("run.json");
+    std::fs::write(&run_json, json).map_err(|e| Error::output(&run_json, "cannot write", e))?;
+    // The report reads run.json as written (its stages and files), so it comes last.
+    if plan.plots {
+        crate::view::html::write(staging.dir(), &plots)?;
+    }
+
+    crate::runtime::interrupt::check()?;
+    let run_dir = staging.commit(plan.keep_runs)?;
+    Ok(RunSummary { run_id, run_dir, backend, metrics, stages: records })
+}
+
+/// What run.json records of the shards a merged run came from: each one's rows, time and bytes written.
+fn shards_json(set: &ShardSet) -> serde_json::Value {
+    let each: Vec<serde_json::Value> = set
+        .manifests
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "shard": m.shard,
+                "files": m.files.len(),
+                "first_row": m.first_row,
+                "rows": m.rows,
+                "seconds": m.seconds,
+                "bytes_written": m.written.iter().map(|w| w.1).sum::<u64>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "count": set.count(), "shards": each })
+}
+
+/// The values the plan resolved (paths, defaults) as run.json records them.
+fn resolved_json(plan: &Plan) -> serde_json::Value {
+    serde_json::json!({
+        "input_path": plan.input.path,
+        "input_format": plan.input.format,
+        "input_columns": format!("{:?}", plan.input.columns),
+        "bow": plan.bow.as_ref().map(|b| serde_json::json!({
+            "lowercase": b.lowercase,
+            "token_pattern": b.token_pattern.as_str(),
+            "stop_words": b.stop_words,
+            "min_df": b.min_df,
+            "max_df": b.max_df,
+            "max_features": b.max_features,
+            "weighting": b.weighting,
+        })),
+        "pca": plan.pca.as_ref().map(|p| serde_json::json!({
+            "n_components": p.n_components,
+            "whiten": p.whiten,
+            "standardize": p.standardize,
+            "solver": p.solver,
+            "oversamples": p.oversamples,
+            "power_iterations": p.power_iterations,
+        })),
+        "output_dir": plan.output_dir,
+        "keep_runs": plan.keep_runs,
+        "backend": plan.backend,
+    })
+}

@@ -1,0 +1,5 @@
+//! A run made visible: plots, report.html, and `embjob show` / `embjob neighbors` reading a finished run.
+
+pub mod html;
+pub mod inspect;
+pub mod plots;
