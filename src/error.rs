@@ -24,6 +24,13 @@ pub mod exit_code {
     pub const SIGTERM: i32 = 143;
 }
 
+/// Which signal asked a run to stop (`runtime::interrupt` turns SIGINT / SIGTERM into a stop request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+}
+
 /// Everything that can stop a run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,8 +63,8 @@ pub enum Error {
     Gpu(String),
 
     /// Stopped by a signal; the run's staging folder was removed.
-    #[error("stopped by {}: nothing of this run was kept", match .0 { crate::runtime::interrupt::Signal::Interrupt => "SIGINT", crate::runtime::interrupt::Signal::Terminate => "SIGTERM" })]
-    Interrupted(crate::runtime::interrupt::Signal),
+    #[error("stopped by {}: nothing of this run was kept", match .0 { Signal::Interrupt => "SIGINT", Signal::Terminate => "SIGTERM" })]
+    Interrupted(Signal),
 
     /// An invariant broke: a bug in embjob.
     #[error("internal error: {0}")]
@@ -95,8 +102,8 @@ impl Error {
             Error::Input { .. } | Error::Stage { .. } => exit_code::INPUT,
             Error::Gpu(_) => exit_code::GPU,
             Error::Output { .. } | Error::Internal(_) => exit_code::INTERNAL,
-            Error::Interrupted(crate::runtime::interrupt::Signal::Interrupt) => exit_code::SIGINT,
-            Error::Interrupted(crate::runtime::interrupt::Signal::Terminate) => exit_code::SIGTERM,
+            Error::Interrupted(Signal::Interrupt) => exit_code::SIGINT,
+            Error::Interrupted(Signal::Terminate) => exit_code::SIGTERM,
         }
     }
 

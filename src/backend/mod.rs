@@ -16,6 +16,10 @@ use crate::linalg::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::linalg::sparse::Csr;
 
+/// The longest sequence [`Backend::attention`] takes, on every backend (the GPU kernel holds a query's scores for
+/// up to this many keys in workgroup memory); the plan bounds `contextual.max_tokens` by it.
+pub const MAX_SEQ: usize = 512;
+
 /// The operations the stages run on a backend. Inputs and outputs live on the host for the one-shot linear algebra
 /// of PCA; every result is deterministic for a given input (fixed summation order).
 pub trait Backend: Send + Sync {

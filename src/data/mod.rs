@@ -2,7 +2,9 @@
 //! Parquet), the hand-off formats, and the plain Rust types read into ([`dataset`]) and written from ([`table`]).
 
 pub mod dataset;
+pub mod fingerprint;
 pub mod handoff;
+pub mod input;
 pub mod table;
 mod parquet_check;
 mod read;
@@ -10,7 +12,7 @@ mod read_back;
 mod write;
 
 pub use read::{
-    file_rows, read_input, read_labels, read_pairs, read_run_labels, read_senses, read_text_column, SenseRow,
+    file_rows, read_input, read_labels, read_pairs, read_senses, read_text_column, SenseRow,
 };
 pub use read_back::{find_table, for_each_slice, read_loadings, row_count, Loadings};
 pub use write::{write_parquet, PartWriter};

@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
-use crate::plan::config::Format;
 use crate::data::dataset::{Dataset, Interactions, NumericTable, TextCorpus};
 use crate::error::{Error, Result};
-use crate::plan::{InputColumns, InputPlan, LabelsPlan};
+use crate::data::input::{Format, InputColumns, InputSpec, LabelsFile};
 
 /// Reads the input of a plan into a [`Dataset`].
-pub fn read_input(input: &InputPlan) -> Result<Dataset> {
+pub fn read_input(input: &InputSpec) -> Result<Dataset> {
     let path = input.path.as_path();
     let wanted: Option<Vec<String>> = match &input.columns {
         InputColumns::Long { user, item, order, weight } => {
@@ -42,7 +41,7 @@ pub fn read_input(input: &InputPlan) -> Result<Dataset> {
 
 /// A side file (benchmark texts, sense rows, similarity pairs): only `columns`, comma-separated when CSV.
 fn side_frame(path: &Path, format: Format, columns: &[&str]) -> Result<DataFrame> {
-    let input = InputPlan::file(
+    let input = InputSpec::file(
         path.to_owned(),
         format,
         InputColumns::Text { text: columns.first().copied().unwrap_or_default().to_owned(), id: None },
@@ -107,7 +106,7 @@ fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// Reads the input with only `columns` (all when `None`): one file, or every file of a folder or glob in order,
 /// stacked into one table (see [`read_many`]).
-fn read_frame(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
+fn read_frame(input: &InputSpec, columns: Option<&[String]>) -> Result<DataFrame> {
     if input.is_many() {
         read_many(input, columns)
     } else {
@@ -131,10 +130,10 @@ fn hive_partitions(root: &Path, file: &Path) -> Vec<(String, String)> {
 /// Every file of a folder or glob, in path order, as one table: each file read and checked on its own (errors name
 /// the file, and a null's row within it), a requested column that names a Hive partition folder (`key=value`) taken
 /// from the folder name (as text), then stacked; a column whose type differs from the first file's is an error naming both.
-fn read_many(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
+fn read_many(input: &InputSpec, columns: Option<&[String]>) -> Result<DataFrame> {
     let mut stacked: Option<DataFrame> = None;
     for file in &input.files {
-        let single = InputPlan::file(file.clone(), input.format, input.columns.clone(), input.separator);
+        let single = InputSpec::file(file.clone(), input.format, input.columns.clone(), input.separator);
         let parts = hive_partitions(&input.root, file);
         let from_path = |c: &String| parts.iter().find(|(k, _)| k == c).map(|(_, v)| v.clone());
         // A partition column comes from the folder names, as Spark and DuckDB read them (files do not hold it).
@@ -196,7 +195,7 @@ fn read_many(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame>
 }
 
 /// Reads one file with only `columns` (all when `None`), checking first that each exists.
-fn read_one(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
+fn read_one(input: &InputSpec, columns: Option<&[String]>) -> Result<DataFrame> {
     let df = guarded(&input.path, || read_frame_unguarded(input, columns))?;
     // A corrupt file can decode into columns of different lengths (found by the fuzzer); nothing below may index
     // one column by another's rows.
@@ -212,7 +211,7 @@ fn read_one(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> 
     Ok(df)
 }
 
-fn read_frame_unguarded(input: &InputPlan, columns: Option<&[String]>) -> Result<DataFrame> {
+fn read_frame_unguarded(input: &InputSpec, columns: Option<&[String]>) -> Result<DataFrame> {
     let path = input.path.as_path();
     // Parquet is read into memory once: its footer and page headers are checked before polars decodes it.
     let parquet = match input.format {
@@ -255,7 +254,7 @@ fn read_frame_unguarded(input: &InputPlan, columns: Option<&[String]>) -> Result
 }
 
 /// The column names of the file, read from its header or schema only (`parquet`: the file's bytes, already checked).
-fn column_names(input: &InputPlan, parquet: Option<&[u8]>) -> Result<Vec<String>> {
+fn column_names(input: &InputSpec, parquet: Option<&[u8]>) -> Result<Vec<String>> {
     let path = input.path.as_path();
     let cannot = |e: PolarsError| Error::input(path, None, format!("cannot read the file: {e}"));
     match parquet {
@@ -512,22 +511,9 @@ fn read_numeric(
     Ok(Dataset::Numeric(NumericTable { ids: row_ids(path, df, id)?, columns: names, rows, values }))
 }
 
-/// Key (item or row id) → category.
-pub type Categories = HashMap<String, String>;
-
-/// The categories a run's evaluation uses: items' (`eval.labels` of a model job) and documents' (`eval.labels` of
-/// a text job, by row id); each `None` when not configured.
-pub fn read_run_labels(plan: &crate::plan::Plan) -> Result<(Option<Categories>, Option<Categories>)> {
-    let read = |l: Option<&LabelsPlan>| l.map(read_labels).transpose();
-    Ok((
-        read(plan.model.as_ref().and_then(|m| m.labels.as_ref()))?,
-        read(plan.documents.as_ref().and_then(|d| d.labels.as_ref()))?,
-    ))
-}
-
 /// Reads an item → category file (eval.labels). Item keys are written as the interactions' item labels are.
-pub fn read_labels(plan: &LabelsPlan) -> Result<HashMap<String, String>> {
-    let input = InputPlan::file(
+pub fn read_labels(plan: &LabelsFile) -> Result<HashMap<String, String>> {
+    let input = InputSpec::file(
         plan.path.clone(),
         plan.format,
         InputColumns::Text { text: plan.category.clone(), id: Some(plan.item.clone()) },
@@ -596,7 +582,7 @@ pub fn read_pairs(path: &Path, format: Format) -> Result<Vec<(String, String, f6
 
 /// The number of data rows in one of the input's files: from the footer for Parquet, by reading the file's first
 /// configured column for CSV (quoted fields may hold line breaks).
-pub fn file_rows(input: &InputPlan, file: &Path) -> Result<usize> {
+pub fn file_rows(input: &InputSpec, file: &Path) -> Result<usize> {
     if input.format == Format::Parquet {
         return crate::data::row_count(file);
     }
@@ -605,7 +591,7 @@ pub fn file_rows(input: &InputPlan, file: &Path) -> Result<usize> {
         InputColumns::Text { text, .. } => Some(text.clone()),
         InputColumns::Numeric { .. } => None,
     };
-    let one = InputPlan { files: vec![file.to_owned()], ..input.clone() };
+    let one = InputSpec { files: vec![file.to_owned()], ..input.clone() };
     let wanted = column.map(|c| vec![c]);
     Ok(read_frame(&one, wanted.as_deref())?.height())
 }

@@ -53,3 +53,15 @@ impl Table {
         self.columns.first().map_or(0, |c| c.1.len())
     }
 }
+
+/// The table `metrics.parquet` holds: run_id, stage, metric, index, value.
+pub fn metrics_table(metrics: &crate::runtime::metrics::Metrics, run_id: &str) -> Table {
+    let rows = &metrics.rows;
+    Table::new(vec![
+        ("run_id", ColumnData::Str(vec![run_id.to_owned(); rows.len()])),
+        ("stage", ColumnData::Str(rows.iter().map(|m| m.stage.clone()).collect())),
+        ("metric", ColumnData::Str(rows.iter().map(|m| m.metric.clone()).collect())),
+        ("index", ColumnData::OptI64(rows.iter().map(|m| m.index).collect())),
+        ("value", ColumnData::F64(rows.iter().map(|m| m.value).collect())),
+    ])
+}

@@ -8,10 +8,35 @@
 
 mod bert;
 mod folder;
+mod params;
 mod tokenize;
 mod weights;
 
 pub use bert::Encoder;
 pub use folder::{Architecture, EncoderConfig, ModelFolder};
+pub use params::{EncodeParams, WordsParams};
 pub use tokenize::{TextTokenizer, Tokens, Word};
 pub use weights::WeightsFile;
+
+use crate::runtime::memory::{item, Item};
+
+/// An encoding run's allocations: the encoder's weights, its activations at the batch budget (attention
+/// scores live in workgroup memory, one query row at a time: no seq × seq buffer), and the document vectors.
+pub fn memory_plan(
+    weights: u64,
+    activations: u64,
+    documents: usize,
+    dim: usize,
+    device: crate::backend::BackendKind,
+) -> Vec<Item> {
+    vec![
+        Item { what: format!("encoder weights on {device}"), bytes: weights },
+        Item { what: format!("activations at the batch budget on {device}"), bytes: activations },
+        item(
+            format!("vectors of one window of up to {documents} documents × {dim} × 4 B"),
+            (documents * dim) as u64,
+            4,
+        ),
+    ]
+}
+

@@ -1,5 +1,6 @@
 //! A job end to end: the stage loop, the staging folder and its atomic switch, run.json, sharded runs.
 
+pub mod load;
 pub mod pipeline;
 pub mod run_dir;
 pub mod run_record;
@@ -15,7 +16,7 @@ use crate::runtime::report::Reporter;
 
 /// Loads and validates a pipeline file, then runs it.
 pub fn run(config_file: &Path, overrides: &Overrides, reporter: &dyn Reporter) -> Result<RunSummary> {
-    let plan = Plan::load(config_file, overrides)?;
+    let plan = load::load(config_file, overrides)?;
     pipeline::run(&plan, reporter)
 }
 
@@ -26,18 +27,18 @@ pub fn run_shard(
     spec: shard::ShardSpec,
     reporter: &dyn Reporter,
 ) -> Result<shard::ShardSummary> {
-    let plan = Plan::load(config_file, overrides)?;
+    let plan = load::load(config_file, overrides)?;
     shard::run_shard(&plan, spec, reporter)
 }
 
 /// Merges a complete set of shards (`embjob merge`): the whole-data stages, then a normal run and `latest`.
 pub fn merge(config_file: &Path, overrides: &Overrides, reporter: &dyn Reporter) -> Result<RunSummary> {
-    let plan = Plan::load(config_file, overrides)?;
+    let plan = load::load(config_file, overrides)?;
     let shards = shard::ShardSet::open(&plan)?;
     pipeline::run_from(&plan, Some(&shards), reporter)
 }
 
 /// Loads and validates a pipeline file without running it.
 pub fn validate(config_file: &Path, overrides: &Overrides) -> Result<Plan> {
-    Plan::load(config_file, overrides)
+    load::load(config_file, overrides)
 }

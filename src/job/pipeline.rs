@@ -12,7 +12,8 @@ use crate::runtime::metrics::Metrics;
 use crate::plan::Plan;
 use crate::runtime::report::Reporter;
 use crate::job::run_dir::{self, Staging};
-use crate::job::run_record::{OutputRecord, RunRecord, StageRecord, Versions};
+use crate::job::run_record::{OutputRecord, RunRecord, Versions};
+use crate::stages::StageRecord;
 use crate::job::shard::ShardSet;
 use crate::stages::{Artifacts, Context};
 use crate::data::table::Table;
@@ -70,7 +71,7 @@ pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter)
         reporter,
         out_dir: staging.dir(),
         first_row: 0,
-        shards,
+        shards: shards.map(|s| s as &dyn crate::stages::MergedInput),
     };
     let mut artifacts = Artifacts::default();
     let mut metrics = Metrics::default();
@@ -79,7 +80,7 @@ pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter)
     let mut details = serde_json::Map::new();
     let mut records: Vec<StageRecord> = Vec::new();
 
-    for stage in plan.stages() {
+    for stage in crate::stages::planned(plan) {
         crate::runtime::interrupt::check()?;
         let name = stage.name();
         let self_reported = crate::stages::reports_itself(stage);
@@ -103,7 +104,7 @@ pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter)
             details.insert(name.into(), d);
         }
     }
-    metrics.push("efficiency", "peak_rss_mb", crate::job::run_record::peak_rss_mb());
+    metrics.push("efficiency", "peak_rss_mb", crate::runtime::memory::peak_rss_mb());
     if let Some(set) = shards {
         details.insert("shards".into(), shards_json(set));
     }
@@ -118,7 +119,7 @@ pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter)
         outputs.push(OutputRecord { file: (*name).to_owned(), rows: table.rows() });
         reporter.progress(i as u64 + 1, name);
     }
-    let metrics_table = metrics.to_table(&run_id);
+    let metrics_table = crate::data::table::metrics_table(&metrics, &run_id);
     data::write_parquet(&metrics_table, &staging.file("metrics.parquet"))?;
     outputs.push(OutputRecord { file: "metrics.parquet".into(), rows: metrics_table.rows() });
     let parquet_files = outputs.len();

@@ -1,14 +1,13 @@
 //! `run.json`: everything needed to understand and reproduce a run.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::backend::BackendReport;
 use crate::plan::config::Config;
-use crate::error::{Error, Result};
+use crate::data::fingerprint::InputFingerprint;
+use crate::stages::StageRecord;
 
 /// The contents of run.json.
 #[derive(Debug, Clone, Serialize)]
@@ -29,14 +28,6 @@ pub struct RunRecord {
     /// Per stage, what it decided (e.g. the PCA solver `auto` picked and why).
     pub details: serde_json::Value,
     pub outputs: Vec<OutputRecord>,
-}
-
-/// Identifies an input file's exact contents.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct InputFingerprint {
-    pub path: PathBuf,
-    pub bytes: u64,
-    pub sha256: String,
 }
 
 /// Versions of what computed the results: the crates as Cargo.lock pinned them for this build (build.rs).
@@ -70,45 +61,9 @@ impl Versions {
     }
 }
 
-/// One stage's wall time and summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageRecord {
-    pub stage: String,
-    pub seconds: f64,
-    pub summary: String,
-}
-
 /// One output file.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputRecord {
     pub file: String,
     pub rows: usize,
-}
-
-/// Size and SHA-256 of a file.
-pub fn fingerprint(path: &Path) -> Result<InputFingerprint> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut bytes = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::input(path, None, format!("cannot read: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(InputFingerprint { path: path.to_owned(), bytes, sha256 })
-}
-
-/// Peak resident memory of this process so far, in MB (Linux; 0 elsewhere).
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -19,6 +19,7 @@ use crate::linalg::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::linalg::rng::SplitMix;
 use crate::linalg::sparse::Csr;
+use crate::runtime::memory::{item, Item};
 
 /// The matrix PCA runs on: a BoW matrix or a numeric table.
 #[derive(Debug, Clone)]
@@ -668,3 +669,26 @@ fn flip_signs(components: &mut Matrix) -> Vec<f64> {
     }
     signs
 }
+
+/// The main allocations of a fit for an n×p input, k components.
+pub fn memory_plan(n: usize, p: usize, solver: Solver, k: usize, oversamples: usize) -> Vec<Item> {
+    let (n, p, k) = (n as u64, p as u64, k as u64);
+    match solver {
+        Solver::Covariance => vec![item(format!("covariance {p} × {p} × 8 B (and its eigenvectors)"), 2 * p * p, 8)],
+        Solver::Gram => vec![item(format!("Gram matrix {n} × {n} × 8 B (and its eigenvectors)"), 2 * n * n, 8)],
+        Solver::Lanczos => {
+            let lp = crate::linalg::krylov::LanczosParams::for_k(k as usize);
+            let (block, cols) = (lp.block as u64, (lp.max_basis + lp.block) as u64);
+            let m = n.min(p);
+            vec![
+                item(format!("Lanczos basis {m} × {cols} × 8 B"), m * cols, 8),
+                item(format!("block products ({n} + 4 × {p}) × {block} × 8 B"), (n + 4 * p) * block, 8),
+            ]
+        }
+        Solver::Randomized => {
+            let l = k + oversamples as u64;
+            vec![item(format!("random ranges ({n} + {p}) × {l} × 8 B, three copies"), 3 * (n + p) * l, 8)]
+        }
+    }
+}
+

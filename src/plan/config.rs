@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 // The enums the compute modules own (they take their own parameter types); the config reads them as written.
 pub use crate::backend::BackendChoice;
+pub use crate::data::input::Format;
 pub use crate::text::bow::{DfBound, Weighting};
 pub use crate::recommend::model::{EmbeddingInit, Optimizer, Pooling};
 pub use crate::recommend::sampling::{Loss, Sampler};
@@ -160,14 +161,6 @@ pub struct InputConfig {
     pub exclude: Option<Vec<String>>,
     /// CSV field separator, one ASCII character. Default `,`.
     pub separator: Option<String>,
-}
-
-/// Input file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Csv,
-    Parquet,
 }
 
 /// How rows of the input map to documents.

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::linalg::rng::SplitMix;
 use crate::recommend::sampling::{AliasTable, Candidates};
 use crate::recommend::split::Example;
+use crate::runtime::memory::{item, Item};
 
 /// How the input items' embedding rows combine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -798,3 +799,65 @@ impl<'b> Network<'b> {
         &self.params[EMB].value
     }
 }
+
+/// The network's main allocations: parameters with gradients and Adam moments, and the batch workspace (on the
+/// CPU with the full softmax, the blocked output layer's statistics per row and block of items too). With
+/// `negatives` (the sampled softmax) the logits cover the batch's candidates (at most negatives + batch) and, on a
+/// GPU, the evaluation's rows over all items (see [`eval_rows`]), and the candidates' output columns
+/// twice.
+pub fn memory_plan(
+    items: usize,
+    dim: usize,
+    hidden: usize,
+    batch: usize,
+    negatives: Option<usize>,
+    device: crate::backend::BackendKind,
+) -> Vec<Item> {
+    let (v, d, h, b) = (items as u64, dim as u64, hidden as u64, batch as u64);
+    let pre = if h > 0 { h } else { d };
+    let params = v * d + d * h + h + pre * v + v;
+    let mut plan = match negatives {
+        None => {
+            vec![item(format!("parameters, gradients and Adam moments 4 × {params} × 4 B on {device}"), 4 * params, 4)]
+        }
+        // The sampled softmax's output layer has compact gradients (the candidates' rows).
+        Some(_) => {
+            let out = pre * v + v;
+            vec![item(
+                format!(
+                    "parameters and Adam moments 3 × {params} × 4 B, gradients of the input side {} × 4 B on {device}",
+                    params - out
+                ),
+                3 * params + (params - out),
+                4,
+            )]
+        }
+    };
+    match negatives {
+        None => {
+            plan.push(item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4));
+            if device == crate::backend::BackendKind::Cpu {
+                // The blocked output layer's per-row statistics and factors of each block of items.
+                let blocks = v.div_ceil(crate::backend::cpu_kernels::OUTPUT_BLOCK as u64);
+                plan.push(item(format!("output layer blocks {b} × {blocks} × 16 B on {device}"), b * blocks * 4, 4));
+            }
+        }
+        Some(n) => {
+            let c = (n as u64 + b).min(v);
+            if device == crate::backend::BackendKind::Cpu {
+                plan.push(item(format!("logits {b} × {c} candidates × 4 B on {device}"), b * c, 4));
+            } else {
+                let rows = eval_rows(items, batch, true, device) as u64;
+                plan.push(item(
+                    format!("logits max({b} × {c} candidates, {rows} evaluation rows × {v}) × 4 B on {device}"),
+                    (b * c).max(rows * v),
+                    4,
+                ));
+            }
+            plan.push(item(format!("candidate columns 2 × {pre} × {c} × 4 B on {device}"), 2 * pre * c, 4));
+        }
+    }
+    plan.push(item(format!("activations {b} × ({d} + {h}) × 8 B on {device}"), b * (d + h) * 2, 4));
+    plan
+}
+

@@ -1,6 +1,8 @@
-//! The model stage: split, train (with per-epoch held-out metrics and optional early stopping), evaluate against the
-//! popularity baseline, find nearest neighbours, and hand back tables and metrics. Pure: no I/O but the reporter.
+//! The recommender's work in three parts: [`split_data`] (the peer's split and the checks), [`train`] (epochs with
+//! per-epoch held-out metrics and optional early stopping) and [`evaluate`] (against the popularity baseline,
+//! nearest neighbours, similarity with people's judgements). Pure: no I/O but the reporter.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::backend::Backend;
@@ -9,10 +11,47 @@ use crate::error::{Error, Result};
 use crate::eval::ranking::{self, RankingMetrics};
 use crate::runtime::metrics::Metrics;
 use crate::recommend::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
-use crate::plan::ModelPlan;
+use crate::recommend::model::{EmbeddingInit, Optimizer, Pooling};
+use crate::recommend::sampling::{Loss, Sampler};
 use crate::runtime::report::Reporter;
 use crate::linalg::rng::SplitMix;
 use crate::recommend::split::{self, Example, Split};
+
+/// The model, its training and its evaluation, as the plan resolved them (`[model]`, `[train]`, `[eval]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelParams {
+    pub loss: Loss,
+    /// Negatives per batch (sampled softmax).
+    pub negatives: usize,
+    pub sampler: Sampler,
+    /// The embedding width; `None`: `auto`, from the item count ([`ModelParams::embedding_dim_for`]).
+    pub embedding_dim: Option<usize>,
+    pub hidden_units: usize,
+    pub pooling: Pooling,
+    pub inputs_per_example: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub init: EmbeddingInit,
+    pub train_seed: u64,
+    pub patience: Option<usize>,
+    /// Ranking cut-offs.
+    pub ks: Vec<usize>,
+    /// Neighbours per item.
+    pub neighbors: usize,
+    pub test_fraction: f64,
+    pub split_seed: u64,
+}
+
+impl ModelParams {
+    /// The embedding width d for `items` items: as configured, or for `auto` round(items^0.25) (at least 1).
+    pub fn embedding_dim_for(&self, items: usize) -> usize {
+        self.embedding_dim.unwrap_or_else(|| ((items as f64).powf(0.25).round() as usize).max(1))
+    }
+}
 
 /// Everything the model stage produces.
 #[derive(Debug, Clone)]
@@ -72,8 +111,8 @@ fn distinct_weighted(data: &Interactions) -> (Vec<Vec<u32>>, Vec<Vec<f32>>, usiz
     (lists, weights, dropped)
 }
 
-/// The split the plan describes.
-pub fn make_split(data: &Interactions, lists: &[Vec<u32>], plan: &ModelPlan) -> Split {
+/// The split the parameters describe.
+pub fn make_split(data: &Interactions, lists: &[Vec<u32>], plan: &ModelParams) -> Split {
     let keys: Vec<u64> = data
         .users
         .iter()
@@ -85,6 +124,89 @@ pub fn make_split(data: &Interactions, lists: &[Vec<u32>], plan: &ModelPlan) -> 
 
 /// The pooling weight of an input item of a user.
 type WeightOf<'a> = &'a (dyn Fn(u32, u32) -> f32 + Sync);
+
+/// The data split for training and evaluation: each user's distinct items, the examples, each (user, item)'s
+/// pooling weight, and the training users' item counts (the popularity baseline and the frequency sampler).
+pub struct Prepared<'d> {
+    data: &'d Interactions,
+    lists: Vec<Vec<u32>>,
+    split: Split,
+    weights: Option<HashMap<(u32, u32), f32>>,
+    popularity: Vec<u64>,
+    duplicates_dropped: usize,
+}
+
+impl Prepared<'_> {
+    /// The pooling weight of item `i` in user `u`'s list (1 without a weight column).
+    fn weight(&self, u: u32, i: u32) -> f32 {
+        self.weights.as_ref().and_then(|m| m.get(&(u, i)).copied()).unwrap_or(1.0)
+    }
+
+    /// Each example's mask for ranking: its user's whole list.
+    fn masks(&self, examples: &[Example]) -> Vec<&[u32]> {
+        examples.iter().map(|e| &self.lists[e.user as usize][..]).collect()
+    }
+
+    /// Sizes of the split.
+    pub fn summary(&self, params: &ModelParams) -> SplitSummary {
+        let split = &self.split;
+        SplitSummary {
+            train_examples: split.train.len(),
+            test_users: split.test_users.len(),
+            test_last: split.test_last.len(),
+            test_loo: split.test_loo.len(),
+            duplicates_dropped: self.duplicates_dropped,
+            users_too_short: split.users_too_short,
+            users_with_fewer_inputs: self
+                .lists
+                .iter()
+                .filter(|l| l.len() >= 2 && l.len() < params.inputs_per_example + 1)
+                .count(),
+        }
+    }
+}
+
+/// Splits the users into training and test examples (the peer's protocol) and checks that the model can train and
+/// be ranked on them.
+pub fn split_data<'d>(data: &'d Interactions, params: &ModelParams) -> Result<Prepared<'d>> {
+    let (lists, list_weights, duplicates_dropped) = distinct_weighted(data);
+    let split = make_split(data, &lists, params);
+    if split.train.is_empty() {
+        return Err(Error::Stage {
+            stage: "model",
+            message: "no training examples: every user is a test user or has fewer than 2 items".into(),
+        });
+    }
+    let v = data.items.len();
+    if v < 2 {
+        return Err(Error::Stage { stage: "model", message: format!("needs at least 2 items, the input has {v}") });
+    }
+    if let Some(&k) = params.ks.iter().find(|&&k| k > v) {
+        return Err(Error::Stage { stage: "model", message: format!("eval.k = {k} is more than the {v} items") });
+    }
+    // Weighted pooling: an input's weight is its entry's weight in the user's list.
+    let weights = data.weights.as_ref().map(|_| {
+        lists
+            .iter()
+            .zip(&list_weights)
+            .enumerate()
+            .flat_map(|(u, (l, w))| l.iter().zip(w).map(move |(&i, &x)| ((u as u32, i), x)))
+            .collect()
+    });
+    let mut popularity = vec![0u64; v];
+    let mut is_test = vec![false; lists.len()];
+    for &u in &split.test_users {
+        is_test[u as usize] = true;
+    }
+    for (u, l) in lists.iter().enumerate() {
+        if !is_test[u] {
+            for &i in l {
+                popularity[i as usize] += 1;
+            }
+        }
+    }
+    Ok(Prepared { data, lists, split, weights, popularity, duplicates_dropped })
+}
 
 /// Ranks (and summed loss) of examples, batch by batch, masking `masks[i]` for example i.
 fn score(
@@ -117,140 +239,71 @@ fn push_ranking(m: &mut Metrics, stage: &str, protocol: &str, r: &RankingMetrics
     m.push(stage, &format!("{protocol}_examples"), r.examples as f64);
 }
 
-/// Trains and evaluates the model with embedding width `dim` (resolved by the model stage); records metrics under
-/// stages `train`, `eval_model`, `eval_popularity`, `similarity`.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    be: &dyn Backend,
-    data: &Interactions,
-    plan: &ModelPlan,
+/// A trained network and how its training went.
+pub struct Trained<'b> {
+    pub net: Network<'b>,
+    pub shape: Shape,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub train_seconds: f64,
+    pub examples_per_second: f64,
+}
+
+/// Trains the network with embedding width `dim`: epochs in a seeded order, held-out loss and LOO recall after each
+/// (stage `train`), early stopping with `patience` (the best epoch's parameters are kept).
+pub fn train<'b>(
+    be: &'b dyn Backend,
+    prep: &Prepared<'_>,
+    params: &ModelParams,
     dim: usize,
-    labels: Option<&[Option<String>]>,
-    pairs: Option<&[(String, String, f64)]>,
     metrics: &mut Metrics,
     reporter: &dyn Reporter,
-) -> Result<ModelOutput> {
-    let (lists, list_weights, duplicates_dropped) = distinct_weighted(data);
-    let split = make_split(data, &lists, plan);
-    // Weighted pooling: an input's weight is its entry's weight in the user's list.
-    let weight_map: Option<std::collections::HashMap<(u32, u32), f32>> = data.weights.as_ref().map(|_| {
-        lists
-            .iter()
-            .zip(&list_weights)
-            .enumerate()
-            .flat_map(|(u, (l, w))| l.iter().zip(w).map(move |(&i, &x)| ((u as u32, i), x)))
-            .collect()
-    });
-    let weight_fn = |u: u32, i: u32| weight_map.as_ref().and_then(|m| m.get(&(u, i)).copied()).unwrap_or(1.0);
-    let weight_of: WeightOf = &weight_fn;
-    if split.train.is_empty() {
-        return Err(Error::Stage {
-            stage: "model",
-            message: "no training examples: every user is a test user or has fewer than 2 items".into(),
-        });
-    }
-    let v = data.items.len();
-    if v < 2 {
-        return Err(Error::Stage { stage: "model", message: format!("needs at least 2 items, the input has {v}") });
-    }
-    if let Some(&k) = plan.ks.iter().find(|&&k| k > v) {
-        return Err(Error::Stage { stage: "model", message: format!("eval.k = {k} is more than the {v} items") });
-    }
-    let shape = Shape { items: v, dim, hidden: plan.hidden_units, pooling: plan.pooling };
-    let test_users = split.test_users.len();
-    let mut popularity = vec![0u64; v];
-    let mut is_test = vec![false; lists.len()];
-    for &u in &split.test_users {
-        is_test[u as usize] = true;
-    }
-    for (u, l) in lists.iter().enumerate() {
-        if !is_test[u] {
-            for &i in l {
-                popularity[i as usize] += 1;
-            }
-        }
-    }
-    let last_masks: Vec<&[u32]> = split.test_last.iter().map(|e| &lists[e.user as usize][..]).collect();
-    let loo_masks: Vec<&[u32]> = split.test_loo.iter().map(|e| &lists[e.user as usize][..]).collect();
-
-    let params = HostParams::init(shape, plan.init, plan.train_seed);
-    let max_inputs = plan.inputs_per_example.max(1);
-    let loss = match plan.loss {
-        crate::recommend::sampling::Loss::Softmax => LossSpec::Softmax,
-        crate::recommend::sampling::Loss::SampledSoftmax => LossSpec::Sampled {
-            negatives: plan.negatives,
-            proposal: match plan.sampler {
-                crate::recommend::sampling::Sampler::Frequency => popularity.iter().map(|&c| c as f64).collect(),
-                crate::recommend::sampling::Sampler::Uniform => vec![1.0; v],
+) -> Result<Trained<'b>> {
+    let v = prep.data.items.len();
+    let shape = Shape { items: v, dim, hidden: params.hidden_units, pooling: params.pooling };
+    let host = HostParams::init(shape, params.init, params.train_seed);
+    let loss = match params.loss {
+        Loss::Softmax => LossSpec::Softmax,
+        Loss::SampledSoftmax => LossSpec::Sampled {
+            negatives: params.negatives,
+            proposal: match params.sampler {
+                Sampler::Frequency => prep.popularity.iter().map(|&c| c as f64).collect(),
+                Sampler::Uniform => vec![1.0; v],
             },
-            seed: plan.train_seed,
+            seed: params.train_seed,
         },
     };
-    let mut net = Network::with_loss(be, shape, &params, plan.optimizer, plan.batch_size, max_inputs, &loss)?;
-    let opts = TrainOptions {
-        batch_size: plan.batch_size,
-        learning_rate: plan.learning_rate,
-        momentum: plan.momentum,
-        weight_decay: plan.weight_decay,
-    };
-    let steps_per_epoch = split.train.len().div_ceil(plan.batch_size);
-    reporter.stage_started("train", Some((steps_per_epoch * plan.epochs) as u64));
-    let mut rng = SplitMix::new(plan.train_seed ^ 0x7368_7566_666c_6521);
-    let mut order: Vec<usize> = (0..split.train.len()).collect();
+    let max_inputs = params.inputs_per_example.max(1);
+    let mut net = Network::with_loss(be, shape, &host, params.optimizer, params.batch_size, max_inputs, &loss)?;
+    let train = &prep.split.train;
+    reporter.stage_started("train", Some((train.len().div_ceil(params.batch_size) * params.epochs) as u64));
+    let mut rng = SplitMix::new(params.train_seed ^ 0x7368_7566_666c_6521);
+    let mut order: Vec<usize> = (0..train.len()).collect();
     let mut best: Option<(f64, usize, HostParams)> = None;
-    let mut since_best = 0;
-    let mut epochs_run = 0;
-    let mut train_seconds = 0.0;
-    let mut done_steps = 0u64;
-    for epoch in 1..=plan.epochs {
+    let (mut since_best, mut epochs_run, mut train_seconds, mut done_steps) = (0, 0, 0.0, 0u64);
+    let loo_masks = prep.masks(&prep.split.test_loo);
+    for epoch in 1..=params.epochs {
         // Fisher–Yates with the training seed: a new order each epoch, the same for the same seed.
         for i in (1..order.len()).rev() {
             order.swap(i, rng.below(i + 1));
         }
         let t = Instant::now();
-        let mut loss_sum = 0.0;
-        let mut seen = 0usize;
-        // The epoch's steps run on one of rayon's threads, so that each parallel kernel forks from a worker
-        // (its own queue) instead of waking the pool from outside and sleeping until it is done.
-        rayon::scope(|_| -> Result<()> {
-            for chunk in order.chunks(plan.batch_size) {
-                crate::runtime::interrupt::check()?;
-                let batch = Batch::weighted(chunk.iter().map(|&i| &split.train[i]), weight_of);
-                net.train_step(&batch, &opts)?;
-                seen += batch.len();
-                done_steps += 1;
-                if done_steps % crate::recommend::model::LOSS_LOG_STEPS as u64 == 0 || seen == order.len() {
-                    loss_sum += net.take_loss()?;
-                    let rate = seen as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                    reporter.progress(
-                        done_steps,
-                        &format!(
-                            "epoch {epoch}/{}: loss {:.4}, {:.0} examples/s",
-                            plan.epochs,
-                            loss_sum / seen as f64,
-                            rate
-                        ),
-                    );
-                }
-            }
-            Ok(())
-        })?;
+        let train_loss = train_epoch(&mut net, prep, params, &order, (epoch, &mut done_steps), reporter)?;
         train_seconds += t.elapsed().as_secs_f64();
         epochs_run = epoch;
-        let train_loss = loss_sum / seen as f64;
         metrics.push_at("train", "loss", epoch as i64, train_loss);
-        let (heldout_loss, loo_ranks) = score(&mut net, &split.test_loo, &loo_masks, plan.batch_size, weight_of)?;
-        let heldout_loss = heldout_loss / split.test_loo.len().max(1) as f64;
-        metrics.push_at("train", "heldout_loss", epoch as i64, heldout_loss);
-        let loo = ranking::ranking_metrics(&loo_ranks, &plan.ks);
+        let weight_of: WeightOf = &|u, i| prep.weight(u, i);
+        let (heldout, loo_ranks) = score(&mut net, &prep.split.test_loo, &loo_masks, params.batch_size, weight_of)?;
+        let heldout = heldout / prep.split.test_loo.len().max(1) as f64;
+        metrics.push_at("train", "heldout_loss", epoch as i64, heldout);
+        let loo = ranking::ranking_metrics(&loo_ranks, &params.ks);
         for &(k, r) in &loo.recall {
             metrics.push_at("train", &format!("loo_recall@{k}"), epoch as i64, r);
         }
         metrics.push_at("train", "loo_mrr", epoch as i64, loo.mrr);
-        if let Some(patience) = plan.patience {
-            let improved = best.as_ref().is_none_or(|(l, _, _)| heldout_loss < *l);
-            if improved {
-                best = Some((heldout_loss, epoch, net.params()?));
+        if let Some(patience) = params.patience {
+            if best.as_ref().is_none_or(|(l, _, _)| heldout < *l) {
+                best = Some((heldout, epoch, net.params()?));
                 since_best = 0;
             } else {
                 since_best += 1;
@@ -267,41 +320,98 @@ pub fn run(
         }
         None => epochs_run,
     };
-    let examples = split.train.len() * epochs_run;
-    let examples_per_second = examples as f64 / train_seconds.max(1e-9);
+    let examples_per_second = (train.len() * epochs_run) as f64 / train_seconds.max(1e-9);
+    let trained = Trained { net, shape, epochs_run, best_epoch, train_seconds, examples_per_second };
+    report_training(&trained, train.len(), params.patience.is_some(), metrics, reporter);
+    Ok(trained)
+}
+
+/// One epoch's steps in `order`; the mean training loss. The steps run on one of rayon's threads, so that each
+/// parallel kernel forks from a worker (its own queue) instead of waking the pool from outside and sleeping until
+/// it is done.
+fn train_epoch(
+    net: &mut Network,
+    prep: &Prepared<'_>,
+    params: &ModelParams,
+    order: &[usize],
+    (epoch, done_steps): (usize, &mut u64),
+    reporter: &dyn Reporter,
+) -> Result<f64> {
+    let t = Instant::now();
+    let opts = TrainOptions {
+        batch_size: params.batch_size,
+        learning_rate: params.learning_rate,
+        momentum: params.momentum,
+        weight_decay: params.weight_decay,
+    };
+    let weight_of: WeightOf = &|u, i| prep.weight(u, i);
+    let (mut loss_sum, mut seen) = (0.0, 0usize);
+    rayon::scope(|_| -> Result<()> {
+        for chunk in order.chunks(params.batch_size) {
+            crate::runtime::interrupt::check()?;
+            let batch = Batch::weighted(chunk.iter().map(|&i| &prep.split.train[i]), weight_of);
+            net.train_step(&batch, &opts)?;
+            seen += batch.len();
+            *done_steps += 1;
+            if *done_steps % crate::recommend::model::LOSS_LOG_STEPS as u64 == 0 || seen == order.len() {
+                loss_sum += net.take_loss()?;
+                let rate = seen as f64 / t.elapsed().as_secs_f64().max(1e-9);
+                let message =
+                    format!("epoch {epoch}/{}: loss {:.4}, {rate:.0} examples/s", params.epochs, loss_sum / seen as f64);
+                reporter.progress(*done_steps, &message);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(loss_sum / seen as f64)
+}
+
+/// The training's summary line and its metrics.
+fn report_training(t: &Trained<'_>, examples: usize, patience: bool, metrics: &mut Metrics, reporter: &dyn Reporter) {
+    let best = if patience { format!(", best epoch {}", t.best_epoch) } else { String::new() };
     reporter.stage_finished(
         "train",
-        &format!(
-            "{epochs_run} epochs × {} examples, {:.0} examples/s{}",
-            split.train.len(),
-            examples_per_second,
-            if plan.patience.is_some() { format!(", best epoch {best_epoch}") } else { String::new() }
-        ),
-        train_seconds,
+        &format!("{} epochs × {examples} examples, {:.0} examples/s{best}", t.epochs_run, t.examples_per_second),
+        t.train_seconds,
     );
-    metrics.push("train", "epochs", epochs_run as f64);
-    metrics.push("train", "best_epoch", best_epoch as f64);
-    metrics.push("train", "examples", split.train.len() as f64);
-    metrics.push("train", "seconds", train_seconds);
-    metrics.push("train", "examples_per_second", examples_per_second);
-    if let Some((_, negatives)) = net.sampling() {
+    metrics.push("train", "epochs", t.epochs_run as f64);
+    metrics.push("train", "best_epoch", t.best_epoch as f64);
+    metrics.push("train", "examples", examples as f64);
+    metrics.push("train", "seconds", t.train_seconds);
+    metrics.push("train", "examples_per_second", t.examples_per_second);
+    if let Some((_, negatives)) = t.net.sampling() {
         metrics.push("train", "negatives", negatives as f64);
     }
-    metrics.push("train", "embedding_dim", dim as f64);
+    metrics.push("train", "embedding_dim", t.shape.dim as f64);
+}
 
-    // Final evaluation: the model and the popularity baseline, both protocols.
-    let (_, last_ranks) = score(&mut net, &split.test_last, &last_masks, plan.batch_size, weight_of)?;
-    let (_, loo_ranks) = score(&mut net, &split.test_loo, &loo_masks, plan.batch_size, weight_of)?;
-    push_ranking(metrics, "eval_model", "last", &ranking::ranking_metrics(&last_ranks, &plan.ks));
-    push_ranking(metrics, "eval_model", "loo", &ranking::ranking_metrics(&loo_ranks, &plan.ks));
+/// The trained model against the popularity baseline on both protocols (stages `eval_model`, `eval_popularity`),
+/// its items' cosine neighbours and, with labels and pairs, how well they agree with people (`similarity`).
+pub fn evaluate(
+    be: &dyn Backend,
+    prep: &Prepared<'_>,
+    mut trained: Trained<'_>,
+    params: &ModelParams,
+    (labels, pairs): (Option<&[Option<String>]>, Option<&[(String, String, f64)]>),
+    metrics: &mut Metrics,
+) -> Result<ModelOutput> {
+    let split = &prep.split;
+    let (last_masks, loo_masks) = (prep.masks(&split.test_last), prep.masks(&split.test_loo));
+    let weight_of: WeightOf = &|u, i| prep.weight(u, i);
+    let net = &mut trained.net;
+    let (_, last_ranks) = score(net, &split.test_last, &last_masks, params.batch_size, weight_of)?;
+    let (_, loo_ranks) = score(net, &split.test_loo, &loo_masks, params.batch_size, weight_of)?;
+    push_ranking(metrics, "eval_model", "last", &ranking::ranking_metrics(&last_ranks, &params.ks));
+    push_ranking(metrics, "eval_model", "loo", &ranking::ranking_metrics(&loo_ranks, &params.ks));
     let targets = |ex: &[Example]| ex.iter().map(|e| e.target).collect::<Vec<_>>();
-    let pop_last = ranking::popularity_ranks(&popularity, &targets(&split.test_last), &last_masks);
-    let pop_loo = ranking::popularity_ranks(&popularity, &targets(&split.test_loo), &loo_masks);
-    push_ranking(metrics, "eval_popularity", "last", &ranking::ranking_metrics(&pop_last, &plan.ks));
-    push_ranking(metrics, "eval_popularity", "loo", &ranking::ranking_metrics(&pop_loo, &plan.ks));
+    let pop_last = ranking::popularity_ranks(&prep.popularity, &targets(&split.test_last), &last_masks);
+    let pop_loo = ranking::popularity_ranks(&prep.popularity, &targets(&split.test_loo), &loo_masks);
+    push_ranking(metrics, "eval_popularity", "last", &ranking::ranking_metrics(&pop_last, &params.ks));
+    push_ranking(metrics, "eval_popularity", "loo", &ranking::ranking_metrics(&pop_loo, &params.ks));
 
     // Similarity: cosine neighbours of the input embeddings.
-    let k = plan.neighbors.min(v - 1);
+    let (v, dim) = (trained.shape.items, trained.shape.dim);
+    let k = params.neighbors.min(v - 1);
     let (neighbors, neighbor_cosines) = be.cosine_top_k(net.embedding_tensor(), v, dim, k)?;
     if let Some(labels) = labels {
         if let Some((agree, chance)) = ranking::label_agreement(&neighbors, k, labels) {
@@ -309,45 +419,56 @@ pub fn run(
             metrics.push_at("similarity", "label_agreement_chance", k as i64, chance);
         }
     }
-    let params = net.params()?;
+    let host = net.params()?;
     if let Some(pairs) = pairs {
-        let index: std::collections::HashMap<&str, usize> =
-            data.items.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-        let (mut human, mut model) = (Vec::new(), Vec::new());
-        for (a, b, score) in pairs {
-            if let (Some(&i), Some(&j)) = (index.get(a.as_str()), index.get(b.as_str())) {
-                human.push(*score);
-                model.push(ranking::cosine(&params.emb[i * dim..(i + 1) * dim], &params.emb[j * dim..(j + 1) * dim]));
-            }
-        }
-        metrics.push("similarity", "pairs_used", human.len() as f64);
-        metrics.push("similarity", "pairs_unknown_items", (pairs.len() - human.len()) as f64);
-        if let Some(rho) = ranking::spearman(&human, &model) {
-            metrics.push("similarity", "spearman", rho);
-        }
+        pair_similarity(&prep.data.items, &host.emb, dim, pairs, metrics);
     }
     Ok(ModelOutput {
-        shape,
-        params,
-        split_summary: SplitSummary {
-            train_examples: split.train.len(),
-            test_users,
-            test_last: split.test_last.len(),
-            test_loo: split.test_loo.len(),
-            duplicates_dropped,
-            users_too_short: split.users_too_short,
-            users_with_fewer_inputs: lists
-                .iter()
-                .filter(|l| l.len() >= 2 && l.len() < plan.inputs_per_example + 1)
-                .count(),
-        },
-        popularity,
+        shape: trained.shape,
+        params: host,
+        split_summary: prep.summary(params),
+        popularity: prep.popularity.clone(),
         neighbors,
         neighbor_cosines,
         neighbors_per_item: k,
-        epochs_run,
-        best_epoch,
-        train_seconds,
-        examples_per_second,
+        epochs_run: trained.epochs_run,
+        best_epoch: trained.best_epoch,
+        train_seconds: trained.train_seconds,
+        examples_per_second: trained.examples_per_second,
     })
+}
+
+/// Spearman's rank correlation of the model's cosines with people's scores of item pairs (pairs of unknown items
+/// are counted and left out).
+fn pair_similarity(items: &[String], emb: &[f32], dim: usize, pairs: &[(String, String, f64)], metrics: &mut Metrics) {
+    let index: HashMap<&str, usize> = items.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let (mut human, mut model) = (Vec::new(), Vec::new());
+    for (a, b, score) in pairs {
+        if let (Some(&i), Some(&j)) = (index.get(a.as_str()), index.get(b.as_str())) {
+            human.push(*score);
+            model.push(ranking::cosine(&emb[i * dim..(i + 1) * dim], &emb[j * dim..(j + 1) * dim]));
+        }
+    }
+    metrics.push("similarity", "pairs_used", human.len() as f64);
+    metrics.push("similarity", "pairs_unknown_items", (pairs.len() - human.len()) as f64);
+    if let Some(rho) = ranking::spearman(&human, &model) {
+        metrics.push("similarity", "spearman", rho);
+    }
+}
+
+/// Split, train and evaluate in one call (benchmarks and tests; the model stage runs the parts itself).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    be: &dyn Backend,
+    data: &Interactions,
+    params: &ModelParams,
+    dim: usize,
+    labels: Option<&[Option<String>]>,
+    pairs: Option<&[(String, String, f64)]>,
+    metrics: &mut Metrics,
+    reporter: &dyn Reporter,
+) -> Result<ModelOutput> {
+    let prep = split_data(data, params)?;
+    let trained = train(be, &prep, params, dim, metrics, reporter)?;
+    evaluate(be, &prep, trained, params, (labels, pairs), metrics)
 }

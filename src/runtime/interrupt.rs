@@ -20,12 +20,7 @@ pub fn install_handlers() {
     }
 }
 
-/// Which signal asked the run to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    Interrupt,
-    Terminate,
-}
+pub use crate::error::Signal;
 
 /// The pending stop request, if any.
 pub fn pending() -> Option<Signal> {
@@ -37,9 +32,9 @@ pub fn pending() -> Option<Signal> {
 }
 
 /// `Err(Interrupted)` when a stop was requested.
-pub fn check() -> crate::Result<()> {
+pub fn check() -> crate::error::Result<()> {
     match pending() {
-        Some(s) => Err(crate::Error::Interrupted(s)),
+        Some(s) => Err(crate::error::Error::Interrupted(s)),
         None => Ok(()),
     }
 }

@@ -1,7 +1,5 @@
 //! Metrics in long form: one row per (stage, metric, index), values as f64. Written to `metrics.parquet`.
 
-use crate::data::table::{ColumnData, Table};
-
 /// One metric value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
@@ -32,16 +30,5 @@ impl Metrics {
     /// The value of a scalar metric, if recorded.
     pub fn get(&self, stage: &str, metric: &str) -> Option<f64> {
         self.rows.iter().find(|m| m.stage == stage && m.metric == metric && m.index.is_none()).map(|m| m.value)
-    }
-
-    /// The table `metrics.parquet` holds: run_id, stage, metric, index, value.
-    pub fn to_table(&self, run_id: &str) -> Table {
-        Table::new(vec![
-            ("run_id", ColumnData::Str(vec![run_id.to_owned(); self.rows.len()])),
-            ("stage", ColumnData::Str(self.rows.iter().map(|m| m.stage.clone()).collect())),
-            ("metric", ColumnData::Str(self.rows.iter().map(|m| m.metric.clone()).collect())),
-            ("index", ColumnData::OptI64(self.rows.iter().map(|m| m.index).collect())),
-            ("value", ColumnData::F64(self.rows.iter().map(|m| m.value).collect())),
-        ])
     }
 }

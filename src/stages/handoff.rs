@@ -23,7 +23,9 @@ const SLICE: usize = 16_384;
 /// Writes the hand-off files of every embedding table found in `root` (the staging folder); returns what was
 /// written and notices (samples).
 pub fn write(plan: &Plan, root: &Path) -> Result<(Vec<Written>, Vec<String>)> {
-    let (item_labels, doc_labels) = data::read_run_labels(plan)?;
+    let (item_files, doc_files) = plan.label_files();
+    let (item_labels, doc_labels) =
+        (item_files.map(data::read_labels).transpose()?, doc_files.map(data::read_labels).transpose()?);
     let mut written = Vec::new();
     let rows = |stem: &str, name: &str, key: &str, meta: &[&str], labels: Option<&HashMap<String, String>>| {
         if let Some(path) = data::find_table(root, stem) {

@@ -5,15 +5,15 @@ use crate::data;
 use crate::data::dataset::Dataset;
 use crate::error::Result;
 use crate::runtime::metrics::Metrics;
-use crate::job::run_record;
+use crate::data::fingerprint;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let input = &ctx.plan.input;
     let (fingerprints, dataset) = match ctx.shards {
         // The merge: the shards fingerprinted and read their files.
-        Some(set) => (set.fingerprints(), set.corpus(ctx.plan)?),
+        Some(set) => (set.fingerprints(), set.corpus()?),
         None => (
-            input.files.iter().map(|f| run_record::fingerprint(f)).collect::<Result<Vec<_>>>()?,
+            input.files.iter().map(|f| fingerprint::fingerprint(f)).collect::<Result<Vec<_>>>()?,
             data::read_input(input)?,
         ),
     };
@@ -36,7 +36,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     metrics.push("ingest", "files", fingerprints.len() as f64);
     let mut summary = if input.is_many() { format!("{summary} from {} files", fingerprints.len()) } else { summary };
     if let Some(set) = ctx.shards {
-        summary.push_str(&format!(" in {} shards", set.count()));
+        summary.push_str(&format!(" in {} shards", set.parts()));
     }
     artifacts.fingerprints = fingerprints;
     Ok(StageOutput { summary, ..StageOutput::default() })

@@ -5,16 +5,18 @@
 
 mod bow;
 pub mod contextual;
-mod contextual_senses;
 mod documents;
 pub mod handoff;
 mod ingest;
 mod model;
 mod pca;
-mod shard_vectors;
+mod merged;
+mod merged_vectors;
 mod tables;
 
 use std::path::Path;
+
+pub use merged::{MergedInput, TextPart};
 
 use crate::backend::{Backend, BackendReport};
 use crate::text::bow::Bow;
@@ -23,8 +25,7 @@ use crate::error::{Error, Result};
 use crate::runtime::metrics::Metrics;
 use crate::plan::Plan;
 use crate::runtime::report::Reporter;
-use crate::job::run_record::{InputFingerprint, StageRecord};
-use crate::job::shard::ShardSet;
+use crate::data::fingerprint::InputFingerprint;
 use crate::data::table::Table;
 
 /// A stage of a job, in the order they run.
@@ -57,6 +58,35 @@ impl Stage {
     }
 }
 
+/// The stages this job runs, in order.
+pub fn planned(plan: &Plan) -> Vec<Stage> {
+    let mut stages = vec![Stage::Ingest];
+    if plan.bow.is_some() {
+        stages.push(Stage::Bow);
+    }
+    if plan.pca.is_some() {
+        stages.push(Stage::Pca);
+    }
+    if plan.model.is_some() {
+        stages.push(Stage::Model);
+    }
+    if plan.contextual.is_some() {
+        stages.push(Stage::Contextual);
+    }
+    if plan.documents.is_some() {
+        stages.push(Stage::Documents);
+    }
+    stages
+}
+
+/// One stage's (or timed part's) wall time and summary, as run.json records it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub seconds: f64,
+    pub summary: String,
+}
+
 /// What every stage may use.
 pub struct Context<'a> {
     pub plan: &'a Plan,
@@ -68,7 +98,7 @@ pub struct Context<'a> {
     /// The global row index of the first input row (not 0 only in a shard task).
     pub first_row: usize,
     /// In `embjob merge`: the shards whose results replace reading and encoding the input.
-    pub shards: Option<&'a ShardSet>,
+    pub shards: Option<&'a dyn MergedInput>,
 }
 
 /// What the stages produce for the stages after them.

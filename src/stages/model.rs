@@ -1,47 +1,70 @@
-//! The embedding model: labels and pairs for the evaluation, the embedding width resolved once (`auto`: the
-//! fourth root of the item count), the memory plan, then training and evaluation (`train::run`), reported as two
-//! parts, train and eval.
+//! The embedding model: split → train → evaluate → outputs. The embedding width is resolved once (`auto`: the
+//! fourth root of the item count) and the memory plan checked before training; training and evaluation are
+//! reported as two parts, train and eval.
 
-use super::{Artifacts, Context, StageOutput};
+use super::{tables, Artifacts, Context, StageOutput, StageRecord};
 use crate::backend::BackendKind;
 use crate::data;
-use crate::data::dataset::Dataset;
+use crate::data::dataset::{Dataset, Interactions};
 use crate::error::{Error, Result};
+use crate::plan::ModelPlan;
+use crate::recommend::sampling::Loss;
+use crate::recommend::train::{self, ModelOutput, ModelParams, SplitSummary};
 use crate::runtime::memory;
 use crate::runtime::metrics::Metrics;
-use crate::stages::tables;
-use crate::job::run_record::StageRecord;
-use crate::recommend::train;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan = ctx.plan.model.as_ref().ok_or_else(|| Error::Internal("a model stage without its plan".into()))?;
     let Dataset::Interactions(data) = artifacts.dataset()? else {
         return Err(Error::Internal("model planned without interactions".into()));
     };
-    let labels: Option<Vec<Option<String>>> = match &plan.labels {
+    let params = &plan.params;
+    let (labels, pairs) = read_side_files(plan, data)?;
+    let dim = params.embedding_dim_for(data.items.len());
+    check_memory(ctx, params, data.items.len(), dim)?;
+    let t = std::time::Instant::now();
+    let prepared = train::split_data(data, params)?;
+    let trained = train::train(ctx.backend, &prepared, params, dim, metrics, ctx.reporter)?;
+    let out = train::evaluate(ctx.backend, &prepared, trained, params, (labels.as_deref(), pairs.as_deref()), metrics)?;
+    report_split(ctx, &out.split_summary, params.inputs_per_example, metrics);
+    let summary = summarize_eval(metrics, params.ks[0]);
+    let eval_seconds = t.elapsed().as_secs_f64() - out.train_seconds;
+    ctx.reporter.stage_finished("eval", &summary, eval_seconds);
+    Ok(outputs(ctx, &out, &data.items, summary, eval_seconds))
+}
+
+/// Each item's category (`eval.labels`) and the people's similarity pairs (`eval.pairs`), when configured.
+#[allow(clippy::type_complexity)]
+fn read_side_files(
+    plan: &ModelPlan,
+    data: &Interactions,
+) -> Result<(Option<Vec<Option<String>>>, Option<Vec<(String, String, f64)>>)> {
+    let labels = match &plan.labels {
         None => None,
         Some(lp) => {
             let map = data::read_labels(lp)?;
             Some(data.items.iter().map(|i| map.get(i).cloned()).collect())
         }
     };
-    let pairs = match &plan.pairs {
-        None => None,
-        Some((path, format)) => Some(data::read_pairs(path, *format)?),
-    };
-    let dim = plan.embedding_dim_for(data.items.len());
+    let pairs = plan.pairs.as_ref().map(|p| data::read_pairs(&p.path, p.format)).transpose()?;
+    Ok((labels, pairs))
+}
+
+/// The memory plan, stated and checked: on the GPU the adapter's limits bound each tensor (checked when it is
+/// created), on the CPU the machine's memory.
+fn check_memory(ctx: &Context<'_>, params: &ModelParams, items: usize, dim: usize) -> Result<()> {
     let used = ctx.report.used;
-    let negatives = (plan.loss == crate::recommend::sampling::Loss::SampledSoftmax).then_some(plan.negatives);
-    let mem = memory::model(data.items.len(), dim, plan.hidden_units, plan.batch_size, negatives, used);
+    let negatives = (params.loss == Loss::SampledSoftmax).then_some(params.negatives);
+    let mem = crate::recommend::model::memory_plan(items, dim, params.hidden_units, params.batch_size, negatives, used);
     ctx.reporter.notice(&memory::describe("model", &mem));
-    // On the GPU the adapter's limits bound each tensor (checked when it is created); on the CPU the machine's memory.
     match used {
-        BackendKind::Cpu => memory::check_or_physical("model", &mem, ctx.plan.max_memory)?,
-        BackendKind::Gpu => memory::check("model", &mem, ctx.plan.max_memory)?,
+        BackendKind::Cpu => memory::check_or_physical("model", &mem, ctx.plan.max_memory),
+        BackendKind::Gpu => memory::check("model", &mem, ctx.plan.max_memory),
     }
-    let t = std::time::Instant::now();
-    let out = train::run(ctx.backend, data, plan, dim, labels.as_deref(), pairs.as_deref(), metrics, ctx.reporter)?;
-    let s = out.split_summary;
+}
+
+/// The split's sizes as metrics, and notices for what it dropped or shortened.
+fn report_split(ctx: &Context<'_>, s: &SplitSummary, inputs_per_example: usize, metrics: &mut Metrics) {
     metrics.push("model", "train_examples", s.train_examples as f64);
     metrics.push("model", "test_users", s.test_users as f64);
     metrics.push("model", "test_examples_last", s.test_last as f64);
@@ -59,12 +82,13 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         ctx.reporter.notice(&format!(
             "model: {} users have fewer than inputs_per_example + 1 = {} items; their examples use fewer inputs",
             s.users_with_fewer_inputs,
-            plan.inputs_per_example + 1
+            inputs_per_example + 1
         ));
     }
-    let summary = summarize_eval(metrics, plan.ks[0]);
-    let eval_seconds = t.elapsed().as_secs_f64() - out.train_seconds;
-    ctx.reporter.stage_finished("eval", &summary, eval_seconds);
+}
+
+/// The stage's tables, its two timed parts and its run.json details.
+fn outputs(ctx: &Context<'_>, out: &ModelOutput, items: &[String], summary: String, eval_seconds: f64) -> StageOutput {
     let parts = vec![
         StageRecord {
             stage: "train".into(),
@@ -73,10 +97,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         },
         StageRecord { stage: "eval".into(), seconds: eval_seconds, summary: summary.clone() },
     ];
-    let tables = vec![
-        ("embeddings.parquet", tables::embeddings(&out, &data.items)),
-        ("neighbors.parquet", tables::neighbors(&out, &data.items)),
-    ];
+    let tables =
+        vec![("embeddings.parquet", tables::embeddings(out, items)), ("neighbors.parquet", tables::neighbors(out, items))];
     let details = serde_json::json!({
         "items": out.shape.items,
         "embedding_dim": out.shape.dim,
@@ -86,7 +108,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         "best_epoch": out.best_epoch,
         "backend": ctx.backend.kind(),
     });
-    Ok(StageOutput { tables, summary, details: Some(details), parts, written: Vec::new() })
+    StageOutput { tables, summary, details: Some(details), parts, written: Vec::new() }
 }
 
 /// One line: model vs popularity on the first cut-off, both protocols.

@@ -28,7 +28,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         Components::Count(k) => k,
         Components::VarianceFraction(_) => rows.min(cols),
     };
-    let mem = memory::pca(rows, cols, params.solver, k, params.oversamples);
+    let mem = crate::pca::memory_plan(rows, cols, params.solver, k, params.oversamples);
     ctx.reporter.notice(&memory::describe("pca", &mem));
     memory::check_or_physical("pca", &mem, ctx.plan.max_memory)?;
     let result = pca::fit(ctx.backend, input, &params, ctx.plan.seed)?;

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use embjob::plan::config::{Config, Format};
-use embjob::plan::{InputColumns, InputPlan};
+use embjob::plan::{InputColumns, InputSpec};
 use embjob::linalg::rng::SplitMix;
 
 use crate::support::*;
@@ -71,7 +71,7 @@ fn mutated_configs_never_panic() {
         let file = repo().join("pipelines/fuzz.toml");
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if let Ok(config) = Config::from_toml(&text, &file) {
-                let _ = embjob::Plan::from_config(config, &file, &Default::default());
+                let _ = embjob::job::load::plan_from(config, &file, &Default::default());
             }
         }));
         assert!(outcome.is_ok(), "case {i} panicked on:\n{text}");
@@ -82,7 +82,7 @@ fn mutated_configs_never_panic() {
 
 /// Reads the file with one layout; whether it succeeded.
 fn read(path: &Path, format: Format, columns: InputColumns) -> bool {
-    let plan = InputPlan::file(path.to_owned(), format, columns, b',');
+    let plan = InputSpec::file(path.to_owned(), format, columns, b',');
     embjob::data::read_input(&plan).is_ok()
 }
 
@@ -132,7 +132,7 @@ fn mutated_inputs_never_panic() {
         let path = dir.join(name);
         std::fs::write(&path, seed).expect("write");
         for columns in layouts {
-            let plan = InputPlan::file(path.clone(), format, columns, b',');
+            let plan = InputSpec::file(path.clone(), format, columns, b',');
             let read = embjob::data::read_input(&plan);
             assert!(read.is_ok(), "seed {i}: {:?}", read.err());
         }

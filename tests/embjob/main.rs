@@ -2,6 +2,7 @@
 
 mod support;
 
+mod architecture;
 mod bow_parity;
 mod bow_unicode;
 mod config_errors;

@@ -3,14 +3,14 @@
 
 use embjob::plan::config::Format;
 use embjob::data::dataset::Dataset;
-use embjob::plan::{InputColumns, InputPlan};
+use embjob::plan::{InputColumns, InputSpec};
 use embjob::recommend::train;
 use polars::prelude::*;
 
 use crate::support::*;
 
 fn movielens() -> embjob::data::dataset::Interactions {
-    let input = InputPlan::file(
+    let input = InputSpec::file(
         repo().join("pipelines/data/movielens_favorites.parquet"),
         Format::Parquet,
         InputColumns::List { user: "user_id".into(), items: "items".into() },
@@ -35,16 +35,17 @@ fn lists_i64(df: &DataFrame, col: &str) -> Vec<Vec<i64>> {
         .collect()
 }
 
-fn movielens_plan(extra: &str) -> embjob::plan::ModelPlan {
+fn movielens_plan(extra: &str) -> embjob::recommend::train::ModelParams {
     let toml = format!(
         "[job]\nname='m'\n[input]\npath={:?}\nlayout='list'\nuser='user_id'\nitem='items'\n[model]\nembedding_dim=32\nhidden_units=64\n{extra}\n",
         repo().join("pipelines/data/movielens_favorites.parquet")
     );
     let config = embjob::plan::config::Config::from_toml(&toml, std::path::Path::new("m.toml")).expect("config");
-    embjob::Plan::from_config(config, std::path::Path::new("m.toml"), &Default::default())
+    embjob::job::load::plan_from(config, std::path::Path::new("m.toml"), &Default::default())
         .expect("plan")
         .model
         .expect("model")
+        .params
 }
 
 #[test]

@@ -5,11 +5,8 @@ use super::kernels::Kernel;
 use super::params::EncoderParams;
 use super::pipelines::{groups_1d, groups_per_row};
 use super::{GpuBuf, GpuContext, GpuIdx};
-use crate::backend::{AttentionShape, PoolMode, SeqShape};
+use crate::backend::{AttentionShape, PoolMode, SeqShape, MAX_SEQ};
 use crate::error::{Error, Result};
-
-/// Longest sequence the attention kernel holds scores for (its workgroup array).
-pub const MAX_SEQ: usize = 512;
 
 impl GpuContext {
     /// `out[r] = LayerNorm(word[ids[r]] + pos[r % seq + offset] + types[type_ids[r]])`; `rows` token rows, `cols`

@@ -26,6 +26,5 @@ mod profile;
 pub use backend::Gpu;
 pub use buffers::{GpuBuf, GpuIdx};
 pub use context::GpuContext;
-pub use encoder_ops::MAX_SEQ;
 pub use gemm::{Epilogue, GemmKernel};
 pub use pipelines::{groups_1d, variant};

@@ -10,8 +10,9 @@ use crate::data;
 use crate::data::dataset::{Dataset, TextCorpus};
 use crate::error::{Error, Result};
 use crate::runtime::metrics::Metrics;
+use crate::stages::{MergedInput, TextPart};
 use crate::plan::{InputColumns, Plan};
-use crate::job::run_record::InputFingerprint;
+use crate::data::fingerprint::InputFingerprint;
 use crate::data::table::ColumnData;
 
 /// A complete, checked set of shards.
@@ -20,6 +21,9 @@ pub struct ShardSet {
     /// Each shard's folder, in shard order.
     pub dirs: Vec<PathBuf>,
     pub manifests: Vec<Manifest>,
+    /// The input's id column (its ids must be unique over all shards) and path, for the errors that name it.
+    id_column: Option<String>,
+    input_path: PathBuf,
 }
 
 impl ShardSet {
@@ -111,22 +115,32 @@ impl ShardSet {
             }
             manifests.push(m);
         }
-        Ok(ShardSet { dirs, manifests })
+        let id_column = match &plan.input.columns {
+            InputColumns::Text { id, .. } => id.clone(),
+            _ => None,
+        };
+        Ok(ShardSet { dirs, manifests, id_column, input_path: plan.input.path.clone() })
     }
 
     /// How many shards.
     pub fn count(&self) -> usize {
         self.dirs.len()
     }
+}
+
+impl MergedInput for ShardSet {
+    fn parts(&self) -> usize {
+        self.count()
+    }
 
     /// Every input file's fingerprint, in input order (as each shard took it).
-    pub fn fingerprints(&self) -> Vec<InputFingerprint> {
+    fn fingerprints(&self) -> Vec<InputFingerprint> {
         self.manifests.iter().flat_map(|m| m.files.iter().cloned()).collect()
     }
 
     /// The documents' ids in input order (their texts stay with the shards). Ids from an id column must be unique
     /// over all shards, as in a single run.
-    pub fn corpus(&self, plan: &Plan) -> Result<Dataset> {
+    fn corpus(&self) -> Result<Dataset> {
         let mut ids: Vec<String> = Vec::new();
         for (dir, m) in self.dirs.iter().zip(&self.manifests) {
             let path = dir.join("rows.parquet");
@@ -148,11 +162,11 @@ impl ShardSet {
             }
             ids.extend(row.iter().cloned());
         }
-        if let InputColumns::Text { id: Some(id), .. } = &plan.input.columns {
+        if let Some(id) = &self.id_column {
             let mut seen = HashSet::new();
             if let Some(dup) = ids.iter().find(|i| !seen.insert(i.as_str())) {
                 return Err(Error::input(
-                    &plan.input.path,
+                    &self.input_path,
                     Some(id),
                     format!("id '{dup}' appears on more than one row"),
                 ));
@@ -163,7 +177,7 @@ impl ShardSet {
     }
 
     /// All documents' token counts, in input order, over the union of the shards' tokens.
-    pub fn doc_counts(&self) -> Result<DocCounts> {
+    fn doc_counts(&self) -> Result<DocCounts> {
         let mut parts = Vec::with_capacity(self.count());
         for (dir, m) in self.dirs.iter().zip(&self.manifests) {
             let tpath = dir.join("tokens.parquet");
@@ -195,16 +209,16 @@ impl ShardSet {
     }
 
     /// The shards' text vector files, in shard order, with their shard index (empty shards have none).
-    pub fn text_parts(&self) -> Vec<(usize, PathBuf)> {
+    fn text_parts(&self) -> Vec<TextPart> {
         (0..self.count())
-            .map(|i| (i, self.dirs[i].join("text_embeddings.parquet")))
-            .filter(|(i, p)| self.manifests[*i].rows > 0 && p.is_file())
+            .map(|i| TextPart { index: i, path: self.dirs[i].join("text_embeddings.parquet"), rows: self.manifests[i].rows })
+            .filter(|p| p.rows > 0 && p.path.is_file())
             .collect()
     }
 
     /// The contextual metrics over all shards: counts add up; `seconds` is the shards' summed encoding time, and
     /// the rates are per second of it (one node's throughput).
-    pub fn contextual_metrics(&self, metrics: &mut Metrics) {
+    fn contextual_metrics(&self, metrics: &mut Metrics) {
         let sum = |name: &str| -> f64 {
             self.manifests.iter().flat_map(|m| m.contextual.iter()).filter(|(n, _)| n == name).map(|(_, v)| v).sum()
         };

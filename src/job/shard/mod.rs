@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::plan::config::Layout;
 use crate::error::{ConfigProblem, Error, Result};
 use crate::plan::Plan;
-use crate::job::run_record::InputFingerprint;
+use crate::data::fingerprint::InputFingerprint;
 
 pub use merge::ShardSet;
 pub use task::{run_shard, ShardSummary};

@@ -10,7 +10,7 @@ use crate::data;
 use crate::data::dataset::{Dataset, TextCorpus};
 use crate::error::{Error, Result};
 use crate::runtime::metrics::Metrics;
-use crate::plan::{InputColumns, InputPlan, Plan};
+use crate::plan::{InputColumns, InputSpec, Plan};
 use crate::runtime::report::Reporter;
 use crate::stages::{Artifacts, Context};
 use crate::data::table::{ColumnData, Table};
@@ -45,11 +45,11 @@ pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Resul
     let staging = ShardStaging::create(&parent, &spec.dir_name())?;
     reporter.stage_started("ingest", None);
     let t = Instant::now();
-    let files = own.iter().map(|f| crate::job::run_record::fingerprint(f)).collect::<Result<Vec<_>>>()?;
+    let files = own.iter().map(|f| crate::data::fingerprint::fingerprint(f)).collect::<Result<Vec<_>>>()?;
     let corpus = if own.is_empty() {
         TextCorpus { ids: Vec::new(), texts: Vec::new() }
     } else {
-        let input = InputPlan { files: own.clone(), ..plan.input.clone() };
+        let input = InputSpec { files: own.clone(), ..plan.input.clone() };
         let Dataset::Text(mut corpus) = data::read_input(&input)? else {
             return Err(Error::Internal("a text job read something else than documents".into()));
         };

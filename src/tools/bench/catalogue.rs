@@ -84,7 +84,7 @@ pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Ve
             ),
         ] {
             let negatives = matches!(loss, LossSpec::Sampled { .. }).then_some(opts.negatives);
-            let plan = crate::runtime::memory::model(v, DIM, HIDDEN, BATCH, negatives, report.used);
+            let plan = crate::recommend::model::memory_plan(v, DIM, HIDDEN, BATCH, negatives, report.used);
             let plan_bytes: u64 = plan.iter().map(|i| i.bytes).sum();
             let logits_bytes = plan.iter().find(|i| i.what.starts_with("logits")).map_or(0, |i| i.bytes);
             let topts = TrainOptions { batch_size: BATCH, learning_rate: 0.01, momentum: 0.0, weight_decay: 0.0 };

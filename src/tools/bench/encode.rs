@@ -84,11 +84,11 @@ pub fn encode(opts: &EncodeBenchOptions, log: &mut dyn Write) -> Result<Vec<Enco
         layers: None,
         static_control: true,
     };
-    let plan = crate::plan::plan_contextual(&cfg, Path::new("."))?;
+    let plan = crate::plan::contextual_plan(&cfg, crate::encoder::ModelFolder::open(&opts.model)?)?;
     let (be, report) = crate::backend::open(opts.backend)?;
     let _ = writeln!(log, "backend: {} ({})", report.used, report.reason);
     let tool = format!("embjob ({})", report.adapter.as_ref().map_or("cpu".to_owned(), |a| a.name.clone()));
-    let tokenizer = TextTokenizer::open(&plan.folder.tokenizer_file(), plan.max_tokens)?;
+    let tokenizer = TextTokenizer::open(&plan.folder.tokenizer_file(), plan.encode.max_tokens)?;
     let weights = WeightsFile::open(&plan.folder.weights_file())?;
     let mut encoder = Encoder::new(be.as_ref(), plan.folder.config.clone(), &weights)?;
     drop(weights);
@@ -124,16 +124,16 @@ fn run_sets(
             let toks = texts.par_iter().map(|s| tokenizer.encode(s)).collect::<Result<Vec<_>>>()?;
             let lengths: Vec<usize> = toks.iter().map(|t| t.ids.len()).collect();
             let mut vectors = vec![0f32; texts.len() * h];
-            for batch in crate::stages::contextual::batches(&lengths, plan.batch_tokens) {
+            for batch in crate::stages::contextual::batches(&lengths, plan.encode.batch_tokens) {
                 let docs: Vec<_> = batch.iter().map(|&d| toks[d].clone()).collect();
-                let v = encoder.embed(&docs, plan.pooling, plan.normalize)?;
+                let v = encoder.embed(&docs, plan.encode.pooling, plan.encode.normalize)?;
                 for (i, &d) in batch.iter().enumerate() {
                     vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
                 }
             }
             let s = t.elapsed().as_secs_f64();
             tokens = lengths.iter().sum();
-            peak = peak.max(crate::job::run_record::peak_rss_mb());
+            peak = peak.max(crate::runtime::memory::peak_rss_mb());
             if run > 0 {
                 times.push(s);
             }

@@ -30,7 +30,7 @@ use crate::plan::config::{ComponentsSpec, DfBound, Format, PcaSolver, Weighting,
 use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::pca::{self, PcaInput};
-use crate::plan::{InputColumns, InputPlan, PcaPlan};
+use crate::plan::{InputColumns, InputSpec, PcaPlan};
 use crate::linalg::rng::SplitMix;
 use crate::linalg::sparse::Csr;
 
@@ -134,11 +134,11 @@ fn measure(workload: &str, x: &Csr, k: usize, solver: PcaSolver, repeats: usize)
     for _ in 0..repeats {
         let input = PcaInput::Sparse(x.clone());
         reset_peak_rss();
-        let before = crate::job::run_record::peak_rss_mb();
+        let before = crate::runtime::memory::peak_rss_mb();
         let t = Instant::now();
         let r = pca::fit(&Cpu::new(), input, &plan, 0)?;
         times.push(t.elapsed().as_secs_f64());
-        peak = peak.max(crate::job::run_record::peak_rss_mb() - before);
+        peak = peak.max(crate::runtime::memory::peak_rss_mb() - before);
         evr_sum = r.explained_variance_ratio.iter().sum();
         solver_name = format!("{:?}", r.solver).to_lowercase();
     }
@@ -220,7 +220,7 @@ fn tempfile_dir() -> Option<PathBuf> {
 }
 
 fn lee_bow(path: &Path) -> Result<Csr> {
-    let input = InputPlan::file(
+    let input = InputSpec::file(
         path.to_owned(),
         Format::Parquet,
         InputColumns::Text { text: "text".into(), id: Some("doc_id".into()) },
@@ -330,8 +330,8 @@ pub struct TrainMeasurement {
 /// on both rather than on one tool's whole series. Times cover the training steps only, as the peer's do. The log
 /// shows each pair's throughput ratio.
 pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainMeasurement>> {
-    let plan = crate::Plan::load(&opts.config, &crate::Overrides::default())?;
-    let Some(model) = plan.model.clone() else {
+    let plan = crate::job::load::load(&opts.config, &crate::Overrides::default())?;
+    let Some(model) = plan.model.as_ref().map(|m| m.params.clone()) else {
         return Err(Error::Stage {
             stage: "bench",
             message: format!("{} has no [model] section", opts.config.display()),
@@ -433,14 +433,11 @@ fn peer_train(
     script: &Path,
     device: &str,
     plan: &crate::Plan,
-    m: &crate::plan::ModelPlan,
+    m: &crate::recommend::train::ModelParams,
     seed: u64,
 ) -> Option<PeerRun> {
     let out_dir = tempfile_dir()?;
-    let dim = match m.embedding_dim {
-        crate::plan::config::EmbeddingDim::Fixed(d) => d.to_string(),
-        crate::plan::config::EmbeddingDim::Auto => return None,
-    };
+    let dim = m.embedding_dim?.to_string();
     let mode = if m.pooling == crate::plan::config::Pooling::Mean { "mean" } else { "sum" };
     let mut cmd = Command::new(python);
     cmd.arg(script)
@@ -599,7 +596,7 @@ pub fn neighbors(items: usize, dim: usize, k: usize, repeats: usize, log: &mut d
         s.push_str(&format!(
             "| {name} | {items} | {dim} | {k} | {m:.2} | {:.0} | {:.0} |\n",
             items as f64 / m,
-            crate::job::run_record::peak_rss_mb()
+            crate::runtime::memory::peak_rss_mb()
         ));
     };
     let mut times = Vec::new();

@@ -31,7 +31,9 @@ pub fn write(plan: &Plan, root: &Path) -> Result<Vec<String>> {
     let dir = root.join("plots");
     std::fs::create_dir_all(&dir).map_err(|e| crate::error::Error::output(&dir, "cannot create", e))?;
     let metrics = read_metrics(&root.join("metrics.parquet"))?;
-    let (item_labels, doc_labels) = data::read_run_labels(plan)?;
+    let (item_files, doc_files) = plan.label_files();
+    let (item_labels, doc_labels) =
+        (item_files.map(data::read_labels).transpose()?, doc_files.map(data::read_labels).transpose()?);
     let mut files = Vec::new();
     let mut add = |name: &str, drawn: Result<bool>| -> Result<()> {
         if drawn? {

@@ -4,9 +4,9 @@
 //! document's own pooled vector, and once every document is encoded they are scored with [`crate::eval::senses`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::plan::config::Format;
+use crate::data::input::SideFile;
 use crate::data::SenseRow;
 use crate::encoder::Word;
 use crate::error::{Error, Result};
@@ -47,8 +47,9 @@ pub struct SenseCollector {
 const BASELINE_PAIRS: usize = 5_000;
 
 impl SenseCollector {
-    pub fn open(path: &Path, format: Format) -> Result<SenseCollector> {
-        let rows = crate::data::read_senses(path, format)?;
+    pub fn open(file: &SideFile) -> Result<SenseCollector> {
+        let path = file.path.as_path();
+        let rows = crate::data::read_senses(path, file.format)?;
         if rows.is_empty() {
             return Err(Error::input(path, None, "the sense file has no rows"));
         }

@@ -1,27 +1,26 @@
-//! The contextual stage of `embjob merge`: the shards' text vectors become the run's partitioned table
+//! The contextual stage of `embjob merge`: the parts' (shards') text vectors become the run's partitioned table
 //! `text_embeddings/part-<shard>.parquet` (hard links where the file system allows, else copies), read back only
 //! when the document evaluation needs them in memory.
 
 use std::time::Instant;
 
-use super::{Artifacts, Context, DocVectors, StageOutput};
+use super::{Artifacts, Context, DocVectors, MergedInput, StageOutput, TextPart};
 use crate::data;
 use crate::error::{Error, Result};
 use crate::runtime::metrics::Metrics;
-use crate::job::shard::ShardSet;
 use crate::data::table::ColumnData;
 
 /// The folder of the merged text vectors inside the run.
 pub const FOLDER: &str = "text_embeddings";
 
-pub fn run(ctx: &Context<'_>, set: &ShardSet, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
+pub fn run(ctx: &Context<'_>, set: &dyn MergedInput, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let t = Instant::now();
     let folder = ctx.out_dir.join(FOLDER);
     std::fs::create_dir(&folder).map_err(|e| Error::output(&folder, "cannot create", e))?;
     let mut written = Vec::new();
     let keep = ctx.plan.documents.is_some();
     let (mut values, mut dim) = (Vec::new(), 0);
-    for (i, part) in set.text_parts() {
+    for TextPart { index: i, path: part, rows: want } in set.text_parts() {
         crate::runtime::interrupt::check()?;
         let name = format!("part-{i:05}.parquet");
         let dest = folder.join(&name);
@@ -39,11 +38,11 @@ pub fn run(ctx: &Context<'_>, set: &ShardSet, artifacts: &mut Artifacts, metrics
         } else {
             data::row_count(&dest)?
         };
-        if rows != set.manifests[i].rows {
+        if rows != want {
             return Err(Error::input(
                 &part,
                 None,
-                format!("{rows} rows, the shard's manifest says {}", set.manifests[i].rows),
+                format!("{rows} rows, the shard's manifest says {want}"),
             ));
         }
         written.push((format!("{FOLDER}/{name}"), rows));
@@ -58,12 +57,12 @@ pub fn run(ctx: &Context<'_>, set: &ShardSet, artifacts: &mut Artifacts, metrics
     set.contextual_metrics(metrics);
     let summary = format!(
         "{documents} documents' vectors from {} shards in {FOLDER}/ ({} parts; encoded in {:.1} s over all shards)",
-        set.count(),
+        set.parts(),
         written.len(),
         metrics.get("contextual", "seconds").unwrap_or(0.0)
     );
     let seconds = t.elapsed().as_secs_f64();
     ctx.reporter.stage_finished("contextual", &summary, seconds);
-    let details = serde_json::json!({ "shards": set.count(), "parts": written.len() });
+    let details = serde_json::json!({ "shards": set.parts(), "parts": written.len() });
     Ok(StageOutput { written, summary, details: Some(details), ..StageOutput::default() })
 }

@@ -1,0 +1,213 @@
+//! Contextual document vectors: every document of a text input through a pretrained Transformer encoder, in parts:
+//!
+//! * `windows.rs`: the corpus in windows of consecutive documents, tokenized ahead and checked, each sorted by
+//!   token count into batches under a budget of padded tokens (so padding stays small);
+//! * `model.rs`: the encoder on the backend with its memory plan, one forward pass per batch;
+//! * `words.rs`: word vectors in context (`contextual.words`, the sense file's words) from the batch's hidden states;
+//! * `senses.rs`: `eval.senses`, scored once every document is encoded;
+//! * `writing.rs`: each window written in input order as one row group of `text_embeddings.parquet` (and its
+//!   word rows) straight into the run's staging folder.
+//!
+//! Memory holds the weights, one batch's activations and one window.
+
+mod model;
+mod senses;
+mod windows;
+mod words;
+mod writing;
+
+use std::time::Instant;
+
+pub use windows::{batches, WINDOW_BATCHES};
+
+use super::{Artifacts, Context, DocVectors, StageOutput};
+use crate::data::dataset::{Dataset, TextCorpus};
+use crate::encoder::{TextTokenizer, WordsParams};
+use crate::error::{Error, Result};
+use crate::plan::ContextualPlan;
+use crate::runtime::metrics::Metrics;
+use model::Model;
+use senses::SenseCollector;
+use windows::{Window, Windows};
+use writing::Writing;
+
+/// What the stage counted as it went.
+#[derive(Debug, Default)]
+struct Tally {
+    documents: usize,
+    tokens: usize,
+    truncated: usize,
+    batches: usize,
+    windows: usize,
+    /// Word occurrences selected (`words = "all"` stops at its limit).
+    occurrences: usize,
+}
+
+pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
+    if let Some(set) = ctx.shards {
+        return super::merged_vectors::run(ctx, set, artifacts, metrics);
+    }
+    let plan =
+        ctx.plan.contextual.as_ref().ok_or_else(|| Error::Internal("a contextual stage without its plan".into()))?;
+    let Dataset::Text(corpus) = artifacts.dataset()? else {
+        return Err(Error::Internal("contextual embeddings planned without documents".into()));
+    };
+    let mut senses = plan.senses.as_ref().map(SenseCollector::open).transpose()?;
+    let words = words::wanted(plan.words.as_ref(), senses.as_ref(), plan.folder.config.layers);
+    let tokenizer = open_tokenizer(plan)?;
+    let mut windows = Windows::new(&tokenizer, corpus, &plan.encode, &ctx.plan.input.path, words.is_some());
+    // The document evaluation needs every document's vector at once: then they are kept, not only streamed.
+    let keep = ctx.plan.documents.is_some();
+    let mut model = Model::open(ctx, plan, words.as_ref(), (windows.max_documents(), corpus.texts.len()), keep)?;
+    let mut writing = Writing::create(ctx.out_dir, keep)?;
+    ctx.reporter.stage_started("contextual", Some(corpus.texts.len() as u64));
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    while let Some(window) = windows.next_window()? {
+        let truncated = window.tokens.iter().filter(|t| t.truncated).count();
+        if tally.truncated == 0 && truncated > 0 {
+            ctx.reporter.notice(&format!(
+                "contextual: documents longer than {} tokens are truncated (counted in truncated_documents)",
+                plan.encode.max_tokens
+            ));
+        }
+        tally.truncated += truncated;
+        let encoded = encode_window(ctx, &mut model, &window, words.as_ref(), senses.as_mut(), corpus, &mut tally, started)?;
+        writing.write(&window, corpus, ctx.first_row, encoded)?;
+        tally.windows += 1;
+    }
+    let (written, kept) = writing.finish(ctx.reporter, words.as_ref(), tally.occurrences)?;
+    if let Some(values) = kept {
+        artifacts.doc_vectors.push(DocVectors { method: "contextual", dim: model.dim(), values });
+    }
+    finish(ctx, plan, &model, tally, senses, started, metrics, words.as_ref(), written)
+}
+
+/// The model folder's tokenizer, refused when it knows more tokens than the model has rows for.
+fn open_tokenizer(plan: &ContextualPlan) -> Result<TextTokenizer> {
+    let folder = &plan.folder;
+    let tokenizer = TextTokenizer::open(&folder.tokenizer_file(), plan.encode.max_tokens)?;
+    if tokenizer.vocab_size() > folder.config.vocab_size {
+        return Err(Error::input(
+            folder.tokenizer_file(),
+            None,
+            format!("{} tokens, more than the model's vocab_size {}", tokenizer.vocab_size(), folder.config.vocab_size),
+        ));
+    }
+    Ok(tokenizer)
+}
+
+/// One window's pooled vectors (in window order) and its word rows.
+pub struct WindowVectors {
+    pub vectors: Vec<f32>,
+    pub token_rows: words::TokenRows,
+}
+
+/// Every batch of a window through the encoder: one forward pass per batch for the pooled vectors, and the hidden
+/// states when the batch holds a wanted word.
+#[allow(clippy::too_many_arguments)]
+fn encode_window(
+    ctx: &Context<'_>,
+    model: &mut Model<'_>,
+    window: &Window,
+    words: Option<&WordsParams>,
+    mut senses: Option<&mut SenseCollector>,
+    corpus: &TextCorpus,
+    tally: &mut Tally,
+    started: Instant,
+) -> Result<WindowVectors> {
+    let h = model.dim();
+    let lengths = window.lengths();
+    let batches = batches(&lengths, model.batch_tokens());
+    let mut vectors = vec![0f32; window.tokens.len() * h];
+    let mut token_rows = words::TokenRows::new(h);
+    for batch in &batches {
+        crate::runtime::interrupt::check()?;
+        let wanted = match words {
+            Some(wp) => words::select_words(wp, batch, window, &mut tally.occurrences),
+            None => Vec::new(),
+        };
+        let layers = match words {
+            Some(wp) if !wanted.is_empty() => wp.layers.as_slice(),
+            _ => &[],
+        };
+        let (v, seq, states) = model.encode(batch, window, layers)?;
+        for (i, &d) in batch.iter().enumerate() {
+            vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
+        }
+        if let (Some(wp), false) = (words, wanted.is_empty()) {
+            let found = words::word_vectors(&wanted, wp, batch, window, (seq, h), &states, model.static_table());
+            if let Some(c) = senses.as_deref_mut() {
+                words::keep_sense_vectors(c, &found, batch, window, &corpus.texts, &v, h);
+            }
+            token_rows.append(found, &corpus.ids);
+        }
+        tally.documents += batch.len();
+        tally.tokens += batch.iter().map(|&d| lengths[d]).sum::<usize>();
+        let s = started.elapsed().as_secs_f64().max(1e-9);
+        ctx.reporter.progress(
+            tally.documents as u64,
+            &format!("{:.0} documents/s, {:.0} tokens/s", tally.documents as f64 / s, tally.tokens as f64 / s),
+        );
+    }
+    tally.batches += batches.len();
+    Ok(WindowVectors { vectors, token_rows })
+}
+
+/// The stage's metrics, the sense scores, its summary line and run.json details.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ctx: &Context<'_>,
+    plan: &ContextualPlan,
+    model: &Model<'_>,
+    tally: Tally,
+    senses: Option<SenseCollector>,
+    started: Instant,
+    metrics: &mut Metrics,
+    words: Option<&WordsParams>,
+    written: Vec<(String, usize)>,
+) -> Result<StageOutput> {
+    if let Some(wp) = words {
+        metrics.push("contextual", "word_occurrences", tally.occurrences.min(wp.limit) as f64);
+    }
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    let (n, tokens) = (tally.documents, tally.tokens);
+    for (name, value) in [
+        ("documents", n as f64),
+        ("tokens", tokens as f64),
+        ("truncated_documents", tally.truncated as f64),
+        ("batches", tally.batches as f64),
+        ("row_groups", tally.windows as f64),
+        ("embedding_dim", model.dim() as f64),
+        ("seconds", seconds),
+        ("documents_per_second", n as f64 / seconds),
+        ("tokens_per_second", tokens as f64 / seconds),
+        ("peak_rss_mb", crate::runtime::memory::peak_rss_mb()),
+    ] {
+        metrics.push("contextual", name, value);
+    }
+    let mut summary = format!(
+        "{n} documents, {tokens} tokens ({} truncated) in {} batches: {:.0} documents/s, {:.0} tokens/s",
+        tally.truncated,
+        tally.batches,
+        n as f64 / seconds,
+        tokens as f64 / seconds
+    );
+    if let Some(c) = senses {
+        let parts = c.finish(metrics, ctx.plan.seed)?;
+        summary.push_str("; senses: ");
+        summary.push_str(&parts.join("; "));
+    }
+    ctx.reporter.stage_finished("contextual", &summary, seconds);
+    let e = &plan.encode;
+    let details = serde_json::json!({
+        "model": plan.folder.dir,
+        "config": model.config(),
+        "pooling": e.pooling,
+        "normalize": e.normalize,
+        "max_tokens": e.max_tokens,
+        "batch_tokens": e.batch_tokens,
+        "backend": ctx.backend.kind(),
+    });
+    Ok(StageOutput { written, summary, details: Some(details), ..StageOutput::default() })
+}
