@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::cpu::Cpu;
-use super::gpu::{Gpu, GpuContext};
+use super::gpu::Gpu;
 use super::Backend;
 use crate::error::{Error, Result};
 
@@ -99,26 +99,26 @@ pub fn open(requested: BackendChoice) -> Result<(Box<dyn Backend>, BackendReport
     let cpu = |reason: String| -> (Box<dyn Backend>, BackendReport) {
         (Box::new(Cpu::new()), BackendReport { requested, used: BackendKind::Cpu, adapter: None, reason })
     };
-    let gpu = |ctx: GpuContext, reason: String| -> (Box<dyn Backend>, BackendReport) {
-        let adapter = ctx.adapter.clone();
-        (Box::new(Gpu::new(ctx)), BackendReport { requested, used: BackendKind::Gpu, adapter: Some(adapter), reason })
+    let gpu = |g: Gpu, reason: String| -> (Box<dyn Backend>, BackendReport) {
+        let adapter = g.adapter().clone();
+        (Box::new(g), BackendReport { requested, used: BackendKind::Gpu, adapter: Some(adapter), reason })
     };
     match requested {
         BackendChoice::Cpu => Ok(cpu("requested".into())),
-        BackendChoice::Gpu => match GpuContext::open(wanted.as_deref(), true)? {
-            Some(ctx) => {
-                let reason = format!("requested; adapter '{}' ({})", ctx.adapter.name, ctx.adapter.device_type);
-                Ok(gpu(ctx, reason))
+        BackendChoice::Gpu => match Gpu::open(wanted.as_deref(), true)? {
+            Some(g) => {
+                let reason = format!("requested; adapter '{}' ({})", g.adapter().name, g.adapter().device_type);
+                Ok(gpu(g, reason))
             }
             None => Err(Error::Gpu(match &wanted {
                 Some(n) => format!("backend = \"gpu\" but no adapter matches EMBJOB_ADAPTER='{n}'"),
                 None => "backend = \"gpu\" but no GPU adapter was found (for a software one: apt-get install mesa-vulkan-drivers)".into(),
             })),
         },
-        BackendChoice::Auto => match GpuContext::open(wanted.as_deref(), false)? {
-            Some(ctx) => {
-                let reason = format!("auto: adapter '{}' ({})", ctx.adapter.name, ctx.adapter.device_type);
-                Ok(gpu(ctx, reason))
+        BackendChoice::Auto => match Gpu::open(wanted.as_deref(), false)? {
+            Some(g) => {
+                let reason = format!("auto: adapter '{}' ({})", g.adapter().name, g.adapter().device_type);
+                Ok(gpu(g, reason))
             }
             None => {
                 let all = adapters();

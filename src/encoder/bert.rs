@@ -140,7 +140,7 @@ impl<'b> Encoder<'b> {
         let (rows, batch) = (rows.next_power_of_two(), batch.next_power_of_two());
         let be = self.be;
         let zeros = |n: usize, what: &str| {
-            be.tensor(&vec![0.0; n.max(1)]).map_err(|e| match e {
+            be.zeros(n).map_err(|e| match e {
                 Error::Gpu(m) => Error::Gpu(format!("encoder {what} ({n} values): {m}")),
                 e => e,
             })

@@ -108,3 +108,21 @@ impl Matrix {
         out
     }
 }
+
+/// `vzeroupper` where AVX exists (a no-op elsewhere). faer's AVX-512 kernels return with the upper halves of the
+/// vector registers dirty, and every SSE instruction the thread runs afterwards waits on them (measured: a loop of
+/// expf 50× slower after one GEMM): call it after each faer call (the CPU backend's GEMMs, PCA's decompositions).
+#[inline]
+pub fn clear_upper_simd_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx")]
+        unsafe fn zero_upper() {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked just above), the only requirement of vzeroupper.
+            unsafe { zero_upper() };
+        }
+    }
+}

@@ -76,3 +76,31 @@ impl Csr {
         out
     }
 }
+
+impl Csr {
+    /// The CSR form of the transpose (a CSC view), columns ascending within each row.
+    pub fn transpose(&self) -> Csr {
+        let x = self;
+        let mut counts = vec![0usize; x.cols + 1];
+        for &c in &x.indices {
+            counts[c as usize + 1] += 1;
+        }
+        for i in 0..x.cols {
+            counts[i + 1] += counts[i];
+        }
+        let indptr = counts.clone();
+        let mut next = counts;
+        let mut indices = vec![0u32; x.nnz()];
+        let mut values = vec![0.0; x.nnz()];
+        for r in 0..x.rows {
+            let (idx, val) = x.row(r);
+            for (&c, &v) in idx.iter().zip(val) {
+                let at = next[c as usize];
+                indices[at] = r as u32;
+                values[at] = v;
+                next[c as usize] += 1;
+            }
+        }
+        Csr { rows: x.cols, cols: x.rows, indptr, indices, values }
+    }
+}

@@ -367,7 +367,7 @@ fn symmetric_eigen(m: &Matrix) -> Result<(Vec<f64>, Matrix)> {
         .to_faer()
         .self_adjoint_eigen(faer::Side::Lower)
         .map_err(|e| stage(format!("the eigendecomposition did not converge: {e:?}")))?;
-    crate::backend::cpu_kernels::clear_upper_simd_state();
+    crate::linalg::dense::clear_upper_simd_state();
     let vals = eig.S().column_vector();
     let vecs = eig.U();
     let d = m.rows();
@@ -575,7 +575,7 @@ fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: 
     } else {
         // Xᵀ·U as a product with the transpose, stored once: a gather per output row instead of a scatter.
         let xt = match x {
-            PcaInput::Sparse(c) => PcaInput::Sparse(crate::backend::cpu::transpose(c)),
+            PcaInput::Sparse(c) => PcaInput::Sparse(c.transpose()),
             PcaInput::Dense(m) => PcaInput::Dense(m.transpose()),
         };
         let eig = crate::linalg::krylov::largest_eigenpairs(n, &params, seed, |u| {
@@ -594,8 +594,8 @@ fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: 
         scores = Some(scaled_columns(&u, &eig.values));
         eig
     };
-    crate::backend::cpu_kernels::clear_upper_simd_state();
-    crate::backend::cpu::release_scratch();
+    crate::linalg::dense::clear_upper_simd_state();
+    be.release_scratch();
     let explained = eig.values.iter().map(|v| v.max(0.0) / (n - 1) as f64).collect();
     Ok(Solution { explained, components: comps, scores })
 }
@@ -625,7 +625,7 @@ fn randomized_solver(
     // Bᵀ = (X − 1μᵀ)ᵀQ (p×l) = W S Zᵀ, so X − 1μᵀ ≈ Q Z S Wᵀ: the components are the columns of W.
     let bt = centred_t_mul(&q)?;
     let svd = bt.to_faer().thin_svd().map_err(|e| stage(format!("the SVD did not converge: {e:?}")))?;
-    crate::backend::cpu_kernels::clear_upper_simd_state();
+    crate::linalg::dense::clear_upper_simd_state();
     let s = svd.S().column_vector();
     let w = svd.U();
     let mut comps = Matrix::zeros(k, p);
@@ -643,7 +643,7 @@ fn randomized_solver(
 fn orthonormal_columns(m: &Matrix) -> Matrix {
     let q = m.to_faer().qr().compute_thin_Q();
     // faer's AVX-512 code leaves the upper register state dirty (see cpu_kernels::gemm_seq).
-    crate::backend::cpu_kernels::clear_upper_simd_state();
+    crate::linalg::dense::clear_upper_simd_state();
     Matrix::from_faer(q.as_ref())
 }
 

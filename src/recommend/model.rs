@@ -350,22 +350,22 @@ impl<'b> Network<'b> {
             .zip(["embedding table", "hidden weights", "hidden bias", "output weights", "output bias"])
             .enumerate()
         {
-            let zeros = vec![0.0; p.len().max(1)];
-            let value = if p.is_empty() { be.tensor(&zeros) } else { be.tensor(p) }.map_err(|e| match e {
+            let len = p.len().max(1);
+            let value = if p.is_empty() { be.zeros(len) } else { be.tensor(p) }.map_err(|e| match e {
                 Error::Gpu(m) => Error::Gpu(format!("{name} ({} values): {m}", p.len())),
                 e => e,
             })?;
             let state = match optimizer {
-                Optimizer::Adam => OptimizerState::Adam { m: be.tensor(&zeros)?, v: be.tensor(&zeros)? },
-                Optimizer::Sgd => OptimizerState::Sgd { velocity: be.tensor(&zeros)? },
+                Optimizer::Adam => OptimizerState::Adam { m: be.zeros(len)?, v: be.zeros(len)? },
+                Optimizer::Sgd => OptimizerState::Sgd { velocity: be.zeros(len)? },
             };
-            let grad = if item_major && (i == W2 || i == B2) { be.tensor(&[0.0])? } else { be.tensor(&zeros)? };
+            let grad = if item_major && (i == W2 || i == B2) { be.zeros(1)? } else { be.zeros(len)? };
             ps.push(Param { value, grad, state });
         }
         let max_items = capacity * max_inputs.max(1);
         // A tensor that does not fit the device is an error naming it and its shape.
         let zeros = |name: &str, len: usize| {
-            be.tensor(&vec![0.0; len.max(1)]).map_err(|e| match e {
+            be.zeros(len).map_err(|e| match e {
                 Error::Gpu(m) => Error::Gpu(format!("{name} ({len} values): {m}")),
                 e => e,
             })
@@ -838,7 +838,7 @@ pub fn memory_plan(
             plan.push(item(format!("logits {b} × {v} × 4 B on {device}"), b * v, 4));
             if device == crate::backend::BackendKind::Cpu {
                 // The blocked output layer's per-row statistics and factors of each block of items.
-                let blocks = v.div_ceil(crate::backend::cpu_kernels::OUTPUT_BLOCK as u64);
+                let blocks = v.div_ceil(crate::backend::cpu::OUTPUT_BLOCK as u64);
                 plan.push(item(format!("output layer blocks {b} × {blocks} × 16 B on {device}"), b * blocks * 4, 4));
             }
         }

@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod backend_ops;
 mod bow_parity;
 mod bow_unicode;
 mod config_errors;

@@ -1,7 +1,7 @@
 //! The backward pass equals finite differences of the loss for every parameter, for both poolings, with and
 //! without a hidden layer; and the kernels keep their invariants (softmax rows sum to 1).
 
-use embjob::backend::{cpu_kernels, Backend};
+use embjob::backend::{cpu, Backend};
 use embjob::plan::config::{EmbeddingInit, Optimizer, Pooling};
 use embjob::recommend::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
 use embjob::linalg::rng::SplitMix;
@@ -166,7 +166,7 @@ fn softmax_rows_sum_to_one_and_the_gradient_rows_to_zero() {
     let mut logits: Vec<f32> = (0..rows * cols).map(|_| (rng.normal() * 30.0) as f32).collect();
     let targets: Vec<u32> = (0..rows).map(|_| rng.below(cols) as u32).collect();
     let mut losses = vec![0.0; rows];
-    cpu_kernels::softmax_xent(&mut logits, &targets, cols, &mut losses);
+    cpu::softmax_xent(&mut logits, &targets, cols, &mut losses);
     for r in 0..rows {
         let row = &logits[r * cols..(r + 1) * cols];
         // grad = (p - onehot) / rows, so rows·grad + onehot = p sums to 1.
@@ -183,7 +183,7 @@ fn softmax_rows_sum_to_one_and_the_gradient_rows_to_zero() {
 /// same bits on one thread and on two.
 #[test]
 fn blocked_output_layer_equals_the_unfused_products_and_softmax() {
-    for (rows, items, k) in [(37, 2 * cpu_kernels::OUTPUT_BLOCK + 19, 13), (9, 17 * cpu_kernels::OUTPUT_BLOCK + 5, 5)] {
+    for (rows, items, k) in [(37, 2 * cpu::OUTPUT_BLOCK + 19, 13), (9, 17 * cpu::OUTPUT_BLOCK + 5, 5)] {
         let mut rng = SplitMix::new(rows as u64);
         let mut normal = |n: usize, scale: f64| -> Vec<f32> { (0..n).map(|_| (rng.normal() * scale) as f32).collect() };
         let (pre, w, bias) = (normal(rows * k, 1.0), normal(k * items, 0.7), normal(items, 0.5));
@@ -193,15 +193,15 @@ fn blocked_output_layer_equals_the_unfused_products_and_softmax() {
         let dims = |m, n, k| embjob::backend::MatDims { m, n, k };
         // The unfused sequence.
         let mut logits = vec![0.0; rows * items];
-        cpu_kernels::matmul(&pre, false, &w, false, &mut logits, dims(rows, items, k), 0.0).expect("logits");
+        cpu::matmul(&pre, false, &w, false, &mut logits, dims(rows, items, k), 0.0).expect("logits");
         let (mut want_losses, mut want_db) = (vec![0.0; rows], vec![0.0; items]);
-        cpu_kernels::bias_act(&mut logits, &bias, items, embjob::backend::Activation::Identity);
-        cpu_kernels::softmax_xent(&mut logits, &targets, items, &mut want_losses);
-        cpu_kernels::column_sums(&logits, rows, items, &mut want_db);
+        cpu::bias_act(&mut logits, &bias, items, embjob::backend::Activation::Identity);
+        cpu::softmax_xent(&mut logits, &targets, items, &mut want_losses);
+        cpu::column_sums(&logits, rows, items, &mut want_db);
         let mut want_dw = vec![0.0; k * items];
-        cpu_kernels::matmul(&pre, true, &logits, false, &mut want_dw, dims(k, items, rows), 0.0).expect("dW");
+        cpu::matmul(&pre, true, &logits, false, &mut want_dw, dims(k, items, rows), 0.0).expect("dW");
         let mut want_dpre = vec![0.0; rows * k];
-        cpu_kernels::matmul(&logits, false, &w, true, &mut want_dpre, dims(rows, k, items), 0.0).expect("dpre");
+        cpu::matmul(&logits, false, &w, true, &mut want_dpre, dims(rows, k, items), 0.0).expect("dpre");
         // Blocked, on one thread and on two; every output starts as NaN, so a value it fails to write shows.
         let blocked = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
@@ -210,21 +210,21 @@ fn blocked_output_layer_equals_the_unfused_products_and_softmax() {
                     [vec![f32::NAN; rows], vec![f32::NAN; k * items], vec![f32::NAN; items], vec![f32::NAN; rows * k]];
                 let mut scratch = vec![f32::NAN; rows * items];
                 let [losses, dw, db, dpre] = &mut got;
-                let x = cpu_kernels::OutputLayerIn {
+                let x = cpu::OutputLayerIn {
                     pre: &pre,
                     w: &w,
                     bias: &bias,
                     targets: &targets,
                     d: dims(rows, items, k),
                 };
-                let out = cpu_kernels::OutputLayerOut {
+                let out = cpu::OutputLayerOut {
                     logits: &mut scratch,
                     losses,
                     w_grad: dw,
                     bias_grad: db,
                     pre_grad: dpre,
                 };
-                cpu_kernels::output_layer_xent(x, out).expect("blocked output layer");
+                cpu::output_layer_xent(x, out).expect("blocked output layer");
                 got
             })
         };
@@ -247,19 +247,19 @@ fn blocked_output_layer_refuses_a_target_outside_the_catalogue() {
     let (pre, w, bias) = (vec![0.1; rows * k], vec![0.2; k * items], vec![0.0; items]);
     let mut bufs =
         (vec![0.0; rows * items], vec![0.0; rows], vec![0.0; k * items], vec![0.0; items], vec![0.0; rows * k]);
-    let x = cpu_kernels::OutputLayerIn {
+    let x = cpu::OutputLayerIn {
         pre: &pre,
         w: &w,
         bias: &bias,
         targets: &[3, items as u32],
         d: embjob::backend::MatDims { m: rows, n: items, k },
     };
-    let out = cpu_kernels::OutputLayerOut {
+    let out = cpu::OutputLayerOut {
         logits: &mut bufs.0,
         losses: &mut bufs.1,
         w_grad: &mut bufs.2,
         bias_grad: &mut bufs.3,
         pre_grad: &mut bufs.4,
     };
-    assert!(cpu_kernels::output_layer_xent(x, out).is_err());
+    assert!(cpu::output_layer_xent(x, out).is_err());
 }

@@ -21,22 +21,29 @@ pub fn backends() -> Vec<&'static dyn embjob::backend::Backend> {
 /// The shared wgpu backend of this test process, or `None` (skip) when there is no adapter and EMBJOB_REQUIRE_GPU
 /// is not set.
 pub fn gpu_backend() -> Option<&'static embjob::backend::gpu::Gpu> {
-    use embjob::backend::gpu::{Gpu, GpuContext};
+    use embjob::backend::gpu::Gpu;
     static GPU: std::sync::OnceLock<Option<Gpu>> = std::sync::OnceLock::new();
     let gpu = GPU.get_or_init(|| {
-        let ctx = GpuContext::open(std::env::var("EMBJOB_ADAPTER").ok().as_deref(), true).expect("open adapter");
-        if let Some(c) = &ctx {
-            eprintln!("GPU tests on {} ({}, {})", c.adapter.name, c.adapter.backend, c.adapter.device_type);
+        let gpu = Gpu::open(std::env::var("EMBJOB_ADAPTER").ok().as_deref(), true).expect("open adapter");
+        if let Some(g) = &gpu {
+            let a = g.adapter();
+            eprintln!("GPU tests on {} ({}, {})", a.name, a.backend, a.device_type);
         }
-        ctx.map(Gpu::new)
+        gpu
     });
     if gpu.is_none() {
-        if std::env::var("EMBJOB_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("EMBJOB_REQUIRE_GPU=1 but no GPU adapter was found (install mesa-vulkan-drivers for lavapipe)");
-        }
-        eprintln!("SKIPPED on the GPU: no adapter");
+        skip_unless_required("EMBJOB_REQUIRE_GPU", "no GPU adapter was found (install mesa-vulkan-drivers for lavapipe)");
     }
     gpu.as_ref()
+}
+
+/// A test that cannot run on this machine: a failure when `switch` is set to 1 (CI sets every such switch), a
+/// notice on stderr otherwise. Every skip that depends on the machine goes through here.
+pub fn skip_unless_required(switch: &str, why: &str) {
+    if std::env::var(switch).is_ok_and(|v| v == "1") {
+        panic!("{switch}=1 but {why}");
+    }
+    eprintln!("SKIPPED ({switch} is not set): {why}");
 }
 
 /// A tolerance for `be`: `cpu` on the CPU backend (f64 products), at least `gpu` on the wgpu backend (f32).

@@ -8,23 +8,48 @@ use wgpu::util::DeviceExt;
 use super::GpuContext;
 use crate::error::{Error, Result};
 
-/// An f32 buffer on the device.
+/// An f32 buffer on the device. Its fields are private: its length is what the host checks shapes against before
+/// dispatching a kernel that runs without bounds checks (the GEMMs), so only this file sets it, from the buffer it
+/// allocates.
 #[derive(Clone)]
-pub struct GpuBuf {
-    pub buf: wgpu::Buffer,
-    pub len: usize,
+pub(super) struct GpuBuf {
+    buf: wgpu::Buffer,
+    len: usize,
 }
 
-/// A u32 buffer on the device.
+/// A u32 buffer on the device, and how many of its values are in use (at most its capacity).
 #[derive(Clone)]
-pub struct GpuIdx {
-    pub buf: wgpu::Buffer,
-    pub len: usize,
+pub(super) struct GpuIdx {
+    buf: wgpu::Buffer,
+    len: usize,
+    capacity: usize,
+}
+
+impl GpuBuf {
+    pub(super) fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+
+    /// Values it holds.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl GpuIdx {
+    pub(super) fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+
+    /// The same buffer with `len` values in use (at most its capacity).
+    pub(super) fn with_len(&self, len: usize) -> GpuIdx {
+        GpuIdx { buf: self.buf.clone(), len: len.min(self.capacity), capacity: self.capacity }
+    }
 }
 
 impl GpuContext {
     /// A buffer holding `data`.
-    pub fn upload(&self, data: &[f32]) -> Result<GpuBuf> {
+    pub(super) fn upload(&self, data: &[f32]) -> Result<GpuBuf> {
         self.check_size("tensor", data.len())?;
         let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
@@ -34,38 +59,46 @@ impl GpuContext {
         Ok(GpuBuf { buf, len: data.len() })
     }
 
+    /// A buffer of `len` zeros (wgpu clears new buffers), its size checked first: no host copy.
+    pub(super) fn zeros(&self, len: usize) -> Result<GpuBuf> {
+        self.check_size("tensor", len)?;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: (len.max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBuf { buf, len })
+    }
+
     /// An index buffer holding `data`.
-    pub fn upload_idx(&self, data: &[u32]) -> Result<GpuIdx> {
+    pub(super) fn upload_idx(&self, data: &[u32]) -> Result<GpuIdx> {
         self.check_size("index buffer", data.len())?;
         let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
             contents: bytemuck::cast_slice(if data.is_empty() { &[0u32] } else { data }),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         });
-        Ok(GpuIdx { buf, len: data.len() })
+        Ok(GpuIdx { buf, len: data.len(), capacity: data.len() })
     }
 
     /// Refuses a buffer over the adapter's storage-binding limit, naming the tensor and the limit.
     pub(super) fn check_size(&self, what: &str, len: usize) -> Result<()> {
-        let bytes = len as u64 * 4;
-        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
-        if bytes > limit {
-            return Err(Error::Gpu(format!(
-                "{what} of {len} values ({:.1} MiB) exceeds the adapter's max_storage_buffer_binding_size of {:.1} MiB",
-                bytes as f64 / 1048576.0,
-                limit as f64 / 1048576.0
-            )));
-        }
-        Ok(())
+        check_binding_size(what, len, self.binding_limit())
+    }
+
+    /// The largest buffer a kernel can bind, in bytes.
+    pub(super) fn binding_limit(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// Copies a buffer back to the host (waits for the queue).
-    pub fn download(&self, b: &GpuBuf) -> Result<Vec<f32>> {
+    pub(super) fn download(&self, b: &GpuBuf) -> Result<Vec<f32>> {
         Ok(bytemuck::cast_slice::<u8, f32>(&self.read_bytes(&b.buf, b.len)?).to_vec())
     }
 
     /// Copies an index buffer back to the host.
-    pub fn download_idx(&self, b: &GpuIdx) -> Result<Vec<u32>> {
+    pub(super) fn download_idx(&self, b: &GpuIdx) -> Result<Vec<u32>> {
         Ok(bytemuck::cast_slice::<u8, u32>(&self.read_bytes(&b.buf, b.len)?).to_vec())
     }
 
@@ -99,7 +132,7 @@ impl GpuContext {
     }
 
     /// Overwrites the front of a buffer (queued before the next submission's commands).
-    pub fn write_f32(&self, b: &GpuBuf, data: &[f32]) -> Result<()> {
+    pub(super) fn write_f32(&self, b: &GpuBuf, data: &[f32]) -> Result<()> {
         if data.len() > b.len {
             return Err(Error::Internal(format!("gpu: write of {} values into {}", data.len(), b.len)));
         }
@@ -110,7 +143,7 @@ impl GpuContext {
     }
 
     /// Overwrites the front of an index buffer.
-    pub fn write_u32(&self, b: &GpuIdx, data: &[u32]) -> Result<()> {
+    pub(super) fn write_u32(&self, b: &GpuIdx, data: &[u32]) -> Result<()> {
         if data.len() > b.len {
             return Err(Error::Internal(format!("gpu: {} indices into a buffer of {}", data.len(), b.len)));
         }
@@ -141,4 +174,18 @@ impl GpuContext {
         }
         slot.as_ref().map(|b| b.buf.clone())
     }
+}
+
+/// Refuses a tensor of `len` f32 values over `limit` bytes (the adapter's storage-binding limit), naming the tensor
+/// and the limit. Checked arithmetic: a length whose bytes overflow is over every limit.
+pub(crate) fn check_binding_size(what: &str, len: usize, limit: u64) -> Result<()> {
+    let bytes = u64::try_from(len).ok().and_then(|l| l.checked_mul(4));
+    if bytes.is_none_or(|b| b > limit) {
+        return Err(Error::Gpu(format!(
+            "{what} of {len} values ({:.1} MiB) exceeds the adapter's max_storage_buffer_binding_size of {:.1} MiB",
+            len as f64 * 4.0 / 1048576.0,
+            limit as f64 / 1048576.0
+        )));
+    }
+    Ok(())
 }

@@ -8,26 +8,24 @@ use crate::backend::device::AdapterReport;
 use crate::error::{Error, Result};
 
 /// A device and what runs on it.
-pub struct GpuContext {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub adapter: AdapterReport,
-    pub limits: wgpu::Limits,
+pub(super) struct GpuContext {
+    pub(super) device: wgpu::Device,
+    pub(super) queue: wgpu::Queue,
+    pub(super) adapter: AdapterReport,
+    pub(super) limits: wgpu::Limits,
     pub(super) pipelines: Pipelines,
     /// Partial products of split-k GEMMs (grown on demand, reused).
     pub(super) split_scratch: std::sync::Mutex<Option<GpuBuf>>,
     /// Kernel timings (`EMBJOB_GPU_PROFILE=1`).
     pub(super) profiler: Option<profile::Profiler>,
     /// The GEMM kernels [`GpuContext::matmul`] uses: tiled ones on hardware GPUs, register-only on software adapters.
-    pub gemm_kernel: GemmKernel,
-    /// The kernel form: as measured on hardware GPUs, compact (fast to compile) on software adapters.
-    pub form: Form,
+    pub(super) gemm_kernel: GemmKernel,
 }
 
 impl GpuContext {
     /// Opens an adapter: the one whose name contains `name` when given, else a hardware GPU, else (only when
     /// `allow_software`) a software adapter such as lavapipe. `Ok(None)` when none fits.
-    pub fn open(name: Option<&str>, allow_software: bool) -> Result<Option<GpuContext>> {
+    pub(super) fn open(name: Option<&str>, allow_software: bool) -> Result<Option<GpuContext>> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let fits = |a: &wgpu::Adapter, hardware_only: bool| {
@@ -72,16 +70,15 @@ impl GpuContext {
             split_scratch: Default::default(),
             profiler,
             gemm_kernel,
-            form,
         }))
     }
 
     /// A command encoder for a batch of dispatches; `submit` sends it.
-    pub fn encoder(&self) -> wgpu::CommandEncoder {
+    pub(super) fn encoder(&self) -> wgpu::CommandEncoder {
         self.device.create_command_encoder(&Default::default())
     }
 
-    pub fn submit(&self, enc: wgpu::CommandEncoder) {
+    pub(super) fn submit(&self, enc: wgpu::CommandEncoder) {
         match &self.profiler {
             Some(p) => p.submit(&self.device, &self.queue, enc),
             None => {
@@ -91,7 +88,7 @@ impl GpuContext {
     }
 
     /// Kernel times since the last call, when profiling (`EMBJOB_GPU_PROFILE=1` on an adapter with timestamps).
-    pub fn profile_report(&self) -> Option<String> {
+    pub(super) fn profile_report(&self) -> Option<String> {
         self.profiler.as_ref().map(profile::Profiler::report)
     }
 }

@@ -1,113 +1,136 @@
-//! The Transformer encoder's device operations (shaders/encoder.wgsl); each has a CPU twin in `cpu_kernels` and a
-//! parity test against it.
+//! [`EncoderOps`] on the GPU (shaders/encoder.wgsl): each operation checks its operands on the host (the kernels
+//! index tables by token id, type and position), then records its dispatch.
 
 use super::kernels::Kernel;
 use super::params::EncoderParams;
 use super::pipelines::{groups_1d, groups_per_row};
-use super::{GpuBuf, GpuContext, GpuIdx};
-use crate::backend::{AttentionShape, PoolMode, SeqShape, MAX_SEQ};
+use super::recorder::{bind, idx, Gpu};
+use crate::backend::ops::EncoderOps;
+use crate::backend::{
+    check_distinct, AttentionShape, BackendKind, EmbeddingTables, Indices, LayerNorm, PoolMode, SeqShape, Tensor,
+    TokenRows, MAX_SEQ,
+};
 use crate::error::{Error, Result};
 
-impl GpuContext {
-    /// `out[r] = LayerNorm(word[ids[r]] + pos[r % seq + offset] + types[type_ids[r]])`; `rows` token rows, `cols`
-    /// wide. `tables` = (word, position, token type), `ln` = (gamma, beta, eps).
-    #[allow(clippy::too_many_arguments)]
-    pub fn embed_layernorm(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        (ids, type_ids): (&GpuIdx, &GpuIdx),
-        (word, pos, types): (&GpuBuf, &GpuBuf, &GpuBuf),
-        (gamma, beta, eps): (&GpuBuf, &GpuBuf, f32),
-        (rows, cols, seq, offset): (usize, usize, usize, usize),
-        out: &GpuBuf,
-    ) -> Result<()> {
-        let p = EncoderParams {
-            rows: rows as u32,
-            cols: cols as u32,
-            seq: seq as u32,
-            mode: offset as u32,
-            eps,
-            ..Default::default()
-        };
-        let entries = [
-            (1, &ids.buf),
-            (2, &type_ids.buf),
-            (3, &word.buf),
-            (4, &pos.buf),
-            (5, &types.buf),
-            (6, &gamma.buf),
-            (7, &beta.buf),
-            (8, &out.buf),
-        ];
-        self.dispatch(enc, Kernel::EmbedLayerNorm, 0, &p, &entries, groups_per_row(rows))
+/// `a · b · c` without overflow.
+fn product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// `t` holds `len` values.
+fn holds(t: &Tensor, len: Option<usize>) -> bool {
+    len.is_some_and(|l| l <= t.len())
+}
+
+impl EncoderOps for Gpu {
+    fn embed_layernorm(&self, e: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
+        let rows = tokens.ids.len();
+        // Positions index the position table: checked here. Ids and types index theirs through the bounds checks
+        // wgpu injects (this kernel is not trusted); the encoder checks them against the model's tables first.
+        if tokens.type_ids.len() != rows || !holds(out, product(&[rows, e.cols])) || e.ln.gamma.len() != e.cols {
+            return Err(Error::Internal("embed_layernorm: shape".into()));
+        }
+        let last_pos = rows.min(tokens.seq).max(1) - 1 + e.position_offset;
+        if !holds(e.position, product(&[last_pos + 1, e.cols])) {
+            return Err(Error::Internal("embed_layernorm: a position outside the table".into()));
+        }
+        let (ids, type_ids) = (idx(tokens.ids)?, idx(tokens.type_ids)?);
+        self.record(|ctx, enc| {
+            let p = EncoderParams {
+                rows: rows as u32,
+                cols: e.cols as u32,
+                seq: tokens.seq as u32,
+                mode: e.position_offset as u32,
+                eps: e.ln.eps,
+                ..Default::default()
+            };
+            let entries = [
+                (1, ids.buffer()),
+                (2, type_ids.buffer()),
+                (3, bind(e.word)?),
+                (4, bind(e.position)?),
+                (5, bind(e.token_type)?),
+                (6, bind(e.ln.gamma)?),
+                (7, bind(e.ln.beta)?),
+                (8, bind(out)?),
+            ];
+            ctx.dispatch(enc, Kernel::EmbedLayerNorm, 0, &p, &entries, groups_per_row(rows))
+        })
     }
 
-    /// `x[r] = LayerNorm(x[r] + res[r])` for `rows` rows `cols` wide.
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_layernorm(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        x: &GpuBuf,
-        res: &GpuBuf,
-        (gamma, beta, eps): (&GpuBuf, &GpuBuf, f32),
-        rows: usize,
-        cols: usize,
-    ) -> Result<()> {
-        let p = EncoderParams { rows: rows as u32, cols: cols as u32, eps, ..Default::default() };
-        let entries = [(3, &res.buf), (6, &gamma.buf), (7, &beta.buf), (8, &x.buf)];
-        self.dispatch(enc, Kernel::AddLayerNorm, 0, &p, &entries, groups_per_row(rows))
+    fn add_layernorm(&self, x: &Tensor, residual: &Tensor, rows: usize, ln: &LayerNorm<'_>) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[x], &[residual, ln.gamma, ln.beta])?;
+        let cols = ln.gamma.len();
+        let len = product(&[rows, cols]);
+        if !holds(x, len) || !holds(residual, len) || ln.beta.len() != cols {
+            return Err(Error::Internal("add_layernorm: shape".into()));
+        }
+        self.record(|ctx, enc| {
+            let p = EncoderParams { rows: rows as u32, cols: cols as u32, eps: ln.eps, ..Default::default() };
+            let entries = [(3, bind(residual)?), (6, bind(ln.gamma)?), (7, bind(ln.beta)?), (8, bind(x)?)];
+            ctx.dispatch(enc, Kernel::AddLayerNorm, 0, &p, &entries, groups_per_row(rows))
+        })
     }
 
-    /// Multi-head self-attention with the padding mask (see shaders/encoder.wgsl).
-    pub fn attention(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        qkv: &GpuBuf,
-        lens: &GpuIdx,
-        s: AttentionShape,
-        out: &GpuBuf,
-    ) -> Result<()> {
+    fn attention(&self, qkv: &Tensor, lens: &Indices, s: AttentionShape, out: &Tensor) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[out], &[qkv])?;
+        let h = product(&[s.heads, s.head_dim]);
+        let fits = h.is_some_and(|h| {
+            holds(qkv, product(&[s.batch, s.seq, 3, h])) && holds(out, product(&[s.batch, s.seq, h]))
+        });
+        if !fits || lens.len() < s.batch {
+            return Err(Error::Internal("attention: shape".into()));
+        }
         if s.seq > MAX_SEQ {
             return Err(Error::Internal(format!("attention over {} tokens (at most {MAX_SEQ})", s.seq)));
         }
-        let p = EncoderParams {
-            rows: (s.batch * s.seq) as u32,
-            cols: (s.heads * s.head_dim) as u32,
-            seq: s.seq as u32,
-            heads: s.heads as u32,
-            head_dim: s.head_dim as u32,
-            mode: 0,
-            eps: s.scale,
-            batch: s.batch as u32,
-        };
-        let entries = [(1, &lens.buf), (3, &qkv.buf), (8, &out.buf)];
-        self.dispatch(enc, Kernel::Attention, 0, &p, &entries, groups_per_row(s.batch * s.heads * s.seq))
+        let lens = idx(lens)?;
+        self.record(|ctx, enc| {
+            let p = EncoderParams {
+                rows: (s.batch * s.seq) as u32,
+                cols: (s.heads * s.head_dim) as u32,
+                seq: s.seq as u32,
+                heads: s.heads as u32,
+                head_dim: s.head_dim as u32,
+                mode: 0,
+                eps: s.scale,
+                batch: s.batch as u32,
+            };
+            let entries = [(1, lens.buffer()), (3, bind(qkv)?), (8, bind(out)?)];
+            ctx.dispatch(enc, Kernel::Attention, 0, &p, &entries, groups_per_row(s.batch * s.heads * s.seq))
+        })
     }
 
-    /// Pools each sequence's real tokens into one row.
-    pub fn pool(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        hidden: &GpuBuf,
-        lens: &GpuIdx,
-        s: SeqShape,
-        mode: PoolMode,
-        out: &GpuBuf,
-    ) -> Result<()> {
-        let p = EncoderParams {
-            rows: s.batch as u32,
-            cols: s.cols as u32,
-            seq: s.seq as u32,
-            mode: mode.code(),
-            ..Default::default()
-        };
-        let entries = [(1, &lens.buf), (3, &hidden.buf), (8, &out.buf)];
-        self.dispatch(enc, Kernel::Pool, 0, &p, &entries, groups_1d(s.batch * s.cols))
+    fn pool(&self, hidden: &Tensor, lens: &Indices, s: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[out], &[hidden])?;
+        if !holds(hidden, product(&[s.batch, s.seq, s.cols])) || !holds(out, product(&[s.batch, s.cols])) {
+            return Err(Error::Internal("pool: shape".into()));
+        }
+        if lens.len() < s.batch {
+            return Err(Error::Internal("pool: lengths".into()));
+        }
+        let lens = idx(lens)?;
+        self.record(|ctx, enc| {
+            let p = EncoderParams {
+                rows: s.batch as u32,
+                cols: s.cols as u32,
+                seq: s.seq as u32,
+                mode: mode.code(),
+                ..Default::default()
+            };
+            let entries = [(1, lens.buffer()), (3, bind(hidden)?), (8, bind(out)?)];
+            ctx.dispatch(enc, Kernel::Pool, 0, &p, &entries, groups_1d(s.batch * s.cols))
+        })
     }
 
-    /// Rows scaled to unit l2 norm, in place.
-    pub fn l2_normalize(&self, enc: &mut wgpu::CommandEncoder, x: &GpuBuf, rows: usize, cols: usize) -> Result<()> {
-        let p = EncoderParams { rows: rows as u32, cols: cols as u32, ..Default::default() };
-        self.dispatch(enc, Kernel::L2Normalize, 0, &p, &[(8, &x.buf)], groups_per_row(rows))
+    fn l2_normalize(&self, x: &Tensor, rows: usize, cols: usize) -> Result<()> {
+        if !holds(x, product(&[rows, cols])) {
+            return Err(Error::Internal("l2_normalize: shape".into()));
+        }
+        self.record(|ctx, enc| {
+            let p = EncoderParams { rows: rows as u32, cols: cols as u32, ..Default::default() };
+            ctx.dispatch(enc, Kernel::L2Normalize, 0, &p, &[(8, bind(x)?)], groups_per_row(rows))
+        })
     }
 }

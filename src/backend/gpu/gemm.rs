@@ -1,5 +1,7 @@
 //! GEMM on the device: `c = op(a)·op(b) + beta·c`, with the kernel chosen by adapter and size and k split into
-//! slices for products with few output tiles and a long k.
+//! slices for products with few output tiles and a long k. The GEMM kernels run without wgpu's injected bounds
+//! checks (see `pipelines.rs`), so this file is their only door: [`GpuContext::gemm`] checks the operands against
+//! the shape with checked arithmetic, and only it can make the [`CheckedGemm`] that dispatching them takes.
 
 use super::kernels::Kernel;
 use super::params::GemmParams;
@@ -37,58 +39,35 @@ const LARGE_GEMM: usize = 1 << 30;
 /// What a GEMM does to each value of C as it stores it (shaders/gemm_epilogue.wgsl): add `bias[col]` (n values),
 /// then the activation. A dense layer's bias and activation thus take no pass of their own over C.
 #[derive(Clone, Copy)]
-pub struct Epilogue<'a> {
+pub(super) struct Epilogue<'a> {
     pub bias: &'a GpuBuf,
     pub act: Activation,
 }
 
+/// Proof that a GEMM's operands were checked against its shape: only [`GpuContext::gemm`] makes one (the field is
+/// private to this file), and `GpuContext::dispatch_trusted` takes one.
+pub(super) struct CheckedGemm(());
+
+/// `x · y`, or `None` when it overflows.
+fn product(x: usize, y: usize) -> Option<usize> {
+    x.checked_mul(y)
+}
+
 impl GpuContext {
-    /// `c = op(a)·op(b) + beta·c`. Products with few output tiles and a long k (the model's `dlogits·Wᵀ`: 256 × 64
-    /// outputs over 6,169 items) split k into slices that run side by side and add up in a second pass, in a fixed
-    /// order, so the result still repeats bit for bit.
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        a: &GpuBuf,
-        ta: bool,
-        b: &GpuBuf,
-        tb: bool,
-        c: &GpuBuf,
-        d: MatDims,
-        beta: f32,
-    ) -> Result<()> {
-        self.matmul_with(self.kernel_for(d), enc, (a, ta), (b, tb), c, d, beta, None)
-    }
-
-    /// `c = act(op(a)·op(b) + bias)`: a dense layer in one kernel (split or not, the bias and activation are
-    /// applied once, as each final value is stored).
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_bias_act(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        a: &GpuBuf,
-        ta: bool,
-        b: &GpuBuf,
-        tb: bool,
-        c: &GpuBuf,
-        d: MatDims,
-        epilogue: Epilogue<'_>,
-    ) -> Result<()> {
-        self.matmul_with(self.kernel_for(d), enc, (a, ta), (b, tb), c, d, 0.0, Some(epilogue))
-    }
-
     /// The context's kernel for a product of this shape.
-    fn kernel_for(&self, d: MatDims) -> GemmKernel {
+    pub(super) fn kernel_for(&self, d: MatDims) -> GemmKernel {
         match self.gemm_kernel {
             GemmKernel::Tiled if d.m.saturating_mul(d.n).saturating_mul(d.k) >= LARGE_GEMM => GemmKernel::Tiled128,
             k => k,
         }
     }
 
-    /// [`GpuContext::matmul`] with a chosen kernel and an optional epilogue (the parity tests run every kernel).
+    /// `c = act(op(a)·op(b) + beta·c + bias)` with a chosen kernel (`epilogue` `None`: no bias, no activation).
+    /// Products with few output tiles and a long k (the model's `dlogits·Wᵀ`: 256 × 64 outputs over 6,169 items) split
+    /// k into slices that run side by side and add up in a second pass, in a fixed order, so the result still
+    /// repeats bit for bit. An error, and nothing dispatched, unless every operand holds its shape.
     #[allow(clippy::too_many_arguments)]
-    pub fn matmul_with(
+    pub(super) fn gemm(
         &self,
         kernel: GemmKernel,
         enc: &mut wgpu::CommandEncoder,
@@ -99,16 +78,7 @@ impl GpuContext {
         beta: f32,
         epilogue: Option<Epilogue<'_>>,
     ) -> Result<()> {
-        // The GEMM kernels run without runtime bounds checks (see `pipelines.rs`): the operands must hold their
-        // shapes, checked here.
-        let bias_short = epilogue.is_some_and(|e| e.bias.len < d.n);
-        if a.len < d.m * d.k || b.len < d.k * d.n || c.len < d.m * d.n || bias_short {
-            let bias = epilogue.map_or(String::new(), |e| format!(" (bias {})", e.bias.len));
-            return Err(Error::Internal(format!(
-                "gemm {}×{}×{}: operands of {}, {} and {} values{bias} are too small",
-                d.m, d.n, d.k, a.len, b.len, c.len
-            )));
-        }
+        let checked = check_operands(a, b, c, d, epilogue)?;
         let kernel = kernel.kernel();
         let tile = self.tile(kernel)?;
         let groups = ((d.n as u32).div_ceil(tile), (d.m as u32).div_ceil(tile));
@@ -127,22 +97,50 @@ impl GpuContext {
             ..Default::default()
         };
         // Binding 5 is the bias; without one, A stands in (read-only both times, never read there).
-        let bias = epilogue.map_or(&a.buf, |e| &e.bias.buf);
+        let bias = epilogue.map_or(a.buffer(), |e| e.bias.buffer());
         if splits > 1 {
             let kc = d.k.div_ceil(splits);
             let splits = d.k.div_ceil(kc);
-            if let Some(scratch) = self.scratch(splits * d.m * d.n) {
-                let entries = [(1, &a.buf), (2, &b.buf), (3, &scratch), (5, bias)];
+            // The scratch holds splits × m × n values (m × n fits: checked above; splits ≤ 64).
+            if let Some(scratch) = product(splits, d.m * d.n).and_then(|len| self.scratch(len)) {
+                let entries = [(1, a.buffer()), (2, b.buffer()), (3, &scratch), (5, bias)];
                 let p = params(0.0, kc, splits);
-                self.dispatch(enc, kernel, variant(ta, tb), &p, &entries, (groups.0, groups.1, splits as u32))?;
+                let g = (groups.0, groups.1, splits as u32);
+                self.dispatch_trusted(&checked, enc, kernel, variant(ta, tb), &p, &entries, g)?;
                 let p = params(beta, kc, splits);
-                let entries = [(3, &c.buf), (4, &scratch), (5, bias)];
+                let entries = [(3, c.buffer()), (4, &scratch), (5, bias)];
                 return self.dispatch(enc, Kernel::GemmReduce, 0, &p, &entries, groups_1d(d.m * d.n));
             }
         }
-        let entries = [(1, &a.buf), (2, &b.buf), (3, &c.buf), (5, bias)];
-        self.dispatch(enc, kernel, variant(ta, tb), &params(beta, d.k, 1), &entries, (groups.0, groups.1, 1))
+        let entries = [(1, a.buffer()), (2, b.buffer()), (3, c.buffer()), (5, bias)];
+        let p = params(beta, d.k, 1);
+        self.dispatch_trusted(&checked, enc, kernel, variant(ta, tb), &p, &entries, (groups.0, groups.1, 1))
     }
+}
+
+/// The operands hold m×k, k×n and m×n values (n for a bias), every product computed without overflow, and each
+/// dimension fits the kernels' u32 parameters.
+fn check_operands(a: &GpuBuf, b: &GpuBuf, c: &GpuBuf, d: MatDims, epilogue: Option<Epilogue<'_>>) -> Result<CheckedGemm> {
+    let fits = |need: Option<usize>, have: usize| need.is_some_and(|n| n <= have);
+    let in_u32 = [d.m, d.n, d.k].iter().all(|&x| u32::try_from(x).is_ok());
+    let ok = in_u32
+        && fits(product(d.m, d.k), a.len())
+        && fits(product(d.k, d.n), b.len())
+        && fits(product(d.m, d.n), c.len())
+        && epilogue.is_none_or(|e| e.bias.len() >= d.n);
+    if !ok {
+        let bias = epilogue.map_or(String::new(), |e| format!(" (bias {})", e.bias.len()));
+        return Err(Error::Internal(format!(
+            "gemm {}×{}×{}: operands of {}, {} and {} values{bias} are too small (or the shape overflows)",
+            d.m,
+            d.n,
+            d.k,
+            a.len(),
+            b.len(),
+            c.len()
+        )));
+    }
+    Ok(CheckedGemm(()))
 }
 
 /// How many slices of k a product runs in: enough for about 256 workgroups when its output tiles (`tile` square)

@@ -3,9 +3,10 @@
 //! its parameter struct; [`Kernel::spec`] is its registry entry. Tests validate every kernel with naga, compare each
 //! parameter struct with its WGSL twin, and run every kernel against its CPU twin.
 //!
-//! Adding an operation: a WGSL file (or an entry point in one), a `Kernel` variant with its `spec` entry, a
-//! parameter struct in `params.rs` when it needs a new one, a method in `ops.rs`, the CPU twin in
-//! `cpu_kernels.rs`, the `Backend` method on both backends, and its parity test.
+//! Adding an operation: its entry point in a WGSL file, one line in the [`kernels!`] table below (a parameter
+//! struct in `params.rs` only when it needs a new one), the method in its family's trait (`backend/ops.rs`), the
+//! CPU twin and the CPU method in `backend/cpu/`, the GPU method in `backend/gpu/<family>_ops.rs`, and its parity
+//! test, written once for every backend (tests/embjob/backend_ops.rs).
 
 use std::borrow::Cow;
 
@@ -16,61 +17,100 @@ use super::params::{
 };
 use crate::error::{Error, Result};
 
-/// (name, source) of every file under shaders/: kernels and fragments.
-pub const FILES: &[(&str, &str)] = &[
-    ("gemm_params", include_str!("../../../shaders/gemm_params.wgsl")),
-    ("gemm_tile_main", include_str!("../../../shaders/gemm_tile_main.wgsl")),
-    ("gemm_tile_load", include_str!("../../../shaders/gemm_tile_load.wgsl")),
-    ("gemm_epilogue", include_str!("../../../shaders/gemm_epilogue.wgsl")),
-    ("activation", include_str!("../../../shaders/activation.wgsl")),
-    ("gemm", include_str!("../../../shaders/gemm.wgsl")),
-    ("gemm_tiled", include_str!("../../../shaders/gemm_tiled.wgsl")),
-    ("gemm_tiled128", include_str!("../../../shaders/gemm_tiled128.wgsl")),
-    ("softmax_xent", include_str!("../../../shaders/softmax_xent.wgsl")),
-    ("embedding_bag", include_str!("../../../shaders/embedding_bag.wgsl")),
-    ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
-    ("optim", include_str!("../../../shaders/optim.wgsl")),
-    ("sparse", include_str!("../../../shaders/sparse.wgsl")),
-    ("ranking", include_str!("../../../shaders/ranking.wgsl")),
-    ("neighbors", include_str!("../../../shaders/neighbors.wgsl")),
-    ("encoder", include_str!("../../../shaders/encoder.wgsl")),
-    ("sampled", include_str!("../../../shaders/sampled.wgsl")),
-];
+/// (name, source) of every file under shaders/: kernels and fragments, one name each.
+macro_rules! kernel_files {
+    ($($name:ident),* $(,)?) => {
+        pub const FILES: &[(&str, &str)] =
+            &[$((stringify!($name), include_str!(concat!("../../../shaders/", stringify!($name), ".wgsl")))),*];
+    };
+}
 
-/// Every kernel (one WGSL entry point each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kernel {
+kernel_files!(
+    gemm_params,
+    gemm_tile_main,
+    gemm_tile_load,
+    gemm_epilogue,
+    activation,
+    gemm,
+    gemm_tiled,
+    gemm_tiled128,
+    softmax_xent,
+    embedding_bag,
+    elementwise,
+    optim,
+    sparse,
+    ranking,
+    neighbors,
+    encoder,
+    sampled,
+);
+
+/// The table of kernels: one line each, `Variant => "file", "entry point", ParamsStruct`, and `gemm` after a GEMM
+/// kernel (a pipeline per transpose combination, built without injected bounds checks). From it come the
+/// [`Kernel`] enum, [`Kernel::ALL`] and [`Kernel::spec`].
+macro_rules! kernels {
+    ($($(#[$doc:meta])* $name:ident => $file:literal, $entry:literal, $params:ty $(, $gemm:ident)?;)*) => {
+        /// Every kernel (one WGSL entry point each).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kernel {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Kernel {
+            /// Every kernel, in the table's order.
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$name,)*];
+
+            /// The registry entry.
+            pub fn spec(self) -> KernelSpec {
+                match self {
+                    $(Kernel::$name => {
+                        let gemm = false $(|| stringify!($gemm) == "gemm")?;
+                        KernelSpec {
+                            file: $file,
+                            entry: $entry,
+                            params: ParamsInfo::of::<$params>(),
+                            transposes: gemm,
+                            trusted: gemm,
+                        }
+                    })*
+                }
+            }
+        }
+    };
+}
+
+kernels! {
     /// Register-blocked GEMM (software adapters).
-    Gemm,
+    Gemm => "gemm", "main", GemmParams, gemm;
     /// 64×64 workgroup-memory GEMM (hardware GPUs).
-    GemmTiled,
+    GemmTiled => "gemm_tiled", "main", GemmParams, gemm;
     /// 128×128 workgroup-memory GEMM, 8×8 per invocation (large products on hardware GPUs).
-    GemmTiled128,
+    GemmTiled128 => "gemm_tiled128", "main", GemmParams, gemm;
     /// Adds the k slices of a split-k product.
-    GemmReduce,
-    SoftmaxXent,
-    BagForward,
-    BagBackward,
-    BiasAct,
-    ReluBackward,
-    ColumnSums,
-    ColumnSumsChunks,
-    Adam,
-    AdamTick,
-    Sgd,
-    CsrMul,
-    CsrOuter,
-    TargetRanks,
-    Normalize,
-    TopK,
-    EmbedLayerNorm,
-    AddLayerNorm,
-    Attention,
-    Pool,
-    L2Normalize,
-    Gather,
-    SampledXent,
-    AdamSelected,
+    GemmReduce => "gemm", "reduce_splits", GemmParams;
+    SoftmaxXent => "softmax_xent", "main", SoftmaxParams;
+    BagForward => "embedding_bag", "forward", BagParams;
+    BagBackward => "embedding_bag", "backward", BagParams;
+    BiasAct => "elementwise", "bias_act", EwParams;
+    ReluBackward => "elementwise", "relu_backward", EwParams;
+    ColumnSums => "elementwise", "column_sums", EwParams;
+    ColumnSumsChunks => "elementwise", "column_sums_chunks", EwParams;
+    Adam => "optim", "adam", OptParams;
+    AdamTick => "optim", "adam_tick", TickParams;
+    Sgd => "optim", "sgd", OptParams;
+    CsrMul => "sparse", "csr_mul", SparseParams;
+    CsrOuter => "sparse", "outer", SparseParams;
+    TargetRanks => "ranking", "main", RankParams;
+    Normalize => "neighbors", "normalize", NeighborParams;
+    TopK => "neighbors", "top_k", NeighborParams;
+    EmbedLayerNorm => "encoder", "embed_layernorm", EncoderParams;
+    AddLayerNorm => "encoder", "add_layernorm", EncoderParams;
+    Attention => "encoder", "attention", EncoderParams;
+    Pool => "encoder", "pool", EncoderParams;
+    L2Normalize => "encoder", "l2_normalize", EncoderParams;
+    Gather => "sampled", "gather", GatherParams;
+    SampledXent => "sampled", "sampled_xent", SampledParams;
+    AdamSelected => "optim", "adam_selected", SelParams;
 }
 
 /// A kernel's registry entry.
@@ -85,79 +125,6 @@ pub struct KernelSpec {
     pub transposes: bool,
     /// Built without wgpu's injected bounds checks (the GEMMs: see `pipelines.rs` for why that is safe).
     pub trusted: bool,
-}
-
-impl Kernel {
-    pub const ALL: [Kernel; 27] = [
-        Kernel::Gemm,
-        Kernel::GemmTiled,
-        Kernel::GemmTiled128,
-        Kernel::GemmReduce,
-        Kernel::SoftmaxXent,
-        Kernel::BagForward,
-        Kernel::BagBackward,
-        Kernel::BiasAct,
-        Kernel::ReluBackward,
-        Kernel::ColumnSums,
-        Kernel::ColumnSumsChunks,
-        Kernel::Adam,
-        Kernel::AdamTick,
-        Kernel::Sgd,
-        Kernel::CsrMul,
-        Kernel::CsrOuter,
-        Kernel::TargetRanks,
-        Kernel::Normalize,
-        Kernel::TopK,
-        Kernel::EmbedLayerNorm,
-        Kernel::AddLayerNorm,
-        Kernel::Attention,
-        Kernel::Pool,
-        Kernel::L2Normalize,
-        Kernel::Gather,
-        Kernel::SampledXent,
-        Kernel::AdamSelected,
-    ];
-
-    /// The registry entry.
-    pub fn spec(self) -> KernelSpec {
-        let k = |file, entry, params| KernelSpec { file, entry, params, transposes: false, trusted: false };
-        let gemm = |file| KernelSpec {
-            file,
-            entry: "main",
-            params: ParamsInfo::of::<GemmParams>(),
-            transposes: true,
-            trusted: true,
-        };
-        match self {
-            Kernel::Gemm => gemm("gemm"),
-            Kernel::GemmTiled => gemm("gemm_tiled"),
-            Kernel::GemmTiled128 => gemm("gemm_tiled128"),
-            Kernel::GemmReduce => k("gemm", "reduce_splits", ParamsInfo::of::<GemmParams>()),
-            Kernel::SoftmaxXent => k("softmax_xent", "main", ParamsInfo::of::<SoftmaxParams>()),
-            Kernel::BagForward => k("embedding_bag", "forward", ParamsInfo::of::<BagParams>()),
-            Kernel::BagBackward => k("embedding_bag", "backward", ParamsInfo::of::<BagParams>()),
-            Kernel::BiasAct => k("elementwise", "bias_act", ParamsInfo::of::<EwParams>()),
-            Kernel::ReluBackward => k("elementwise", "relu_backward", ParamsInfo::of::<EwParams>()),
-            Kernel::ColumnSums => k("elementwise", "column_sums", ParamsInfo::of::<EwParams>()),
-            Kernel::ColumnSumsChunks => k("elementwise", "column_sums_chunks", ParamsInfo::of::<EwParams>()),
-            Kernel::Adam => k("optim", "adam", ParamsInfo::of::<OptParams>()),
-            Kernel::AdamTick => k("optim", "adam_tick", ParamsInfo::of::<TickParams>()),
-            Kernel::Sgd => k("optim", "sgd", ParamsInfo::of::<OptParams>()),
-            Kernel::CsrMul => k("sparse", "csr_mul", ParamsInfo::of::<SparseParams>()),
-            Kernel::CsrOuter => k("sparse", "outer", ParamsInfo::of::<SparseParams>()),
-            Kernel::TargetRanks => k("ranking", "main", ParamsInfo::of::<RankParams>()),
-            Kernel::Normalize => k("neighbors", "normalize", ParamsInfo::of::<NeighborParams>()),
-            Kernel::TopK => k("neighbors", "top_k", ParamsInfo::of::<NeighborParams>()),
-            Kernel::EmbedLayerNorm => k("encoder", "embed_layernorm", ParamsInfo::of::<EncoderParams>()),
-            Kernel::AddLayerNorm => k("encoder", "add_layernorm", ParamsInfo::of::<EncoderParams>()),
-            Kernel::Attention => k("encoder", "attention", ParamsInfo::of::<EncoderParams>()),
-            Kernel::Pool => k("encoder", "pool", ParamsInfo::of::<EncoderParams>()),
-            Kernel::L2Normalize => k("encoder", "l2_normalize", ParamsInfo::of::<EncoderParams>()),
-            Kernel::Gather => k("sampled", "gather", ParamsInfo::of::<GatherParams>()),
-            Kernel::SampledXent => k("sampled", "sampled_xent", ParamsInfo::of::<SampledParams>()),
-            Kernel::AdamSelected => k("optim", "adam_selected", ParamsInfo::of::<SelParams>()),
-        }
-    }
 }
 
 /// A file's text as written (templates unexpanded).

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use wgpu::util::DeviceExt;
 
+use super::gemm::CheckedGemm;
 use super::kernel_source::Form;
 use super::kernels::{self, Kernel};
 use super::params::KernelParams;
@@ -67,13 +68,13 @@ impl Pipelines {
 }
 
 /// Which pipeline of a kernel: the transposes of a GEMM (override constants), 0 for every other kernel.
-pub fn variant(ta: bool, tb: bool) -> u8 {
+pub(super) fn variant(ta: bool, tb: bool) -> u8 {
     2 * u8::from(ta) + u8::from(tb)
 }
 
 impl GpuContext {
     /// The kernel's source as this context compiles it.
-    pub fn kernel_source(&self, kernel: Kernel) -> Result<std::borrow::Cow<'static, str>> {
+    pub(super) fn kernel_source(&self, kernel: Kernel) -> Result<std::borrow::Cow<'static, str>> {
         kernels::source_for_run(kernel.spec().file, self.pipelines.form)
     }
 
@@ -96,9 +97,10 @@ impl GpuContext {
             // bounds: every row and column they read is clamped to m − 1 / n − 1 and k to its slice below p.k
             // (the tiled kernels guard their loads by row < m, col < n and k < k_end), every write is guarded by
             // row < m and col < n (and so is the epilogue's read of the bias at col), and
-            // `GpuContext::matmul_with` checks that the buffers hold m×k, k×n and m×n values (splits×m×n for the
-            // split-k scratch, n for a bias) before dispatching; their loops end at k and at the slice
-            // count. A swapped kernel (EMBJOB_SHADER_DIR) needs the `kernel-dev` cargo feature, off by default.
+            // `GpuContext::gemm` checks that the buffers hold m×k, k×n and m×n values (splits×m×n for the
+            // split-k scratch, n for a bias), with checked arithmetic, before dispatching: it alone makes the
+            // `CheckedGemm` that `dispatch_trusted` takes, and `dispatch` refuses these kernels. Their loops end
+            // at k and at the slice count. A swapped kernel (EMBJOB_SHADER_DIR) needs the `kernel-dev` cargo feature, off by default.
             // Parity tests with poisoned outputs cover every transpose, edge tiles and splits.
             unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
         } else {
@@ -136,8 +138,39 @@ impl GpuContext {
     }
 
     /// Records one dispatch of `kernel` with its parameters (uniform binding 0) and storage buffers
-    /// (binding, buffer), over `groups` workgroups.
-    pub fn dispatch<P: KernelParams>(
+    /// (binding, buffer), over `groups` workgroups. Every kernel but the trusted GEMMs: those runs without bounds
+    /// checks, so they go through [`GpuContext::dispatch_trusted`] with the proof that their operands were checked.
+    pub(super) fn dispatch<P: KernelParams>(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: Kernel,
+        variant: u8,
+        params: &P,
+        entries: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        if kernel.spec().trusted {
+            return Err(Error::Internal(format!("{kernel:?} runs unchecked: dispatch it through GpuContext::gemm")));
+        }
+        self.record_dispatch(enc, kernel, variant, params, entries, groups)
+    }
+
+    /// [`GpuContext::dispatch`] for a trusted GEMM kernel, whose operands `GpuContext::gemm` checked.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dispatch_trusted<P: KernelParams>(
+        &self,
+        _checked: &CheckedGemm,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: Kernel,
+        variant: u8,
+        params: &P,
+        entries: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        self.record_dispatch(enc, kernel, variant, params, entries, groups)
+    }
+
+    fn record_dispatch<P: KernelParams>(
         &self,
         enc: &mut wgpu::CommandEncoder,
         kernel: Kernel,
@@ -196,12 +229,12 @@ impl GpuContext {
 }
 
 /// Workgroups for `n` invocations of a 64-wide kernel that reads its index as gid.x + gid.y · 65535 · 64.
-pub fn groups_1d(n: usize) -> (u32, u32, u32) {
+pub(super) fn groups_1d(n: usize) -> (u32, u32, u32) {
     let w = n.div_ceil(64) as u32;
     (w.min(65535), w.div_ceil(65535), 1)
 }
 
 /// One workgroup per row, rows laid out as wg.x + wg.y · 65535.
-pub fn groups_per_row(rows: usize) -> (u32, u32, u32) {
+pub(super) fn groups_per_row(rows: usize) -> (u32, u32, u32) {
     ((rows as u32).min(65535), (rows as u32).div_ceil(65535), 1)
 }

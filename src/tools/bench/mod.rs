@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use crate::backend::ops::*;
 use crate::backend::Cpu;
 use crate::text::bow::BowParams;
 use crate::plan::config::{ComponentsSpec, DfBound, Format, PcaSolver, Weighting, DEFAULT_TOKEN_PATTERN};
@@ -522,41 +523,29 @@ pub fn gemm(sizes: &[usize], repeats: usize, python: Option<&str>, cpu: bool, lo
         let mut times = Vec::new();
         for _ in 0..repeats.max(1) {
             let t = Instant::now();
-            crate::backend::cpu_kernels::matmul(&a, false, &a, false, &mut c, d, 0.0)?;
+            crate::backend::cpu::matmul(&a, false, &a, false, &mut c, d, 0.0)?;
             times.push(t.elapsed().as_secs_f64());
         }
         row("cpu (faer GEMM)", n, &mut times);
     }
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let names: Vec<String> = pollster::block_on(
-        instance.enumerate_adapters(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12),
-    )
-    .iter()
-    .map(|a| a.get_info().name)
-    .collect();
-    for name in names {
-        let Some(ctx) = crate::backend::gpu::GpuContext::open(Some(&name), true)? else { continue };
+    let wanted = |a: &crate::backend::AdapterReport| ["Vulkan", "Metal", "Dx12"].contains(&a.backend.as_str());
+    for adapter in crate::backend::device::adapters().into_iter().filter(wanted) {
+        let Some(gpu) = crate::backend::gpu::Gpu::open(Some(&adapter.name), true)? else { continue };
         for &n in sizes {
             let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
-            let (ga, c) = (ctx.upload(&a)?, ctx.upload(&vec![0.0; n * n])?);
+            let (ga, c) = (gpu.tensor(&a)?, gpu.tensor(&vec![0.0; n * n])?);
             let d = crate::backend::MatDims { m: n, n, k: n };
             // Warm-up (pipeline compilation on first use), then timed submissions, each waited for.
-            let mut enc = ctx.encoder();
-            ctx.matmul(&mut enc, &ga, false, &ga, false, &c, d, 0.0)?;
-            ctx.submit(enc);
-            ctx.download(&c)?;
+            gpu.matmul(&ga, false, &ga, false, &c, d, 0.0)?;
+            gpu.read(&c)?;
             let mut times = Vec::new();
             for _ in 0..repeats.max(1) {
                 let t = Instant::now();
-                let mut enc = ctx.encoder();
-                ctx.matmul(&mut enc, &ga, false, &ga, false, &c, d, 0.0)?;
-                ctx.submit(enc);
-                ctx.device
-                    .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
-                    .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+                gpu.matmul(&ga, false, &ga, false, &c, d, 0.0)?;
+                gpu.finish()?;
                 times.push(t.elapsed().as_secs_f64());
             }
-            row(&format!("gpu: {} ({})", ctx.adapter.name, ctx.adapter.device_type), n, &mut times);
+            row(&format!("gpu: {} ({})", gpu.adapter().name, gpu.adapter().device_type), n, &mut times);
         }
     }
     if let Some(py) = python {
@@ -603,7 +592,7 @@ pub fn neighbors(items: usize, dim: usize, k: usize, repeats: usize, log: &mut d
     let mut first: Option<Vec<u32>> = None;
     for r in 0..repeats.max(1) {
         let t = Instant::now();
-        let (idx, _) = crate::backend::cpu_kernels::cosine_top_k(&x, items, dim, k)?;
+        let (idx, _) = crate::backend::cpu::cosine_top_k(&x, items, dim, k)?;
         times.push(t.elapsed().as_secs_f64());
         let _ = writeln!(log, "cpu run {r}: {:.2} s", times[r]);
         first.get_or_insert(idx);
@@ -614,17 +603,17 @@ pub fn neighbors(items: usize, dim: usize, k: usize, repeats: usize, log: &mut d
             let _ = writeln!(log, "(skipped software adapter {})", adapter.name);
             continue;
         }
-        let Some(ctx) = crate::backend::gpu::GpuContext::open(Some(&adapter.name), false)? else { continue };
-        let buf = ctx.upload(&x)?;
+        let Some(gpu) = crate::backend::gpu::Gpu::open(Some(&adapter.name), false)? else { continue };
+        let buf = gpu.tensor(&x)?;
         let mut times = Vec::new();
         for r in 0..repeats.max(1) {
             let t = Instant::now();
-            let (idx, _) = ctx.cosine_top_k(&buf, items, dim, k)?;
+            let (idx, _) = gpu.cosine_top_k(&buf, items, dim, k)?;
             times.push(t.elapsed().as_secs_f64());
             let same = first.as_ref().map_or(0, |f| f.iter().zip(&idx).filter(|(a, b)| a == b).count());
             let _ = writeln!(log, "gpu run {r}: {:.2} s, {same} of {} neighbours as the CPU's", times[r], idx.len());
         }
-        row(&format!("gpu: {}", ctx.adapter.name), &mut times);
+        row(&format!("gpu: {}", gpu.adapter().name), &mut times);
     }
     Ok(s)
 }

@@ -1,0 +1,59 @@
+//! [`TensorStore`] on the GPU: resident tensors are device buffers, written and read through the queue (what was
+//! recorded is submitted first).
+
+use super::recorder::{buf, Gpu, Resident};
+use super::GpuIdx;
+use crate::backend::ops::TensorStore;
+use crate::backend::{check_distinct, BackendKind, Indices, Tensor};
+use crate::error::{Error, Result};
+
+impl TensorStore for Gpu {
+    fn tensor(&self, data: &[f32]) -> Result<Tensor> {
+        let b = self.ctx().upload(data)?;
+        Ok(Tensor::new(data.len(), self.resident(b)))
+    }
+
+    fn zeros(&self, len: usize) -> Result<Tensor> {
+        let b = self.ctx().zeros(len.max(1))?;
+        Ok(Tensor::new(len.max(1), self.resident(b)))
+    }
+
+    fn write(&self, t: &Tensor, data: &[f32]) -> Result<()> {
+        self.flush()?;
+        self.ctx().write_f32(buf(t)?, data)
+    }
+
+    fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        self.flush()?;
+        self.ctx().download(buf(t)?)
+    }
+
+    fn index_buffer(&self, capacity: usize) -> Result<Indices> {
+        self.ctx().check_size("index buffer", capacity)?;
+        let b = self.ctx().upload_idx(&vec![0; capacity.max(1)])?;
+        Ok(Indices::new(capacity, self.resident(b)))
+    }
+
+    fn write_indices(&self, t: &mut Indices, data: &[u32]) -> Result<()> {
+        self.flush()?;
+        self.ctx().write_u32(&t.storage::<Resident<GpuIdx>>("gpu")?.buf, data)?;
+        t.set_len(data.len());
+        Ok(())
+    }
+
+    fn copy(&self, src: &Tensor, src_offset: usize, dst: &Tensor, dst_offset: usize, len: usize) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[dst], &[src])?;
+        let (a, b) = (buf(src)?, buf(dst)?);
+        let inside = |offset: usize, have: usize| offset.checked_add(len).is_some_and(|end| end <= have);
+        if !inside(src_offset, a.len()) || !inside(dst_offset, b.len()) {
+            return Err(Error::Internal("copy: range outside a tensor".into()));
+        }
+        self.record(|_, enc| {
+            if len > 0 {
+                let (from, to, bytes) = (src_offset as u64 * 4, dst_offset as u64 * 4, len as u64 * 4);
+                enc.copy_buffer_to_buffer(a.buffer(), from, b.buffer(), to, bytes);
+            }
+            Ok(())
+        })
+    }
+}
