@@ -6,6 +6,11 @@
 
 use crate::error::{Error, Result};
 
+/// The error of a shape whose number of values overflows.
+fn too_large(rows: usize, cols: usize) -> Error {
+    Error::Internal(format!("a {rows}×{cols} matrix has more values than memory can address"))
+}
+
 /// `rows × cols`, row-major; `data.len() == rows * cols` always.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
@@ -15,9 +20,11 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    /// All zeros.
-    pub fn zeros(rows: usize, cols: usize) -> Matrix {
-        Matrix { rows, cols, data: vec![0.0; rows * cols] }
+    /// All zeros; an error when `rows × cols` overflows (the shape is checked before anything is allocated, so
+    /// no `Matrix` ever has a buffer shorter than its shape).
+    pub fn zeros(rows: usize, cols: usize) -> Result<Matrix> {
+        let len = rows.checked_mul(cols).ok_or_else(|| too_large(rows, cols))?;
+        Ok(Matrix { rows, cols, data: vec![0.0; len] })
     }
 
     /// From row-major values; an error unless `data.len()` is `rows * cols`.
@@ -32,13 +39,14 @@ impl Matrix {
         Ok(Matrix { rows, cols, data })
     }
 
-    /// From a function of (row, column).
-    pub fn from_fn(rows: usize, cols: usize, f: impl Fn(usize, usize) -> f64) -> Matrix {
-        let mut data = Vec::with_capacity(rows * cols);
+    /// From a function of (row, column); an error when `rows × cols` overflows.
+    pub fn from_fn(rows: usize, cols: usize, f: impl Fn(usize, usize) -> f64) -> Result<Matrix> {
+        let len = rows.checked_mul(cols).ok_or_else(|| too_large(rows, cols))?;
+        let mut data = Vec::with_capacity(len);
         for r in 0..rows {
             data.extend((0..cols).map(|c| f(r, c)));
         }
-        Matrix { rows, cols, data }
+        Ok(Matrix { rows, cols, data })
     }
 
     pub fn rows(&self) -> usize {
@@ -87,7 +95,8 @@ impl Matrix {
 
     /// The transpose.
     pub fn transpose(&self) -> Matrix {
-        let mut out = Matrix::zeros(self.cols, self.rows);
+        // The same number of values as `self` holds: no product to check.
+        let mut out = Matrix { rows: self.cols, cols: self.rows, data: vec![0.0; self.data.len()] };
         for r in 0..self.rows {
             for c in 0..self.cols {
                 out.data[c * self.rows + r] = self.data[r * self.cols + c];
@@ -103,7 +112,8 @@ impl Matrix {
 
     /// From a faer matrix view.
     pub fn from_faer(m: faer::MatRef<'_, f64>) -> Matrix {
-        let mut out = Matrix::zeros(m.nrows(), m.ncols());
+        // A faer matrix holds nrows × ncols values: the product fits.
+        let mut out = Matrix { rows: m.nrows(), cols: m.ncols(), data: vec![0.0; m.nrows() * m.ncols()] };
         faer::MatMut::from_row_major_slice_mut(&mut out.data, m.nrows(), m.ncols()).copy_from(m);
         out
     }

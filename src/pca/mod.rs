@@ -262,7 +262,7 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -
     let mut projections = match scores {
         // The solver's scores, each column with its component's sign.
         Some(scores) if scores.rows() == n && scores.cols() >= k => {
-            let mut out = Matrix::zeros(n, k);
+            let mut out = Matrix::zeros(n, k)?;
             for (o, row) in out.data_mut().chunks_mut(k.max(1)).zip(scores.data().chunks(scores.cols().max(1))) {
                 o.iter_mut().zip(row).zip(&signs).for_each(|((o, v), s)| *o = v * s);
             }
@@ -372,7 +372,7 @@ fn symmetric_eigen(m: &Matrix) -> Result<(Vec<f64>, Matrix)> {
     let vecs = eig.U();
     let d = m.rows();
     let mut values = Vec::with_capacity(d);
-    let mut vectors = Matrix::zeros(d, d);
+    let mut vectors = Matrix::zeros(d, d)?;
     for (out_c, c) in (0..d).rev().enumerate() {
         values.push(vals[c].max(0.0));
         for r in 0..d {
@@ -470,7 +470,7 @@ fn gram_solver(
     let u_m = Matrix::from_vec(n, m, (0..n).flat_map(|r| u.row(r)[..m].to_vec()).collect())?;
     let xtu = x.t_mul(be, &u_m)?;
     let colsum: Vec<f64> = (0..m).map(|c| (0..n).map(|r| u_m.at(r, c)).sum()).collect();
-    let mut comps = Matrix::zeros(m, p);
+    let mut comps = Matrix::zeros(m, p)?;
     for c in 0..m {
         let s = values[c].sqrt();
         for j in 0..p {
@@ -560,7 +560,7 @@ fn lanczos_solver(be: &dyn Backend, x: &PcaInput, mean: &[f64], k: usize, seed: 
         params.tol = 1e-5;
     }
     let faer_of = |m: Matrix| m.to_faer();
-    let mut comps = Matrix::zeros(k, p);
+    let mut comps = Matrix::zeros(k, p)?;
     let mut scores = None;
     let eig = if p <= n {
         let eig = crate::linalg::krylov::largest_eigenpairs(p, &params, seed, |v| {
@@ -628,7 +628,7 @@ fn randomized_solver(
     crate::linalg::dense::clear_upper_simd_state();
     let s = svd.S().column_vector();
     let w = svd.U();
-    let mut comps = Matrix::zeros(k, p);
+    let mut comps = Matrix::zeros(k, p)?;
     let mut ev = Vec::with_capacity(k);
     for c in 0..k {
         ev.push(s[c] * s[c] / (n - 1) as f64);

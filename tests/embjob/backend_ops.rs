@@ -35,6 +35,7 @@ macro_rules! on_each_backend {
 on_each_backend!(
     matmul_with_every_transpose,
     matmul_refuses_short_operands_and_overflowing_shapes,
+    gemm_shapes_that_overflow_are_errors,
     softmax_xent_stays_finite,
     embedding_bag_forward_and_backward,
     bias_activation_relu_and_column_sums,
@@ -134,6 +135,27 @@ fn matmul_refuses_short_operands_and_overflowing_shapes(be: &dyn Backend) {
     assert!(err.to_string().contains("bias") || err.to_string().contains("shape"), "{err}");
     // The output may not alias an operand.
     assert!(be.matmul(&a, false, &b, false, &a, MatDims { m: 2, n: 2, k: 3 }, 0.0).is_err());
+}
+
+/// A host product whose output's size overflows (2^40 × 2^40 from two empty matrices) is an error on every backend,
+/// not a wrapped length handed to a raw GEMM.
+fn gemm_shapes_that_overflow_are_errors(be: &dyn Backend) {
+    use embjob::linalg::dense::Matrix;
+    let (a, b) = (Matrix::zeros(1 << 40, 0).expect("no values"), Matrix::zeros(0, 1 << 40).expect("no values"));
+    assert!(be.gemm(&a, false, &b, false).is_err(), "a 2^40 × 2^40 product");
+    assert!(be.gemm(&b, true, &a, true).is_err(), "the same, transposed");
+}
+
+#[test]
+fn a_matrix_whose_shape_overflows_is_an_error() {
+    use embjob::linalg::dense::Matrix;
+    // 2^33 · 2^31 wraps to 0 in 64 bits: an unchecked product would make an empty buffer with that shape.
+    assert!(Matrix::zeros(1 << 33, 1 << 31).is_err());
+    assert!(Matrix::zeros(usize::MAX, 2).is_err());
+    assert!(Matrix::from_fn(1 << 33, 1 << 31, |_, _| 0.0).is_err());
+    assert!(Matrix::from_vec(1 << 33, 1 << 31, Vec::new()).is_err());
+    let m = Matrix::zeros(3, 4).expect("3 × 4");
+    assert_eq!((m.rows(), m.cols(), m.data().len()), (3, 4, 12));
 }
 
 fn softmax_xent_stays_finite(be: &dyn Backend) {

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm_seq, SendPtr};
+use super::holds;
 use super::simd::*;
 use crate::backend::PoolMode;
 use crate::error::{Error, Result};
@@ -66,12 +67,10 @@ pub fn attention(
     out: &mut [f32],
 ) -> Result<()> {
     use faer::{Accum, MatMut, MatRef};
-    let h_all = heads * head_dim;
-    let width = 3 * h_all;
-    if batch == 0 || seq == 0 || h_all == 0 {
+    if batch == 0 || seq == 0 || heads == 0 || head_dim == 0 {
         return Ok(());
     }
-    if qkv.len() < batch * seq * width || out.len() < batch * seq * h_all || lens.len() < batch {
+    if !holds(qkv.len(), &[batch, seq, 3, heads, head_dim]) || !holds(out.len(), &[batch, seq, heads, head_dim]) || lens.len() < batch {
         return Err(Error::Internal(format!(
             "attention: {} qkv values, {} outputs and {} lengths for {batch} sequences of {seq} × {heads} heads of {head_dim}",
             qkv.len(),
@@ -79,6 +78,8 @@ pub fn attention(
             lens.len()
         )));
     }
+    let h_all = heads * head_dim;
+    let width = 3 * h_all;
     // One task per (sequence, head): S = Q·Kᵀ over the real keys, softmax by row, O = S·V, read from and written to
     // their strided columns in place (no copies of Q, K, V). Each task is one single-threaded product pair, so the
     // result does not depend on the thread count.

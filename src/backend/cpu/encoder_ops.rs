@@ -2,6 +2,7 @@
 
 
 use super::{r, ri, w};
+use super::len_of;
 use crate::backend::ops::*;
 use crate::backend::{
     check_distinct, AttentionShape, BackendKind,
@@ -24,7 +25,7 @@ impl EncoderOps for super::Cpu {
             return Err(Error::Internal("embed_layernorm: a token id, type or position outside its table".into()));
         }
         let mut o = w(out)?;
-        let o = o.get_mut(..rows * e.cols).ok_or_else(|| Error::Internal("embed_layernorm: output".into()))?;
+        let o = o.get_mut(..len_of(&[rows, e.cols], "embed_layernorm")?).ok_or_else(|| Error::Internal("embed_layernorm: output".into()))?;
         let ln = (&r(e.ln.gamma)?[..], &r(e.ln.beta)?[..], e.ln.eps);
         super::embed_layernorm((&word, &pos, &ty), &ids, &types, tokens.seq, e.position_offset, ln, e.cols, o);
         Ok(())
@@ -36,7 +37,8 @@ impl EncoderOps for super::Cpu {
         let cols = gamma.len();
         let mut x = w(x)?;
         let res = r(residual)?;
-        let (x, res) = match (x.get_mut(..rows * cols), res.get(..rows * cols)) {
+        let len = len_of(&[rows, cols], "add_layernorm")?;
+        let (x, res) = match (x.get_mut(..len), res.get(..len)) {
             (Some(x), Some(res)) => (x, res),
             _ => return Err(Error::Internal("add_layernorm: shape".into())),
         };
@@ -47,31 +49,31 @@ impl EncoderOps for super::Cpu {
     fn attention(&self, qkv: &Tensor, lens: &Indices, s: AttentionShape, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[out], &[qkv])?;
         let (qkv, lens) = (r(qkv)?, ri(lens)?);
-        let rows = s.batch * s.seq;
-        let h = s.heads * s.head_dim;
-        if qkv.len() < rows * 3 * h || lens.len() < s.batch || lens.iter().any(|&l| l as usize > s.seq) {
+        let rows = len_of(&[s.batch, s.seq], "attention")?;
+        let h = len_of(&[s.heads, s.head_dim], "attention")?;
+        if !super::holds(qkv.len(), &[rows, 3, h]) || lens.len() < s.batch || lens.iter().any(|&l| l as usize > s.seq) {
             return Err(Error::Internal("attention: shape".into()));
         }
         let mut o = w(out)?;
-        let o = o.get_mut(..rows * h).ok_or_else(|| Error::Internal("attention: output".into()))?;
+        let o = o.get_mut(..len_of(&[rows, h], "attention")?).ok_or_else(|| Error::Internal("attention: output".into()))?;
         super::attention(&qkv, &lens, s.batch, s.seq, s.heads, s.head_dim, s.scale, o)
     }
 
     fn pool(&self, hidden: &Tensor, lens: &Indices, s: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[out], &[hidden])?;
         let (hidden, lens) = (r(hidden)?, ri(lens)?);
-        if hidden.len() < s.batch * s.seq * s.cols || lens.len() < s.batch || lens.iter().any(|&l| l as usize > s.seq) {
+        if !super::holds(hidden.len(), &[s.batch, s.seq, s.cols]) || lens.len() < s.batch || lens.iter().any(|&l| l as usize > s.seq) {
             return Err(Error::Internal("pool: shape".into()));
         }
         let mut o = w(out)?;
-        let o = o.get_mut(..s.batch * s.cols).ok_or_else(|| Error::Internal("pool: output".into()))?;
+        let o = o.get_mut(..len_of(&[s.batch, s.cols], "pool")?).ok_or_else(|| Error::Internal("pool: output".into()))?;
         super::pool(&hidden, &lens, s.seq, s.cols, mode, o);
         Ok(())
     }
 
     fn l2_normalize(&self, x: &Tensor, rows: usize, cols: usize) -> Result<()> {
         let mut x = w(x)?;
-        let x = x.get_mut(..rows * cols).ok_or_else(|| Error::Internal("l2_normalize: shape".into()))?;
+        let x = x.get_mut(..len_of(&[rows, cols], "l2_normalize")?).ok_or_else(|| Error::Internal("l2_normalize: shape".into()))?;
         super::l2_normalize(x, cols);
         Ok(())
     }

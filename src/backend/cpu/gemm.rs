@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::holds;
 use crate::backend::MatDims;
 use crate::error::{Error, Result};
 
@@ -16,9 +17,9 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if a.len() < m * k || b.len() < k * n || c.len() < m * n {
+    if !holds(a.len(), &[m, k]) || !holds(b.len(), &[k, n]) || !holds(c.len(), &[m, n]) {
         return Err(Error::Internal(format!(
-            "matmul {m}×{n}×{k}: operands of {}, {} and {} values are too small",
+            "matmul {m}×{n}×{k}: operands of {}, {} and {} values are too small (or the shape overflows)",
             a.len(),
             b.len(),
             c.len()

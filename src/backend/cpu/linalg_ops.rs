@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::holds;
 use crate::backend::ops::*;
 use crate::backend::{
     check_dims, check_outer, subtract_outer,
@@ -20,11 +21,11 @@ impl LinalgOps for super::Cpu {
         let (m, k) = if ta { (a.cols(), a.rows()) } else { (a.rows(), a.cols()) };
         let (k2, n) = if tb { (b.cols(), b.rows()) } else { (b.rows(), b.cols()) };
         check_dims("gemm", k, k2)?;
-        let mut c = Matrix::zeros(m, n);
+        let mut c = Matrix::zeros(m, n)?;
         // Row-major strides; a transpose is the same buffer with its strides swapped.
         let (rsa, csa) = if ta { (1, a.cols() as isize) } else { (a.cols() as isize, 1) };
         let (rsb, csb) = if tb { (1, b.cols() as isize) } else { (b.cols() as isize, 1) };
-        if a.data().len() != m * k || b.data().len() != k * n || c.data().len() != m * n {
+        if !holds(a.data().len(), &[m, k]) || !holds(b.data().len(), &[k, n]) || !holds(c.data().len(), &[m, n]) {
             return Err(Error::Internal("gemm: an operand's buffer does not hold its shape".into()));
         }
         if m > 0 && n > 0 && k > 0 {
@@ -57,7 +58,7 @@ impl LinalgOps for super::Cpu {
         // Each thread owns a block of output rows a and scans every input row for entries in its block: no
         // shared writes, and each output sums over input rows in row order.
         let p = x.cols;
-        let mut out = Matrix::zeros(p, p);
+        let mut out = Matrix::zeros(p, p)?;
         let block = p.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
         out.data_mut().par_chunks_mut(block * p).enumerate().for_each(|(bi, chunk)| {
             let lo = bi * block;
@@ -84,7 +85,7 @@ impl LinalgOps for super::Cpu {
     fn outer_csr(&self, x: &Csr) -> Result<Matrix> {
         // Row i scattered into a dense vector, then gathered against every row j ≤ i; mirrored afterwards.
         let n = x.rows;
-        let mut out = Matrix::zeros(n, n);
+        let mut out = Matrix::zeros(n, n)?;
         out.data_mut().par_chunks_mut(n.max(1)).enumerate().for_each_init(
             || vec![0.0f64; x.cols],
             |dense, (i, row)| {
@@ -111,13 +112,13 @@ impl LinalgOps for super::Cpu {
 
     fn csr_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
         check_dims("csr_mul", x.cols, b.rows())?;
-        Ok(csr_times_dense(x, b))
+        csr_times_dense(x, b)
     }
 
     fn csr_mul_minus_outer(&self, x: &Csr, b: &Matrix, a: Option<&[f64]>, s: &[f64]) -> Result<Matrix> {
         check_dims("csr_mul_minus_outer", x.cols, b.rows())?;
         check_outer(x.rows, b.cols(), a, s)?;
-        Ok(csr_times_dense_minus_outer(x, b, a, s))
+        csr_times_dense_minus_outer(x, b, a, s)
     }
 
     fn csr_t_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
@@ -125,7 +126,7 @@ impl LinalgOps for super::Cpu {
         // Each thread owns a block of output rows (columns of X) and scans every row of X for entries in its
         // block: no transpose, no shared writes, and every output sums over X's rows in order.
         let (p, k) = (x.cols, b.cols());
-        let mut out = Matrix::zeros(p, k);
+        let mut out = Matrix::zeros(p, k)?;
         let block = p.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
         out.data_mut().par_chunks_mut((block * k).max(1)).enumerate().for_each(|(bi, chunk)| {
             let lo = bi * block;
@@ -148,29 +149,29 @@ impl LinalgOps for super::Cpu {
 
     fn csr_gram_mul(&self, x: &Csr, b: &Matrix) -> Result<Matrix> {
         check_dims("csr_gram_mul", x.cols, b.rows())?;
-        Ok(csr_gram_times_dense(x, b))
+        csr_gram_times_dense(x, b)
     }
 }
 
-fn csr_times_dense(x: &Csr, b: &Matrix) -> Matrix {
+fn csr_times_dense(x: &Csr, b: &Matrix) -> Result<Matrix> {
     csr_rows_in_blocks(x, b, |_, _| {})
 }
 
 /// `X·B − a·sᵀ`: each block of rows takes the term off while it is still in cache.
-fn csr_times_dense_minus_outer(x: &Csr, b: &Matrix, a: Option<&[f64]>, s: &[f64]) -> Matrix {
+fn csr_times_dense_minus_outer(x: &Csr, b: &Matrix, a: Option<&[f64]>, s: &[f64]) -> Result<Matrix> {
     csr_rows_in_blocks(x, b, |first, rows| subtract_outer(rows, first, a, s))
 }
 
 /// `X·B` in blocks of 256 rows on every core, `then(first row, block)` applied to each block after its product.
-fn csr_rows_in_blocks(x: &Csr, b: &Matrix, then: impl Fn(usize, &mut [f64]) + Sync) -> Matrix {
+fn csr_rows_in_blocks(x: &Csr, b: &Matrix, then: impl Fn(usize, &mut [f64]) + Sync) -> Result<Matrix> {
     let k = b.cols();
-    let mut out = Matrix::zeros(x.rows, k);
+    let mut out = Matrix::zeros(x.rows, k)?;
     const ROWS: usize = 256;
     out.data_mut().par_chunks_mut((ROWS * k).max(1)).enumerate().for_each(|(c, rows)| {
         super::sparse::csr_rows_times_dense(x, b.data(), k, c * ROWS, rows);
         then(c * ROWS, rows);
     });
-    out
+    Ok(out)
 }
 
 /// Accumulators of [`csr_gram_times_dense`], kept between the calls of one PCA fit (a fresh multi-megabyte
@@ -187,7 +188,7 @@ fn release_gram_scratch() {
 /// `XᵀX·B` in one pass over X: each row's `xᵣᵀB` (k wide), scattered straight back along the row. The rows are cut
 /// into chunks of equal non-zeros, each with its own p×k accumulator, summed in chunk order; their number depends
 /// on the shape only (at most 4, and under 256 MB of accumulators), so the result does not depend on the threads.
-fn csr_gram_times_dense(x: &Csr, b: &Matrix) -> Matrix {
+fn csr_gram_times_dense(x: &Csr, b: &Matrix) -> Result<Matrix> {
     let (p, k) = (x.cols, b.cols());
     let size = (p * k).max(1);
     let chunks = ((256usize << 20) / (size * 8)).clamp(1, 4).min(x.rows.max(1));
@@ -206,6 +207,6 @@ fn csr_gram_times_dense(x: &Csr, b: &Matrix) -> Matrix {
         out.iter_mut().zip(part).for_each(|(o, v)| *o += v);
     }
     out.truncate(p * k);
-    Matrix::from_vec(p, k, out).unwrap_or_else(|_| Matrix::zeros(p, k))
+    Matrix::from_vec(p, k, out)
 }
 

@@ -38,6 +38,19 @@ pub use softmax_xent::{output_layer_xent, softmax_xent, OutputLayerIn, OutputLay
 use super::{Backend, BackendKind, Indices, Tensor};
 use crate::error::{Error, Result};
 
+/// Whether a slice of `len` values holds the product of `dims` (checked arithmetic: a product that overflows is
+/// held by nothing). Every length that guards a raw view or pointer of the CPU kernels goes through here.
+pub(crate) fn holds(len: usize, dims: &[usize]) -> bool {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_some_and(|need| need <= len)
+}
+
+/// The product of `dims`, or an internal error naming `what` when it overflows.
+pub(crate) fn len_of(dims: &[usize], what: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::Internal(format!("{what}: a shape of {dims:?} overflows")))
+}
+
 /// The CPU backend. Its resident tensors are host vectors behind read-write locks, freed with their last handle.
 #[derive(Debug, Default)]
 pub struct Cpu;

@@ -2,6 +2,7 @@
 
 
 use super::{r, ri, w};
+use super::len_of;
 use crate::backend::ops::*;
 use crate::backend::{
     check_distinct, Activation, AdamStep, BackendKind, Bags, Indices, MatDims, OutputGrads, OutputLayer, RankMasks, SampledColumns,
@@ -18,7 +19,7 @@ impl ModelOps for super::Cpu {
     fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[out], &[table, bags.weights])?;
         let mut out = w(out)?;
-        let out = out.get_mut(..bags.bags * dim).ok_or_else(|| Error::Internal("embedding_bag: output".into()))?;
+        let out = out.get_mut(..len_of(&[bags.bags, dim], "embedding_bag")?).ok_or_else(|| Error::Internal("embedding_bag: output".into()))?;
         super::embedding_bag(&r(table)?, dim, &ri(bags.items)?, &ri(bags.offsets)?, &r(bags.weights)?, mean, out);
         Ok(())
     }
@@ -51,9 +52,10 @@ impl ModelOps for super::Cpu {
 
     fn bias_act(&self, x: &Tensor, bias: &Tensor, rows: usize, cols: usize, act: Activation) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[x], &[bias])?;
-        let mut x = w(x)?;
-        let x = x.get_mut(..rows * cols).ok_or_else(|| Error::Internal("bias_act: shape".into()))?;
-        super::bias_act(x, &r(bias)?, cols, act);
+        let (mut x, bias) = (w(x)?, r(bias)?);
+        let len = rows.checked_mul(cols).filter(|_| bias.len() >= cols);
+        let x = len.and_then(|len| x.get_mut(..len)).ok_or_else(|| Error::Internal("bias_act: shape".into()))?;
+        super::bias_act(x, &bias, cols, act);
         Ok(())
     }
 
@@ -95,7 +97,7 @@ impl ModelOps for super::Cpu {
     ) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[logits, losses], &[])?;
         let (mut l, mut out) = (w(losses)?, w(logits)?);
-        let out = out.get_mut(..rows * cols).ok_or_else(|| Error::Internal("softmax_xent: shape".into()))?;
+        let out = out.get_mut(..len_of(&[rows, cols], "softmax_xent")?).ok_or_else(|| Error::Internal("softmax_xent: shape".into()))?;
         let l = l.get_mut(..rows).ok_or_else(|| Error::Internal("softmax_xent: losses".into()))?;
         super::softmax_xent(out, &ri(targets)?, cols, l);
         Ok(())
@@ -216,7 +218,7 @@ impl ModelOps for super::Cpu {
 
     fn cosine_top_k(&self, x: &Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
         let x = r(x)?;
-        let x = x.get(..n * dim).ok_or_else(|| Error::Internal("cosine_top_k: shape".into()))?;
+        let x = x.get(..len_of(&[n, dim], "cosine_top_k")?).ok_or_else(|| Error::Internal("cosine_top_k: shape".into()))?;
         super::cosine_top_k(x, n, dim, k)
     }
 }

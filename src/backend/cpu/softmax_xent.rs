@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm_seq, SendPtr};
+use super::holds;
 use super::simd::*;
 use crate::backend::MatDims;
 use crate::error::{Error, Result};
@@ -91,16 +92,16 @@ pub fn output_layer_xent(x: OutputLayerIn<'_>, out: OutputLayerOut<'_>) -> Resul
     use faer::{Accum, MatMut, MatRef};
     let MatDims { m: rows, n: v, k } = x.d;
     let OutputLayerOut { logits, losses, w_grad, bias_grad, pre_grad } = out;
-    if x.pre.len() < rows * k
-        || x.w.len() < k * v
+    if !holds(x.pre.len(), &[rows, k])
+        || !holds(x.w.len(), &[k, v])
         || x.bias.len() < v
         || x.targets.len() < rows
         || x.targets[..rows].iter().any(|&t| t as usize >= v)
-        || logits.len() < rows * v
+        || !holds(logits.len(), &[rows, v])
         || losses.len() < rows
-        || w_grad.len() < k * v
+        || !holds(w_grad.len(), &[k, v])
         || bias_grad.len() < v
-        || pre_grad.len() < rows * k
+        || !holds(pre_grad.len(), &[rows, k])
     {
         return Err(Error::Internal(format!(
             "output_layer_xent {rows}×{v}×{k}: an operand is too small or a target out of range"

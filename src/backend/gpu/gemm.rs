@@ -1,14 +1,14 @@
 //! GEMM on the device: `c = op(a)·op(b) + beta·c`, with the kernel chosen by adapter and size and k split into
 //! slices for products with few output tiles and a long k. The GEMM kernels run without wgpu's injected bounds
-//! checks (see `pipelines.rs`), so this file is their only door: [`GpuContext::gemm`] checks the operands against
-//! the shape with checked arithmetic, and only it can make the [`CheckedGemm`] that dispatching them takes.
+//! checks, so dispatching them takes a `CheckedGemm`, which only `pipelines.rs` makes, from operand lengths that hold
+//! the shape (checked arithmetic).
 
 use super::kernels::Kernel;
 use super::params::GemmParams;
-use super::pipelines::{groups_1d, variant};
+use super::pipelines::{groups_1d, variant, CheckedGemm};
 use super::{GpuBuf, GpuContext};
 use crate::backend::{Activation, MatDims};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The GEMM kernels (same contract, each parity-tested).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +44,6 @@ pub(super) struct Epilogue<'a> {
     pub act: Activation,
 }
 
-/// Proof that a GEMM's operands were checked against its shape: only [`GpuContext::gemm`] makes one (the field is
-/// private to this file), and `GpuContext::dispatch_trusted` takes one.
-pub(super) struct CheckedGemm(());
-
 /// `x · y`, or `None` when it overflows.
 fn product(x: usize, y: usize) -> Option<usize> {
     x.checked_mul(y)
@@ -78,7 +74,8 @@ impl GpuContext {
         beta: f32,
         epilogue: Option<Epilogue<'_>>,
     ) -> Result<()> {
-        let checked = check_operands(a, b, c, d, epilogue)?;
+        let bias_len = epilogue.map(|e| e.bias.len());
+        let checked = CheckedGemm::new(a.len(), b.len(), c.len(), bias_len, d)?;
         let kernel = kernel.kernel();
         let tile = self.tile(kernel)?;
         let groups = ((d.n as u32).div_ceil(tile), (d.m as u32).div_ceil(tile));
@@ -116,31 +113,6 @@ impl GpuContext {
         let p = params(beta, d.k, 1);
         self.dispatch_trusted(&checked, enc, kernel, variant(ta, tb), &p, &entries, (groups.0, groups.1, 1))
     }
-}
-
-/// The operands hold m×k, k×n and m×n values (n for a bias), every product computed without overflow, and each
-/// dimension fits the kernels' u32 parameters.
-fn check_operands(a: &GpuBuf, b: &GpuBuf, c: &GpuBuf, d: MatDims, epilogue: Option<Epilogue<'_>>) -> Result<CheckedGemm> {
-    let fits = |need: Option<usize>, have: usize| need.is_some_and(|n| n <= have);
-    let in_u32 = [d.m, d.n, d.k].iter().all(|&x| u32::try_from(x).is_ok());
-    let ok = in_u32
-        && fits(product(d.m, d.k), a.len())
-        && fits(product(d.k, d.n), b.len())
-        && fits(product(d.m, d.n), c.len())
-        && epilogue.is_none_or(|e| e.bias.len() >= d.n);
-    if !ok {
-        let bias = epilogue.map_or(String::new(), |e| format!(" (bias {})", e.bias.len()));
-        return Err(Error::Internal(format!(
-            "gemm {}×{}×{}: operands of {}, {} and {} values{bias} are too small (or the shape overflows)",
-            d.m,
-            d.n,
-            d.k,
-            a.len(),
-            b.len(),
-            c.len()
-        )));
-    }
-    Ok(CheckedGemm(()))
 }
 
 /// How many slices of k a product runs in: enough for about 256 workgroups when its output tiles (`tile` square)

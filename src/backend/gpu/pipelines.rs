@@ -11,12 +11,34 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use wgpu::util::DeviceExt;
 
-use super::gemm::CheckedGemm;
 use super::kernel_source::Form;
 use super::kernels::{self, Kernel};
 use super::params::KernelParams;
 use super::GpuContext;
+use crate::backend::MatDims;
 use crate::error::{Error, Result};
+
+/// Proof that a GEMM's operands hold its shape: the trusted GEMM kernels are dispatched only with one, and only
+/// [`CheckedGemm::new`] makes one (its field is private to this file).
+pub(super) struct CheckedGemm(());
+
+impl CheckedGemm {
+    /// The operands (lengths of A, B, C and the bias, if any) hold m×k, k×n and m×n values (n for a bias), every
+    /// product computed without overflow, and each dimension fits the kernels' u32 parameters.
+    pub(super) fn new(a: usize, b: usize, c: usize, bias: Option<usize>, d: MatDims) -> Result<CheckedGemm> {
+        let fits = |x: usize, y: usize, have: usize| x.checked_mul(y).is_some_and(|need| need <= have);
+        let in_u32 = [d.m, d.n, d.k].iter().all(|&x| u32::try_from(x).is_ok());
+        let ok = in_u32 && fits(d.m, d.k, a) && fits(d.k, d.n, b) && fits(d.m, d.n, c) && bias.is_none_or(|l| l >= d.n);
+        if !ok {
+            let bias = bias.map_or(String::new(), |l| format!(" (bias {l})"));
+            return Err(Error::Internal(format!(
+                "gemm {}×{}×{}: operands of {a}, {b} and {c} values{bias} are too small (or the shape overflows)",
+                d.m, d.n, d.k
+            )));
+        }
+        Ok(CheckedGemm(()))
+    }
+}
 
 /// Cached bind groups beyond this are dropped (one-shot products would otherwise keep their buffers alive).
 const MAX_CACHED_BIND_GROUPS: usize = 512;
