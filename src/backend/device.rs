@@ -7,6 +7,31 @@ use super::gpu::Gpu;
 use super::Backend;
 use crate::error::{Error, Result};
 
+/// A wgpu instance, created only after the Vulkan loader's environment is set for a quiet run: every instance of
+/// embjob comes from here.
+pub(crate) fn instance() -> wgpu::Instance {
+    quiet_loader();
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Mesa's device-select layer prints `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` for every
+/// instance on a headless machine (a server, a container, a scheduler's job): lines that are not embjob's and
+/// look like failures. embjob chooses its adapter itself (`EMBJOB_ADAPTER`, hardware first), so the layer has
+/// nothing to do for it: it is turned off (`NODEVICE_SELECT=1`) before the first instance, unless the user set
+/// `NODEVICE_SELECT` or asked the layer for a device (`MESA_VK_DEVICE_SELECT`).
+fn quiet_loader() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let user_chose = ["NODEVICE_SELECT", "MESA_VK_DEVICE_SELECT"].iter().any(|v| std::env::var_os(v).is_some());
+        if !user_chose {
+            // Set once, before any instance exists: every instance is created after this call returns (the
+            // `Once` blocks other threads until it has), so no loader code of ours reads the environment while it
+            // changes; std's own readers take the environment lock.
+            std::env::set_var("NODEVICE_SELECT", "1");
+        }
+    });
+}
+
 /// Where the heavy math runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,7 +108,7 @@ impl AdapterReport {
 
 /// Every adapter wgpu sees (honours `WGPU_BACKEND`).
 pub fn adapters() -> Vec<AdapterReport> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance = instance();
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
         .iter()
         .map(|a| AdapterReport::from_info(&a.get_info()))

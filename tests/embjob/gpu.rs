@@ -300,7 +300,6 @@ fn kernels_from_the_environment_need_the_kernel_dev_feature() {
     let config = job.config();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_embjob"))
         .args(["run", config.to_str().expect("utf-8"), "--quiet", "--backend", "gpu"])
-        .env("NODEVICE_SELECT", "1")
         .env("EMBJOB_SHADER_DIR", job.path("kernels"))
         .output()
         .expect("run embjob");

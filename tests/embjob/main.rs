@@ -9,6 +9,7 @@ mod bow_unicode;
 mod config_errors;
 mod documents;
 mod encoder;
+mod first_run;
 mod fuzz;
 mod generated_jobs;
 mod gpu;

@@ -132,7 +132,6 @@ fn gpu_backend_without_a_usable_gpu_is_exit_code_4() {
         std::process::Command::new(env!("CARGO_BIN_EXE_embjob"))
             .args(["run", config.to_str().expect("utf-8"), "--quiet", "--backend", "gpu"])
             .env("EMBJOB_ADAPTER", "no-such-adapter-anywhere")
-            .env("NODEVICE_SELECT", "1")
             .output()
             .expect("run"),
     );

@@ -20,7 +20,6 @@ fn food_job(epochs: u32) -> Job {
 fn spawn(job: &Job, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_embjob"));
     cmd.args(["run", job.config().to_str().expect("utf-8"), "--quiet"])
-        .env("NODEVICE_SELECT", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in env {

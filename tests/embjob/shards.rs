@@ -339,7 +339,6 @@ fn a_retried_shard_rewrites_the_same_bytes_and_a_killed_one_leaves_no_partial_sh
         let child = Command::new(env!("CARGO_BIN_EXE_embjob"))
             .args(["run", job.config().to_str().expect("utf-8"), "--quiet", "--shard", &format!("{}/2", k % 2)])
             .current_dir(job.dir.path())
-            .env("NODEVICE_SELECT", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

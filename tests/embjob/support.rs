@@ -221,7 +221,6 @@ pub fn embjob(args: &[&str], cwd: &Path) -> Outcome {
     let out = Command::new(env!("CARGO_BIN_EXE_embjob"))
         .args(args)
         .current_dir(cwd)
-        .env("NODEVICE_SELECT", "1")
         .output()
         .expect("run embjob");
     Outcome {

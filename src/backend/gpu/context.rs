@@ -26,7 +26,7 @@ impl GpuContext {
     /// Opens an adapter: the one whose name contains `name` when given, else a hardware GPU, else (only when
     /// `allow_software`) a software adapter such as lavapipe. `Ok(None)` when none fits.
     pub(super) fn open(name: Option<&str>, allow_software: bool) -> Result<Option<GpuContext>> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance = crate::backend::device::instance();
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let fits = |a: &wgpu::Adapter, hardware_only: bool| {
             let info = a.get_info();
