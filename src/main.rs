@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use embjob::plan::config::BackendChoice;
 use embjob::error::exit_code;
+use embjob::plan::config::BackendChoice;
 use embjob::{Overrides, Reporter};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -326,21 +326,23 @@ fn main() {
     };
     // SIGINT / SIGTERM stop the run between steps; its staging folder is removed (exit 130 / 143).
     embjob::runtime::interrupt::install_handlers();
-    let result = match cli.command {
+    if let Err(e) = dispatch(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+/// One command, carried out by the library; what it prints.
+fn dispatch(command: Command) -> embjob::Result<()> {
+    match command {
         Command::Run { config, common, quiet, shard: Some(spec) } => {
             let reporter = CliReporter::new(quiet);
-            embjob::run_shard(&config, &common.overrides(), spec, &reporter).map(|s| {
-                if !quiet {
-                    eprintln!(
-                        "{:>8}: shard {} ({} files, {} rows) -> {}",
-                        "done",
-                        s.spec,
-                        s.files,
-                        s.rows,
-                        s.dir.display()
-                    );
-                }
-            })
+            let s = embjob::run_shard(&config, &common.overrides(), spec, &reporter)?;
+            if !quiet {
+                let dir = s.dir.display();
+                eprintln!("{:>8}: shard {} ({} files, {} rows) -> {dir}", "done", s.spec, s.files, s.rows);
+            }
+            Ok(())
         }
         Command::Run { config, common, quiet, shard: None } => {
             let reporter = CliReporter::new(quiet);
@@ -357,76 +359,80 @@ fn main() {
         Command::Validate { config, common } => embjob::validate(&config, &common.overrides()).map(|plan| {
             println!("{}: ok (job '{}', output {})", config.display(), plan.job_name, plan.output_dir.display());
         }),
-        Command::Bench { which: Bench::Pca { repeats, lee, only, python } } => {
-            let lee = lee.unwrap_or_else(|| {
-                let shared = PathBuf::from("../shared/data/lee_docs.parquet");
-                if shared.exists() {
-                    shared
-                } else {
-                    PathBuf::from("tests/fixtures/lee_docs.parquet")
-                }
-            });
-            let python = (python != "none").then_some(python);
-            let opts = embjob::tools::bench::PcaBenchOptions { repeats: repeats.max(1), lee, only, python };
-            embjob::tools::bench::pca(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::tools::bench::table(&ms)))
+        Command::Bench { which } => bench(which),
+        Command::GenCatalogue { items, users, per_user, seed, out } => {
+            let spec = embjob::tools::catalogue::CatalogueSpec { items, users, per_user, exponent: 1.0, seed };
+            spec.check()?;
+            embjob::data::write_parquet(&embjob::tools::catalogue::table(&spec), &out)?;
+            println!("wrote {} ({users} users × {per_user} of {items} items)", out.display());
+            Ok(())
         }
-        Command::Bench { which: Bench::Gemm { sizes, repeats, python, no_cpu } } => {
-            let python = (python != "none").then_some(python);
-            embjob::tools::bench::gemm(&sizes, repeats, python.as_deref(), !no_cpu, &mut std::io::stderr())
-                .map(|t| print!("{t}"))
+        Command::GenFood { out } => embjob::tools::foodgen::write_files(&out).map(|files| {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+        }),
+    }
+}
+
+/// `embjob bench …`: the benchmark's table on stdout, its log on stderr.
+fn bench(which: Bench) -> embjob::Result<()> {
+    use embjob::tools::bench;
+    let python = |p: String| (p != "none").then_some(p);
+    let log = &mut std::io::stderr();
+    match which {
+        Bench::Pca { repeats, lee, only, python: py } => {
+            let opts =
+                bench::PcaBenchOptions { repeats: repeats.max(1), lee: bench::lee_path(lee), only, python: python(py) };
+            bench::pca(&opts, log).map(|ms| print!("{}", bench::table(&ms)))
         }
-        Command::Bench { which: Bench::Neighbors { items, dim, k, repeats } } => {
-            embjob::tools::bench::neighbors(items, dim, k, repeats, &mut std::io::stderr()).map(|t| print!("{t}"))
+        Bench::Gemm { sizes, repeats, python: py, no_cpu } => {
+            bench::gemm(&sizes, repeats, python(py).as_deref(), !no_cpu, log).map(|t| print!("{t}"))
         }
-        Command::Bench { which: Bench::Train { config, repeats, python, peer, peer_device, backend } } => {
-            let python = (python != "none").then_some(python);
-            let opts = embjob::tools::bench::TrainBenchOptions {
+        Bench::Neighbors { items, dim, k, repeats } => {
+            bench::neighbors(items, dim, k, repeats, log).map(|t| print!("{t}"))
+        }
+        Bench::Train { config, repeats, python: py, peer, peer_device, backend } => {
+            let backend = backend.into();
+            let opts = bench::TrainBenchOptions {
                 config,
                 repeats,
-                python,
+                python: python(py),
                 peer_script: peer,
                 peer_device,
-                backend: backend.into(),
+                backend,
             };
-            embjob::tools::bench::train(&opts, &mut std::io::stderr()).map(|ms| print!("{}", embjob::tools::bench::train_table(&ms)))
+            bench::train(&opts, log).map(|ms| print!("{}", bench::train_table(&ms)))
         }
-        Command::Bench {
-            which:
-                Bench::Encode {
-                    model,
-                    texts,
-                    repeats,
-                    batch_tokens,
-                    backend,
-                    python,
-                    st_peer,
-                    ort_peer,
-                    peer_device,
-                    peer_batch,
-                },
-        } => encode_sets(&texts).and_then(|sets| {
-            let model = model
-                .or_else(|| std::env::var_os("EMBJOB_MODEL_DIR").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"));
-            let opts = embjob::tools::bench::EncodeBenchOptions {
-                model,
-                sets,
+        Bench::Encode {
+            model,
+            texts,
+            repeats,
+            batch_tokens,
+            backend,
+            python: py,
+            st_peer,
+            ort_peer,
+            peer_device,
+            peer_batch,
+        } => {
+            let opts = bench::EncodeBenchOptions {
+                model: bench::model_path(model),
+                sets: bench::text_sets(&texts)?,
                 repeats,
                 batch_tokens,
                 backend: backend.into(),
-                python: (python != "none").then_some(python),
+                python: python(py),
                 st_script: st_peer,
                 ort_script: ort_peer,
                 peer_device,
                 peer_batch,
             };
-            embjob::tools::bench::encode(&opts, &mut std::io::stderr())
-                .map(|ms| print!("{}", embjob::tools::bench::encode_table(&ms)))
-        }),
-        Command::Bench {
-            which: Bench::Catalogue { backend, items, users, per_user, negatives, steps, eval_examples, repeats },
-        } => {
-            let opts = embjob::tools::bench::CatalogueBenchOptions {
+            bench::encode(&opts, log).map(|ms| print!("{}", bench::encode_table(&ms)))
+        }
+        Bench::Catalogue { backend, items, users, per_user, negatives, steps, eval_examples, repeats } => {
+            let backend = backend.into();
+            let opts = bench::CatalogueBenchOptions {
                 items,
                 users,
                 per_user,
@@ -434,26 +440,10 @@ fn main() {
                 steps,
                 eval_examples,
                 repeats,
-                backend: backend.into(),
+                backend,
             };
-            embjob::tools::bench::catalogue(&opts, &mut std::io::stderr())
-                .map(|ms| print!("{}", embjob::tools::bench::catalogue_table(&ms)))
+            bench::catalogue(&opts, log).map(|ms| print!("{}", bench::catalogue_table(&ms)))
         }
-        Command::GenCatalogue { items, users, per_user, seed, out } => {
-            let spec = embjob::tools::catalogue::CatalogueSpec { items, users, per_user, exponent: 1.0, seed };
-            spec.check()
-                .and_then(|()| embjob::data::write_parquet(&embjob::tools::catalogue::table(&spec), &out))
-                .map(|()| println!("wrote {} ({users} users × {per_user} of {items} items)", out.display()))
-        }
-        Command::GenFood { out } => embjob::tools::foodgen::write_files(&out).map(|files| {
-            for f in files {
-                println!("wrote {}", f.display());
-            }
-        }),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(e.exit_code());
     }
 }
 
@@ -466,38 +456,4 @@ fn summarize(s: &embjob::RunSummary, quiet: bool) {
         }
         eprintln!("{:>8}: run {} -> {}", "done", s.run_id, s.run_dir.display());
     }
-}
-
-/// `bench encode --text NAME=PARQUET:COLUMN`, or the default sets.
-fn encode_sets(texts: &[String]) -> embjob::Result<Vec<embjob::tools::bench::TextSet>> {
-    use embjob::tools::bench::TextSet;
-    if texts.is_empty() {
-        let shared = PathBuf::from("../shared/data");
-        let lee = if shared.join("lee_docs.parquet").exists() {
-            shared.join("lee_docs.parquet")
-        } else {
-            PathBuf::from("pipelines/data/lee_docs.parquet")
-        };
-        let mut sets = vec![TextSet { name: "lee (news)".into(), path: lee, column: "text".into() }];
-        if shared.join("movielens_movies.parquet").exists() {
-            sets.push(TextSet {
-                name: "movielens titles".into(),
-                path: shared.join("movielens_movies.parquet"),
-                column: "title".into(),
-            });
-        }
-        return Ok(sets);
-    }
-    texts
-        .iter()
-        .map(|t| {
-            let bad = || embjob::Error::Stage {
-                stage: "bench",
-                message: format!("--text {t}: expected NAME=PARQUET:COLUMN"),
-            };
-            let (name, rest) = t.split_once('=').ok_or_else(bad)?;
-            let (path, column) = rest.rsplit_once(':').ok_or_else(bad)?;
-            Ok(TextSet { name: name.into(), path: path.into(), column: column.into() })
-        })
-        .collect()
 }

@@ -7,8 +7,8 @@ pub mod gpu;
 pub mod ops;
 
 pub use cpu::Cpu;
-pub use ops::{EncoderOps, LinalgOps, ModelOps, TensorStore};
 pub use device::{open, AdapterReport, BackendChoice, BackendKind, BackendReport};
+pub use ops::{EncoderOps, LinalgOps, ModelOps, TensorStore};
 
 use std::any::Any;
 use std::sync::Arc;

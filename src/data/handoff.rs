@@ -16,8 +16,8 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
 use crate::data::table::{ColumnData, Table};
+use crate::error::{Error, Result};
 
 /// The most points TensorBoard's projector shows.
 pub const PROJECTOR_MAX_POINTS: usize = 100_000;

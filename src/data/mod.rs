@@ -5,14 +5,12 @@ pub mod dataset;
 pub mod fingerprint;
 pub mod handoff;
 pub mod input;
-pub mod table;
 mod parquet_check;
 mod read;
 mod read_back;
+pub mod table;
 mod write;
 
-pub use read::{
-    file_rows, read_input, read_labels, read_pairs, read_senses, read_text_column, SenseRow,
-};
+pub use read::{file_rows, read_input, read_labels, read_pairs, read_senses, read_text_column, SenseRow};
 pub use read_back::{find_table, for_each_slice, read_loadings, row_count, Loadings};
 pub use write::{write_parquet, PartWriter};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use crate::data::dataset::{Dataset, Interactions, NumericTable, TextCorpus};
-use crate::error::{Error, Result};
 use crate::data::input::{Format, InputColumns, InputSpec, LabelsFile};
+use crate::error::{Error, Result};
 
 /// Reads the input of a plan into a [`Dataset`].
 pub fn read_input(input: &InputSpec) -> Result<Dataset> {

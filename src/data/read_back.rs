@@ -6,8 +6,8 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::error::{Error, Result};
 use crate::data::table::{ColumnData, Table};
+use crate::error::{Error, Result};
 
 /// The row count of one of the run's Parquet tables (a file, or a folder of parts), from the footers.
 pub fn row_count(path: &Path) -> Result<usize> {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use polars::io::parquet::write::BatchedWriter;
 use polars::prelude::*;
 
-use crate::error::{Error, Result};
 use crate::data::table::{ColumnData, Table};
+use crate::error::{Error, Result};
 
 /// Writes `table` to `path` as Parquet with zstd compression, flushed to disk.
 pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {

@@ -39,4 +39,3 @@ pub fn memory_plan(
         ),
     ]
 }
-

@@ -25,7 +25,11 @@ pub fn plan_from(config: Config, file: &Path, overrides: &Overrides) -> Result<P
 pub fn facts(config: &Config, file: &Path, overrides: &Overrides) -> Facts {
     let base = base_dir(file);
     let input = base.join(&config.input.path);
-    let model = config.contextual.as_ref().filter(|c| !c.model.trim().is_empty()).map(|c| ModelFolder::open(&base.join(&c.model)));
+    let model = config
+        .contextual
+        .as_ref()
+        .filter(|c| !c.model.trim().is_empty())
+        .map(|c| ModelFolder::open(&base.join(&c.model)));
     Facts {
         input: input_files(&input),
         input_exists: input.exists(),

@@ -5,18 +5,18 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use crate::backend::{self, BackendReport};
-use crate::plan::config::BackendChoice;
 use crate::data;
+use crate::data::table::Table;
 use crate::error::{Error, Result};
-use crate::runtime::metrics::Metrics;
-use crate::plan::Plan;
-use crate::runtime::report::Reporter;
 use crate::job::run_dir::{self, Staging};
 use crate::job::run_record::{OutputRecord, RunRecord, Versions};
-use crate::stages::StageRecord;
 use crate::job::shard::ShardSet;
+use crate::plan::config::BackendChoice;
+use crate::plan::Plan;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::report::Reporter;
+use crate::stages::StageRecord;
 use crate::stages::{Artifacts, Context};
-use crate::data::table::Table;
 
 /// What a finished run reports back.
 #[derive(Debug, Clone)]
@@ -56,7 +56,8 @@ pub fn run(plan: &Plan, reporter: &dyn Reporter) -> Result<RunSummary> {
     run_from(plan, None, reporter)
 }
 
-/// Runs the whole job from its input, or (`embjob merge`) from a checked set of shards that read and encoded it.
+/// Runs the whole job from its input, or (`embjob merge`) from a checked set of shards that read and encoded it:
+/// the stages, then every output into the staging folder, run.json and the report, then the commit.
 pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter) -> Result<RunSummary> {
     let started = SystemTime::now();
     let (compute, backend) = backend::open(plan.backend)?;
@@ -73,62 +74,117 @@ pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter)
         first_row: 0,
         shards: shards.map(|s| s as &dyn crate::stages::MergedInput),
     };
-    let mut artifacts = Artifacts::default();
-    let mut metrics = Metrics::default();
-    let mut tables: Vec<(&str, Table)> = Vec::new();
-    let mut streamed: Vec<OutputRecord> = Vec::new();
-    let mut details = serde_json::Map::new();
-    let mut records: Vec<StageRecord> = Vec::new();
+    let mut ran = run_stages(&ctx)?;
+    if let Some(set) = shards {
+        ran.details.insert("shards".into(), shards_json(set));
+    }
+    crate::runtime::interrupt::check()?;
+    let (outputs, plots) = write_outputs(plan, &staging, &mut ran, reporter)?;
+    let record = RunRecord {
+        run_id: staging.run_id().to_owned(),
+        job: plan.job_name.clone(),
+        started_at: run_dir::rfc3339(started),
+        finished_at: run_dir::rfc3339(SystemTime::now()),
+        config_file: plan.config_file.clone(),
+        config: plan.config.clone(),
+        resolved: resolved_json(plan),
+        seed: plan.seed,
+        inputs: std::mem::take(&mut ran.artifacts.fingerprints),
+        versions: Versions::current(),
+        backend: backend.clone(),
+        stages: ran.records.clone(),
+        details: serde_json::Value::Object(std::mem::take(&mut ran.details)),
+        outputs,
+    };
+    if record.inputs.is_empty() {
+        return Err(Error::Internal("the run has no input fingerprint".into()));
+    }
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
+    let run_json = staging.file("run.json");
+    std::fs::write(&run_json, json).map_err(|e| Error::output(&run_json, "cannot write", e))?;
+    // The report reads run.json as written (its stages and files), so it comes last.
+    if plan.plots {
+        crate::view::html::write(staging.dir(), &plots)?;
+    }
+    crate::runtime::interrupt::check()?;
+    let run_id = record.run_id;
+    let run_dir = staging.commit(plan.keep_runs)?;
+    Ok(RunSummary { run_id, run_dir, backend, metrics: ran.metrics, stages: ran.records })
+}
 
-    for stage in crate::stages::planned(plan) {
+/// What the stages left: their artifacts and metrics, the tables still to write, the files they wrote themselves,
+/// their run.json details and their timed records.
+struct Ran {
+    artifacts: Artifacts,
+    metrics: Metrics,
+    tables: Vec<(&'static str, Table)>,
+    streamed: Vec<OutputRecord>,
+    details: serde_json::Map<String, serde_json::Value>,
+    records: Vec<StageRecord>,
+}
+
+/// The planned stages in order, each timed and reported (a stage that reports its own parts is recorded by them).
+fn run_stages(ctx: &Context<'_>) -> Result<Ran> {
+    let mut ran = Ran {
+        artifacts: Artifacts::default(),
+        metrics: Metrics::default(),
+        tables: Vec::new(),
+        streamed: Vec::new(),
+        details: serde_json::Map::new(),
+        records: Vec::new(),
+    };
+    for stage in crate::stages::planned(ctx.plan) {
         crate::runtime::interrupt::check()?;
         let name = stage.name();
         let self_reported = crate::stages::reports_itself(stage);
         if !self_reported {
-            reporter.stage_started(name, None);
+            ctx.reporter.stage_started(name, None);
         }
         let t = Instant::now();
-        let out = crate::stages::run(stage, &ctx, &mut artifacts, &mut metrics)?;
+        let out = crate::stages::run(stage, ctx, &mut ran.artifacts, &mut ran.metrics)?;
         let seconds = t.elapsed().as_secs_f64();
         if out.parts.is_empty() {
             if !self_reported {
-                reporter.stage_finished(name, &out.summary, seconds);
+                ctx.reporter.stage_finished(name, &out.summary, seconds);
             }
-            records.push(StageRecord { stage: name.to_owned(), seconds, summary: out.summary });
+            ran.records.push(StageRecord { stage: name.to_owned(), seconds, summary: out.summary });
         } else {
-            records.extend(out.parts);
+            ran.records.extend(out.parts);
         }
-        tables.extend(out.tables);
-        streamed.extend(out.written.into_iter().map(|(file, rows)| OutputRecord { file, rows }));
+        ran.tables.extend(out.tables);
+        ran.streamed.extend(out.written.into_iter().map(|(file, rows)| OutputRecord { file, rows }));
         if let Some(d) = out.details {
-            details.insert(name.into(), d);
+            ran.details.insert(name.into(), d);
         }
     }
-    metrics.push("efficiency", "peak_rss_mb", crate::runtime::memory::peak_rss_mb());
-    if let Some(set) = shards {
-        details.insert("shards".into(), shards_json(set));
-    }
+    ran.metrics.push("efficiency", "peak_rss_mb", crate::runtime::memory::peak_rss_mb());
+    Ok(ran)
+}
 
-    crate::runtime::interrupt::check()?;
-    let run_id = staging.run_id().to_owned();
-    reporter.stage_started("write", Some(tables.len() as u64 + 2));
+/// The write step: every table and the metrics as Parquet, the hand-off formats and the plots into the staging
+/// folder; the files written (with what the stages streamed) and the plots, for run.json and the report.
+fn write_outputs(
+    plan: &Plan,
+    staging: &Staging,
+    ran: &mut Ran,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<OutputRecord>, Vec<String>)> {
+    reporter.stage_started("write", Some(ran.tables.len() as u64 + 2));
     let t = Instant::now();
-    let mut outputs = streamed;
-    for (i, (name, table)) in tables.iter().enumerate() {
+    let mut outputs = std::mem::take(&mut ran.streamed);
+    for (i, (name, table)) in ran.tables.iter().enumerate() {
         data::write_parquet(table, &staging.file(name))?;
         outputs.push(OutputRecord { file: (*name).to_owned(), rows: table.rows() });
         reporter.progress(i as u64 + 1, name);
     }
-    let metrics_table = crate::data::table::metrics_table(&metrics, &run_id);
+    let metrics_table = crate::data::table::metrics_table(&ran.metrics, staging.run_id());
     data::write_parquet(&metrics_table, &staging.file("metrics.parquet"))?;
     outputs.push(OutputRecord { file: "metrics.parquet".into(), rows: metrics_table.rows() });
-    let parquet_files = outputs.len();
+    let mut summary = vec![format!("{} Parquet files", outputs.len())];
     let mut handed_off = 0;
     if plan.handoff {
         let (handed, notices) = crate::stages::handoff::write(plan, staging.dir())?;
-        for n in notices {
-            reporter.notice(&n);
-        }
+        notices.iter().for_each(|n| reporter.notice(n));
         handed_off = handed.len();
         for w in handed {
             outputs.push(OutputRecord { file: format!("{}.vec", w.name), rows: w.vectors });
@@ -138,55 +194,20 @@ pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter)
     let mut plots = Vec::new();
     if plan.plots {
         plots = crate::view::plots::write(plan, staging.dir())?;
-        for p in &plots {
-            outputs.push(OutputRecord { file: p.clone(), rows: 1 });
-        }
-    }
-    if plan.plots {
+        outputs.extend(plots.iter().map(|p| OutputRecord { file: p.clone(), rows: 1 }));
         outputs.push(OutputRecord { file: "report.html".into(), rows: 1 });
     }
-    let mut summary = format!("{parquet_files} Parquet files");
     if !plots.is_empty() {
-        summary.push_str(&format!(", {} plots", plots.len()));
+        summary.push(format!("{} plots", plots.len()));
     }
     if handed_off > 0 {
-        summary.push_str(&format!(", {handed_off} embeddings as .vec and projector files"));
+        summary.push(format!("{handed_off} embeddings as .vec and projector files"));
     }
+    let summary = summary.join(", ");
     let seconds = t.elapsed().as_secs_f64();
     reporter.stage_finished("write", &summary, seconds);
-    records.push(StageRecord { stage: "write".into(), seconds, summary });
-
-    let fingerprints = std::mem::take(&mut artifacts.fingerprints);
-    if fingerprints.is_empty() {
-        return Err(Error::Internal("the run has no input fingerprint".into()));
-    }
-    let record = RunRecord {
-        run_id: run_id.clone(),
-        job: plan.job_name.clone(),
-        started_at: run_dir::rfc3339(started),
-        finished_at: run_dir::rfc3339(SystemTime::now()),
-        config_file: plan.config_file.clone(),
-        config: plan.config.clone(),
-        resolved: resolved_json(plan),
-        seed: plan.seed,
-        inputs: fingerprints,
-        versions: Versions::current(),
-        backend: backend.clone(),
-        stages: records.clone(),
-        details: serde_json::Value::Object(details),
-        outputs,
-    };
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
-    let run_json = staging.file("run.json");
-    std::fs::write(&run_json, json).map_err(|e| Error::output(&run_json, "cannot write", e))?;
-    // The report reads run.json as written (its stages and files), so it comes last.
-    if plan.plots {
-        crate::view::html::write(staging.dir(), &plots)?;
-    }
-
-    crate::runtime::interrupt::check()?;
-    let run_dir = staging.commit(plan.keep_runs)?;
-    Ok(RunSummary { run_id, run_dir, backend, metrics, stages: records })
+    ran.records.push(StageRecord { stage: "write".into(), seconds, summary });
+    Ok((outputs, plots))
 }
 
 /// What run.json records of the shards a merged run came from: each one's rows, time and bytes written.

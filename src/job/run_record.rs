@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::backend::BackendReport;
-use crate::plan::config::Config;
 use crate::data::fingerprint::InputFingerprint;
+use crate::plan::config::Config;
 use crate::stages::StageRecord;
 
 /// The contents of run.json.

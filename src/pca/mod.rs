@@ -15,8 +15,8 @@
 #![allow(clippy::needless_range_loop)] // index loops read like the formulas they implement
 
 use crate::backend::Backend;
-use crate::linalg::dense::Matrix;
 use crate::error::{Error, Result};
+use crate::linalg::dense::Matrix;
 use crate::linalg::rng::SplitMix;
 use crate::linalg::sparse::Csr;
 use crate::runtime::memory::{item, Item};
@@ -192,7 +192,8 @@ pub struct PcaParams {
 /// Memory the dense p×p or n×n solver matrices may take before the plan refuses them.
 const MAX_DENSE_SOLVER_BYTES: usize = 4 << 30;
 
-/// Fits PCA on `input` (consumed: standardization scales it in place).
+/// Fits PCA on `input` (consumed: standardization scales it in place): moments and scaling, the solver, then the
+/// kept components with their signs fixed and the projections.
 pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -> Result<PcaResult> {
     // faer's blocked QR and SVD split their work by the thread count, which changed the last bits of the
     // components between 1 and 2 threads (MovieLens, randomized solver): the small dense decompositions run on
@@ -202,83 +203,17 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -
     if n < 2 {
         return Err(stage(format!("needs at least 2 rows, the input has {n}")));
     }
-    let (mut mean, mut ss) = input.column_moments();
-    let mut scale = vec![1.0; p];
-    if plan.standardize {
-        for j in 0..p {
-            let sd = (ss[j] / n as f64).sqrt();
-            if sd > 0.0 && sd.is_finite() {
-                scale[j] = sd;
-            }
-        }
-        input.scale_columns(&scale);
-        for j in 0..p {
-            mean[j] /= scale[j];
-            ss[j] /= scale[j] * scale[j];
-        }
-    }
-    // A dense input is centred here, in f64, so that no product subtracts nμμᵀ-sized terms afterwards (in f32 on
-    // the GPU that cancellation cost fastfood's raw columns, in the thousands, 2e-3 of a projection); a sparse
-    // input stays sparse and is centred implicitly through `centre`.
-    let centre = match &mut input {
-        PcaInput::Dense(m) => {
-            m.centre_columns(&mean);
-            vec![0.0; p]
-        }
-        PcaInput::Sparse(_) => mean.clone(),
-    };
+    let Moments { mean, ss, scale, centre } = moments(&mut input, plan.standardize);
     let total_variance: f64 = ss.iter().sum::<f64>() / (n - 1) as f64;
     let rank_bound = n.min(p);
-    let wanted = match plan.components {
-        Components::Count(k) if k > rank_bound => {
-            return Err(Error::Internal(format!("{k} components planned for a {n}×{p} input")));
-        }
-        Components::Count(k) => Some(k),
-        Components::VarianceFraction(_) => None,
-    };
-    let solution = match plan.solver {
-        Solver::Covariance => Solution::without_scores(covariance_solver(be, &input, &centre, n, p)?),
-        Solver::Gram => {
-            // Components cost a product with X each: compute only those kept.
-            let keep = |ev: &[f64]| components_kept(plan.components, ev, total_variance);
-            gram_solver(be, &input, &centre, n, keep)?
-        }
-        Solver::Randomized => {
-            let k = wanted.ok_or_else(|| Error::Internal("randomized PCA without a component count".into()))?;
-            Solution::without_scores(randomized_solver(be, &input, &centre, k, plan, seed)?)
-        }
-        Solver::Lanczos => {
-            let k = wanted.ok_or_else(|| Error::Internal("Lanczos PCA without a component count".into()))?;
-            lanczos_solver(be, &input, &centre, k, seed)?
-        }
-    };
-    let Solution { explained: explained_variance, components, scores } = solution;
+    let Solution { explained: explained_variance, components, scores } =
+        solve(be, &input, &centre, plan, total_variance, seed)?;
     let ratios: Vec<f64> = explained_variance.iter().map(|v| v / total_variance).collect();
     let k = components_kept(plan.components, &explained_variance, total_variance).min(components.rows());
     let explained_variance: Vec<f64> = explained_variance[..k].to_vec();
     let mut components = Matrix::from_vec(k, p, components.data()[..k * p].to_vec())?;
     let signs = flip_signs(&mut components);
-
-    let mut projections = match scores {
-        // The solver's scores, each column with its component's sign.
-        Some(scores) if scores.rows() == n && scores.cols() >= k => {
-            let mut out = Matrix::zeros(n, k)?;
-            for (o, row) in out.data_mut().chunks_mut(k.max(1)).zip(scores.data().chunks(scores.cols().max(1))) {
-                o.iter_mut().zip(row).zip(&signs).for_each(|((o, v), s)| *o = v * s);
-            }
-            out
-        }
-        // (X − 1μᵀ)Vᵀ = X·Vᵀ − 1(μᵀVᵀ), without centring X.
-        _ => {
-            let vt = components.transpose();
-            let mut projections = input.mul(be, &vt)?;
-            let shift: Vec<f64> = (0..k).map(|c| (0..p).map(|j| centre[j] * vt.at(j, c)).sum()).collect();
-            for row in projections.data_mut().chunks_mut(k.max(1)) {
-                row.iter_mut().zip(&shift).for_each(|(v, s)| *v -= s);
-            }
-            projections
-        }
-    };
+    let mut projections = projections(be, &input, &centre, &components, scores, &signs)?;
     if plan.whiten {
         for r in 0..n {
             for c in 0..k {
@@ -305,6 +240,109 @@ pub fn fit(be: &dyn Backend, mut input: PcaInput, plan: &PcaParams, seed: u64) -
         noise_variance,
         whiten: plan.whiten,
     })
+}
+
+/// The input's column means and sums of squares (of the scaled columns), the scale of each column (its standard
+/// deviation with `standardize`, else 1), and the mean the products still have to take off (a sparse input's; a
+/// dense input is centred here).
+struct Moments {
+    mean: Vec<f64>,
+    ss: Vec<f64>,
+    scale: Vec<f64>,
+    centre: Vec<f64>,
+}
+
+fn moments(input: &mut PcaInput, standardize: bool) -> Moments {
+    let (n, p) = input.shape();
+    let (mut mean, mut ss) = input.column_moments();
+    let mut scale = vec![1.0; p];
+    if standardize {
+        for j in 0..p {
+            let sd = (ss[j] / n as f64).sqrt();
+            if sd > 0.0 && sd.is_finite() {
+                scale[j] = sd;
+            }
+        }
+        input.scale_columns(&scale);
+        for j in 0..p {
+            mean[j] /= scale[j];
+            ss[j] /= scale[j] * scale[j];
+        }
+    }
+    // A dense input is centred here, in f64, so that no product subtracts nμμᵀ-sized terms afterwards (in f32 on
+    // the GPU that cancellation cost fastfood's raw columns, in the thousands, 2e-3 of a projection); a sparse
+    // input stays sparse and is centred implicitly through `centre`.
+    let centre = match input {
+        PcaInput::Dense(m) => {
+            m.centre_columns(&mean);
+            vec![0.0; p]
+        }
+        PcaInput::Sparse(_) => mean.clone(),
+    };
+    Moments { mean, ss, scale, centre }
+}
+
+/// The planned solver's eigenpairs (and scores, where it has them).
+fn solve(
+    be: &dyn Backend,
+    input: &PcaInput,
+    centre: &[f64],
+    plan: &PcaParams,
+    total_variance: f64,
+    seed: u64,
+) -> Result<Solution> {
+    let (n, p) = input.shape();
+    let wanted = match plan.components {
+        Components::Count(k) if k > n.min(p) => {
+            return Err(Error::Internal(format!("{k} components planned for a {n}×{p} input")));
+        }
+        Components::Count(k) => Some(k),
+        Components::VarianceFraction(_) => None,
+    };
+    Ok(match plan.solver {
+        Solver::Covariance => Solution::without_scores(covariance_solver(be, input, centre, n, p)?),
+        Solver::Gram => {
+            // Components cost a product with X each: compute only those kept.
+            let keep = |ev: &[f64]| components_kept(plan.components, ev, total_variance);
+            gram_solver(be, input, centre, n, keep)?
+        }
+        Solver::Randomized => {
+            let k = wanted.ok_or_else(|| Error::Internal("randomized PCA without a component count".into()))?;
+            Solution::without_scores(randomized_solver(be, input, centre, k, plan, seed)?)
+        }
+        Solver::Lanczos => {
+            let k = wanted.ok_or_else(|| Error::Internal("Lanczos PCA without a component count".into()))?;
+            lanczos_solver(be, input, centre, k, seed)?
+        }
+    })
+}
+
+/// The rows' projections on the k components: the solver's scores with each column's sign, or (X − 1μᵀ)Vᵀ =
+/// X·Vᵀ − 1(μᵀVᵀ), without centring X.
+fn projections(
+    be: &dyn Backend,
+    input: &PcaInput,
+    centre: &[f64],
+    components: &Matrix,
+    scores: Option<Matrix>,
+    signs: &[f64],
+) -> Result<Matrix> {
+    let (n, p) = input.shape();
+    let k = components.rows();
+    if let Some(scores) = scores.filter(|s| s.rows() == n && s.cols() >= k) {
+        let mut out = Matrix::zeros(n, k)?;
+        for (o, row) in out.data_mut().chunks_mut(k.max(1)).zip(scores.data().chunks(scores.cols().max(1))) {
+            o.iter_mut().zip(row).zip(signs).for_each(|((o, v), s)| *o = v * s);
+        }
+        return Ok(out);
+    }
+    let vt = components.transpose();
+    let mut projections = input.mul(be, &vt)?;
+    let shift: Vec<f64> = (0..k).map(|c| (0..p).map(|j| centre[j] * vt.at(j, c)).sum()).collect();
+    for row in projections.data_mut().chunks_mut(k.max(1)) {
+        row.iter_mut().zip(&shift).for_each(|(v, s)| *v -= s);
+    }
+    Ok(projections)
 }
 
 /// How many components to keep: the count asked for, or for a variance target scikit-learn's rule (the first k
@@ -691,4 +729,3 @@ pub fn memory_plan(n: usize, p: usize, solver: Solver, k: usize, oversamples: us
         }
     }
 }
-

@@ -95,7 +95,12 @@ pub fn contextual_plan(c: &ContextualConfig, folder: ModelFolder) -> Result<Cont
 }
 
 /// `contextual.words`, `layers`, `words_limit` and `static` for a model of `layer_count` layers.
-fn words_params(c: &ContextualConfig, choice: &WordsChoice, layer_count: usize, config_json: &Path) -> Result<WordsParams> {
+fn words_params(
+    c: &ContextualConfig,
+    choice: &WordsChoice,
+    layer_count: usize,
+    config_json: &Path,
+) -> Result<WordsParams> {
     let mut layers: Vec<usize> = match &c.layers {
         None => (0..=layer_count).collect(),
         Some(v) => v.iter().map(|&l| usize::try_from(l).unwrap_or(usize::MAX)).collect(),
@@ -104,7 +109,9 @@ fn words_params(c: &ContextualConfig, choice: &WordsChoice, layer_count: usize, 
         return Err(Error::input(
             config_json,
             None,
-            format!("contextual.layers: {bad} is not a hidden state of this {layer_count}-layer model (0 to {layer_count})"),
+            format!(
+                "contextual.layers: {bad} is not a hidden state of this {layer_count}-layer model (0 to {layer_count})"
+            ),
         ));
     }
     layers.sort_unstable();
@@ -113,5 +120,10 @@ fn words_params(c: &ContextualConfig, choice: &WordsChoice, layer_count: usize, 
         WordsChoice::List(v) => Some(v.iter().map(|w| w.trim().to_lowercase()).collect()),
         WordsChoice::Named(_) => None,
     };
-    Ok(WordsParams { only, limit: usize::try_from(c.words_limit).unwrap_or(usize::MAX), layers, static_control: c.static_control })
+    Ok(WordsParams {
+        only,
+        limit: usize::try_from(c.words_limit).unwrap_or(usize::MAX),
+        layers,
+        static_control: c.static_control,
+    })
 }

@@ -65,7 +65,12 @@ pub(super) fn plan_labels(
 
 /// `[eval]` in a text job: the document evaluation, its labels keyed by `eval.labels_row` (default: the input's id
 /// column name, else "id").
-pub(super) fn plan_documents(config: &Config, base: &Path, facts: &Facts, problems: &mut Problems) -> Option<DocEvalPlan> {
+pub(super) fn plan_documents(
+    config: &Config,
+    base: &Path,
+    facts: &Facts,
+    problems: &mut Problems,
+) -> Option<DocEvalPlan> {
     let eval = config.eval.as_ref()?;
     if config.input.layout != Layout::Text || config.model.is_some() {
         return None;

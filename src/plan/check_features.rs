@@ -62,7 +62,6 @@ impl PcaPlan {
     }
 }
 
-
 pub(super) fn plan_bow(bow: BowConfig, problems: &mut Problems) -> Option<BowParams> {
     let token_pattern = match crate::text::token_pattern::TokenPattern::new(&bow.token_pattern) {
         Ok(re) => Some(re),
@@ -145,4 +144,3 @@ pub(super) fn plan_pca(pca: &PcaConfig, problems: &mut Problems) -> Option<PcaPl
         power_iterations: pca.power_iterations.map(|p| p as usize),
     })
 }
-

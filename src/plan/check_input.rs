@@ -85,7 +85,8 @@ fn one_format(files: &[PathBuf], f: Format, problems: &mut Problems) {
         let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
         !wanted.contains(&ext.as_str())
     }) {
-        problems.add("input.path", format!("{} is not {f:?} like the other files (one format per input)", odd.display()));
+        problems
+            .add("input.path", format!("{} is not {f:?} like the other files (one format per input)", odd.display()));
     }
 }
 
@@ -99,7 +100,8 @@ fn input_columns(input: &InputConfig, problems: &mut Problems) -> InputColumns {
             }
         }
     };
-    let (user, item, order, text) = (input.user.is_some(), input.item.is_some(), input.order.is_some(), input.text.is_some());
+    let (user, item, order, text) =
+        (input.user.is_some(), input.item.is_some(), input.order.is_some(), input.text.is_some());
     let (id, columns, exclude, weight) =
         (input.id.is_some(), input.columns.is_some(), input.exclude.is_some(), input.weight.is_some());
     match input.layout {
@@ -113,8 +115,14 @@ fn input_columns(input: &InputConfig, problems: &mut Problems) -> InputColumns {
             }
         }
         Layout::List => {
-            let keys =
-                [("text", text), ("id", id), ("columns", columns), ("order", order), ("exclude", exclude), ("weight", weight)];
+            let keys = [
+                ("text", text),
+                ("id", id),
+                ("columns", columns),
+                ("order", order),
+                ("exclude", exclude),
+                ("weight", weight),
+            ];
             unused(&keys);
             InputColumns::List {
                 user: input.user.clone().unwrap_or_else(|| "user".into()),
@@ -122,8 +130,14 @@ fn input_columns(input: &InputConfig, problems: &mut Problems) -> InputColumns {
             }
         }
         Layout::Text => {
-            let keys =
-                [("user", user), ("item", item), ("order", order), ("columns", columns), ("exclude", exclude), ("weight", weight)];
+            let keys = [
+                ("user", user),
+                ("item", item),
+                ("order", order),
+                ("columns", columns),
+                ("exclude", exclude),
+                ("weight", weight),
+            ];
             unused(&keys);
             InputColumns::Text { text: input.text.clone().unwrap_or_else(|| "text".into()), id: input.id.clone() }
         }

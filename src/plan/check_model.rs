@@ -159,6 +159,9 @@ fn check_eval_section(eval: &EvalConfig, problems: &mut Problems) {
         problems.add("eval.test_fraction", format!("must lie strictly between 0 and 1 (got {})", eval.test_fraction));
     }
     if eval.labels_row.is_some() {
-        problems.add("eval.labels_row", "labels documents of a text input; this job's items are labelled by eval.labels_item");
+        problems.add(
+            "eval.labels_row",
+            "labels documents of a text input; this job's items are labelled by eval.labels_item",
+        );
     }
 }

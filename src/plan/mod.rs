@@ -21,12 +21,12 @@ pub use check_features::PcaPlan;
 pub use check_model::ModelPlan;
 pub use facts::{Facts, InputListing};
 
-use check_features::{plan_bow, plan_pca};
-use config::{BackendChoice, Config, Layout};
-use problems::Problems;
 pub use crate::data::input::{InputColumns, InputSpec, LabelsFile, SideFile};
 use crate::error::{Error, Result};
 use crate::text::bow::BowParams;
+use check_features::{plan_bow, plan_pca};
+use config::{BackendChoice, Config, Layout};
+use problems::Problems;
 
 /// Everything a run needs, resolved and validated.
 #[derive(Debug, Clone)]
@@ -129,7 +129,9 @@ impl Plan {
         // first; a missing or broken folder is an input error (exit 3), named before any work.
         let contextual = match (contextual_ok, &config.contextual, facts.model) {
             (true, Some(c), Some(folder)) => Some(ContextualPlan { senses, ..contextual_plan(c, folder?)? }),
-            (true, Some(_), None) => return Err(Error::Internal("the model folder was not read before planning".into())),
+            (true, Some(_), None) => {
+                return Err(Error::Internal("the model folder was not read before planning".into()))
+            }
             _ => None,
         };
         Ok(Plan {
@@ -155,10 +157,7 @@ impl Plan {
     /// The label files of the run's evaluations: items' (`eval.labels` of a model job) and documents' (`eval.labels`
     /// of a text job, by row id); each `None` when not configured.
     pub fn label_files(&self) -> (Option<&LabelsFile>, Option<&LabelsFile>) {
-        (
-            self.model.as_ref().and_then(|m| m.labels.as_ref()),
-            self.documents.as_ref().and_then(|d| d.labels.as_ref()),
-        )
+        (self.model.as_ref().and_then(|m| m.labels.as_ref()), self.documents.as_ref().and_then(|d| d.labels.as_ref()))
     }
 }
 

@@ -307,6 +307,73 @@ impl Batch {
     }
 }
 
+/// A zeroed tensor of `len` values; one that does not fit the device is an error naming it and its size.
+fn named_zeros(be: &dyn Backend, name: &str, len: usize) -> Result<Tensor> {
+    be.zeros(len).map_err(|e| match e {
+        Error::Gpu(m) => Error::Gpu(format!("{name} ({len} values): {m}")),
+        e => e,
+    })
+}
+
+/// The parameters on the backend, each with its gradient and optimizer state. The sampled softmax (`item_major`)
+/// keeps the output weights item-major (V × pre): a candidate's weights are one contiguous row to gather and
+/// update; its output-layer gradients are compact (the candidates' rows, in the sampled state).
+fn resident_params(
+    be: &dyn Backend,
+    shape: Shape,
+    params: &HostParams,
+    optimizer: Optimizer,
+    item_major: bool,
+) -> Result<Vec<Param>> {
+    let w2_stored = if item_major { transpose(&params.w2, shape.pre_logits(), shape.items) } else { params.w2.clone() };
+    let parts = [&params.emb, &params.w1, &params.b1, &w2_stored, &params.b2];
+    let names = ["embedding table", "hidden weights", "hidden bias", "output weights", "output bias"];
+    let mut ps = Vec::new();
+    for (i, (p, name)) in parts.into_iter().zip(names).enumerate() {
+        let len = p.len().max(1);
+        let value = if p.is_empty() { be.zeros(len) } else { be.tensor(p) }.map_err(|e| match e {
+            Error::Gpu(m) => Error::Gpu(format!("{name} ({} values): {m}", p.len())),
+            e => e,
+        })?;
+        let state = match optimizer {
+            Optimizer::Adam => OptimizerState::Adam { m: be.zeros(len)?, v: be.zeros(len)? },
+            Optimizer::Sgd => OptimizerState::Sgd { velocity: be.zeros(len)? },
+        };
+        let grad = if item_major && (i == W2 || i == B2) { be.zeros(1)? } else { be.zeros(len)? };
+        ps.push(Param { value, grad, state });
+    }
+    Ok(ps)
+}
+
+impl SampledState {
+    /// The sampler over `proposal` (with its seed) and the workspace of a batch's candidate columns: at most
+    /// negatives + batch of the `items`, `pre` wide.
+    fn new(
+        be: &dyn Backend,
+        (negatives, proposal, seed): (usize, &[f64], u64),
+        items: usize,
+        pre: usize,
+        capacity: usize,
+    ) -> Result<SampledState> {
+        let max_cols = (negatives + capacity).min(items).max(1);
+        Ok(SampledState {
+            negatives,
+            table: AliasTable::new(proposal),
+            rng: SplitMix::new(seed ^ 0x6e65_6761_7469_7665),
+            max_cols,
+            columns: be.index_buffer(max_cols)?,
+            target_columns: be.index_buffer(capacity)?,
+            w2s: named_zeros(be, "sampled output weights (pre × candidates)", pre * max_cols)?,
+            b2s: named_zeros(be, "sampled output bias", max_cols)?,
+            log_q: named_zeros(be, "log-Q corrections", max_cols)?,
+            shared: named_zeros(be, "shared-negative flags", max_cols)?,
+            d_w2s: named_zeros(be, "sampled output weight gradient", pre * max_cols)?,
+            d_b2s: named_zeros(be, "sampled output bias gradient", max_cols)?,
+            cols: 0,
+        })
+    }
+}
+
 impl<'b> Network<'b> {
     /// Uploads `params` and allocates everything a batch of up to `capacity` examples with up to `max_inputs`
     /// inputs each needs.
@@ -339,56 +406,15 @@ impl<'b> Network<'b> {
             });
         }
         let pre = shape.pre_logits();
-        let mut ps = Vec::new();
         let item_major = matches!(loss, LossSpec::Sampled { .. });
-        // The sampled softmax keeps the output weights item-major (V × pre): a candidate's weights are one
-        // contiguous row to gather and update. Its output-layer gradients are compact (the candidates' rows).
-        let w2_stored = if item_major { transpose(&params.w2, shape.pre_logits(), v) } else { params.w2.clone() };
-        let parts = [&params.emb, &params.w1, &params.b1, &w2_stored, &params.b2];
-        for (i, (p, name)) in parts
-            .into_iter()
-            .zip(["embedding table", "hidden weights", "hidden bias", "output weights", "output bias"])
-            .enumerate()
-        {
-            let len = p.len().max(1);
-            let value = if p.is_empty() { be.zeros(len) } else { be.tensor(p) }.map_err(|e| match e {
-                Error::Gpu(m) => Error::Gpu(format!("{name} ({} values): {m}", p.len())),
-                e => e,
-            })?;
-            let state = match optimizer {
-                Optimizer::Adam => OptimizerState::Adam { m: be.zeros(len)?, v: be.zeros(len)? },
-                Optimizer::Sgd => OptimizerState::Sgd { velocity: be.zeros(len)? },
-            };
-            let grad = if item_major && (i == W2 || i == B2) { be.zeros(1)? } else { be.zeros(len)? };
-            ps.push(Param { value, grad, state });
-        }
+        let ps = resident_params(be, shape, params, optimizer, item_major)?;
         let max_items = capacity * max_inputs.max(1);
         // A tensor that does not fit the device is an error naming it and its shape.
-        let zeros = |name: &str, len: usize| {
-            be.zeros(len).map_err(|e| match e {
-                Error::Gpu(m) => Error::Gpu(format!("{name} ({len} values): {m}")),
-                e => e,
-            })
-        };
+        let zeros = |name: &str, len: usize| named_zeros(be, name, len);
         let (eval_rows, sampled) = match loss {
             LossSpec::Softmax => (capacity, None),
             LossSpec::Sampled { negatives, proposal, seed } => {
-                let max_cols = (negatives + capacity).min(v).max(1);
-                let state = SampledState {
-                    negatives: *negatives,
-                    table: AliasTable::new(proposal),
-                    rng: SplitMix::new(*seed ^ 0x6e65_6761_7469_7665),
-                    max_cols,
-                    columns: be.index_buffer(max_cols)?,
-                    target_columns: be.index_buffer(capacity)?,
-                    w2s: zeros("sampled output weights (pre × candidates)", pre * max_cols)?,
-                    b2s: zeros("sampled output bias", max_cols)?,
-                    log_q: zeros("log-Q corrections", max_cols)?,
-                    shared: zeros("shared-negative flags", max_cols)?,
-                    d_w2s: zeros("sampled output weight gradient", pre * max_cols)?,
-                    d_b2s: zeros("sampled output bias gradient", max_cols)?,
-                    cols: 0,
-                };
+                let state = SampledState::new(be, (*negatives, proposal, *seed), v, pre, capacity)?;
                 (eval_rows(v, capacity, true, be.kind()), Some(state))
             }
         };
@@ -860,4 +886,3 @@ pub fn memory_plan(
     plan.push(item(format!("activations {b} × ({d} + {h}) × 8 B on {device}"), b * (d + h) * 2, 4));
     plan
 }
-

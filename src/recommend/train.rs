@@ -9,13 +9,13 @@ use crate::backend::Backend;
 use crate::data::dataset::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::ranking::{self, RankingMetrics};
-use crate::runtime::metrics::Metrics;
+use crate::linalg::rng::SplitMix;
 use crate::recommend::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
 use crate::recommend::model::{EmbeddingInit, Optimizer, Pooling};
 use crate::recommend::sampling::{Loss, Sampler};
-use crate::runtime::report::Reporter;
-use crate::linalg::rng::SplitMix;
 use crate::recommend::split::{self, Example, Split};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::report::Reporter;
 
 /// The model, its training and its evaluation, as the plan resolved them (`[model]`, `[train]`, `[eval]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +52,9 @@ impl ModelParams {
         self.embedding_dim.unwrap_or_else(|| ((items as f64).powf(0.25).round() as usize).max(1))
     }
 }
+
+/// Two items and people's similarity score for them (`eval.pairs`).
+pub type PairScore = (String, String, f64);
 
 /// Everything the model stage produces.
 #[derive(Debug, Clone)]
@@ -356,8 +359,11 @@ fn train_epoch(
             if *done_steps % crate::recommend::model::LOSS_LOG_STEPS as u64 == 0 || seen == order.len() {
                 loss_sum += net.take_loss()?;
                 let rate = seen as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                let message =
-                    format!("epoch {epoch}/{}: loss {:.4}, {rate:.0} examples/s", params.epochs, loss_sum / seen as f64);
+                let message = format!(
+                    "epoch {epoch}/{}: loss {:.4}, {rate:.0} examples/s",
+                    params.epochs,
+                    loss_sum / seen as f64
+                );
                 reporter.progress(*done_steps, &message);
             }
         }
@@ -392,7 +398,7 @@ pub fn evaluate(
     prep: &Prepared<'_>,
     mut trained: Trained<'_>,
     params: &ModelParams,
-    (labels, pairs): (Option<&[Option<String>]>, Option<&[(String, String, f64)]>),
+    (labels, pairs): (Option<&[Option<String>]>, Option<&[PairScore]>),
     metrics: &mut Metrics,
 ) -> Result<ModelOutput> {
     let split = &prep.split;
@@ -440,7 +446,7 @@ pub fn evaluate(
 
 /// Spearman's rank correlation of the model's cosines with people's scores of item pairs (pairs of unknown items
 /// are counted and left out).
-fn pair_similarity(items: &[String], emb: &[f32], dim: usize, pairs: &[(String, String, f64)], metrics: &mut Metrics) {
+fn pair_similarity(items: &[String], emb: &[f32], dim: usize, pairs: &[PairScore], metrics: &mut Metrics) {
     let index: HashMap<&str, usize> = items.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let (mut human, mut model) = (Vec::new(), Vec::new());
     for (a, b, score) in pairs {
@@ -464,7 +470,7 @@ pub fn run(
     params: &ModelParams,
     dim: usize,
     labels: Option<&[Option<String>]>,
-    pairs: Option<&[(String, String, f64)]>,
+    pairs: Option<&[PairScore]>,
     metrics: &mut Metrics,
     reporter: &dyn Reporter,
 ) -> Result<ModelOutput> {

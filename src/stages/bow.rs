@@ -1,11 +1,11 @@
 //! Bag-of-words: the items of each user (long and list layouts) or the tokens of each document (text layout).
 
 use super::{Artifacts, Context, StageOutput};
-use crate::text::bow;
 use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::runtime::metrics::Metrics;
 use crate::stages::tables;
+use crate::text::bow;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan = ctx.plan.bow.as_ref().ok_or_else(|| Error::Internal("a bow stage without its plan".into()))?;

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use super::{Artifacts, Context, StageOutput};
 use crate::data::dataset::Dataset;
+use crate::data::table::{ColumnData, Table};
+use crate::error::{Error, Result};
 use crate::eval::documents as doc_eval;
 use crate::eval::documents::LabelScores;
-use crate::error::{Error, Result};
-use crate::runtime::metrics::Metrics;
 use crate::linalg::sparse::Csr;
-use crate::data::table::{ColumnData, Table};
+use crate::runtime::metrics::Metrics;
 
 const STAGE: &str = "eval_documents";
 
@@ -38,34 +38,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         methods.push((v.method, Vectors::Dense { dim: v.dim, values: &v.values }));
     }
 
-    // Categories by row id; `labelled` lists the documents that have one, in input order.
-    let labels = match &plan.labels {
-        None => None,
-        Some(lp) => {
-            let by_row = crate::data::read_labels(lp)?;
-            let of_doc: Vec<Option<&String>> = corpus.ids.iter().map(|id| by_row.get(id)).collect();
-            if of_doc.iter().all(Option::is_none) {
-                return Err(Error::input(
-                    &lp.path,
-                    Some(&lp.item),
-                    format!(
-                        "no value of column '{}' is a row id of the input (e.g. '{}'); eval.labels_row names the column",
-                        lp.item,
-                        corpus.ids.first().map_or("", String::as_str)
-                    ),
-                ));
-            }
-            let names: BTreeMap<&String, u32> = of_doc.iter().flatten().map(|c| (*c, 0)).collect();
-            let names: BTreeMap<&String, u32> = names.into_keys().zip(0..).collect();
-            let labelled: Vec<usize> = (0..n).filter(|&d| of_doc[d].is_some()).collect();
-            let ids: Vec<u32> = labelled.iter().filter_map(|&d| of_doc[d].map(|c| names[c])).collect();
-            let mut counts = vec![0usize; names.len()];
-            for &c in &ids {
-                counts[c as usize] += 1;
-            }
-            Some((labelled, ids, counts))
-        }
-    };
+    let labels = plan.labels.as_ref().map(|lp| doc_labels(lp, &corpus.ids)).transpose()?;
 
     let k = plan.neighbors.min(n.saturating_sub(1));
     let mut tables = Vec::new();
@@ -76,7 +49,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         table.append(method, &corpus.ids, &idx, &sim, k);
         let mean = sim.iter().map(|&s| s as f64).sum::<f64>() / sim.len().max(1) as f64;
         metrics.push(STAGE, &format!("{method}/mean_neighbor_cosine"), mean);
-        if let Some((labelled, ids, _)) = &labels {
+        if let Some(DocLabels { labelled, ids, .. }) = &labels {
             // Neighbours among the labelled documents only (the same lists when every document is labelled).
             let kl = plan.neighbors.min(labelled.len().saturating_sub(1));
             let lidx = if labelled.len() == n { idx } else { neighbors(ctx, vectors, Some(labelled), kl)?.0 };
@@ -89,27 +62,66 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     metrics.push(STAGE, "documents", n as f64);
     metrics.push(STAGE, "neighbors", k as f64);
     let mut summary = format!("{k} neighbours of {n} documents by {}", names_of(&methods));
-    if let Some((labelled, _, counts)) = &labels {
-        let (agree, majority) = doc_eval::chance(counts);
-        metrics.push(STAGE, "labelled_documents", labelled.len() as f64);
-        metrics.push(STAGE, "categories", counts.len() as f64);
-        metrics.push(STAGE, "chance/label_agreement", agree);
-        metrics.push(STAGE, "majority/knn_accuracy", majority);
-        let list = |f: fn(&LabelScores) -> f64| {
-            parts.iter().map(|(m, s)| format!("{m} {:.2}", f(s))).collect::<Vec<_>>().join(", ")
-        };
-        summary = format!(
-            "{} labelled documents in {} categories: label agreement@{k} {} (chance {agree:.2}); kNN accuracy {} (majority {majority:.2})",
-            labelled.len(),
-            counts.len(),
-            list(|s| s.agreement),
-            list(|s| s.knn_accuracy),
-        );
+    if let Some(labels) = &labels {
+        summary = label_summary(metrics, labels, &parts, k);
     }
     if !table.method.is_empty() {
         tables.push(("doc_neighbors.parquet", table.into_table()));
     }
     Ok(StageOutput { tables, summary, ..StageOutput::default() })
+}
+
+/// The documents' categories: `labelled` lists the documents that have one (input order), `ids` their category
+/// (an index into the sorted category names), `counts` each category's size.
+struct DocLabels {
+    labelled: Vec<usize>,
+    ids: Vec<u32>,
+    counts: Vec<usize>,
+}
+
+/// Reads `eval.labels` by row id; an error naming the column when no value of it is a row id of the input.
+fn doc_labels(lp: &crate::data::input::LabelsFile, row_ids: &[String]) -> Result<DocLabels> {
+    let by_row = crate::data::read_labels(lp)?;
+    let of_doc: Vec<Option<&String>> = row_ids.iter().map(|id| by_row.get(id)).collect();
+    if of_doc.iter().all(Option::is_none) {
+        return Err(Error::input(
+            &lp.path,
+            Some(&lp.item),
+            format!(
+                "no value of column '{}' is a row id of the input (e.g. '{}'); eval.labels_row names the column",
+                lp.item,
+                row_ids.first().map_or("", String::as_str)
+            ),
+        ));
+    }
+    let names: BTreeMap<&String, u32> = of_doc.iter().flatten().map(|c| (*c, 0)).collect();
+    let names: BTreeMap<&String, u32> = names.into_keys().zip(0..).collect();
+    let labelled: Vec<usize> = (0..row_ids.len()).filter(|&d| of_doc[d].is_some()).collect();
+    let ids: Vec<u32> = labelled.iter().filter_map(|&d| of_doc[d].map(|c| names[c])).collect();
+    let mut counts = vec![0usize; names.len()];
+    for &c in &ids {
+        counts[c as usize] += 1;
+    }
+    Ok(DocLabels { labelled, ids, counts })
+}
+
+/// The chance levels as metrics, and the summary line of a labelled evaluation.
+fn label_summary(metrics: &mut Metrics, labels: &DocLabels, parts: &[(&str, LabelScores)], k: usize) -> String {
+    let (agree, majority) = doc_eval::chance(&labels.counts);
+    metrics.push(STAGE, "labelled_documents", labels.labelled.len() as f64);
+    metrics.push(STAGE, "categories", labels.counts.len() as f64);
+    metrics.push(STAGE, "chance/label_agreement", agree);
+    metrics.push(STAGE, "majority/knn_accuracy", majority);
+    let list = |f: fn(&LabelScores) -> f64| {
+        parts.iter().map(|(m, s)| format!("{m} {:.2}", f(s))).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "{} labelled documents in {} categories: label agreement@{k} {} (chance {agree:.2}); kNN accuracy {} (majority {majority:.2})",
+        labels.labelled.len(),
+        labels.counts.len(),
+        list(|s| s.agreement),
+        list(|s| s.knn_accuracy),
+    )
 }
 
 fn names_of(methods: &[(&str, Vectors<'_>)]) -> String {

@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::data;
-use crate::error::{Error, Result};
 use crate::data::handoff::{self, cell, column, Written, PROJECTOR_MAX_POINTS};
-use crate::plan::Plan;
 use crate::data::table::ColumnData;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
 
 const SLICE: usize = 16_384;
 

@@ -3,9 +3,9 @@
 use super::{Artifacts, Context, StageOutput};
 use crate::data;
 use crate::data::dataset::Dataset;
+use crate::data::fingerprint;
 use crate::error::Result;
 use crate::runtime::metrics::Metrics;
-use crate::data::fingerprint;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let input = &ctx.plan.input;

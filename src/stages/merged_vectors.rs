@@ -6,14 +6,19 @@ use std::time::Instant;
 
 use super::{Artifacts, Context, DocVectors, MergedInput, StageOutput, TextPart};
 use crate::data;
+use crate::data::table::ColumnData;
 use crate::error::{Error, Result};
 use crate::runtime::metrics::Metrics;
-use crate::data::table::ColumnData;
 
 /// The folder of the merged text vectors inside the run.
 pub const FOLDER: &str = "text_embeddings";
 
-pub fn run(ctx: &Context<'_>, set: &dyn MergedInput, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
+pub fn run(
+    ctx: &Context<'_>,
+    set: &dyn MergedInput,
+    artifacts: &mut Artifacts,
+    metrics: &mut Metrics,
+) -> Result<StageOutput> {
     let t = Instant::now();
     let folder = ctx.out_dir.join(FOLDER);
     std::fs::create_dir(&folder).map_err(|e| Error::output(&folder, "cannot create", e))?;
@@ -39,11 +44,7 @@ pub fn run(ctx: &Context<'_>, set: &dyn MergedInput, artifacts: &mut Artifacts, 
             data::row_count(&dest)?
         };
         if rows != want {
-            return Err(Error::input(
-                &part,
-                None,
-                format!("{rows} rows, the shard's manifest says {want}"),
-            ));
+            return Err(Error::input(&part, None, format!("{rows} rows, the shard's manifest says {want}")));
         }
         written.push((format!("{FOLDER}/{name}"), rows));
     }

@@ -8,10 +8,10 @@ pub mod contextual;
 mod documents;
 pub mod handoff;
 mod ingest;
-mod model;
-mod pca;
 mod merged;
 mod merged_vectors;
+mod model;
+mod pca;
 mod tables;
 
 use std::path::Path;
@@ -19,14 +19,14 @@ use std::path::Path;
 pub use merged::{MergedInput, TextPart};
 
 use crate::backend::{Backend, BackendReport};
-use crate::text::bow::Bow;
 use crate::data::dataset::Dataset;
-use crate::error::{Error, Result};
-use crate::runtime::metrics::Metrics;
-use crate::plan::Plan;
-use crate::runtime::report::Reporter;
 use crate::data::fingerprint::InputFingerprint;
 use crate::data::table::Table;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::report::Reporter;
+use crate::text::bow::Bow;
 
 /// A stage of a job, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

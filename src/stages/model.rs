@@ -97,8 +97,10 @@ fn outputs(ctx: &Context<'_>, out: &ModelOutput, items: &[String], summary: Stri
         },
         StageRecord { stage: "eval".into(), seconds: eval_seconds, summary: summary.clone() },
     ];
-    let tables =
-        vec![("embeddings.parquet", tables::embeddings(out, items)), ("neighbors.parquet", tables::neighbors(out, items))];
+    let tables = vec![
+        ("embeddings.parquet", tables::embeddings(out, items)),
+        ("neighbors.parquet", tables::neighbors(out, items)),
+    ];
     let details = serde_json::json!({
         "items": out.shape.items,
         "embedding_dim": out.shape.dim,

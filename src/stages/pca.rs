@@ -3,12 +3,12 @@
 
 use super::{Artifacts, Context, StageOutput};
 use crate::data::dataset::Dataset;
-use crate::linalg::dense::Matrix;
 use crate::error::{Error, Result};
+use crate::linalg::dense::Matrix;
+use crate::pca::{self, Components, PcaInput};
 use crate::runtime::memory;
 use crate::runtime::metrics::Metrics;
 use crate::stages::tables::{self, FeatureKind};
-use crate::pca::{self, Components, PcaInput};
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan = ctx.plan.pca.as_ref().ok_or_else(|| Error::Internal("a pca stage without its plan".into()))?;

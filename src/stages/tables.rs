@@ -1,11 +1,11 @@
 //! Turns stage results into the output tables (schemas documented in the README).
 
-use crate::text::bow::Bow;
-use crate::runtime::metrics::Metrics;
-use crate::recommend::model::Shape;
-use crate::pca::PcaResult;
 use crate::data::table::{ColumnData, Table};
+use crate::pca::PcaResult;
+use crate::recommend::model::Shape;
 use crate::recommend::train::ModelOutput;
+use crate::runtime::metrics::Metrics;
+use crate::text::bow::Bow;
 
 /// `vocabulary.parquet`: token_id, token, df, count.
 pub fn vocabulary(bow: &Bow) -> Table {

@@ -249,7 +249,35 @@ pub fn from_counts(plan: &BowParams, counts: DocCounts) -> Result<Bow> {
         }
     }
     let tokens_seen = df.iter().filter(|&&d| d > 0).count();
+    let (kept, after_df) = vocabulary(plan, &df, &total, n_docs)?;
+    let mut new_id = vec![u32::MAX; v];
+    for (i, &t) in kept.iter().enumerate() {
+        new_id[t] = i as u32;
+    }
+    let kept_df: Vec<u64> = kept.iter().map(|&t| df[t]).collect();
+    let (rows, empty_documents) = weighted_rows(plan, &doc_counts, &new_id, &kept_df);
+    let matrix = Csr::from_rows(kept.len(), &rows);
+    let mut universe = universe;
+    Ok(Bow {
+        tokens: kept.iter().map(|&t| std::mem::take(&mut universe[t])).collect(),
+        df: kept_df,
+        count: kept.iter().map(|&t| total[t]).collect(),
+        matrix,
+        stats: BowStats {
+            documents: n_docs,
+            tokens_seen,
+            pruned_by_df: tokens_seen - after_df,
+            pruned_by_max_features: after_df - kept.len(),
+            stop_words_dropped: stop_dropped,
+            empty_documents,
+        },
+    })
+}
 
+/// The tokens kept (ascending token ids): those within the document-frequency bounds, then the `max_features`
+/// most frequent of them (ties to the earlier token); and how many the bounds alone kept.
+fn vocabulary(plan: &BowParams, df: &[u64], total: &[u64], n_docs: usize) -> Result<(Vec<usize>, usize)> {
+    let v = df.len();
     let bound = |b: DfBound| match b {
         DfBound::Count(c) => c as f64,
         DfBound::Fraction(f) => f * n_docs as f64,
@@ -278,6 +306,7 @@ pub fn from_counts(plan: &BowParams, counts: DocCounts) -> Result<Bow> {
     }
     let kept: Vec<usize> = (0..v).filter(|&t| keep[t]).collect();
     if kept.is_empty() {
+        let tokens_seen = df.iter().filter(|&&d| d > 0).count();
         return Err(Error::Stage {
             stage: "bow",
             message: format!(
@@ -287,15 +316,21 @@ pub fn from_counts(plan: &BowParams, counts: DocCounts) -> Result<Bow> {
             ),
         });
     }
-    let mut new_id = vec![u32::MAX; v];
-    for (i, &t) in kept.iter().enumerate() {
-        new_id[t] = i as u32;
-    }
+    Ok((kept, after_df))
+}
 
-    let kept_df: Vec<u64> = kept.iter().map(|&t| df[t]).collect();
+/// Each document's kept tokens (`new_id`: the vocabulary id of a token, `u32::MAX` when pruned), weighted (counts,
+/// binary, or tf-idf with scikit-learn's smooth idf and l2 rows); and how many documents are left empty.
+fn weighted_rows(
+    plan: &BowParams,
+    doc_counts: &[Vec<(u32, u64)>],
+    new_id: &[u32],
+    kept_df: &[u64],
+) -> (Vec<Vec<(u32, f64)>>, usize) {
+    let n_docs = doc_counts.len();
     let idf: Vec<f64> = kept_df.iter().map(|&d| ((1.0 + n_docs as f64) / (1.0 + d as f64)).ln() + 1.0).collect();
     let mut empty_documents = 0;
-    let rows: Vec<Vec<(u32, f64)>> = doc_counts
+    let rows = doc_counts
         .iter()
         .map(|counts| {
             let mut row: Vec<(u32, f64)> = counts
@@ -323,20 +358,5 @@ pub fn from_counts(plan: &BowParams, counts: DocCounts) -> Result<Bow> {
             row
         })
         .collect();
-    let matrix = Csr::from_rows(kept.len(), &rows);
-    let mut universe = universe;
-    Ok(Bow {
-        tokens: kept.iter().map(|&t| std::mem::take(&mut universe[t])).collect(),
-        df: kept_df,
-        count: kept.iter().map(|&t| total[t]).collect(),
-        matrix,
-        stats: BowStats {
-            documents: n_docs,
-            tokens_seen,
-            pruned_by_df: tokens_seen - after_df,
-            pruned_by_max_features: after_df - kept.len(),
-            stop_words_dropped: stop_dropped,
-            empty_documents,
-        },
-    })
+    (rows, empty_documents)
 }

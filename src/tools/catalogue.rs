@@ -3,9 +3,9 @@
 //! so that anyone can repeat the benchmark with `embjob gen-catalogue` and the same seed.
 
 use crate::data::dataset::Interactions;
+use crate::data::table::{ColumnData, Table};
 use crate::linalg::rng::SplitMix;
 use crate::recommend::sampling::AliasTable;
-use crate::data::table::{ColumnData, Table};
 
 /// A generated catalogue's shape.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,9 +6,9 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use crate::data;
-use crate::error::{Error, Result};
 use crate::data::handoff::{cell, column};
 use crate::data::table::ColumnData;
+use crate::error::{Error, Result};
 
 /// The run folder: `path` itself when it holds run.json, else its `latest`.
 pub fn run_folder(path: &Path) -> Result<PathBuf> {

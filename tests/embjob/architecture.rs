@@ -144,7 +144,11 @@ fn code_only(src: &str) -> String {
             } else {
                 // A multi-byte char: the closing quote within 5 bytes, before any identifier end.
                 let s = &src[i + 1..];
-                s.chars().next().filter(|ch| !ch.is_ascii()).map(|ch| i + 1 + ch.len_utf8()).filter(|&e| b.get(e) == Some(&b'\''))
+                s.chars()
+                    .next()
+                    .filter(|ch| !ch.is_ascii())
+                    .map(|ch| i + 1 + ch.len_utf8())
+                    .filter(|&e| b.get(e) == Some(&b'\''))
             };
             match end {
                 Some(e) => {
@@ -457,7 +461,10 @@ fn polars_clap_and_indicatif_stay_at_their_edges() {
         if room(&module) != "data" {
             assert!(!code.contains("polars::"), "{module} uses polars: only src/data/ does");
         }
-        assert!(!code.contains("clap::") && !code.contains("indicatif"), "{module}: clap and indicatif live in main.rs");
+        assert!(
+            !code.contains("clap::") && !code.contains("indicatif"),
+            "{module}: clap and indicatif live in main.rs"
+        );
     }
     for (module, tos) in import_graph() {
         if PURE.contains(&room(&module)) {
@@ -543,10 +550,8 @@ fn long_functions() -> Vec<(String, String, usize, usize)> {
 
 #[test]
 fn functions_fit_on_a_screen_or_say_why_not() {
-    let long: Vec<String> = long_functions()
-        .into_iter()
-        .map(|(m, f, line, len)| format!("{m}::{f} (line {line}): {len} lines"))
-        .collect();
+    let long: Vec<String> =
+        long_functions().into_iter().map(|(m, f, line, len)| format!("{m}::{f} (line {line}): {len} lines")).collect();
     assert!(
         long.is_empty(),
         "functions over {MAX_FN_LINES} lines without a `// Long: <reason>` comment above them:\n{}",

@@ -88,7 +88,8 @@ fn matmul_with_every_transpose(be: &dyn Backend) {
     let shapes = [(1, 1, 1), (7, 5, 3), (65, 70, 33), (37, 29, 3000), (130, 70, 1500)];
     for (s, (m, n, k)) in shapes.into_iter().enumerate() {
         for (t, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate() {
-            let (a, b, c0, bias) = (random(1, m * k, 1.0), random(2, k * n, 1.0), random(3, m * n, 1.0), random(4, n, 3.0));
+            let (a, b, c0, bias) =
+                (random(1, m * k, 1.0), random(2, k * n, 1.0), random(3, m * n, 1.0), random(4, n, 3.0));
             let d = MatDims { m, n, k };
             let (ga, gb) = (tensor(be, &a), tensor(be, &b));
             for beta in [0.0f32, 0.5] {
@@ -333,7 +334,14 @@ fn sparse(seed: u64, rows: usize, cols: usize) -> Csr {
 }
 
 /// `op(a)·op(b)` of dense row-major f64 matrices, summed in f64.
-fn dense_product(a: &[f64], (ar, ac): (usize, usize), ta: bool, b: &[f64], (br, bc): (usize, usize), tb: bool) -> Vec<f32> {
+fn dense_product(
+    a: &[f64],
+    (ar, ac): (usize, usize),
+    ta: bool,
+    b: &[f64],
+    (br, bc): (usize, usize),
+    tb: bool,
+) -> Vec<f32> {
     let (m, k) = if ta { (ac, ar) } else { (ar, ac) };
     let n = if tb { br } else { bc };
     let at = |i: usize, j: usize| if ta { a[j * ac + i] } else { a[i * ac + j] };
@@ -420,7 +428,8 @@ fn encoder_operations(be: &dyn Backend) {
     let mut r = SplitMix::new(31);
     let ids: Vec<u32> = (0..rows).map(|_| r.below(vocab) as u32).collect();
     let type_ids: Vec<u32> = (0..rows).map(|_| r.below(types) as u32).collect();
-    let (word, pos, ty) = (random(32, vocab * cols, 1.0), random(33, (seq + 2) * cols, 1.0), random(34, types * cols, 1.0));
+    let (word, pos, ty) =
+        (random(32, vocab * cols, 1.0), random(33, (seq + 2) * cols, 1.0), random(34, types * cols, 1.0));
     let (gamma, beta) = (random(35, cols, 1.0), random(36, cols, 0.5));
     let eps = 1e-12f32;
     let (gids, gtypes, glens) = (indices(be, &ids), indices(be, &type_ids), indices(be, &lens));

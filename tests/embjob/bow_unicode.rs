@@ -3,8 +3,8 @@
 //! information separators. Checked on every code point Python 3.11 assigns, and against scikit-learn's analyzer on
 //! texts where the regex crate's classes differ (fixtures written by tests/fixtures/make_*.py).
 
-use embjob::text::bow::BowParams;
 use embjob::plan::config::{DfBound, Weighting};
+use embjob::text::bow::BowParams;
 use embjob::text::token_pattern::{is_word_char, TokenPattern, DEFAULT};
 use proptest::prelude::*;
 

@@ -6,9 +6,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use embjob::linalg::rng::SplitMix;
 use embjob::plan::config::{Config, Format};
 use embjob::plan::{InputColumns, InputSpec};
-use embjob::linalg::rng::SplitMix;
 
 use crate::support::*;
 

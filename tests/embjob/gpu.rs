@@ -149,11 +149,13 @@ fn every_gemm_kernel_with_every_transpose_equals_cpu() {
         for (s, (m, n, k)) in shapes.into_iter().enumerate() {
             let transposes = [(false, false), (true, false), (false, true), (true, true)];
             for (t, (ta, tb)) in transposes.into_iter().enumerate() {
-                let (a, b, c0, bias) = (random(1, m * k, 1.0), random(2, k * n, 1.0), random(3, m * n, 1.0), random(4, n, 3.0));
+                let (a, b, c0, bias) =
+                    (random(1, m * k, 1.0), random(2, k * n, 1.0), random(3, m * n, 1.0), random(4, n, 3.0));
                 let d = MatDims { m, n, k };
                 let what = format!("{kernel:?} gemm {m}×{n}×{k} ta={ta} tb={tb}");
                 let act = acts[(s + t) % acts.len()];
-                let (ga, gb, gbias) = (g.tensor(&a).expect("a"), g.tensor(&b).expect("b"), g.tensor(&bias).expect("bias"));
+                let (ga, gb, gbias) =
+                    (g.tensor(&a).expect("a"), g.tensor(&b).expect("b"), g.tensor(&bias).expect("bias"));
                 for (beta, epilogue) in [(0.0f32, false), (0.5, false), (0.5, true)] {
                     let mut want = c0.clone();
                     cpu::matmul(&a, ta, &b, tb, &mut want, d, beta).expect("cpu matmul");
@@ -168,7 +170,11 @@ fn every_gemm_kernel_with_every_transpose_equals_cpu() {
                         g.read(&c).expect("read")
                     };
                     let got = run();
-                    let label = if epilogue { format!("{what} beta={beta} + bias, {act:?}") } else { format!("{what} beta={beta}") };
+                    let label = if epilogue {
+                        format!("{what} beta={beta} + bias, {act:?}")
+                    } else {
+                        format!("{what} beta={beta}")
+                    };
                     assert_close(&got, &want, &label);
                     if beta == 0.0 {
                         // Split or not, a product repeats bit for bit.
@@ -308,4 +314,3 @@ fn kernels_from_the_environment_need_the_kernel_dev_feature() {
     assert!(stderr.contains("EMBJOB_SHADER_DIR") && stderr.contains("kernel-dev"), "{stderr}");
     job.assert_no_run();
 }
-

@@ -1,8 +1,8 @@
 //! The embedding model end to end: the split equals the PyTorch peer's example for example, MovieLens results track
 //! the peer, the food model recovers the planted cuisines, runs repeat bit for bit, and early stopping works.
 
-use embjob::plan::config::Format;
 use embjob::data::dataset::Dataset;
+use embjob::plan::config::Format;
 use embjob::plan::{InputColumns, InputSpec};
 use embjob::recommend::train;
 use polars::prelude::*;

@@ -2,9 +2,9 @@
 //! without a hidden layer; and the kernels keep their invariants (softmax rows sum to 1).
 
 use embjob::backend::{cpu, Backend};
+use embjob::linalg::rng::SplitMix;
 use embjob::plan::config::{EmbeddingInit, Optimizer, Pooling};
 use embjob::recommend::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
-use embjob::linalg::rng::SplitMix;
 use embjob::recommend::split::Example;
 
 use crate::support::*;
@@ -210,20 +210,10 @@ fn blocked_output_layer_equals_the_unfused_products_and_softmax() {
                     [vec![f32::NAN; rows], vec![f32::NAN; k * items], vec![f32::NAN; items], vec![f32::NAN; rows * k]];
                 let mut scratch = vec![f32::NAN; rows * items];
                 let [losses, dw, db, dpre] = &mut got;
-                let x = cpu::OutputLayerIn {
-                    pre: &pre,
-                    w: &w,
-                    bias: &bias,
-                    targets: &targets,
-                    d: dims(rows, items, k),
-                };
-                let out = cpu::OutputLayerOut {
-                    logits: &mut scratch,
-                    losses,
-                    w_grad: dw,
-                    bias_grad: db,
-                    pre_grad: dpre,
-                };
+                let x =
+                    cpu::OutputLayerIn { pre: &pre, w: &w, bias: &bias, targets: &targets, d: dims(rows, items, k) };
+                let out =
+                    cpu::OutputLayerOut { logits: &mut scratch, losses, w_grad: dw, bias_grad: db, pre_grad: dpre };
                 cpu::output_layer_xent(x, out).expect("blocked output layer");
                 got
             })

@@ -1,12 +1,12 @@
 //! Seeded properties of covariance and PCA on small random inputs, for every solver and for dense and sparse input.
 
 use embjob::backend::Cpu;
-use embjob::plan::config::{ComponentsSpec, PcaSolver};
 use embjob::linalg::dense::Matrix;
-use embjob::pca::{self, PcaInput, PcaParams, Solver};
-use embjob::plan::PcaPlan;
 use embjob::linalg::rng::SplitMix;
 use embjob::linalg::sparse::Csr;
+use embjob::pca::{self, PcaInput, PcaParams, Solver};
+use embjob::plan::config::{ComponentsSpec, PcaSolver};
+use embjob::plan::PcaPlan;
 
 use crate::support::*;
 

@@ -19,9 +19,7 @@ fn food_job(epochs: u32) -> Job {
 
 fn spawn(job: &Job, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_embjob"));
-    cmd.args(["run", job.config().to_str().expect("utf-8"), "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(["run", job.config().to_str().expect("utf-8"), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -32,7 +32,10 @@ pub fn gpu_backend() -> Option<&'static embjob::backend::gpu::Gpu> {
         gpu
     });
     if gpu.is_none() {
-        skip_unless_required("EMBJOB_REQUIRE_GPU", "no GPU adapter was found (install mesa-vulkan-drivers for lavapipe)");
+        skip_unless_required(
+            "EMBJOB_REQUIRE_GPU",
+            "no GPU adapter was found (install mesa-vulkan-drivers for lavapipe)",
+        );
     }
     gpu.as_ref()
 }
@@ -218,11 +221,7 @@ impl From<std::process::Output> for Outcome {
 
 /// Runs the binary with `args` in `cwd`.
 pub fn embjob(args: &[&str], cwd: &Path) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_embjob"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run embjob");
+    let out = Command::new(env!("CARGO_BIN_EXE_embjob")).args(args).current_dir(cwd).output().expect("run embjob");
     Outcome {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -2,7 +2,6 @@
 
 use rayon::prelude::*;
 
-
 /// Sum of a bag's weights (its size when every weight is 1).
 #[inline]
 fn bag_weight(weights: &[f32], offsets: &[u32], r: usize) -> f32 {

@@ -70,7 +70,10 @@ pub fn attention(
     if batch == 0 || seq == 0 || heads == 0 || head_dim == 0 {
         return Ok(());
     }
-    if !holds(qkv.len(), &[batch, seq, 3, heads, head_dim]) || !holds(out.len(), &[batch, seq, heads, head_dim]) || lens.len() < batch {
+    if !holds(qkv.len(), &[batch, seq, 3, heads, head_dim])
+        || !holds(out.len(), &[batch, seq, heads, head_dim])
+        || lens.len() < batch
+    {
         return Err(Error::Internal(format!(
             "attention: {} qkv values, {} outputs and {} lengths for {batch} sequences of {seq} × {heads} heads of {head_dim}",
             qkv.len(),

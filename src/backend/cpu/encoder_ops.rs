@@ -1,12 +1,11 @@
 //! [`EncoderOps`] on the CPU: each operation checks its operands and runs its kernel on the tensors' slices.
 
-
-use super::{r, ri, w};
 use super::len_of;
+use super::{r, ri, w};
 use crate::backend::ops::*;
 use crate::backend::{
-    check_distinct, AttentionShape, BackendKind,
-    EmbeddingTables, Indices, LayerNorm, PoolMode, SeqShape, Tensor, TokenRows,
+    check_distinct, AttentionShape, BackendKind, EmbeddingTables, Indices, LayerNorm, PoolMode, SeqShape, Tensor,
+    TokenRows,
 };
 use crate::error::{Error, Result};
 
@@ -25,7 +24,9 @@ impl EncoderOps for super::Cpu {
             return Err(Error::Internal("embed_layernorm: a token id, type or position outside its table".into()));
         }
         let mut o = w(out)?;
-        let o = o.get_mut(..len_of(&[rows, e.cols], "embed_layernorm")?).ok_or_else(|| Error::Internal("embed_layernorm: output".into()))?;
+        let o = o
+            .get_mut(..len_of(&[rows, e.cols], "embed_layernorm")?)
+            .ok_or_else(|| Error::Internal("embed_layernorm: output".into()))?;
         let ln = (&r(e.ln.gamma)?[..], &r(e.ln.beta)?[..], e.ln.eps);
         super::embed_layernorm((&word, &pos, &ty), &ids, &types, tokens.seq, e.position_offset, ln, e.cols, o);
         Ok(())
@@ -55,25 +56,32 @@ impl EncoderOps for super::Cpu {
             return Err(Error::Internal("attention: shape".into()));
         }
         let mut o = w(out)?;
-        let o = o.get_mut(..len_of(&[rows, h], "attention")?).ok_or_else(|| Error::Internal("attention: output".into()))?;
+        let o =
+            o.get_mut(..len_of(&[rows, h], "attention")?).ok_or_else(|| Error::Internal("attention: output".into()))?;
         super::attention(&qkv, &lens, s.batch, s.seq, s.heads, s.head_dim, s.scale, o)
     }
 
     fn pool(&self, hidden: &Tensor, lens: &Indices, s: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[out], &[hidden])?;
         let (hidden, lens) = (r(hidden)?, ri(lens)?);
-        if !super::holds(hidden.len(), &[s.batch, s.seq, s.cols]) || lens.len() < s.batch || lens.iter().any(|&l| l as usize > s.seq) {
+        if !super::holds(hidden.len(), &[s.batch, s.seq, s.cols])
+            || lens.len() < s.batch
+            || lens.iter().any(|&l| l as usize > s.seq)
+        {
             return Err(Error::Internal("pool: shape".into()));
         }
         let mut o = w(out)?;
-        let o = o.get_mut(..len_of(&[s.batch, s.cols], "pool")?).ok_or_else(|| Error::Internal("pool: output".into()))?;
+        let o =
+            o.get_mut(..len_of(&[s.batch, s.cols], "pool")?).ok_or_else(|| Error::Internal("pool: output".into()))?;
         super::pool(&hidden, &lens, s.seq, s.cols, mode, o);
         Ok(())
     }
 
     fn l2_normalize(&self, x: &Tensor, rows: usize, cols: usize) -> Result<()> {
         let mut x = w(x)?;
-        let x = x.get_mut(..len_of(&[rows, cols], "l2_normalize")?).ok_or_else(|| Error::Internal("l2_normalize: shape".into()))?;
+        let x = x
+            .get_mut(..len_of(&[rows, cols], "l2_normalize")?)
+            .ok_or_else(|| Error::Internal("l2_normalize: shape".into()))?;
         super::l2_normalize(x, cols);
         Ok(())
     }

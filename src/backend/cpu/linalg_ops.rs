@@ -5,9 +5,7 @@ use rayon::prelude::*;
 
 use super::holds;
 use crate::backend::ops::*;
-use crate::backend::{
-    check_dims, check_outer, subtract_outer,
-};
+use crate::backend::{check_dims, check_outer, subtract_outer};
 use crate::error::{Error, Result};
 use crate::linalg::dense::Matrix;
 use crate::linalg::sparse::Csr;
@@ -209,4 +207,3 @@ fn csr_gram_times_dense(x: &Csr, b: &Matrix) -> Result<Matrix> {
     out.truncate(p * k);
     Matrix::from_vec(p, k, out)
 }
-

@@ -99,4 +99,3 @@ impl std::ops::Deref for IndexView<'_> {
         &self.guard[..self.len.min(self.guard.len())]
     }
 }
-

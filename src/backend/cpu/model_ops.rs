@@ -1,12 +1,11 @@
 //! [`ModelOps`] on the CPU: each operation checks its operands and runs its kernel on the tensors' slices.
 
-
-use super::{r, ri, w};
 use super::len_of;
+use super::{r, ri, w};
 use crate::backend::ops::*;
 use crate::backend::{
-    check_distinct, Activation, AdamStep, BackendKind, Bags, Indices, MatDims, OutputGrads, OutputLayer, RankMasks, SampledColumns,
-    Selected, SgdStep, Tensor,
+    check_distinct, Activation, AdamStep, BackendKind, Bags, Indices, MatDims, OutputGrads, OutputLayer, RankMasks,
+    SampledColumns, Selected, SgdStep, Tensor,
 };
 use crate::error::{Error, Result};
 
@@ -19,7 +18,9 @@ impl ModelOps for super::Cpu {
     fn embedding_bag(&self, table: &Tensor, dim: usize, bags: &Bags<'_>, mean: bool, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[out], &[table, bags.weights])?;
         let mut out = w(out)?;
-        let out = out.get_mut(..len_of(&[bags.bags, dim], "embedding_bag")?).ok_or_else(|| Error::Internal("embedding_bag: output".into()))?;
+        let out = out
+            .get_mut(..len_of(&[bags.bags, dim], "embedding_bag")?)
+            .ok_or_else(|| Error::Internal("embedding_bag: output".into()))?;
         super::embedding_bag(&r(table)?, dim, &ri(bags.items)?, &ri(bags.offsets)?, &r(bags.weights)?, mean, out);
         Ok(())
     }
@@ -97,7 +98,9 @@ impl ModelOps for super::Cpu {
     ) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[logits, losses], &[])?;
         let (mut l, mut out) = (w(losses)?, w(logits)?);
-        let out = out.get_mut(..len_of(&[rows, cols], "softmax_xent")?).ok_or_else(|| Error::Internal("softmax_xent: shape".into()))?;
+        let out = out
+            .get_mut(..len_of(&[rows, cols], "softmax_xent")?)
+            .ok_or_else(|| Error::Internal("softmax_xent: shape".into()))?;
         let l = l.get_mut(..rows).ok_or_else(|| Error::Internal("softmax_xent: losses".into()))?;
         super::softmax_xent(out, &ri(targets)?, cols, l);
         Ok(())
@@ -218,7 +221,8 @@ impl ModelOps for super::Cpu {
 
     fn cosine_top_k(&self, x: &Tensor, n: usize, dim: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
         let x = r(x)?;
-        let x = x.get(..len_of(&[n, dim], "cosine_top_k")?).ok_or_else(|| Error::Internal("cosine_top_k: shape".into()))?;
+        let x =
+            x.get(..len_of(&[n, dim], "cosine_top_k")?).ok_or_else(|| Error::Internal("cosine_top_k: shape".into()))?;
         super::cosine_top_k(x, n, dim, k)
     }
 }

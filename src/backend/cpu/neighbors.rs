@@ -264,5 +264,4 @@ mod tests {
         assert_eq!(idx1, idx);
         assert_eq!(sim1, sim);
     }
-
 }

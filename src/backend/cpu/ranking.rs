@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::gemm::gemm_seq;
+use super::holds;
 use super::simd::*;
 use crate::backend::MatDims;
 use crate::error::{Error, Result};
@@ -67,14 +68,14 @@ pub fn rank_and_loss(
     ranks: &mut [f32],
     losses: &mut [f32],
 ) -> Result<()> {
-    use faer::{Accum, MatMut, MatRef};
+    use faer::MatRef;
     let MatDims { m: rows, n: v, k } = d;
     let masks_ok = mask_offsets.len() > rows
         && mask_offsets[..=rows].windows(2).all(|w| w[0] <= w[1])
         && mask_offsets[rows] as usize <= mask_items.len()
         && mask_items[..mask_offsets[rows] as usize].iter().all(|&i| (i as usize) < v);
-    if pre.len() < rows * k
-        || w2.len() < k * v
+    if !holds(pre.len(), &[rows, k])
+        || !holds(w2.len(), &[k, v])
         || bias.len() < v
         || targets.len() < rows
         || targets[..rows].iter().any(|&t| t as usize >= v)
@@ -93,64 +94,12 @@ pub fn rank_and_loss(
     } else {
         MatRef::from_row_major_slice(&w2[..k * v], k, v)
     };
-    let blocks = v.div_ceil(RANK_BLOCK);
-    let span = |b: usize| (b * RANK_BLOCK, RANK_BLOCK.min(v - b * RANK_BLOCK));
-    // The block's scores, rows × len, row-major.
-    let scores = |b: usize, buf: &mut Vec<f32>| {
-        let (b0, len) = span(b);
-        buf.resize(rows * len, 0.0);
-        let out = &mut buf[..rows * len];
-        gemm_seq(MatMut::from_row_major_slice_mut(out, rows, len), Accum::Replace, p, w.subcols(b0, len), 1.0);
-        for row in out.chunks_exact_mut(len) {
-            for (x, &bi) in row.iter_mut().zip(&bias[b0..b0 + len]) {
-                *x += bi;
-            }
-        }
-    };
-    // The targets' scores: the diagonal of pre · W2[:, targets], the same k multiply-adds as the target's entry in
-    // its block's product (the unit test checks the resulting ranks, ties included, against full logits). Should a
-    // kernel ever order them differently and the two differ in the last bit, the target is still excluded by index
-    // when its block is counted, so it can never count itself.
-    let mut picked = vec![0f32; k * rows];
-    for (r, &t) in targets[..rows].iter().enumerate() {
-        for c in 0..k {
-            picked[c * rows + r] = w[(c, t as usize)];
-        }
-    }
-    let mut diag = vec![0f32; rows * rows];
-    let wt = MatRef::from_row_major_slice(&picked, k, rows);
-    gemm_seq(MatMut::from_row_major_slice_mut(&mut diag, rows, rows), Accum::Replace, p, wt, 1.0);
-    let target_score: Vec<f32> = (0..rows).map(|r| diag[r * rows + r] + bias[targets[r] as usize]).collect();
-    let parts: Vec<Vec<RankPart>> = (0..blocks)
+    let targets = &targets[..rows];
+    let target_score = target_scores(p, w, bias, targets);
+    let masks = (mask_items, mask_offsets);
+    let parts: Vec<Vec<RankPart>> = (0..v.div_ceil(RANK_BLOCK))
         .into_par_iter()
-        .map(|b| {
-            // Each thread keeps its block of scores between calls: a fresh megabyte per task cost its page faults
-            // every time (a third of the time at 10^4 items).
-            RANK_SCRATCH.with_borrow_mut(|buf| {
-                scores(b, buf);
-                let (b0, len) = span(b);
-                buf[..rows * len]
-                    .chunks_exact_mut(len)
-                    .enumerate()
-                    .map(|(r, row)| {
-                        let (st, t) = (target_score[r], targets[r] as usize);
-                        let mut above = count_above(row, st);
-                        if (b0..b0 + len).contains(&t) && row[t - b0] > st {
-                            above = above.saturating_sub(1);
-                        }
-                        let masked = &mask_items[mask_offsets[r] as usize..mask_offsets[r + 1] as usize];
-                        for &mi in masked {
-                            let mi = mi as usize;
-                            if mi != t && (b0..b0 + len).contains(&mi) && row[mi - b0] > st {
-                                above = above.saturating_sub(1); // a mask that names an item twice
-                            }
-                        }
-                        let (max, sum) = exp_shifted_dispatch(row);
-                        RankPart { above: above as u32, max, sum }
-                    })
-                    .collect()
-            })
-        })
+        .map(|b| block_parts(b, p, w, bias, targets, &target_score, masks))
         .collect();
     for r in 0..rows {
         let (mut above, mut max, mut sum) = (0u64, f64::NEG_INFINITY, 0.0f64);
@@ -170,6 +119,71 @@ pub fn rank_and_loss(
         losses[r] = (max + sum.ln() - f64::from(target_score[r])) as f32;
     }
     Ok(())
+}
+
+/// The targets' scores: the diagonal of pre · W2[:, targets] plus their bias, the same k multiply-adds as the
+/// target's entry in its block's product (the unit test checks the resulting ranks, ties included, against full
+/// logits). Should a kernel ever order them differently and the two differ in the last bit, the target is still
+/// excluded by index when its block is counted, so it can never count itself.
+fn target_scores(p: faer::MatRef<'_, f32>, w: faer::MatRef<'_, f32>, bias: &[f32], targets: &[u32]) -> Vec<f32> {
+    use faer::{Accum, MatMut, MatRef};
+    let (rows, k) = (p.nrows(), p.ncols());
+    let mut picked = vec![0f32; k * rows];
+    for (r, &t) in targets.iter().enumerate() {
+        for c in 0..k {
+            picked[c * rows + r] = w[(c, t as usize)];
+        }
+    }
+    let mut diag = vec![0f32; rows * rows];
+    let wt = MatRef::from_row_major_slice(&picked, k, rows);
+    gemm_seq(MatMut::from_row_major_slice_mut(&mut diag, rows, rows), Accum::Replace, p, wt, 1.0);
+    (0..rows).map(|r| diag[r * rows + r] + bias[targets[r] as usize]).collect()
+}
+
+/// Block `b` of [`rank_and_loss`]: its scores (rows × its width, in the thread's kept buffer: a fresh megabyte per
+/// task cost its page faults every time, a third of the time at 10^4 items), then per row the unmasked items
+/// above the target and the block's part of the log-sum-exp.
+fn block_parts(
+    b: usize,
+    p: faer::MatRef<'_, f32>,
+    w: faer::MatRef<'_, f32>,
+    bias: &[f32],
+    targets: &[u32],
+    target_score: &[f32],
+    (mask_items, mask_offsets): (&[u32], &[u32]),
+) -> Vec<RankPart> {
+    let (rows, v) = (p.nrows(), w.ncols());
+    let (b0, len) = (b * RANK_BLOCK, RANK_BLOCK.min(v - b * RANK_BLOCK));
+    RANK_SCRATCH.with_borrow_mut(|buf| {
+        buf.resize(rows * len, 0.0);
+        let out = &mut buf[..rows * len];
+        let dst = faer::MatMut::from_row_major_slice_mut(out, rows, len);
+        gemm_seq(dst, faer::Accum::Replace, p, w.subcols(b0, len), 1.0);
+        for row in out.chunks_exact_mut(len) {
+            for (x, &bi) in row.iter_mut().zip(&bias[b0..b0 + len]) {
+                *x += bi;
+            }
+        }
+        out.chunks_exact_mut(len)
+            .enumerate()
+            .map(|(r, row)| {
+                let (st, t) = (target_score[r], targets[r] as usize);
+                let mut above = count_above(row, st);
+                if (b0..b0 + len).contains(&t) && row[t - b0] > st {
+                    above = above.saturating_sub(1);
+                }
+                let masked = &mask_items[mask_offsets[r] as usize..mask_offsets[r + 1] as usize];
+                for &mi in masked {
+                    let mi = mi as usize;
+                    if mi != t && (b0..b0 + len).contains(&mi) && row[mi - b0] > st {
+                        above = above.saturating_sub(1); // a mask that names an item twice
+                    }
+                }
+                let (max, sum) = exp_shifted_dispatch(row);
+                RankPart { above: above as u32, max, sum }
+            })
+            .collect()
+    })
 }
 
 multiversion!(fn count_above / count_above_generic(row: &[f32], x: f32) -> usize);
@@ -238,5 +252,4 @@ mod tests {
         assert!(rank_and_loss(&pre, &w2, false, &bias, d, &bad, &mask_items, &mask_offsets, &mut ranks, &mut losses)
             .is_err());
     }
-
 }

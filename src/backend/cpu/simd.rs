@@ -1,8 +1,6 @@
 //! Vector code for every CPU kernel: one source compiled for AVX-512, AVX2 + FMA and the baseline, picked at run
 //! time ([`multiversion`]), and the fast exponential of the softmaxes.
 
-
-
 /// `e^x` for `x ≤ 0` (softmax arguments), within 2 ulp of `f32::exp` down to −87 and branch-free so that the
 /// compiler vectorizes it: `e^x = 2^n · e^r` with `r = x − n·ln 2`, `|r| ≤ ln 2 / 2`, and a degree-6 polynomial for
 /// `e^r`. Below −87.3 it returns about 1e-38 instead of 0 (the smallest normal float's neighbourhood).
@@ -130,5 +128,4 @@ mod tests {
         assert!(exp_nonpositive(-1000.0) < 1e-37);
         assert_eq!(exp_nonpositive(0.0), 1.0);
     }
-
 }

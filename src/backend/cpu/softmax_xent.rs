@@ -89,7 +89,7 @@ struct BlockStat {
 ///
 /// Blocks and groups depend on the shape only, so the result does not depend on the thread count.
 pub fn output_layer_xent(x: OutputLayerIn<'_>, out: OutputLayerOut<'_>) -> Result<()> {
-    use faer::{Accum, MatMut, MatRef};
+    use faer::MatRef;
     let MatDims { m: rows, n: v, k } = x.d;
     let OutputLayerOut { logits, losses, w_grad, bias_grad, pre_grad } = out;
     if !holds(x.pre.len(), &[rows, k])
@@ -110,34 +110,59 @@ pub fn output_layer_xent(x: OutputLayerIn<'_>, out: OutputLayerOut<'_>) -> Resul
     if rows > 0 && k == 0 {
         return Err(Error::Internal("output_layer_xent: an output layer without inputs".into()));
     }
-    let (w_grad, bias_grad, pre_grad) = (&mut w_grad[..k * v], &mut bias_grad[..v], &mut pre_grad[..rows * k]);
     if rows == 0 {
         // No rows (and so no targets to check items against): zero gradients.
-        w_grad.fill(0.0);
-        bias_grad.fill(0.0);
+        w_grad[..k * v].fill(0.0);
+        bias_grad[..v].fill(0.0);
         return Ok(());
     }
     let targets = &x.targets[..rows];
     let pre = MatRef::from_row_major_slice(&x.pre[..rows * k], rows, k);
     let w = MatRef::from_row_major_slice(&x.w[..k * v], k, v);
-    let blocks = v.div_ceil(OUTPUT_BLOCK);
-    let span = |b: usize| (b * OUTPUT_BLOCK, OUTPUT_BLOCK.min(v - b * OUTPUT_BLOCK));
     let logits = &mut logits[..rows * v];
-    // 1. Logits, block maxima and sums of exponentials.
-    let mut stats = vec![BlockStat::default(); blocks * rows];
+    let stats = block_logits(pre, w, &x.bias[..v], targets, logits);
+    let factors = row_factors(&stats, targets, &mut losses[..rows]);
+    let grads = Grads { w: w_grad, bias: bias_grad, pre: pre_grad };
+    block_gradients(pre, w, targets, logits, &factors, grads);
+    Ok(())
+}
+
+/// Phase 1 of [`output_layer_xent`]: per block of items, in parallel, the block's logits `pre · W[:, block] +
+/// bias` into `logits` (the blocks one after the other, each rows × width, row-major), its exponentials
+/// `e^(x − block max)` in place, and each row's statistics (block by block, rows within a block).
+fn block_logits(
+    pre: faer::MatRef<'_, f32>,
+    w: faer::MatRef<'_, f32>,
+    bias: &[f32],
+    targets: &[u32],
+    logits: &mut [f32],
+) -> Vec<BlockStat> {
+    let (rows, v) = (pre.nrows(), w.ncols());
+    let mut stats = vec![BlockStat::default(); v.div_ceil(OUTPUT_BLOCK) * rows];
     logits.par_chunks_mut(rows * OUTPUT_BLOCK).zip(stats.par_chunks_mut(rows)).enumerate().for_each(
         |(b, (block, st))| {
-            let (c0, width) = span(b);
-            let dst = MatMut::from_row_major_slice_mut(block, rows, width);
-            gemm_seq(dst, Accum::Replace, pre, w.subcols(c0, width), 1.0);
-            let bias = &x.bias[c0..c0 + width];
+            let (c0, width) = span(b, v);
+            let dst = faer::MatMut::from_row_major_slice_mut(block, rows, width);
+            gemm_seq(dst, faer::Accum::Replace, pre, w.subcols(c0, width), 1.0);
+            let bias = &bias[c0..c0 + width];
             for ((row, s), &t) in block.chunks_exact_mut(width).zip(st.iter_mut()).zip(targets) {
                 *s = block_exponentials(row, bias, (t as usize).wrapping_sub(c0));
             }
         },
     );
-    // 2. Per row: the loss, and each block's factor from its exponentials to the gradient. The statistics are
-    // read block by block (as phase 1 wrote them), every row's sum adding its blocks in block order (f64).
+    stats
+}
+
+/// Block `b`'s first item and width, of `v` items.
+fn span(b: usize, v: usize) -> (usize, usize) {
+    (b * OUTPUT_BLOCK, OUTPUT_BLOCK.min(v - b * OUTPUT_BLOCK))
+}
+
+/// Phase 2 of [`output_layer_xent`]: per row, the loss (into `losses`) and each block's factor from its
+/// exponentials to the gradient `(softmax − onehot) / rows` (block by block, rows within a block). The statistics
+/// are read block by block, as phase 1 wrote them, every row's sum adding its blocks in block order (f64).
+fn row_factors(stats: &[BlockStat], targets: &[u32], losses: &mut [f32]) -> Vec<f32> {
+    let rows = targets.len();
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     for st in stats.chunks_exact(rows) {
         for (m, s) in row_max.iter_mut().zip(st) {
@@ -145,14 +170,14 @@ pub fn output_layer_xent(x: OutputLayerIn<'_>, out: OutputLayerOut<'_>) -> Resul
         }
     }
     let mut sums = vec![0.0f64; rows];
-    let mut factors = vec![0f32; blocks * rows];
+    let mut factors = vec![0f32; stats.len()];
     for (st, fs) in stats.chunks_exact(rows).zip(factors.chunks_exact_mut(rows)) {
         for (((f, s), &m), sum) in fs.iter_mut().zip(st).zip(&row_max).zip(sums.iter_mut()) {
             *f = exp_nonpositive(s.max - m);
             *sum += s.sum as f64 * *f as f64;
         }
     }
-    for (r, (loss, &t)) in losses[..rows].iter_mut().zip(targets).enumerate() {
+    for (r, (loss, &t)) in losses.iter_mut().zip(targets).enumerate() {
         let target = stats[t as usize / OUTPUT_BLOCK * rows + r].target;
         *loss = (sums[r].ln() - (target - row_max[r]) as f64) as f32;
     }
@@ -162,38 +187,63 @@ pub fn output_layer_xent(x: OutputLayerIn<'_>, out: OutputLayerOut<'_>) -> Resul
             *f = (*f as f64 / sum * inv_rows) as f32;
         }
     }
-    // 3. Gradients, group by group: each group's blocks are consecutive, and so are their logits and bias columns.
+    factors
+}
+
+/// The gradients [`output_layer_xent`] writes: W's (k × items), the bias's (items) and `pre`'s (rows × k).
+struct Grads<'a> {
+    w: &'a mut [f32],
+    bias: &'a mut [f32],
+    pre: &'a mut [f32],
+}
+
+/// Phase 3 of [`output_layer_xent`]: group by group of consecutive blocks, in parallel, each block's exponentials
+/// scaled into the gradient, its column sums (the bias gradient), `preᵀ · G` (W's gradient columns) and
+/// `G · W[:, block]ᵀ` added to the group's input gradient; then the groups' input gradients in group order.
+fn block_gradients(
+    pre: faer::MatRef<'_, f32>,
+    w: faer::MatRef<'_, f32>,
+    targets: &[u32],
+    logits: &mut [f32],
+    factors: &[f32],
+    grads: Grads<'_>,
+) {
+    use faer::{Accum, MatMut, MatRef};
+    let (rows, k, v) = (pre.nrows(), pre.ncols(), w.ncols());
+    let blocks = v.div_ceil(OUTPUT_BLOCK);
     let groups = blocks.min(OUTPUT_GROUPS);
     let first_block = |g: usize| g * blocks / groups;
     let mut work = Vec::with_capacity(groups);
-    let (mut lg, mut bg) = (&mut logits[..], &mut bias_grad[..]);
+    let (mut lg, mut bg) = (&mut logits[..], &mut grads.bias[..v]);
     for g in 0..groups {
         let (b0, b1) = (first_block(g), first_block(g + 1));
-        let (c0, c1) = (span(b0).0, span(b1 - 1).0 + span(b1 - 1).1);
+        let (c0, c1) = (span(b0, v).0, span(b1 - 1, v).0 + span(b1 - 1, v).1);
         let (l, l_rest) = std::mem::take(&mut lg).split_at_mut(rows * (c1 - c0));
         let (bb, b_rest) = std::mem::take(&mut bg).split_at_mut(c1 - c0);
         (lg, bg) = (l_rest, b_rest);
         work.push((b0..b1, l, bb));
     }
+    let w_grad = &mut grads.w[..k * v];
     let w_grad_ptr = SendPtr(w_grad.as_mut_ptr());
-    let inv_rows = inv_rows as f32;
+    let inv_rows = 1.0 / rows as f32;
     let parts: Vec<Vec<f32>> = work
         .into_par_iter()
         .map(|(range, group_logits, group_bias)| {
             let mut part = vec![0f32; rows * k];
-            let c_first = span(range.start).0;
+            let c_first = span(range.start, v).0;
             let mut off = 0;
             for b in range {
-                let (c0, width) = span(b);
+                let (c0, width) = span(b, v);
                 let block = &mut group_logits[off..off + rows * width];
                 off += rows * width;
                 let f = &factors[b * rows..(b + 1) * rows];
                 block_gradient(block, width, f, targets, c0, inv_rows, &mut group_bias[c0 - c_first..][..width]);
                 let g = MatRef::from_row_major_slice(block, rows, width);
                 let w_ptr = &w_grad_ptr;
-                // SAFETY: `w_grad` holds k × v values (checked above); this view covers rows 0..k and columns
-                // c0..c0 + width of it, with row stride v, and the blocks' column ranges are disjoint, so no two
-                // tasks write the same value.
+                // SAFETY: `w_grad` holds k × v values (`output_layer_xent` checked its length with checked
+                // arithmetic and sliced it to k · v above); this view covers rows 0..k and columns c0..c0 + width of
+                // it, with row stride v, and the blocks' column ranges are disjoint, so no two tasks write the same
+                // value.
                 let dw = unsafe { MatMut::from_raw_parts_mut(w_ptr.0.add(c0), k, width, v as isize, 1) };
                 gemm_seq(dw, Accum::Replace, pre.transpose(), g, 1.0);
                 let dst = MatMut::from_row_major_slice_mut(&mut part, rows, k);
@@ -203,11 +253,11 @@ pub fn output_layer_xent(x: OutputLayerIn<'_>, out: OutputLayerOut<'_>) -> Resul
             part
         })
         .collect();
+    let pre_grad = &mut grads.pre[..rows * k];
     pre_grad.copy_from_slice(&parts[0]);
     for part in &parts[1..] {
         axpy_f32(pre_grad, part);
     }
-    Ok(())
 }
 
 multiversion!(fn block_exponentials / block_exponentials_generic(row: &mut [f32], bias: &[f32], target: usize) -> BlockStat);

@@ -1,6 +1,5 @@
 //! The row kernels of the sparse products of PCA (f64): `X·B` and `XᵀX·B` a block of rows at a time.
 
-
 use super::simd::*;
 use crate::linalg::sparse::Csr;
 

@@ -2,12 +2,9 @@
 
 use std::sync::RwLock;
 
-
 use super::{r, w, U};
 use crate::backend::ops::*;
-use crate::backend::{
-    check_distinct, BackendKind, Indices, Tensor,
-};
+use crate::backend::{check_distinct, BackendKind, Indices, Tensor};
 use crate::error::{Error, Result};
 
 impl TensorStore for super::Cpu {

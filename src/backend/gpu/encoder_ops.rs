@@ -76,9 +76,8 @@ impl EncoderOps for Gpu {
     fn attention(&self, qkv: &Tensor, lens: &Indices, s: AttentionShape, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[out], &[qkv])?;
         let h = product(&[s.heads, s.head_dim]);
-        let fits = h.is_some_and(|h| {
-            holds(qkv, product(&[s.batch, s.seq, 3, h])) && holds(out, product(&[s.batch, s.seq, h]))
-        });
+        let fits = h
+            .is_some_and(|h| holds(qkv, product(&[s.batch, s.seq, 3, h])) && holds(out, product(&[s.batch, s.seq, h])));
         if !fits || lens.len() < s.batch {
             return Err(Error::Internal("attention: shape".into()));
         }

@@ -33,14 +33,16 @@ impl LinalgOps for Gpu {
         // XᵀX = (Xᵀ)(Xᵀ)ᵀ: the row products of the transpose.
         let c = self.upload_csr(&x.transpose())?;
         let p = x.cols;
-        let out = self.one_shot(p.saturating_mul(p), "covariance (XᵀX)", |enc, o| self.outer(enc, p, x.rows, &c, o))?;
+        let out =
+            self.one_shot(p.saturating_mul(p), "covariance (XᵀX)", |enc, o| self.outer(enc, p, x.rows, &c, o))?;
         f64_matrix(p, p, out)
     }
 
     fn outer_csr(&self, x: &Csr) -> Result<Matrix> {
         let c = self.upload_csr(x)?;
         let n = x.rows;
-        let out = self.one_shot(n.saturating_mul(n), "Gram matrix (XXᵀ)", |enc, o| self.outer(enc, n, x.cols, &c, o))?;
+        let out =
+            self.one_shot(n.saturating_mul(n), "Gram matrix (XXᵀ)", |enc, o| self.outer(enc, n, x.cols, &c, o))?;
         f64_matrix(n, n, out)
     }
 

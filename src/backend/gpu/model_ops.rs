@@ -59,7 +59,8 @@ impl ModelOps for Gpu {
         check_distinct(BackendKind::Gpu, &[out], &[table, bags.weights])?;
         let (items, offsets) = (idx(bags.items)?, idx(bags.offsets)?);
         self.record(|ctx, enc| {
-            let p = BagParams { count: u32_of(bags.bags, "bags")?, dim: u32_of(dim, "dim")?, mean: mean.into(), pad0: 0 };
+            let p =
+                BagParams { count: u32_of(bags.bags, "bags")?, dim: u32_of(dim, "dim")?, mean: mean.into(), pad0: 0 };
             let entries = [
                 (1, bind(table)?),
                 (2, items.buffer()),
@@ -89,7 +90,12 @@ impl ModelOps for Gpu {
             if zero_others {
                 enc.clear_buffer(bind(grad)?, 0, None);
             }
-            let p = BagParams { count: u32_of(segments, "segments")?, dim: u32_of(dim, "dim")?, mean: mean.into(), pad0: 0 };
+            let p = BagParams {
+                count: u32_of(segments, "segments")?,
+                dim: u32_of(dim, "dim")?,
+                mean: mean.into(),
+                pad0: 0,
+            };
             let entries = [
                 (3, offsets.buffer()),
                 (5, bind(d_pooled)?),
@@ -298,8 +304,7 @@ impl ModelOps for Gpu {
         let (t, mi, mo) = (idx(masks.targets)?, idx(masks.mask_items)?, idx(masks.mask_offsets)?);
         self.record(|ctx, enc| {
             let p = RankParams { rows: rows as u32, cols: cols as u32, ..Default::default() };
-            let entries =
-                [(1, bind(scores)?), (2, t.buffer()), (3, mi.buffer()), (4, mo.buffer()), (5, bind(ranks)?)];
+            let entries = [(1, bind(scores)?), (2, t.buffer()), (3, mi.buffer()), (4, mo.buffer()), (5, bind(ranks)?)];
             ctx.dispatch(enc, Kernel::TargetRanks, 0, &p, &entries, groups_per_row(rows))
         })
     }
@@ -314,7 +319,8 @@ impl ModelOps for Gpu {
             return crate::backend::cpu::cosine_top_k(&table[..n * dim], n, dim, k);
         }
         let k = k.min(n.saturating_sub(1));
-        let (unit, out_idx, out_sim) = (self.tensor(&vec![0.0; n * dim])?, self.index_buffer(n * k)?, self.tensor(&vec![0.0; n * k])?);
+        let (unit, out_idx, out_sim) =
+            (self.tensor(&vec![0.0; n * dim])?, self.index_buffer(n * k)?, self.tensor(&vec![0.0; n * k])?);
         let out_idx_buf = idx(&out_idx)?;
         self.record(|ctx, enc| {
             let p = NeighborParams { n: n as u32, dim: dim as u32, k: k as u32, pad0: 0 };

@@ -5,15 +5,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::{check_shardable, config_digest, list_input, shards_dir, Manifest, ShardSpec, MANIFEST};
-use crate::text::bow::DocCounts;
 use crate::data;
 use crate::data::dataset::{Dataset, TextCorpus};
-use crate::error::{Error, Result};
-use crate::runtime::metrics::Metrics;
-use crate::stages::{MergedInput, TextPart};
-use crate::plan::{InputColumns, Plan};
 use crate::data::fingerprint::InputFingerprint;
 use crate::data::table::ColumnData;
+use crate::error::{Error, Result};
+use crate::plan::{InputColumns, Plan};
+use crate::runtime::metrics::Metrics;
+use crate::stages::{MergedInput, TextPart};
+use crate::text::bow::DocCounts;
 
 /// A complete, checked set of shards.
 #[derive(Debug, Clone)]
@@ -31,90 +31,13 @@ impl ShardSet {
     /// does not belong (exit code 3); nothing is read but the manifests.
     pub fn open(plan: &Plan) -> Result<ShardSet> {
         check_shardable(plan)?;
-        let parent = shards_dir(plan);
-        let run_hint =
-            |n: usize| format!("run `embjob run {} --shard I/{n}` for each missing I", plan.config_file.display());
-        let mut splits: BTreeMap<usize, BTreeMap<usize, PathBuf>> = BTreeMap::new();
-        if let Ok(rd) = std::fs::read_dir(&parent) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(spec) = ShardSpec::from_dir_name(&name) {
-                    splits.entry(spec.count).or_default().insert(spec.index, e.path());
-                }
-            }
-        }
-        let (count, found) = match splits.len() {
-            0 => {
-                return Err(Error::input(
-                    &parent,
-                    None,
-                    format!(
-                        "no shards to merge: {}",
-                        run_hint(64).replace("I/64", "I/N").replace(" missing I", " I in 0..N")
-                    ),
-                ))
-            }
-            1 => splits.into_iter().next().ok_or_else(|| Error::Internal("one split".into()))?,
-            _ => {
-                let names: Vec<String> = splits.keys().map(|n| format!("of {n}")).collect();
-                return Err(Error::input(
-                    &parent,
-                    None,
-                    format!(
-                        "shards of {} different splits ({}): remove the folders of the splits not to merge",
-                        names.len(),
-                        names.join(", ")
-                    ),
-                ));
-            }
-        };
-        let missing: Vec<String> = (0..count).filter(|i| !found.contains_key(i)).map(|i| i.to_string()).collect();
-        if !missing.is_empty() {
-            return Err(Error::input(
-                &parent,
-                None,
-                format!(
-                    "{} of {count} shards missing (shard {}): {}",
-                    missing.len(),
-                    shorten(&missing),
-                    run_hint(count)
-                ),
-            ));
-        }
-        let digest = config_digest(plan)?;
-        let listing = list_input(plan)?;
-        let version = env!("CARGO_PKG_VERSION");
-        let mut manifests = Vec::with_capacity(count);
-        let dirs: Vec<PathBuf> = found.into_values().collect();
-        for (i, dir) in dirs.iter().enumerate() {
-            let path = dir.join(MANIFEST);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                Error::input(
-                    &path,
-                    None,
-                    format!("shard {i}/{count} has no readable manifest ({e}): {}", run_hint(count)),
-                )
-            })?;
-            let m: Manifest = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::input(&path, None, format!("not a shard manifest: {e}")))?;
-            let refuse = |why: String| Err(Error::input(&path, None, format!("shard {i}/{count} {why}")));
-            if m.shard != i || m.shards != count {
-                return refuse(format!("says it is shard {}/{}", m.shard, m.shards));
-            }
-            if m.embjob != version {
-                return refuse(format!("was written by embjob {}, this is {version}: rerun it", m.embjob));
-            }
-            if m.config_digest != digest {
-                return refuse(format!(
-                    "was computed with other [input], [bow] or [contextual] settings than {} has now: rerun it",
-                    plan.config_file.display()
-                ));
-            }
-            if m.listing != listing {
-                return refuse(format!("read another input: {}: rerun it", listing_change(&m.listing, &listing)));
-            }
-            manifests.push(m);
-        }
+        let dirs = complete_split(plan)?;
+        let (digest, listing) = (config_digest(plan)?, list_input(plan)?);
+        let manifests = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| read_manifest(plan, dir, (i, dirs.len()), &digest, &listing))
+            .collect::<Result<Vec<_>>>()?;
         let id_column = match &plan.input.columns {
             InputColumns::Text { id, .. } => id.clone(),
             _ => None,
@@ -211,7 +134,11 @@ impl MergedInput for ShardSet {
     /// The shards' text vector files, in shard order, with their shard index (empty shards have none).
     fn text_parts(&self) -> Vec<TextPart> {
         (0..self.count())
-            .map(|i| TextPart { index: i, path: self.dirs[i].join("text_embeddings.parquet"), rows: self.manifests[i].rows })
+            .map(|i| TextPart {
+                index: i,
+                path: self.dirs[i].join("text_embeddings.parquet"),
+                rows: self.manifests[i].rows,
+            })
             .filter(|p| p.rows > 0 && p.path.is_file())
             .collect()
     }
@@ -235,6 +162,98 @@ impl MergedInput for ShardSet {
         metrics.push("contextual", "documents_per_second", docs / seconds);
         metrics.push("contextual", "tokens_per_second", tokens / seconds);
     }
+}
+
+/// `run embjob run <config> --shard I/N` for each missing I.
+fn run_hint(plan: &Plan, n: usize) -> String {
+    format!("run `embjob run {} --shard I/{n}` for each missing I", plan.config_file.display())
+}
+
+/// The folders of the one split under `<output.dir>/shards`, in shard order: an error when there is none, more
+/// than one, or a shard of it is missing.
+fn complete_split(plan: &Plan) -> Result<Vec<PathBuf>> {
+    let parent = shards_dir(plan);
+    let mut splits: BTreeMap<usize, BTreeMap<usize, PathBuf>> = BTreeMap::new();
+    if let Ok(rd) = std::fs::read_dir(&parent) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(spec) = ShardSpec::from_dir_name(&name) {
+                splits.entry(spec.count).or_default().insert(spec.index, e.path());
+            }
+        }
+    }
+    let (count, found) = match splits.len() {
+        0 => {
+            let hint = run_hint(plan, 64).replace("I/64", "I/N").replace(" missing I", " I in 0..N");
+            return Err(Error::input(&parent, None, format!("no shards to merge: {hint}")));
+        }
+        1 => splits.into_iter().next().ok_or_else(|| Error::Internal("one split".into()))?,
+        _ => {
+            let names: Vec<String> = splits.keys().map(|n| format!("of {n}")).collect();
+            return Err(Error::input(
+                &parent,
+                None,
+                format!(
+                    "shards of {} different splits ({}): remove the folders of the splits not to merge",
+                    names.len(),
+                    names.join(", ")
+                ),
+            ));
+        }
+    };
+    let missing: Vec<String> = (0..count).filter(|i| !found.contains_key(i)).map(|i| i.to_string()).collect();
+    if !missing.is_empty() {
+        return Err(Error::input(
+            &parent,
+            None,
+            format!(
+                "{} of {count} shards missing (shard {}): {}",
+                missing.len(),
+                shorten(&missing),
+                run_hint(plan, count)
+            ),
+        ));
+    }
+    Ok(found.into_values().collect())
+}
+
+/// Shard `i` of `count`'s manifest, checked: its place in the split, the embjob that wrote it, the config sections
+/// its results depend on, and the input it read.
+fn read_manifest(
+    plan: &Plan,
+    dir: &Path,
+    (i, count): (usize, usize),
+    digest: &str,
+    listing: &[super::ListedFile],
+) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::input(
+            &path,
+            None,
+            format!("shard {i}/{count} has no readable manifest ({e}): {}", run_hint(plan, count)),
+        )
+    })?;
+    let m: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| Error::input(&path, None, format!("not a shard manifest: {e}")))?;
+    let refuse = |why: String| Err(Error::input(&path, None, format!("shard {i}/{count} {why}")));
+    let version = env!("CARGO_PKG_VERSION");
+    if m.shard != i || m.shards != count {
+        return refuse(format!("says it is shard {}/{}", m.shard, m.shards));
+    }
+    if m.embjob != version {
+        return refuse(format!("was written by embjob {}, this is {version}: rerun it", m.embjob));
+    }
+    if m.config_digest != digest {
+        return refuse(format!(
+            "was computed with other [input], [bow] or [contextual] settings than {} has now: rerun it",
+            plan.config_file.display()
+        ));
+    }
+    if m.listing != listing {
+        return refuse(format!("read another input: {}: rerun it", listing_change(&m.listing, listing)));
+    }
+    Ok(m)
 }
 
 fn col<'t>(t: &'t crate::data::table::Table, name: &str) -> Option<&'t ColumnData> {

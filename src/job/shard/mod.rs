@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::plan::config::Layout;
-use crate::error::{ConfigProblem, Error, Result};
-use crate::plan::Plan;
 use crate::data::fingerprint::InputFingerprint;
+use crate::error::{ConfigProblem, Error, Result};
+use crate::plan::config::Layout;
+use crate::plan::Plan;
 
 pub use merge::ShardSet;
 pub use task::{run_shard, ShardSummary};

@@ -5,15 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{assign, check_shardable, config_digest, list_input, shards_dir, Manifest, ShardSpec, MANIFEST};
-use crate::text::bow::DocCounts;
 use crate::data;
 use crate::data::dataset::{Dataset, TextCorpus};
+use crate::data::fingerprint::InputFingerprint;
+use crate::data::table::{ColumnData, Table};
 use crate::error::{Error, Result};
-use crate::runtime::metrics::Metrics;
 use crate::plan::{InputColumns, InputSpec, Plan};
+use crate::runtime::metrics::Metrics;
 use crate::runtime::report::Reporter;
 use crate::stages::{Artifacts, Context};
-use crate::data::table::{ColumnData, Table};
+use crate::text::bow::DocCounts;
 
 /// What a finished shard task reports.
 #[derive(Debug, Clone)]
@@ -25,100 +26,25 @@ pub struct ShardSummary {
     pub rows: usize,
 }
 
-/// Runs shard `spec` of the plan's input. On error nothing of it is visible and an earlier copy stays.
+/// Runs shard `spec` of the plan's input: its files read, its documents counted and encoded, a manifest, then the
+/// commit. On error nothing of it is visible and an earlier copy stays.
 pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Result<ShardSummary> {
     let started = Instant::now();
     check_shardable(plan)?;
-    let listing = list_input(plan)?;
-    let owner = assign(&listing.iter().map(super::ListedFile::weight).collect::<Vec<_>>(), spec.count);
-    let own: Vec<PathBuf> =
-        (0..listing.len()).filter(|&j| owner[j] == spec.index).map(|j| plan.input.files[j].clone()).collect();
-    // Rows in the files of the shards before this one: footers for Parquet, a read of each file for CSV.
-    let first_row = (0..listing.len())
-        .filter(|&j| owner[j] < spec.index)
-        .map(|j| match listing[j].rows {
-            Some(r) => Ok(r as usize),
-            None => data::file_rows(&plan.input, &plan.input.files[j]),
-        })
-        .sum::<Result<usize>>()?;
-    let parent = shards_dir(plan);
-    let staging = ShardStaging::create(&parent, &spec.dir_name())?;
-    reporter.stage_started("ingest", None);
-    let t = Instant::now();
-    let files = own.iter().map(|f| crate::data::fingerprint::fingerprint(f)).collect::<Result<Vec<_>>>()?;
-    let corpus = if own.is_empty() {
-        TextCorpus { ids: Vec::new(), texts: Vec::new() }
-    } else {
-        let input = InputSpec { files: own.clone(), ..plan.input.clone() };
-        let Dataset::Text(mut corpus) = data::read_input(&input)? else {
-            return Err(Error::Internal("a text job read something else than documents".into()));
-        };
-        // Without an id column a document's id is its row number in the whole input.
-        if matches!(plan.input.columns, InputColumns::Text { id: None, .. }) {
-            corpus.ids = (first_row..first_row + corpus.texts.len()).map(|r| r.to_string()).collect();
-        }
-        corpus
-    };
+    let share = Share::of(plan, spec)?;
+    let staging = ShardStaging::create(&shards_dir(plan), &spec.dir_name())?;
+    let (corpus, files) = read_share(plan, &share, reporter)?;
     let rows = corpus.texts.len();
-    reporter.stage_finished(
-        "ingest",
-        &format!("shard {spec}: {} of {} files, {rows} documents from row {first_row}", own.len(), listing.len()),
-        t.elapsed().as_secs_f64(),
-    );
-
     crate::runtime::interrupt::check()?;
     data::write_parquet(
         &Table::new(vec![
-            ("row_id", ColumnData::I64((first_row..first_row + rows).map(|r| r as i64).collect())),
+            ("row_id", ColumnData::I64((share.first_row..share.first_row + rows).map(|r| r as i64).collect())),
             ("row", ColumnData::Str(corpus.ids.clone())),
         ]),
         &staging.dir.join("rows.parquet"),
     )?;
-    let (mut tokens, mut pairs, mut stop_words_dropped) = (0, 0, 0);
-    if let Some(bow) = &plan.bow {
-        let t = Instant::now();
-        let counts = crate::text::bow::count_texts(bow, &corpus.texts)?;
-        tokens = counts.universe.len();
-        pairs = counts.docs.iter().map(Vec::len).sum();
-        stop_words_dropped = counts.stop_words_dropped;
-        write_counts(&counts, &staging.dir)?;
-        reporter.stage_finished(
-            "bow",
-            &format!("{tokens} distinct tokens, {pairs} (document, token) pairs"),
-            t.elapsed().as_secs_f64(),
-        );
-    }
-    let (mut contextual, mut encode_seconds) = (Vec::new(), 0.0);
-    if plan.contextual.is_some() && rows > 0 {
-        crate::runtime::interrupt::check()?;
-        let (compute, backend) = crate::backend::open(plan.backend)?;
-        if plan.backend == crate::plan::config::BackendChoice::Auto {
-            reporter.notice(&format!("backend: {}", backend.reason));
-        }
-        let ctx = Context {
-            plan,
-            backend: compute.as_ref(),
-            report: &backend,
-            reporter,
-            out_dir: &staging.dir,
-            first_row,
-            shards: None,
-        };
-        let mut artifacts = Artifacts { dataset: Some(Dataset::Text(corpus)), ..Artifacts::default() };
-        let mut metrics = Metrics::default();
-        crate::stages::run(crate::stages::Stage::Contextual, &ctx, &mut artifacts, &mut metrics)?;
-        encode_seconds = metrics.get("contextual", "seconds").unwrap_or(0.0);
-        // Counts only: times and rates are in `seconds` and `encode_seconds`, so a retried task writes the same
-        // manifest but for them.
-        let timing = ["seconds", "documents_per_second", "tokens_per_second", "peak_rss_mb"];
-        contextual = metrics
-            .rows
-            .into_iter()
-            .filter(|m| !timing.contains(&m.metric.as_str()))
-            .map(|m| (m.metric, m.value))
-            .collect();
-    }
-
+    let counted = count_share(plan, &corpus, &staging.dir, reporter)?;
+    let (contextual, encode_seconds) = encode_share(plan, corpus, share.first_row, &staging.dir, reporter)?;
     crate::runtime::interrupt::check()?;
     let mut written = Vec::new();
     for name in ["rows.parquet", "tokens.parquet", "counts.parquet", "text_embeddings.parquet"] {
@@ -126,19 +52,20 @@ pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Resul
             written.push((name.to_owned(), meta.len()));
         }
     }
+    let own_files = share.own.len();
     let manifest = Manifest {
         embjob: env!("CARGO_PKG_VERSION").to_owned(),
         job: plan.job_name.clone(),
         shard: spec.index,
         shards: spec.count,
         config_digest: config_digest(plan)?,
-        listing,
+        listing: share.listing,
         files,
-        first_row,
+        first_row: share.first_row,
         rows,
-        tokens,
-        pairs,
-        stop_words_dropped,
+        tokens: counted.tokens,
+        pairs: counted.pairs,
+        stop_words_dropped: counted.stop_words_dropped,
         contextual,
         encode_seconds,
         seconds: started.elapsed().as_secs_f64(),
@@ -149,7 +76,114 @@ pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Resul
     std::fs::write(&path, json).map_err(|e| Error::output(&path, "cannot write", e))?;
     crate::runtime::interrupt::check()?;
     let dir = staging.commit()?;
-    Ok(ShardSummary { spec, dir, files: own.len(), rows })
+    Ok(ShardSummary { spec, dir, files: own_files, rows })
+}
+
+/// A shard's share of the input: every file listed, the shard's own files, and the global index of its first row.
+struct Share {
+    spec: ShardSpec,
+    listing: Vec<super::ListedFile>,
+    own: Vec<PathBuf>,
+    first_row: usize,
+}
+
+impl Share {
+    fn of(plan: &Plan, spec: ShardSpec) -> Result<Share> {
+        let listing = list_input(plan)?;
+        let owner = assign(&listing.iter().map(super::ListedFile::weight).collect::<Vec<_>>(), spec.count);
+        let own: Vec<PathBuf> =
+            (0..listing.len()).filter(|&j| owner[j] == spec.index).map(|j| plan.input.files[j].clone()).collect();
+        // Rows in the files of the shards before this one: footers for Parquet, a read of each file for CSV.
+        let first_row = (0..listing.len())
+            .filter(|&j| owner[j] < spec.index)
+            .map(|j| match listing[j].rows {
+                Some(r) => Ok(r as usize),
+                None => data::file_rows(&plan.input, &plan.input.files[j]),
+            })
+            .sum::<Result<usize>>()?;
+        Ok(Share { spec, listing, own, first_row })
+    }
+}
+
+/// The share's documents (ids: the id column's, or the row number in the whole input) and its files' fingerprints.
+fn read_share(plan: &Plan, share: &Share, reporter: &dyn Reporter) -> Result<(TextCorpus, Vec<InputFingerprint>)> {
+    reporter.stage_started("ingest", None);
+    let t = Instant::now();
+    let files = share.own.iter().map(|f| crate::data::fingerprint::fingerprint(f)).collect::<Result<Vec<_>>>()?;
+    let corpus = if share.own.is_empty() {
+        TextCorpus { ids: Vec::new(), texts: Vec::new() }
+    } else {
+        let input = InputSpec { files: share.own.clone(), ..plan.input.clone() };
+        let Dataset::Text(mut corpus) = data::read_input(&input)? else {
+            return Err(Error::Internal("a text job read something else than documents".into()));
+        };
+        if matches!(plan.input.columns, InputColumns::Text { id: None, .. }) {
+            let first = share.first_row;
+            corpus.ids = (first..first + corpus.texts.len()).map(|r| r.to_string()).collect();
+        }
+        corpus
+    };
+    let (own, all, first, rows) = (share.own.len(), share.listing.len(), share.first_row, corpus.texts.len());
+    let summary = format!("shard {}: {own} of {all} files, {rows} documents from row {first}", share.spec);
+    reporter.stage_finished("ingest", &summary, t.elapsed().as_secs_f64());
+    Ok((corpus, files))
+}
+
+/// What a shard's counting found: distinct tokens, (document, token) pairs, stop words dropped.
+#[derive(Default)]
+struct Counted {
+    tokens: usize,
+    pairs: usize,
+    stop_words_dropped: u64,
+}
+
+/// With `[bow]`: the documents' token counts over the shard's own sorted tokens, written into `dir`.
+fn count_share(plan: &Plan, corpus: &TextCorpus, dir: &Path, reporter: &dyn Reporter) -> Result<Counted> {
+    let Some(bow) = &plan.bow else { return Ok(Counted::default()) };
+    let t = Instant::now();
+    let counts = crate::text::bow::count_texts(bow, &corpus.texts)?;
+    let counted = Counted {
+        tokens: counts.universe.len(),
+        pairs: counts.docs.iter().map(Vec::len).sum(),
+        stop_words_dropped: counts.stop_words_dropped,
+    };
+    write_counts(&counts, dir)?;
+    let summary = format!("{} distinct tokens, {} (document, token) pairs", counted.tokens, counted.pairs);
+    reporter.stage_finished("bow", &summary, t.elapsed().as_secs_f64());
+    Ok(counted)
+}
+
+/// With `[contextual]`: the documents' vectors, written into `dir` by the contextual stage itself; its counts (times
+/// and rates left out, so that a retried task writes the same manifest but for its times) and its seconds.
+fn encode_share(
+    plan: &Plan,
+    corpus: TextCorpus,
+    first_row: usize,
+    dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<(String, f64)>, f64)> {
+    if plan.contextual.is_none() || corpus.texts.is_empty() {
+        return Ok((Vec::new(), 0.0));
+    }
+    crate::runtime::interrupt::check()?;
+    let (compute, backend) = crate::backend::open(plan.backend)?;
+    if plan.backend == crate::plan::config::BackendChoice::Auto {
+        reporter.notice(&format!("backend: {}", backend.reason));
+    }
+    let ctx =
+        Context { plan, backend: compute.as_ref(), report: &backend, reporter, out_dir: dir, first_row, shards: None };
+    let mut artifacts = Artifacts { dataset: Some(Dataset::Text(corpus)), ..Artifacts::default() };
+    let mut metrics = Metrics::default();
+    crate::stages::run(crate::stages::Stage::Contextual, &ctx, &mut artifacts, &mut metrics)?;
+    let seconds = metrics.get("contextual", "seconds").unwrap_or(0.0);
+    let timing = ["seconds", "documents_per_second", "tokens_per_second", "peak_rss_mb"];
+    let counts = metrics
+        .rows
+        .into_iter()
+        .filter(|m| !timing.contains(&m.metric.as_str()))
+        .map(|m| (m.metric, m.value))
+        .collect();
+    Ok((counts, seconds))
 }
 
 /// A shard's counts as two tables: `tokens.parquet` (token, in sorted order: the token id is the row) and

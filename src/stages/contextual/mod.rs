@@ -72,7 +72,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
             ));
         }
         tally.truncated += truncated;
-        let encoded = encode_window(ctx, &mut model, &window, words.as_ref(), senses.as_mut(), corpus, &mut tally, started)?;
+        let encoded =
+            encode_window(ctx, &mut model, &window, words.as_ref(), senses.as_mut(), corpus, &mut tally, started)?;
         writing.write(&window, corpus, ctx.first_row, encoded)?;
         tally.windows += 1;
     }

@@ -33,7 +33,8 @@ impl<'b> Model<'b> {
         let batch_rows = e.batch_tokens.max(e.max_tokens);
         let activations = Encoder::workspace_bytes(&config, batch_rows.next_power_of_two(), e.batch_tokens);
         let weight_bytes = Encoder::weight_bytes(&config) as u64;
-        let mut mem = crate::encoder::memory_plan(weight_bytes, activations as u64, window_documents, h, ctx.report.used);
+        let mut mem =
+            crate::encoder::memory_plan(weight_bytes, activations as u64, window_documents, h, ctx.report.used);
         let static_table = match words {
             Some(w) if w.static_control => {
                 mem.push(Item {
@@ -76,7 +77,12 @@ impl<'b> Model<'b> {
 
     /// One forward pass over the window's documents `batch`: their pooled vectors (batch order), the padded length
     /// and the hidden states `layers` names.
-    pub fn encode(&mut self, batch: &[usize], window: &Window, layers: &[usize]) -> Result<(Vec<f32>, usize, Vec<Vec<f32>>)> {
+    pub fn encode(
+        &mut self,
+        batch: &[usize],
+        window: &Window,
+        layers: &[usize],
+    ) -> Result<(Vec<f32>, usize, Vec<Vec<f32>>)> {
         let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
         self.encoder.embed_keeping(&docs, self.params.pooling, self.params.normalize, layers)
     }

@@ -10,8 +10,8 @@ use crate::data::input::SideFile;
 use crate::data::SenseRow;
 use crate::encoder::Word;
 use crate::error::{Error, Result};
-use crate::runtime::metrics::Metrics;
 use crate::eval::senses::{evaluate, random_pair_baseline, SenseScores};
+use crate::runtime::metrics::Metrics;
 
 /// Where a kept vector comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -128,7 +128,11 @@ impl<'a> Windows<'a> {
         };
         let id = &self.corpus.ids[d];
         if t.ids.is_empty() {
-            return Err(Error::input(self.input, None, format!("document '{id}' has no tokens for this model's tokenizer")));
+            return Err(Error::input(
+                self.input,
+                None,
+                format!("document '{id}' has no tokens for this model's tokenizer"),
+            ));
         }
         if t.truncated && !self.params.truncate {
             return Err(Error::input(

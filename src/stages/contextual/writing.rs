@@ -14,6 +14,9 @@ use crate::encoder::WordsParams;
 use crate::error::Result;
 use crate::runtime::report::Reporter;
 
+/// The files written (name, rows) and, when they were kept, every document's vector.
+pub type Finished = (Vec<(String, usize)>, Option<Vec<f32>>);
+
 /// The file of the document vectors.
 const VECTORS_FILE: &str = "text_embeddings.parquet";
 
@@ -33,7 +36,13 @@ impl Writing {
 
     /// One window: its vectors as a row group (row ids counted from `first_row`, the shard's first row), its word
     /// rows when it has any.
-    pub fn write(&mut self, window: &Window, corpus: &TextCorpus, first_row: usize, encoded: WindowVectors) -> Result<()> {
+    pub fn write(
+        &mut self,
+        window: &Window,
+        corpus: &TextCorpus,
+        first_row: usize,
+        encoded: WindowVectors,
+    ) -> Result<()> {
         let rows = window.start..window.start + window.tokens.len();
         let dim = encoded.vectors.len() / rows.len().max(1);
         if let Some(kept) = &mut self.kept {
@@ -57,21 +66,20 @@ impl Writing {
 
     /// Closes the files: (file, rows) of each written, and the kept vectors. Says when the word rows stayed empty
     /// or stopped at `words_limit`.
-    pub fn finish(
-        self,
-        reporter: &dyn Reporter,
-        words: Option<&WordsParams>,
-        occurrences: usize,
-    ) -> Result<(Vec<(String, usize)>, Option<Vec<f32>>)> {
+    pub fn finish(self, reporter: &dyn Reporter, words: Option<&WordsParams>, occurrences: usize) -> Result<Finished> {
         let mut written = vec![(VECTORS_FILE.to_owned(), self.vectors.finish()?)];
         if let Some(wp) = words {
             match self.tokens {
                 Some(tw) => written.push((TOKENS_FILE.to_owned(), tw.finish()?)),
-                None => reporter
-                    .notice("contextual: no document has any of contextual.words; token_embeddings.parquet is not written"),
+                None => reporter.notice(
+                    "contextual: no document has any of contextual.words; token_embeddings.parquet is not written",
+                ),
             }
             if wp.only.is_none() && occurrences >= wp.limit {
-                reporter.notice(&format!("contextual: word vectors stop at contextual.words_limit = {} occurrences", wp.limit));
+                reporter.notice(&format!(
+                    "contextual: word vectors stop at contextual.words_limit = {} occurrences",
+                    wp.limit
+                ));
             }
         }
         Ok((written, self.kept))

@@ -6,10 +6,10 @@
 use std::io::Write;
 use std::time::Instant;
 
-use crate::tools::catalogue::{self, CatalogueSpec};
 use crate::error::Result;
-use crate::recommend::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
+use crate::recommend::model::{Batch, HostParams, LossSpec, Network, Optimizer, Shape, TrainOptions};
 use crate::recommend::split::Example;
+use crate::tools::catalogue::{self, CatalogueSpec};
 
 /// Options of `embjob bench catalogue`.
 #[derive(Debug, Clone)]
@@ -87,38 +87,12 @@ pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Ve
             let plan = crate::recommend::model::memory_plan(v, DIM, HIDDEN, BATCH, negatives, report.used);
             let plan_bytes: u64 = plan.iter().map(|i| i.bytes).sum();
             let logits_bytes = plan.iter().find(|i| i.what.starts_with("logits")).map_or(0, |i| i.bytes);
-            let topts = TrainOptions { batch_size: BATCH, learning_rate: 0.01, momentum: 0.0, weight_decay: 0.0 };
             let (mut train, mut rank) = (Vec::new(), Vec::new());
             for _ in 0..opts.repeats.max(1) {
-                let mut net =
-                    Network::with_loss(be, shape, &params, crate::recommend::model::Optimizer::Adam, BATCH, INPUTS, &loss)?;
-                let batches: Vec<Batch> = ex.chunks(BATCH).take(opts.steps + 2).map(|c| Batch::new(c.iter())).collect();
-                // As `train::run` steps an epoch: on one of rayon's threads.
-                let rate = rayon::scope(|_| -> Result<f64> {
-                    for b in &batches[..2.min(batches.len())] {
-                        net.train_step(b, &topts)?;
-                    }
-                    net.take_loss()?;
-                    let t = Instant::now();
-                    let mut seen = 0;
-                    for b in batches.iter().skip(2) {
-                        net.train_step(b, &topts)?;
-                        seen += b.len();
-                    }
-                    net.take_loss()?;
-                    Ok(seen as f64 / t.elapsed().as_secs_f64())
-                })?;
-                train.push(rate);
-                // Held-out ranking over all items, in the network's evaluation batches.
-                let held: Vec<&Example> = ex.iter().rev().take(opts.eval_examples).collect();
-                let rows = net.eval_rows();
-                let t = Instant::now();
-                for chunk in held.chunks(rows) {
-                    let b = Batch::new(chunk.iter().copied());
-                    let masks: Vec<&[u32]> = chunk.iter().map(|e| &lists[e.user as usize][..]).collect();
-                    net.evaluate(&b, &masks)?;
-                }
-                rank.push(held.len() as f64 / t.elapsed().as_secs_f64());
+                let mut net = Network::with_loss(be, shape, &params, Optimizer::Adam, BATCH, INPUTS, &loss)?;
+                let (examples_per_s, ranked_per_s) = measure(&mut net, &ex, &lists, opts)?;
+                train.push(examples_per_s);
+                rank.push(ranked_per_s);
             }
             let m = CatalogueMeasurement {
                 items: v,
@@ -140,6 +114,43 @@ pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Ve
         }
     }
     Ok(out)
+}
+
+/// One measurement on a fresh network: training examples per second over `opts.steps` steps (after two to warm
+/// up), and held-out examples ranked over all items per second.
+fn measure(
+    net: &mut Network<'_>,
+    ex: &[Example],
+    lists: &[Vec<u32>],
+    opts: &CatalogueBenchOptions,
+) -> Result<(f64, f64)> {
+    let topts = TrainOptions { batch_size: BATCH, learning_rate: 0.01, momentum: 0.0, weight_decay: 0.0 };
+    let batches: Vec<Batch> = ex.chunks(BATCH).take(opts.steps + 2).map(|c| Batch::new(c.iter())).collect();
+    // As training steps an epoch: on one of rayon's threads.
+    let rate = rayon::scope(|_| -> Result<f64> {
+        for b in &batches[..2.min(batches.len())] {
+            net.train_step(b, &topts)?;
+        }
+        net.take_loss()?;
+        let t = Instant::now();
+        let mut seen = 0;
+        for b in batches.iter().skip(2) {
+            net.train_step(b, &topts)?;
+            seen += b.len();
+        }
+        net.take_loss()?;
+        Ok(seen as f64 / t.elapsed().as_secs_f64())
+    })?;
+    // Held-out ranking over all items, in the network's evaluation batches.
+    let held: Vec<&Example> = ex.iter().rev().take(opts.eval_examples).collect();
+    let rows = net.eval_rows();
+    let t = Instant::now();
+    for chunk in held.chunks(rows) {
+        let b = Batch::new(chunk.iter().copied());
+        let masks: Vec<&[u32]> = chunk.iter().map(|e| &lists[e.user as usize][..]).collect();
+        net.evaluate(&b, &masks)?;
+    }
+    Ok((rate, held.len() as f64 / t.elapsed().as_secs_f64()))
 }
 
 /// The measurements as a Markdown table.

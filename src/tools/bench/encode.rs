@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use super::{median, reset_peak_rss};
-use crate::plan::config::{BackendChoice, ContextualConfig, Format};
+use crate::data::table::{ColumnData, Table};
 use crate::encoder::{Encoder, TextTokenizer, WeightsFile};
 use crate::error::{Error, Result};
-use crate::data::table::{ColumnData, Table};
+use crate::plan::config::{BackendChoice, ContextualConfig, Format};
 
 /// One text column to encode.
 #[derive(Debug, Clone)]

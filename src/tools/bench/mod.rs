@@ -26,14 +26,14 @@ use std::time::Instant;
 
 use crate::backend::ops::*;
 use crate::backend::Cpu;
-use crate::text::bow::BowParams;
-use crate::plan::config::{ComponentsSpec, DfBound, Format, PcaSolver, Weighting, DEFAULT_TOKEN_PATTERN};
 use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::pca::{self, PcaInput};
-use crate::plan::{InputColumns, InputSpec, PcaPlan};
 use crate::linalg::rng::SplitMix;
 use crate::linalg::sparse::Csr;
+use crate::pca::{self, PcaInput};
+use crate::plan::config::{ComponentsSpec, DfBound, Format, PcaSolver, Weighting, DEFAULT_TOKEN_PATTERN};
+use crate::plan::{InputColumns, InputSpec, PcaPlan};
+use crate::text::bow::BowParams;
 
 /// Options of `embjob bench pca`.
 #[derive(Debug, Clone)]
@@ -346,27 +346,9 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
     let mut tool = String::new();
     let mut python = opts.python.clone();
     for seed in 0..opts.repeats.max(1) as u64 {
-        let mut m = model.clone();
-        m.train_seed = seed;
-        let mut metrics = crate::runtime::metrics::Metrics::default();
-        let (be, report) = crate::backend::open(opts.backend)?;
-        if seed == 0 {
-            let _ = writeln!(log, "backend: {} ({})", report.used, report.reason);
-        }
-        tool = format!("embjob ({})", report.adapter.as_ref().map_or("cpu".to_owned(), |a| a.name.clone()));
-        let dim = m.embedding_dim_for(data.items.len());
-        let out = crate::recommend::train::run(be.as_ref(), &data, &m, dim, None, None, &mut metrics, &crate::Silent)?;
-        examples = out.split_summary.train_examples * out.epochs_run;
-        let recall = metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN);
-        let _ = writeln!(
-            log,
-            "embjob seed {seed}: {:.3} s, {:.0} examples/s, LOO recall@10 {recall:.4}",
-            out.train_seconds, out.examples_per_second,
-        );
-        if let Some(profile) = be.profile_report() {
-            let _ = writeln!(log, "GPU kernel times, seed {seed} (training and evaluation):\n{profile}");
-        }
-        ours.push(PeerRun { train_s: out.train_seconds, examples_per_s: out.examples_per_second, recall });
+        let (ran, name, run_examples) = train_once(opts.backend, &data, &model, seed, log)?;
+        (tool, examples) = (name, run_examples);
+        ours.push(ran);
         let Some(py) = &python else { continue };
         match peer_train(py, &opts.peer_script, &opts.peer_device, &plan, &model, seed) {
             Some(run) => {
@@ -376,16 +358,13 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
                     run.train_s,
                     run.examples_per_s,
                     run.recall,
-                    out.examples_per_second / run.examples_per_s
+                    ran.examples_per_s / run.examples_per_s
                 );
                 peer.push(run);
             }
             None => {
-                let _ = writeln!(
-                    log,
-                    "(peer unavailable: {py} {} did not run; torch installed?)",
-                    opts.peer_script.display()
-                );
+                let script = opts.peer_script.display();
+                let _ = writeln!(log, "(peer unavailable: {py} {script} did not run; torch installed?)");
                 python = None;
             }
         }
@@ -418,6 +397,38 @@ pub fn train(opts: &TrainBenchOptions, log: &mut dyn Write) -> Result<Vec<TrainM
         });
     }
     Ok(all)
+}
+
+/// One training of embjob's with model seed `seed`, on a fresh backend: its figures, the tool's name and the
+/// examples it trained on.
+fn train_once(
+    backend: crate::plan::config::BackendChoice,
+    data: &crate::data::dataset::Interactions,
+    model: &crate::recommend::train::ModelParams,
+    seed: u64,
+    log: &mut dyn Write,
+) -> Result<(PeerRun, String, usize)> {
+    let mut m = model.clone();
+    m.train_seed = seed;
+    let mut metrics = crate::runtime::metrics::Metrics::default();
+    let (be, report) = crate::backend::open(backend)?;
+    if seed == 0 {
+        let _ = writeln!(log, "backend: {} ({})", report.used, report.reason);
+    }
+    let tool = format!("embjob ({})", report.adapter.as_ref().map_or("cpu".to_owned(), |a| a.name.clone()));
+    let dim = m.embedding_dim_for(data.items.len());
+    let out = crate::recommend::train::run(be.as_ref(), data, &m, dim, None, None, &mut metrics, &crate::Silent)?;
+    let recall = metrics.get("eval_model", "loo_recall@10").unwrap_or(f64::NAN);
+    let _ = writeln!(
+        log,
+        "embjob seed {seed}: {:.3} s, {:.0} examples/s, LOO recall@10 {recall:.4}",
+        out.train_seconds, out.examples_per_second,
+    );
+    if let Some(profile) = be.profile_report() {
+        let _ = writeln!(log, "GPU kernel times, seed {seed} (training and evaluation):\n{profile}");
+    }
+    let run = PeerRun { train_s: out.train_seconds, examples_per_s: out.examples_per_second, recall };
+    Ok((run, tool, out.split_summary.train_examples * out.epochs_run))
 }
 
 /// One training run's figures.
@@ -616,4 +627,54 @@ pub fn neighbors(items: usize, dim: usize, k: usize, repeats: usize, log: &mut d
         row(&format!("gpu: {}", gpu.adapter().name), &mut times);
     }
     Ok(s)
+}
+
+/// The Lee corpus for `bench pca`: as given, else the team's copy in ../shared/data, else the test fixture.
+pub fn lee_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        let shared = PathBuf::from("../shared/data/lee_docs.parquet");
+        if shared.exists() {
+            shared
+        } else {
+            PathBuf::from("tests/fixtures/lee_docs.parquet")
+        }
+    })
+}
+
+/// The model folder for `bench encode`: as given, else `$EMBJOB_MODEL_DIR`, else models/all-MiniLM-L6-v2.
+pub fn model_path(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| std::env::var_os("EMBJOB_MODEL_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"))
+}
+
+/// `bench encode --text NAME=PARQUET:COLUMN`, or the default sets: the Lee corpus (../shared/data, else
+/// pipelines/data) and, where ../shared has them, the MovieLens titles.
+pub fn text_sets(texts: &[String]) -> Result<Vec<TextSet>> {
+    if texts.is_empty() {
+        let shared = PathBuf::from("../shared/data");
+        let lee = if shared.join("lee_docs.parquet").exists() {
+            shared.join("lee_docs.parquet")
+        } else {
+            PathBuf::from("pipelines/data/lee_docs.parquet")
+        };
+        let mut sets = vec![TextSet { name: "lee (news)".into(), path: lee, column: "text".into() }];
+        if shared.join("movielens_movies.parquet").exists() {
+            sets.push(TextSet {
+                name: "movielens titles".into(),
+                path: shared.join("movielens_movies.parquet"),
+                column: "title".into(),
+            });
+        }
+        return Ok(sets);
+    }
+    texts
+        .iter()
+        .map(|t| {
+            let bad = || Error::Stage { stage: "bench", message: format!("--text {t}: expected NAME=PARQUET:COLUMN") };
+            let (name, rest) = t.split_once('=').ok_or_else(bad)?;
+            let (path, column) = rest.rsplit_once(':').ok_or_else(bad)?;
+            Ok(TextSet { name: name.into(), path: path.into(), column: column.into() })
+        })
+        .collect()
 }

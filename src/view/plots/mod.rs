@@ -15,13 +15,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::data;
-use crate::linalg::dense::Matrix;
-use crate::error::Result;
 use crate::data::handoff::{cell, column};
-use crate::view::inspect::{read_metrics, MetricMap};
+use crate::data::table::ColumnData;
+use crate::error::Result;
+use crate::linalg::dense::Matrix;
 use crate::pca::{self, Components, PcaInput, PcaParams, Solver};
 use crate::plan::Plan;
-use crate::data::table::ColumnData;
+use crate::view::inspect::{read_metrics, MetricMap};
 
 /// Points named in a scatter: the most frequent ones.
 const NAMED: usize = 15;
