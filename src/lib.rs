@@ -23,4 +23,4 @@ pub mod view;
 pub use error::{Error, Result};
 pub use job::{merge, run, run_shard, validate, RunSummary};
 pub use plan::{Overrides, Plan};
-pub use runtime::report::{Reporter, Silent};
+pub use runtime::progress::{Reporter, Silent};

@@ -3,12 +3,12 @@
 
 pub mod dataset;
 pub mod fingerprint;
-pub mod handoff;
 pub mod input;
 mod parquet_check;
 mod read;
 mod read_back;
 pub mod table;
+pub mod vector_files;
 mod write;
 
 pub use read::{file_rows, read_input, read_labels, read_pairs, read_senses, read_text_column, SenseRow};

@@ -12,7 +12,7 @@ pub use pipeline::RunSummary;
 
 use crate::error::Result;
 use crate::plan::{Overrides, Plan};
-use crate::runtime::report::Reporter;
+use crate::runtime::progress::Reporter;
 
 /// Loads and validates a pipeline file, then runs it.
 pub fn run(config_file: &Path, overrides: &Overrides, reporter: &dyn Reporter) -> Result<RunSummary> {

@@ -14,7 +14,7 @@ use crate::job::shard::ShardSet;
 use crate::plan::config::BackendChoice;
 use crate::plan::Plan;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::report::Reporter;
+use crate::runtime::progress::Reporter;
 use crate::stages::StageRecord;
 use crate::stages::{Artifacts, Context};
 
@@ -104,7 +104,7 @@ pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter)
     std::fs::write(&run_json, json).map_err(|e| Error::output(&run_json, "cannot write", e))?;
     // The report reads run.json as written (its stages and files), so it comes last.
     if plan.plots {
-        crate::view::html::write(staging.dir(), &plots)?;
+        crate::view::report::write(staging.dir(), &plots)?;
     }
     crate::runtime::interrupt::check()?;
     let run_id = record.run_id;

@@ -4,7 +4,7 @@
 use super::config::{BowConfig, ComponentsSpec, DfBound, PcaConfig, PcaSolver};
 use super::problems::Problems;
 use crate::error::{Error, Result};
-use crate::text::bow::BowParams;
+use crate::text::vectorizer::BowParams;
 
 /// PCA options.
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 // The enums the compute modules own (they take their own parameter types); the config reads them as written.
 pub use crate::backend::BackendChoice;
 pub use crate::data::input::Format;
-pub use crate::recommend::model::{EmbeddingInit, Optimizer, Pooling};
+pub use crate::recommend::network::{EmbeddingInit, Optimizer, Pooling};
 pub use crate::recommend::sampling::{Loss, Sampler};
-pub use crate::text::bow::{DfBound, Weighting};
+pub use crate::text::vectorizer::{DfBound, Weighting};
 
 /// One pipeline file.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -23,7 +23,7 @@ pub use facts::{Facts, InputListing};
 
 pub use crate::data::input::{InputColumns, InputSpec, LabelsFile, SideFile};
 use crate::error::{Error, Result};
-use crate::text::bow::BowParams;
+use crate::text::vectorizer::BowParams;
 use check_features::{plan_bow, plan_pca};
 use config::{BackendChoice, Config, Layout};
 use problems::Problems;

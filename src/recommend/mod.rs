@@ -1,6 +1,6 @@
 //! The embedding-layer recommender (the food example): split, batches, the network, sampled negatives, training.
 
-pub mod model;
+pub mod network;
 pub mod sampling;
 pub mod split;
 pub mod train;

@@ -10,12 +10,12 @@ use crate::data::dataset::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::ranking::{self, RankingMetrics};
 use crate::linalg::rng::SplitMix;
-use crate::recommend::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
-use crate::recommend::model::{EmbeddingInit, Optimizer, Pooling};
+use crate::recommend::network::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
+use crate::recommend::network::{EmbeddingInit, Optimizer, Pooling};
 use crate::recommend::sampling::{Loss, Sampler};
 use crate::recommend::split::{self, Example, Split};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::report::Reporter;
+use crate::runtime::progress::Reporter;
 
 /// The model, its training and its evaluation, as the plan resolved them (`[model]`, `[train]`, `[eval]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -356,7 +356,7 @@ fn train_epoch(
             net.train_step(&batch, &opts)?;
             seen += batch.len();
             *done_steps += 1;
-            if *done_steps % crate::recommend::model::LOSS_LOG_STEPS as u64 == 0 || seen == order.len() {
+            if *done_steps % crate::recommend::network::LOSS_LOG_STEPS as u64 == 0 || seen == order.len() {
                 loss_sum += net.take_loss()?;
                 let rate = seen as f64 / t.elapsed().as_secs_f64().max(1e-9);
                 let message = format!(

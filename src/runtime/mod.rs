@@ -3,4 +3,4 @@
 pub mod interrupt;
 pub mod memory;
 pub mod metrics;
-pub mod report;
+pub mod progress;

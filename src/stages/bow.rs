@@ -4,17 +4,17 @@ use super::{Artifacts, Context, StageOutput};
 use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::runtime::metrics::Metrics;
-use crate::stages::tables;
-use crate::text::bow;
+use crate::stages::output_tables;
+use crate::text::vectorizer;
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan = ctx.plan.bow.as_ref().ok_or_else(|| Error::Internal("a bow stage without its plan".into()))?;
     let dataset = artifacts.dataset()?;
     let bow = match (ctx.shards, dataset) {
-        (Some(set), _) => bow::from_counts(plan, set.doc_counts()?)?,
+        (Some(set), _) => vectorizer::from_counts(plan, set.doc_counts()?)?,
         (None, dataset) => match dataset {
-            Dataset::Interactions(i) => bow::from_token_ids(plan, i.items.clone(), &i.lists)?,
-            Dataset::Text(t) => bow::from_texts(plan, &t.texts)?,
+            Dataset::Interactions(i) => vectorizer::from_token_ids(plan, i.items.clone(), &i.lists)?,
+            Dataset::Text(t) => vectorizer::from_texts(plan, &t.texts)?,
             Dataset::Numeric(_) => return Err(Error::Internal("a bow stage was planned for numeric input".into())),
         },
     };
@@ -35,8 +35,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         s.pruned_by_df + s.pruned_by_max_features
     );
     let tables = vec![
-        ("vocabulary.parquet", tables::vocabulary(&bow)),
-        ("bow.parquet", tables::bow_entries(&bow, dataset.row_ids())),
+        ("vocabulary.parquet", output_tables::vocabulary(&bow)),
+        ("bow.parquet", output_tables::bow_entries(&bow, dataset.row_ids())),
     ];
     artifacts.bow = Some(bow);
     Ok(StageOutput { tables, summary, ..StageOutput::default() })

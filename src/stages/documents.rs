@@ -10,8 +10,8 @@ use super::{Artifacts, Context, StageOutput};
 use crate::data::dataset::Dataset;
 use crate::data::table::{ColumnData, Table};
 use crate::error::{Error, Result};
-use crate::eval::documents as doc_eval;
-use crate::eval::documents::LabelScores;
+use crate::eval::doc_eval;
+use crate::eval::doc_eval::LabelScores;
 use crate::linalg::sparse::Csr;
 use crate::runtime::metrics::Metrics;
 

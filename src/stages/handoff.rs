@@ -1,5 +1,5 @@
 //! After the tables are written: every embedding table of the run also as word2vec text and TensorBoard projector
-//! files (see [`crate::data::handoff`]), read back from the staging folder.
+//! files (see [`crate::data::vector_files`]), read back from the staging folder.
 //!
 //! | Parquet file | hand-off name | key | metadata |
 //! |---|---|---|---|
@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::data;
-use crate::data::handoff::{self, cell, column, Written, PROJECTOR_MAX_POINTS};
 use crate::data::table::ColumnData;
+use crate::data::vector_files::{self, cell, column, Written, PROJECTOR_MAX_POINTS};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 
@@ -58,7 +58,7 @@ pub fn write(plan: &Plan, root: &Path) -> Result<(Vec<Written>, Vec<String>)> {
         })
         .collect();
     if !written.is_empty() {
-        handoff::write_projector_config(root, &written)?;
+        vector_files::write_projector_config(root, &written)?;
     }
     Ok((written, notices))
 }
@@ -104,7 +104,7 @@ fn rows_file(
             keys.extend(text_column(t, key, file)?);
             Ok(())
         })?;
-        Some(handoff::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS))
+        Some(vector_files::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS))
     } else {
         None
     };
@@ -113,7 +113,7 @@ fn rows_file(
         columns.push("category");
     }
     let mut dim = 0;
-    let mut writer: Option<handoff::Writer> = None;
+    let mut writer: Option<vector_files::Writer> = None;
     let mut read: Vec<&str> = meta.to_vec();
     if !read.contains(&key) {
         read.push(key);
@@ -124,7 +124,7 @@ fn rows_file(
         let (d, values) = vectors(t, file)?;
         if writer.is_none() {
             dim = d;
-            writer = Some(handoff::Writer::create(root, name, d, &columns, keep.take())?);
+            writer = Some(vector_files::Writer::create(root, name, d, &columns, keep.take())?);
         }
         let w = writer.as_mut().ok_or_else(|| Error::Internal("hand-off writer".into()))?;
         let k = text_column(t, key, file)?;
@@ -140,7 +140,7 @@ fn rows_file(
     })?;
     match writer {
         Some(w) => w.finish(),
-        None => handoff::Writer::create(root, name, dim, &columns, None)?.finish(),
+        None => vector_files::Writer::create(root, name, dim, &columns, None)?.finish(),
     }
 }
 
@@ -148,12 +148,12 @@ fn rows_file(
 fn pca_loadings(root: &Path, file: &Path, kind: &str, labels: Option<&HashMap<String, String>>) -> Result<Written> {
     let data::Loadings { names: keys, k, values, .. } = data::read_loadings(file, kind)?;
     let keep = (keys.len() > PROJECTOR_MAX_POINTS)
-        .then(|| handoff::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS));
+        .then(|| vector_files::projector_sample(&strata(&keys, labels), PROJECTOR_MAX_POINTS));
     let mut columns = vec![kind];
     if labels.is_some() {
         columns.push("category");
     }
-    let mut w = handoff::Writer::create(root, "pca_loadings", k, &columns, keep)?;
+    let mut w = vector_files::Writer::create(root, "pca_loadings", k, &columns, keep)?;
     for (r, key) in keys.iter().enumerate() {
         let mut row = vec![key.as_str()];
         if let Some(l) = labels {
@@ -177,12 +177,13 @@ fn token_layers(root: &Path, file: &Path) -> Result<Vec<Written>> {
         }
         Ok(())
     })?;
-    let mut writers: BTreeMap<Option<i64>, handoff::Writer> = BTreeMap::new();
+    let mut writers: BTreeMap<Option<i64>, vector_files::Writer> = BTreeMap::new();
     let mut keeps: BTreeMap<Option<i64>, Option<Vec<bool>>> = words
         .iter()
         .map(|(&l, ws)| {
-            let keep = (ws.len() > PROJECTOR_MAX_POINTS)
-                .then(|| handoff::projector_sample(&stratum_ids(ws.iter().map(String::as_str)), PROJECTOR_MAX_POINTS));
+            let keep = (ws.len() > PROJECTOR_MAX_POINTS).then(|| {
+                vector_files::projector_sample(&stratum_ids(ws.iter().map(String::as_str)), PROJECTOR_MAX_POINTS)
+            });
             (l, keep)
         })
         .collect();
@@ -199,7 +200,7 @@ fn token_layers(root: &Path, file: &Path) -> Result<Vec<Written>> {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
                     let keep = keeps.remove(&l).flatten();
-                    e.insert(handoff::Writer::create(root, &layer_name(l), d, &["word", "row", "position"], keep)?)
+                    e.insert(vector_files::Writer::create(root, &layer_name(l), d, &["word", "row", "position"], keep)?)
                 }
             };
             let key = format!("{}|{}|{}", word[i], row[i], pos[i]);
@@ -207,5 +208,5 @@ fn token_layers(root: &Path, file: &Path) -> Result<Vec<Written>> {
         }
         Ok(())
     })?;
-    writers.into_values().map(handoff::Writer::finish).collect()
+    writers.into_values().map(vector_files::Writer::finish).collect()
 }

@@ -8,7 +8,7 @@ use crate::data::dataset::Dataset;
 use crate::data::fingerprint::InputFingerprint;
 use crate::error::Result;
 use crate::runtime::metrics::Metrics;
-use crate::text::bow::DocCounts;
+use crate::text::vectorizer::DocCounts;
 
 /// One part's text vectors: a Parquet file holding `rows` documents' vectors, in input order.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,8 +11,8 @@ mod ingest;
 mod merged;
 mod merged_vectors;
 mod model;
+mod output_tables;
 mod pca;
-mod tables;
 
 use std::path::Path;
 
@@ -25,8 +25,8 @@ use crate::data::table::Table;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::report::Reporter;
-use crate::text::bow::Bow;
+use crate::runtime::progress::Reporter;
+use crate::text::vectorizer::Bow;
 
 /// A stage of a job, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

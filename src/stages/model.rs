@@ -2,7 +2,7 @@
 //! fourth root of the item count) and the memory plan checked before training; training and evaluation are
 //! reported as two parts, train and eval.
 
-use super::{tables, Artifacts, Context, StageOutput, StageRecord};
+use super::{output_tables, Artifacts, Context, StageOutput, StageRecord};
 use crate::backend::BackendKind;
 use crate::data;
 use crate::data::dataset::{Dataset, Interactions};
@@ -55,7 +55,8 @@ fn read_side_files(
 fn check_memory(ctx: &Context<'_>, params: &ModelParams, items: usize, dim: usize) -> Result<()> {
     let used = ctx.report.used;
     let negatives = (params.loss == Loss::SampledSoftmax).then_some(params.negatives);
-    let mem = crate::recommend::model::memory_plan(items, dim, params.hidden_units, params.batch_size, negatives, used);
+    let mem =
+        crate::recommend::network::memory_plan(items, dim, params.hidden_units, params.batch_size, negatives, used);
     ctx.reporter.notice(&memory::describe("model", &mem));
     match used {
         BackendKind::Cpu => memory::check_or_physical("model", &mem, ctx.plan.max_memory),
@@ -98,8 +99,8 @@ fn outputs(ctx: &Context<'_>, out: &ModelOutput, items: &[String], summary: Stri
         StageRecord { stage: "eval".into(), seconds: eval_seconds, summary: summary.clone() },
     ];
     let tables = vec![
-        ("embeddings.parquet", tables::embeddings(out, items)),
-        ("neighbors.parquet", tables::neighbors(out, items)),
+        ("embeddings.parquet", output_tables::embeddings(out, items)),
+        ("neighbors.parquet", output_tables::neighbors(out, items)),
     ];
     let details = serde_json::json!({
         "items": out.shape.items,

@@ -8,7 +8,7 @@ use crate::linalg::dense::Matrix;
 use crate::pca::{self, Components, PcaInput};
 use crate::runtime::memory;
 use crate::runtime::metrics::Metrics;
-use crate::stages::tables::{self, FeatureKind};
+use crate::stages::output_tables::{self, FeatureKind};
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
     let plan = ctx.plan.pca.as_ref().ok_or_else(|| Error::Internal("a pca stage without its plan".into()))?;
@@ -33,9 +33,9 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     memory::check_or_physical("pca", &mem, ctx.plan.max_memory)?;
     let result = pca::fit(ctx.backend, input, &params, ctx.plan.seed)?;
     // How many components reach 50 / 80 / 90 % of the total variance ("> k": more than the fitted ones).
-    let reach: Vec<String> = tables::VARIANCE_SHARES
+    let reach: Vec<String> = output_tables::VARIANCE_SHARES
         .iter()
-        .map(|&(share, _)| match tables::components_for(&result, share) {
+        .map(|&(share, _)| match output_tables::components_for(&result, share) {
             Some(c) => format!("{:.0} %: {c}", share * 100.0),
             None => format!("{:.0} %: > {}", share * 100.0, result.n_components),
         })
@@ -48,11 +48,11 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         format!("{:?}", result.solver).to_lowercase(),
         result.solver_reason
     );
-    tables::pca_metrics(&result, metrics);
+    output_tables::pca_metrics(&result, metrics);
     let tables = vec![
-        ("pca_components.parquet", tables::pca_components(&result, &names, kind)),
-        ("pca_features.parquet", tables::pca_features(&result, &names, kind)),
-        ("pca_projections.parquet", tables::pca_projections(&result, dataset.row_ids())),
+        ("pca_components.parquet", output_tables::pca_components(&result, &names, kind)),
+        ("pca_features.parquet", output_tables::pca_features(&result, &names, kind)),
+        ("pca_projections.parquet", output_tables::pca_projections(&result, dataset.row_ids())),
     ];
     if ctx.plan.documents.is_some() {
         let p = &result.projections;

@@ -1,4 +1,4 @@
 //! Documents to counts: tokens with Python's regex semantics, bag-of-words matrices equal to scikit-learn's.
 
-pub mod bow;
 pub mod token_pattern;
+pub mod vectorizer;

@@ -6,8 +6,8 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use crate::data;
-use crate::data::handoff::{cell, column};
 use crate::data::table::ColumnData;
+use crate::data::vector_files::{cell, column};
 use crate::error::{Error, Result};
 
 /// The run folder: `path` itself when it holds run.json, else its `latest`.

@@ -185,7 +185,7 @@ fn embedding_bag_forward_and_backward(be: &dyn Backend) {
             target: 0,
         })
         .collect();
-    let batch = embjob::recommend::model::Batch::weighted(examples.iter(), |u, i| 0.5 + ((u + i) % 3) as f32);
+    let batch = embjob::recommend::network::Batch::weighted(examples.iter(), |u, i| 0.5 + ((u + i) % 3) as f32);
     let (weights, seg_weights) = (tensor(be, &batch.weights), tensor(be, &batch.seg_weights));
     let (items, offsets) = (indices(be, &batch.items), indices(be, &batch.offsets));
     let (seg_items, seg_offsets, seg_examples) =

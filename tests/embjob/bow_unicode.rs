@@ -4,8 +4,8 @@
 //! texts where the regex crate's classes differ (fixtures written by tests/fixtures/make_*.py).
 
 use embjob::plan::config::{DfBound, Weighting};
-use embjob::text::bow::BowParams;
 use embjob::text::token_pattern::{is_word_char, TokenPattern, DEFAULT};
+use embjob::text::vectorizer::BowParams;
 use proptest::prelude::*;
 
 use crate::support::*;
@@ -91,7 +91,7 @@ fn tokens_equal_scikit_learns_on_marks_emoji_zwj_digits_and_case() {
         for (text, want) in texts.iter().zip(case["tokens"].as_array().expect("tokens")) {
             let want: Vec<&str> = want.as_array().expect("list").iter().map(|t| t.as_str().expect("str")).collect();
             let mut lowered = String::new();
-            let got = embjob::text::bow::tokenize(&plan, text, &mut lowered).expect("tokenize");
+            let got = embjob::text::vectorizer::tokenize(&plan, text, &mut lowered).expect("tokenize");
             assert_eq!(got, want, "pattern {pattern:?}, lowercase {lowercase}, text {text:?}");
         }
     }

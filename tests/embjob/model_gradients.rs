@@ -4,7 +4,7 @@
 use embjob::backend::{cpu, Backend};
 use embjob::linalg::rng::SplitMix;
 use embjob::plan::config::{EmbeddingInit, Optimizer, Pooling};
-use embjob::recommend::model::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
+use embjob::recommend::network::{Batch, HostParams, LossSpec, Network, Shape, TrainOptions};
 use embjob::recommend::split::Example;
 
 use crate::support::*;

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::plan::{InputColumns, Plan};
 use crate::runtime::metrics::Metrics;
 use crate::stages::{MergedInput, TextPart};
-use crate::text::bow::DocCounts;
+use crate::text::vectorizer::DocCounts;
 
 /// A complete, checked set of shards.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 //!   files in the same order as the single run reads them, so the merge puts documents back in input order.
 //! - A shard writes its documents' token counts over its own sorted token list (the vocabulary's raw material:
 //!   document frequencies and totals follow from them) and, with `[contextual]`, its documents' text vectors. The
-//!   merge sums the counts into one vocabulary, prunes it and fixes the ids ([`crate::text::bow::DocCounts::concat`]),
+//!   merge sums the counts into one vocabulary, prunes it and fixes the ids ([`crate::text::vectorizer::DocCounts::concat`]),
 //!   weights the rows and fits PCA exactly as the single run does; the text vectors stay a partitioned dataset.
 //!
 //! ```text

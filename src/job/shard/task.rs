@@ -12,9 +12,9 @@ use crate::data::table::{ColumnData, Table};
 use crate::error::{Error, Result};
 use crate::plan::{InputColumns, InputSpec, Plan};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::report::Reporter;
+use crate::runtime::progress::Reporter;
 use crate::stages::{Artifacts, Context};
-use crate::text::bow::DocCounts;
+use crate::text::vectorizer::DocCounts;
 
 /// What a finished shard task reports.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ struct Counted {
 fn count_share(plan: &Plan, corpus: &TextCorpus, dir: &Path, reporter: &dyn Reporter) -> Result<Counted> {
     let Some(bow) = &plan.bow else { return Ok(Counted::default()) };
     let t = Instant::now();
-    let counts = crate::text::bow::count_texts(bow, &corpus.texts)?;
+    let counts = crate::text::vectorizer::count_texts(bow, &corpus.texts)?;
     let counted = Counted {
         tokens: counts.universe.len(),
         pairs: counts.docs.iter().map(Vec::len).sum(),

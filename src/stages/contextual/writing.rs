@@ -12,7 +12,7 @@ use crate::data::table::{ColumnData, Table};
 use crate::data::PartWriter;
 use crate::encoder::WordsParams;
 use crate::error::Result;
-use crate::runtime::report::Reporter;
+use crate::runtime::progress::Reporter;
 
 /// The files written (name, rows) and, when they were kept, every document's vector.
 pub type Finished = (Vec<(String, usize)>, Option<Vec<f32>>);

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::recommend::model::{Batch, HostParams, LossSpec, Network, Optimizer, Shape, TrainOptions};
+use crate::recommend::network::{Batch, HostParams, LossSpec, Network, Optimizer, Shape, TrainOptions};
 use crate::recommend::split::Example;
 use crate::tools::catalogue::{self, CatalogueSpec};
 
@@ -74,8 +74,8 @@ pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Ve
         let ex = examples(&lists);
         let mut popularity = vec![0f64; v];
         lists.iter().flatten().for_each(|&i| popularity[i as usize] += 1.0);
-        let shape = Shape { items: v, dim: DIM, hidden: HIDDEN, pooling: crate::recommend::model::Pooling::Mean };
-        let params = HostParams::init(shape, crate::recommend::model::EmbeddingInit::Linear, 1);
+        let shape = Shape { items: v, dim: DIM, hidden: HIDDEN, pooling: crate::recommend::network::Pooling::Mean };
+        let params = HostParams::init(shape, crate::recommend::network::EmbeddingInit::Linear, 1);
         for (name, loss) in [
             ("softmax".to_owned(), LossSpec::Softmax),
             (
@@ -84,7 +84,7 @@ pub fn catalogue(opts: &CatalogueBenchOptions, log: &mut dyn Write) -> Result<Ve
             ),
         ] {
             let negatives = matches!(loss, LossSpec::Sampled { .. }).then_some(opts.negatives);
-            let plan = crate::recommend::model::memory_plan(v, DIM, HIDDEN, BATCH, negatives, report.used);
+            let plan = crate::recommend::network::memory_plan(v, DIM, HIDDEN, BATCH, negatives, report.used);
             let plan_bytes: u64 = plan.iter().map(|i| i.bytes).sum();
             let logits_bytes = plan.iter().find(|i| i.what.starts_with("logits")).map_or(0, |i| i.bytes);
             let (mut train, mut rank) = (Vec::new(), Vec::new());

@@ -33,7 +33,7 @@ use crate::linalg::sparse::Csr;
 use crate::pca::{self, PcaInput};
 use crate::plan::config::{ComponentsSpec, DfBound, Format, PcaSolver, Weighting, DEFAULT_TOKEN_PATTERN};
 use crate::plan::{InputColumns, InputSpec, PcaPlan};
-use crate::text::bow::BowParams;
+use crate::text::vectorizer::BowParams;
 
 /// Options of `embjob bench pca`.
 #[derive(Debug, Clone)]
@@ -239,7 +239,7 @@ fn lee_bow(path: &Path) -> Result<Csr> {
         max_features: None,
         weighting: Weighting::Count,
     };
-    Ok(crate::text::bow::from_texts(&plan, &t.texts)?.matrix)
+    Ok(crate::text::vectorizer::from_texts(&plan, &t.texts)?.matrix)
 }
 
 /// Runs the PCA benchmark, printing progress to `log` and returning every measurement: per workload the

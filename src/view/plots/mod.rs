@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::data;
-use crate::data::handoff::{cell, column};
 use crate::data::table::ColumnData;
+use crate::data::vector_files::{cell, column};
 use crate::error::Result;
 use crate::linalg::dense::Matrix;
 use crate::pca::{self, Components, PcaInput, PcaParams, Solver};
@@ -55,16 +55,13 @@ pub fn write(plan: &Plan, root: &Path) -> Result<Vec<String>> {
 
 /// The first two principal components of n vectors (row-major, `dim` wide); one component gives y = 0, rows that
 /// are all alike give the origin.
-fn project_2d(values: &[f32], n: usize, dim: usize) -> Vec<(f64, f64)> {
+fn project_2d(values: &[f32], n: usize, dim: usize) -> Result<Vec<(f64, f64)>> {
     let all_alike = (1..n).all(|r| values[r * dim..(r + 1) * dim] == values[..dim]);
     if n < 2 || dim == 0 || all_alike {
-        return vec![(0.0, 0.0); n];
+        return Ok(vec![(0.0, 0.0); n]);
     }
     let k = dim.min(2).min(n);
-    let m = match Matrix::from_vec(n, dim, values.iter().map(|&v| v as f64).collect()) {
-        Ok(m) => m,
-        Err(_) => return vec![(0.0, 0.0); n],
-    };
+    let m = Matrix::from_vec(n, dim, values.iter().map(|&v| v as f64).collect())?;
     let params = PcaParams {
         components: Components::Count(k),
         whiten: false,
@@ -74,15 +71,19 @@ fn project_2d(values: &[f32], n: usize, dim: usize) -> Vec<(f64, f64)> {
         oversamples: 0,
         power_iterations: 0,
     };
-    match pca::fit(&crate::backend::Cpu::new(), PcaInput::Dense(m), &params, 0) {
-        Ok(r) => (0..n)
-            .map(|i| {
-                let row = r.projections.row(i);
-                (row[0], row.get(1).copied().unwrap_or(0.0))
-            })
-            .collect(),
-        Err(_) => vec![(0.0, 0.0); n],
-    }
+    // A projection that cannot be computed is an error of the run (it names the plot), not a picture of zeros.
+    let r = pca::fit(&crate::backend::Cpu::new(), PcaInput::Dense(m), &params, 0)?;
+    Ok((0..n)
+        .map(|i| {
+            let row = r.projections.row(i);
+            (row[0], row.get(1).copied().unwrap_or(0.0))
+        })
+        .collect())
+}
+
+/// An error of a plot: which file it was drawing, and why.
+fn plot_error(out: &Path, e: crate::error::Error) -> crate::error::Error {
+    crate::error::Error::Stage { stage: "plots", message: format!("{}: {e}", out.display()) }
 }
 
 /// Group index per key by category (categories sorted; the largest ten get colours, the rest are "other").
@@ -151,7 +152,7 @@ fn vectors_plot(
     labels: Option<&HashMap<String, String>>,
     named: &[(usize, String)],
 ) -> Result<()> {
-    let points = project_2d(values, keys.len(), dim);
+    let points = project_2d(values, keys.len(), dim).map_err(|e| plot_error(out, e))?;
     let (groups, names) = groups(keys, labels);
     draw::scatter(
         out,

@@ -2,10 +2,10 @@
 
 use crate::data::table::{ColumnData, Table};
 use crate::pca::PcaResult;
-use crate::recommend::model::Shape;
+use crate::recommend::network::Shape;
 use crate::recommend::train::ModelOutput;
 use crate::runtime::metrics::Metrics;
-use crate::text::bow::Bow;
+use crate::text::vectorizer::Bow;
 
 /// `vocabulary.parquet`: token_id, token, df, count.
 pub fn vocabulary(bow: &Bow) -> Table {
