@@ -147,7 +147,7 @@ pub trait ModelOps {
     /// [`OutputLayer`]), each row's softmax cross-entropy loss against its target, and the gradients of the mean loss
     /// for W, the bias and `pre` (see [`OutputGrads`]). This default (the GPU's) runs matmul_bias_act,
     /// softmax_xent, column_sums (the bias gradient) and the two gradient products over the whole logits matrix;
-    /// the CPU backend does it a block of items at a time (`cpu_kernels::output_layer_xent`).
+    /// the CPU backend does it a block of items at a time (`backend::cpu::output_layer_xent`).
     fn output_layer_xent(&self, layer: &OutputLayer<'_>, grads: &OutputGrads<'_>) -> Result<()> {
         let OutputLayer { pre, weight, bias, targets, dims } = *layer;
         let MatDims { m: rows, n: items, k } = dims;

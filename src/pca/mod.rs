@@ -680,7 +680,7 @@ fn randomized_solver(
 /// Q of the thin QR decomposition.
 fn orthonormal_columns(m: &Matrix) -> Matrix {
     let q = m.to_faer().qr().compute_thin_Q();
-    // faer's AVX-512 code leaves the upper register state dirty (see cpu_kernels::gemm_seq).
+    // faer's AVX-512 code leaves the upper register state dirty (see `linalg::dense::clear_upper_simd_state`).
     crate::linalg::dense::clear_upper_simd_state();
     Matrix::from_faer(q.as_ref())
 }

@@ -1,6 +1,6 @@
 //! The stages of a job, each a unit: it reads what earlier stages left in [`Artifacts`], adds its metrics, and
 //! returns its output tables, a one-line summary and its run.json details as a [`StageOutput`].
-//! `pipeline::run` is a loop over the stages the plan lists ([`Plan::stages`]); adding a stage is a file here, a
+//! `pipeline::run` is a loop over the stages the plan lists ([`planned`]); adding a stage is a file here, a
 //! [`Stage`] variant and its plan.
 
 mod bow;

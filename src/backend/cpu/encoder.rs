@@ -100,8 +100,8 @@ pub fn attention(
             )
         };
         let out_ptr = &out_ptr;
-        // SAFETY: out holds batch·seq·h_all values (checked above); this view is sequence b's rows, head h's columns,
-        // with row stride h_all, inside it; the (b, h) tasks' views are disjoint.
+        // SAFETY: out holds batch·seq·h_all values (checked above with checked arithmetic); this view is sequence
+        // b's rows, head h's columns, with row stride h_all, inside it; the (b, h) tasks' views are disjoint.
         let o = unsafe {
             MatMut::from_raw_parts_mut(out_ptr.0.add(b * seq * h_all + h * head_dim), seq, head_dim, h_all as isize, 1)
         };

@@ -78,8 +78,9 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
                 return;
             }
             let c_ptr = &c_ptr;
-            // SAFETY: C holds m·n values (checked above); this view covers rows 0..m and columns lo..lo+w, with
-            // row stride n, inside it, and the blocks' column ranges are disjoint, so no two tasks alias.
+            // SAFETY: C holds m·n values (its length checked above with checked arithmetic, then sliced to m·n);
+            // this view covers rows 0..m and columns lo..lo+w, with row stride n, inside it, and the blocks'
+            // column ranges are disjoint, so no two tasks alias.
             let view = unsafe { MatMut::from_raw_parts_mut(c_ptr.0.add(lo), m, w, n as isize, 1) };
             gemm_seq(view, accum, a_view, b_view.subcols(lo, w), 1.0f32);
         });
@@ -90,7 +91,8 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
 /// A raw pointer that may cross threads (the caller guarantees disjoint writes).
 pub(super) struct SendPtr(pub(super) *mut f32);
 
-// SAFETY: used only by `matmul` and `attention`, whose tasks write disjoint parts of their output.
+// SAFETY: a `SendPtr` is made only by `matmul`, `attention` and the output layer's gradients (this module's
+// siblings), each over an output whose length they checked, and their tasks write disjoint parts of it.
 unsafe impl Sync for SendPtr {}
 
 /// One single-threaded faer GEMM, then `vzeroupper`. faer's AVX-512 kernels (private-gemm-x86 0.1.22) return with

@@ -28,8 +28,9 @@ impl LinalgOps for super::Cpu {
         }
         if m > 0 && n > 0 && k > 0 {
             // SAFETY: the pointers and strides describe the m×k, k×n and m×n matrices held by `a`, `b` and `c`.
-            // A `Matrix` always holds rows × cols values (private fields, checked constructors: src/dense.rs), the
-            // inner dimensions are checked above and `c` was made m×n here; the lengths are checked once more.
+            // A `Matrix` always holds rows × cols values (private fields, constructors that refuse a shape whose
+            // product overflows: src/linalg/dense.rs), the inner dimensions are checked above and `c` was made m×n
+            // here; the lengths are checked once more, with checked arithmetic.
             unsafe {
                 matrixmultiply::dgemm(
                     m,

@@ -18,7 +18,7 @@ pub(super) struct GpuContext {
     pub(super) split_scratch: std::sync::Mutex<Option<GpuBuf>>,
     /// Kernel timings (`EMBJOB_GPU_PROFILE=1`).
     pub(super) profiler: Option<profile::Profiler>,
-    /// The GEMM kernels [`GpuContext::matmul`] uses: tiled ones on hardware GPUs, register-only on software adapters.
+    /// The GEMM kernels `GpuContext::gemm` uses: tiled ones on hardware GPUs, register-only on software adapters.
     pub(super) gemm_kernel: GemmKernel,
 }
 
