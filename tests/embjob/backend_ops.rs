@@ -13,24 +13,7 @@ use embjob::backend::{
 use embjob::linalg::rng::SplitMix;
 use embjob::linalg::sparse::Csr;
 
-/// Each check as one test per backend.
-macro_rules! on_each_backend {
-    ($($check:ident),* $(,)?) => {$(
-        mod $check {
-            #[test]
-            fn cpu() {
-                super::$check(&embjob::backend::Cpu::new());
-            }
-
-            #[test]
-            fn gpu() {
-                if let Some(g) = crate::support::gpu_backend() {
-                    super::$check(g);
-                }
-            }
-        }
-    )*};
-}
+use crate::support::on_each_backend;
 
 on_each_backend!(
     matmul_with_every_transpose,

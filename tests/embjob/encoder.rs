@@ -3,7 +3,7 @@
 //! padding, RoBERTa's position offset) give the same last hidden state within 1e-4 on every backend; bad model
 //! folders are errors naming the file and the key or tensor.
 
-use embjob::backend::PoolMode;
+use embjob::backend::{Backend, PoolMode};
 use embjob::encoder::{Encoder, ModelFolder, Tokens, WeightsFile};
 use safetensors::SafeTensors;
 
@@ -65,84 +65,74 @@ fn load_tiny(name: &str) -> (ModelFolder, WeightsFile, Reference) {
     (folder, weights, reference(&dir))
 }
 
-#[test]
-fn tiny_models_equal_transformers_on_every_backend() {
+fn tiny_models_equal_transformers_on_every_backend(be: &dyn Backend) {
     for name in ["bert_gelu", "bert_gelu_new_odd_heads", "roberta"] {
         let (folder, weights, r) = load_tiny(name);
         let h = folder.config.hidden_size;
-        for be in backends() {
-            let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
-            let got = enc.hidden_states(&r.tokens).expect("forward");
-            let mut worst = 0f32;
-            for (b, t) in r.tokens.iter().enumerate() {
-                for tok in 0..t.ids.len() {
-                    for c in 0..h {
-                        let (g, w) = (got[(b * r.seq + tok) * h + c], r.hidden[(b * r.seq + tok) * h + c]);
-                        assert!(g.is_finite(), "{name} on {:?}: not finite", be.kind());
-                        worst = worst.max((g - w).abs());
-                    }
+        let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+        let got = enc.hidden_states(&r.tokens).expect("forward");
+        let mut worst = 0f32;
+        for (b, t) in r.tokens.iter().enumerate() {
+            for tok in 0..t.ids.len() {
+                for c in 0..h {
+                    let (g, w) = (got[(b * r.seq + tok) * h + c], r.hidden[(b * r.seq + tok) * h + c]);
+                    assert!(g.is_finite(), "{name} on {:?}: not finite", be.kind());
+                    worst = worst.max((g - w).abs());
                 }
             }
-            assert!(worst <= 1e-4, "{name} on {:?}: max abs error {worst}", be.kind());
         }
+        assert!(worst <= 1e-4, "{name} on {:?}: max abs error {worst}", be.kind());
     }
 }
 
-#[test]
-fn every_hidden_state_equals_transformers_output_hidden_states_on_every_backend() {
+fn every_hidden_state_equals_transformers_output_hidden_states_on_every_backend(be: &dyn Backend) {
     for name in ["bert_gelu", "bert_gelu_new_odd_heads", "roberta"] {
         let (folder, weights, r) = load_tiny(name);
         let h = folder.config.hidden_size;
         assert_eq!(r.layers.len(), folder.config.layers + 1, "{name}: the fixture has every hidden state");
-        for be in backends() {
-            let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
-            assert_eq!(enc.layer_count(), folder.config.layers);
-            // Asked out of order and with a repeat: returned in the order asked.
-            let mut asked: Vec<usize> = (0..=enc.layer_count()).rev().collect();
-            asked.push(0);
-            let (seq, got) = enc.layer_states(&r.tokens, &asked).expect("forward");
-            assert_eq!(seq, r.seq);
-            for (state, &l) in got.iter().zip(&asked) {
-                let want = &r.layers[l];
-                for (b, t) in r.tokens.iter().enumerate() {
-                    for k in 0..t.ids.len() * h {
-                        let (g, w) = (state[b * seq * h + k], want[b * seq * h + k]);
-                        assert!((g - w).abs() <= 1e-4, "{name} on {:?}: hidden state {l}: {g} vs {w}", be.kind());
-                    }
+        let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+        assert_eq!(enc.layer_count(), folder.config.layers);
+        // Asked out of order and with a repeat: returned in the order asked.
+        let mut asked: Vec<usize> = (0..=enc.layer_count()).rev().collect();
+        asked.push(0);
+        let (seq, got) = enc.layer_states(&r.tokens, &asked).expect("forward");
+        assert_eq!(seq, r.seq);
+        for (state, &l) in got.iter().zip(&asked) {
+            let want = &r.layers[l];
+            for (b, t) in r.tokens.iter().enumerate() {
+                for k in 0..t.ids.len() * h {
+                    let (g, w) = (state[b * seq * h + k], want[b * seq * h + k]);
+                    assert!((g - w).abs() <= 1e-4, "{name} on {:?}: hidden state {l}: {g} vs {w}", be.kind());
                 }
             }
-            let last = enc.hidden_states(&r.tokens).expect("forward");
-            assert_eq!(got[0], last, "{name}: the last hidden state is the last layer's");
-            assert!(enc.layer_states(&r.tokens, &[enc.layer_count() + 1]).is_err(), "no such layer");
         }
+        let last = enc.hidden_states(&r.tokens).expect("forward");
+        assert_eq!(got[0], last, "{name}: the last hidden state is the last layer's");
+        assert!(enc.layer_states(&r.tokens, &[enc.layer_count() + 1]).is_err(), "no such layer");
     }
 }
 
-#[test]
-fn pooled_vectors_follow_the_hidden_states_and_batching_does_not_change_them() {
+fn pooled_vectors_follow_the_hidden_states_and_batching_does_not_change_them(be: &dyn Backend) {
     let (folder, weights, r) = load_tiny("bert_gelu");
     let h = folder.config.hidden_size;
-    for be in backends() {
-        let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
-        let all = enc.embed(&r.tokens, PoolMode::Mean, true).expect("embed");
-        for (b, t) in r.tokens.iter().enumerate() {
-            // Mean over the real tokens of the reference hidden state, then unit length.
-            let mut want: Vec<f64> = (0..h)
-                .map(|c| {
-                    (0..t.ids.len()).map(|k| f64::from(r.hidden[(b * r.seq + k) * h + c])).sum::<f64>()
-                        / t.ids.len() as f64
-                })
-                .collect();
-            let n = want.iter().map(|v| v * v).sum::<f64>().sqrt();
-            want.iter_mut().for_each(|v| *v /= n);
-            for c in 0..h {
-                assert!((f64::from(all[b * h + c]) - want[c]).abs() < 1e-4, "{:?} doc {b}", be.kind());
-            }
-            // Alone, without the others' padding, the same vector.
-            let alone = enc.embed(std::slice::from_ref(t), PoolMode::Mean, true).expect("embed one");
-            for c in 0..h {
-                assert!((alone[c] - all[b * h + c]).abs() < 1e-5, "{:?} doc {b}: batch changed it", be.kind());
-            }
+    let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+    let all = enc.embed(&r.tokens, PoolMode::Mean, true).expect("embed");
+    for (b, t) in r.tokens.iter().enumerate() {
+        // Mean over the real tokens of the reference hidden state, then unit length.
+        let mut want: Vec<f64> = (0..h)
+            .map(|c| {
+                (0..t.ids.len()).map(|k| f64::from(r.hidden[(b * r.seq + k) * h + c])).sum::<f64>() / t.ids.len() as f64
+            })
+            .collect();
+        let n = want.iter().map(|v| v * v).sum::<f64>().sqrt();
+        want.iter_mut().for_each(|v| *v /= n);
+        for c in 0..h {
+            assert!((f64::from(all[b * h + c]) - want[c]).abs() < 1e-4, "{:?} doc {b}", be.kind());
+        }
+        // Alone, without the others' padding, the same vector.
+        let alone = enc.embed(std::slice::from_ref(t), PoolMode::Mean, true).expect("embed one");
+        for c in 0..h {
+            assert!((alone[c] - all[b * h + c]).abs() < 1e-5, "{:?} doc {b}: batch changed it", be.kind());
         }
     }
 }
@@ -211,8 +201,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (n(a) * n(b))
 }
 
-#[test]
-fn genuine_minilm_equals_sentence_transformers_on_the_lee_corpus() {
+fn genuine_minilm_equals_sentence_transformers_on_the_lee_corpus(be: &dyn Backend) {
     let Some(dir) = genuine_model() else { return };
     let folder = ModelFolder::open(&dir).expect("folder");
     assert_eq!((folder.pooling, folder.normalize, folder.max_seq_length), (Some(PoolMode::Mean), true, Some(256)));
@@ -246,25 +235,23 @@ fn genuine_minilm_equals_sentence_transformers_on_the_lee_corpus() {
     assert!(tokens.iter().any(|t| t.truncated), "some Lee documents are longer than 256 tokens");
     let weights = WeightsFile::open(&folder.weights_file()).expect("weights");
     let h = folder.config.hidden_size;
-    for be in backends() {
-        // Every document on the CPU; on the GPU a sample (lavapipe multiplies at a few GFLOP/s).
-        let docs: Vec<usize> = match be.kind() {
-            embjob::backend::BackendKind::Cpu => (0..texts.len()).collect(),
-            embjob::backend::BackendKind::Gpu => (0..texts.len()).step_by(30).collect(),
-        };
-        let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
-        let mut worst = 1.0f64;
-        for chunk in docs.chunks(16) {
-            let batch: Vec<Tokens> = chunk.iter().map(|&d| tokens[d].clone()).collect();
-            let got = enc.embed(&batch, PoolMode::Mean, true).expect("embed");
-            for (i, &d) in chunk.iter().enumerate() {
-                let c = cosine(&got[i * h..(i + 1) * h], &vectors[d * h..(d + 1) * h]);
-                worst = worst.min(c);
-                assert!(c >= 0.9999, "{:?}: document {d} has cosine {c} with the reference", be.kind());
-            }
+    // Every document on the CPU; on the GPU a sample (lavapipe multiplies at a few GFLOP/s).
+    let docs: Vec<usize> = match be.kind() {
+        embjob::backend::BackendKind::Cpu => (0..texts.len()).collect(),
+        embjob::backend::BackendKind::Gpu => (0..texts.len()).step_by(30).collect(),
+    };
+    let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+    let mut worst = 1.0f64;
+    for chunk in docs.chunks(16) {
+        let batch: Vec<Tokens> = chunk.iter().map(|&d| tokens[d].clone()).collect();
+        let got = enc.embed(&batch, PoolMode::Mean, true).expect("embed");
+        for (i, &d) in chunk.iter().enumerate() {
+            let c = cosine(&got[i * h..(i + 1) * h], &vectors[d * h..(d + 1) * h]);
+            worst = worst.min(c);
+            assert!(c >= 0.9999, "{:?}: document {d} has cosine {c} with the reference", be.kind());
         }
-        eprintln!("{:?}: {} documents, lowest cosine with sentence-transformers {worst:.7}", be.kind(), docs.len());
     }
+    eprintln!("{:?}: {} documents, lowest cosine with sentence-transformers {worst:.7}", be.kind(), docs.len());
 }
 
 /// A text job over `docs` (id, text) with `[contextual]` on a copy of the tiny BERT model.
@@ -640,3 +627,10 @@ fn genuine_minilm_separates_the_senses_of_orange_bank_and_bat_while_the_static_c
         }
     }
 }
+
+on_each_backend!(
+    tiny_models_equal_transformers_on_every_backend,
+    every_hidden_state_equals_transformers_output_hidden_states_on_every_backend,
+    pooled_vectors_follow_the_hidden_states_and_batching_does_not_change_them,
+    genuine_minilm_equals_sentence_transformers_on_the_lee_corpus,
+);

@@ -33,13 +33,6 @@ fn loss_of(be: &dyn Backend, shape: Shape, params: &HostParams, batch: &Batch) -
     net.evaluate(batch, &masks).expect("evaluate").0
 }
 
-/// The check on every backend.
-fn check(shape: Shape) {
-    for be in backends() {
-        check_on(be, shape);
-    }
-}
-
 /// The gradients the network's backward pass leaves equal central finite differences of its loss.
 fn check_on(be: &dyn Backend, shape: Shape) {
     // Larger-than-default weights so every ReLU is clearly on or off and differences are well above f32 noise.
@@ -85,19 +78,16 @@ fn part_mut(p: &mut HostParams, part: usize) -> &mut Vec<f32> {
     }
 }
 
-#[test]
-fn gradients_equal_finite_differences_mean_pooling_with_hidden_layer() {
-    check(Shape { items: 6, dim: 3, hidden: 4, pooling: Pooling::Mean });
+fn gradients_equal_finite_differences_mean_pooling_with_hidden_layer(be: &dyn Backend) {
+    check_on(be, Shape { items: 6, dim: 3, hidden: 4, pooling: Pooling::Mean });
 }
 
-#[test]
-fn gradients_equal_finite_differences_sum_pooling_with_hidden_layer() {
-    check(Shape { items: 5, dim: 2, hidden: 3, pooling: Pooling::Sum });
+fn gradients_equal_finite_differences_sum_pooling_with_hidden_layer(be: &dyn Backend) {
+    check_on(be, Shape { items: 5, dim: 2, hidden: 3, pooling: Pooling::Sum });
 }
 
-#[test]
-fn gradients_equal_finite_differences_without_hidden_layer() {
-    check(Shape { items: 7, dim: 3, hidden: 0, pooling: Pooling::Mean });
+fn gradients_equal_finite_differences_without_hidden_layer(be: &dyn Backend) {
+    check_on(be, Shape { items: 7, dim: 3, hidden: 0, pooling: Pooling::Mean });
 }
 
 /// The summed sampled loss of a batch with fixed negative draws.
@@ -117,46 +107,43 @@ fn sampled_loss_of(
 /// The sampled softmax's backward pass equals finite differences of the sampled loss (same draws) for every
 /// parameter, on every backend: log-Q corrections, the shared negatives, a target that is also drawn, another row's
 /// target that is not (inactive for the other rows), and zero gradients outside the batch's rows and candidates.
-fn check_sampled(shape: Shape) {
-    for be in backends() {
-        let mut params = HostParams::init(shape, EmbeddingInit::Normal, 11);
-        params.w1.iter_mut().for_each(|w| *w *= 3.0);
-        let ex = examples(5, shape.items, 5);
-        let batch = Batch::weighted(ex.iter(), |u, i| 0.5 + ((u * 5 + i) % 3) as f32 * 0.5);
-        let proposal: Vec<f64> = (0..shape.items).map(|i| 1.0 + (i % 4) as f64).collect();
-        let loss = LossSpec::Sampled { negatives: 6, proposal, seed: 1 };
-        let draws: Vec<u32> = vec![2, 5, 5, ex[0].target, 9, 0];
-        let mut net = Network::with_loss(be, shape, &params, Optimizer::Adam, batch.len(), 4, &loss).expect("network");
-        net.sampled_backward(&batch, &draws).expect("backward");
-        let (table, _) = net.sampling().expect("sampled");
-        let columns = embjob::recommend::sampling::Candidates::new(table, &draws, &batch.targets).items;
-        let grads = net.sampled_gradients(&batch.seg_items, &columns).expect("grads");
-        let rows = batch.len() as f64;
-        for (part, name) in ["embedding", "w1", "b1", "w2", "b2"].iter().enumerate() {
-            for i in 0..params.parts()[part].len() {
-                let eps = 1e-2f32;
-                let (mut plus, mut minus) = (params.clone(), params.clone());
-                part_mut(&mut plus, part)[i] += eps;
-                part_mut(&mut minus, part)[i] -= eps;
-                let fd = (sampled_loss_of(be, shape, &plus, &batch, &draws, &loss)
-                    - sampled_loss_of(be, shape, &minus, &batch, &draws, &loss))
-                    / (2.0 * eps as f64)
-                    / rows;
-                let g = grads.parts()[part][i] as f64;
-                assert!(
-                    (fd - g).abs() <= 2e-3 + 2e-2 * fd.abs(),
-                    "{:?} sampled {name}[{i}] ({shape:?}): backward {g} vs finite difference {fd}",
-                    be.kind()
-                );
-            }
+fn check_sampled(be: &dyn Backend, shape: Shape) {
+    let mut params = HostParams::init(shape, EmbeddingInit::Normal, 11);
+    params.w1.iter_mut().for_each(|w| *w *= 3.0);
+    let ex = examples(5, shape.items, 5);
+    let batch = Batch::weighted(ex.iter(), |u, i| 0.5 + ((u * 5 + i) % 3) as f32 * 0.5);
+    let proposal: Vec<f64> = (0..shape.items).map(|i| 1.0 + (i % 4) as f64).collect();
+    let loss = LossSpec::Sampled { negatives: 6, proposal, seed: 1 };
+    let draws: Vec<u32> = vec![2, 5, 5, ex[0].target, 9, 0];
+    let mut net = Network::with_loss(be, shape, &params, Optimizer::Adam, batch.len(), 4, &loss).expect("network");
+    net.sampled_backward(&batch, &draws).expect("backward");
+    let (table, _) = net.sampling().expect("sampled");
+    let columns = embjob::recommend::sampling::Candidates::new(table, &draws, &batch.targets).items;
+    let grads = net.sampled_gradients(&batch.seg_items, &columns).expect("grads");
+    let rows = batch.len() as f64;
+    for (part, name) in ["embedding", "w1", "b1", "w2", "b2"].iter().enumerate() {
+        for i in 0..params.parts()[part].len() {
+            let eps = 1e-2f32;
+            let (mut plus, mut minus) = (params.clone(), params.clone());
+            part_mut(&mut plus, part)[i] += eps;
+            part_mut(&mut minus, part)[i] -= eps;
+            let fd = (sampled_loss_of(be, shape, &plus, &batch, &draws, &loss)
+                - sampled_loss_of(be, shape, &minus, &batch, &draws, &loss))
+                / (2.0 * eps as f64)
+                / rows;
+            let g = grads.parts()[part][i] as f64;
+            assert!(
+                (fd - g).abs() <= 2e-3 + 2e-2 * fd.abs(),
+                "{:?} sampled {name}[{i}] ({shape:?}): backward {g} vs finite difference {fd}",
+                be.kind()
+            );
         }
     }
 }
 
-#[test]
-fn sampled_softmax_gradients_equal_finite_differences() {
-    check_sampled(Shape { items: 12, dim: 3, hidden: 4, pooling: Pooling::Mean });
-    check_sampled(Shape { items: 10, dim: 2, hidden: 0, pooling: Pooling::Sum });
+fn sampled_softmax_gradients_equal_finite_differences(be: &dyn Backend) {
+    check_sampled(be, Shape { items: 12, dim: 3, hidden: 4, pooling: Pooling::Mean });
+    check_sampled(be, Shape { items: 10, dim: 2, hidden: 0, pooling: Pooling::Sum });
 }
 
 #[test]
@@ -253,3 +240,10 @@ fn blocked_output_layer_refuses_a_target_outside_the_catalogue() {
     };
     assert!(cpu::output_layer_xent(x, out).is_err());
 }
+
+on_each_backend!(
+    gradients_equal_finite_differences_mean_pooling_with_hidden_layer,
+    gradients_equal_finite_differences_sum_pooling_with_hidden_layer,
+    gradients_equal_finite_differences_without_hidden_layer,
+    sampled_softmax_gradients_equal_finite_differences,
+);

@@ -7,16 +7,27 @@ use std::process::Command;
 
 use polars::prelude::*;
 
-/// The backends a test body runs on, as candle's `test_device!` does: the CPU, and the wgpu backend wherever an
-/// adapter exists (lavapipe counts). With EMBJOB_REQUIRE_GPU=1 a missing adapter fails instead of skipping.
-pub fn backends() -> Vec<&'static dyn embjob::backend::Backend> {
-    static CPU: embjob::backend::Cpu = embjob::backend::Cpu;
-    let mut all: Vec<&'static dyn embjob::backend::Backend> = vec![&CPU];
-    if let Some(g) = gpu_backend() {
-        all.push(g);
-    }
-    all
+/// Each named check (a `fn(&dyn Backend)`) as one test per backend, as candle's `test_device!` does:
+/// `<check>::cpu`, and `<check>::gpu` wherever an adapter exists (lavapipe counts; with EMBJOB_REQUIRE_GPU=1 a
+/// missing adapter fails it instead of skipping). A failure on one backend does not hide the other's result.
+macro_rules! on_each_backend {
+    ($($check:ident),* $(,)?) => {$(
+        mod $check {
+            #[test]
+            fn cpu() {
+                super::$check(&embjob::backend::Cpu::new());
+            }
+
+            #[test]
+            fn gpu() {
+                if let Some(g) = crate::support::gpu_backend() {
+                    super::$check(g);
+                }
+            }
+        }
+    )*};
 }
+pub(crate) use on_each_backend;
 
 /// The shared wgpu backend of this test process, or `None` (skip) when there is no adapter and EMBJOB_REQUIRE_GPU
 /// is not set.
