@@ -4,13 +4,18 @@
 //
 //   embed_layernorm  out[r] = LayerNorm(word[ids[r]] + pos[t + offset] + type[type_ids[r]]); one workgroup per row.
 //   add_layernorm    x[r] = LayerNorm(x[r] + res[r]); one workgroup per row.
-//   attention        multi-head self-attention of one query row per workgroup, with the padding mask: scores of
-//                    the real keys into workgroup memory (seq ≤ 512), a stable softmax, the weighted sum of the
-//                    values; no seq × seq buffer. qkv rows are [q | k | v], each `cols` wide, head h at h·head_dim.
+//   attention        multi-head self-attention with the padding mask, in tiles (FlashAttention's scheme): a
+//                    workgroup takes a block of 64 query rows of one (sequence, head), one query per invocation;
+//                    the real keys and values stream through workgroup memory a tile at a time (64 keys at
+//                    head_dim ≤ 32, 2048 / head_dim keys above), read once for all 64 queries, and each query keeps
+//                    a running maximum, sum and weighted sum of the values (online softmax). Nothing of size
+//                    seq × seq is stored; keys are taken in order, so reruns are bit-identical. head_dim ≤ 128.
+//                    qkv rows are [q | k | v], each `cols` wide, head h at h·head_dim.
 //   pool             one invocation per output value: mean over the real tokens (mode 0), the first token (1) or
 //                    the maximum over the real tokens (2).
 //   l2_normalize     rows scaled to unit length (zero rows stay zero); one workgroup per row.
-// Workgroups: (min(n, 65535), ceil(n / 65535), 1) over rows (attention: over batch·heads·seq query rows).
+// Workgroups: (min(n, 65535), ceil(n / 65535), 1) over rows (attention: over batch·heads·ceil(seq / 64) query
+// blocks).
 //
 // Bindings (group 0):
 //   0  uniform        EncoderParams
@@ -48,7 +53,13 @@ struct EncoderParams {
 
 const LANES: u32 = 64u;
 var<workgroup> red: array<f32, 64>;
-var<workgroup> scores: array<f32, 512>;
+// attention's tiles of keys and values (keys × head_dim values each), and the block's sequence length.
+const TILE_VALUES: u32 = 2048u;
+const MAX_TILE_KEYS: u32 = 64u;
+const MAX_HEAD_DIM: u32 = 128u;
+var<workgroup> k_tile: array<f32, TILE_VALUES>;
+var<workgroup> v_tile: array<f32, TILE_VALUES>;
+var<workgroup> block_len: u32;
 
 // The sum (or maximum, when `is_max`) of every lane's `v`, the same in every lane.
 fn reduce(lane: u32, v: f32, is_max: bool) -> f32 {
@@ -110,40 +121,65 @@ fn add_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 
 @compute @workgroup_size(64, 1, 1)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    // Query row (b, h, i): index (b · heads + h) · seq + i.
-    let qr = row_of(wid);
-    if (qr >= p.batch * p.heads * p.seq) { return; }
-    let i = qr % p.seq;
-    let h = (qr / p.seq) % p.heads;
-    let b = qr / (p.seq * p.heads);
-    let len = ids[b];
+    // Query block (b, h, qb): index (b · heads + h) · blocks + qb.
+    let blocks = (p.seq + LANES - 1u) / LANES;
+    let g = row_of(wid);
+    if (g >= p.batch * p.heads * blocks) { return; }
+    let qb = g % blocks;
+    let h = (g / blocks) % p.heads;
+    let b = g / (blocks * p.heads);
     let lane = lid.x;
+    if (lane == 0u) { block_len = min(ids[b], p.seq); }
+    // The real keys, the same in every invocation (the tiles' loop holds barriers).
+    let len = workgroupUniformLoad(&block_len);
+    let hd = p.head_dim;
     let width = 3u * p.cols;
-    let q_at = (b * p.seq + i) * width + h * p.head_dim;
+    let tile = min(MAX_TILE_KEYS, TILE_VALUES / hd);
+    let i = qb * LANES + lane;
+    let has_query = i < p.seq;
+    var q: array<f32, MAX_HEAD_DIM>;
+    var acc: array<f32, MAX_HEAD_DIM>;
+    var s: array<f32, MAX_TILE_KEYS>;
+    if (has_query) {
+        let q_at = (b * p.seq + i) * width + h * hd;
+        for (var d = 0u; d < hd; d = d + 1u) { q[d] = word[q_at + d]; acc[d] = 0.0; }
+    }
     var m = -3.0e38;
-    for (var j = lane; j < len; j = j + LANES) {
-        let k_at = (b * p.seq + j) * width + p.cols + h * p.head_dim;
-        var s = 0.0;
-        for (var d = 0u; d < p.head_dim; d = d + 1u) { s = s + word[q_at + d] * word[k_at + d]; }
-        s = s * p.eps;
-        scores[j] = s;
-        m = max(m, s);
-    }
-    m = reduce(lane, m, true);
-    var z = 0.0;
-    for (var j = lane; j < len; j = j + LANES) {
-        let e = exp(scores[j] - m);
-        scores[j] = e;
-        z = z + e;
-    }
-    z = reduce(lane, z, false);
-    let out_at = (b * p.seq + i) * p.cols + h * p.head_dim;
-    for (var d = lane; d < p.head_dim; d = d + LANES) {
-        var acc = 0.0;
-        for (var j = 0u; j < len; j = j + 1u) {
-            acc = acc + scores[j] * word[(b * p.seq + j) * width + 2u * p.cols + h * p.head_dim + d];
+    var l = 0.0;
+    for (var j0 = 0u; j0 < len; j0 = j0 + tile) {
+        let n = min(tile, len - j0);
+        workgroupBarrier();
+        for (var e = lane; e < n * hd; e = e + LANES) {
+            let at = (b * p.seq + j0 + e / hd) * width + h * hd + e % hd;
+            k_tile[e] = word[at + p.cols];
+            v_tile[e] = word[at + 2u * p.cols];
         }
-        out[out_at + d] = acc / z;
+        workgroupBarrier();
+        if (has_query) {
+            // The tile's scores, its maximum, then the running sums rescaled once per tile.
+            var tmax = m;
+            for (var t = 0u; t < n; t = t + 1u) {
+                var dot = 0.0;
+                for (var d = 0u; d < hd; d = d + 1u) { dot = dot + q[d] * k_tile[t * hd + d]; }
+                s[t] = dot * p.eps;
+                tmax = max(tmax, s[t]);
+            }
+            let scale = exp(m - tmax);
+            l = l * scale;
+            for (var d = 0u; d < hd; d = d + 1u) { acc[d] = acc[d] * scale; }
+            for (var t = 0u; t < n; t = t + 1u) {
+                let e = exp(s[t] - tmax);
+                l = l + e;
+                for (var d = 0u; d < hd; d = d + 1u) { acc[d] = acc[d] + e * v_tile[t * hd + d]; }
+            }
+            m = tmax;
+        }
+    }
+    if (has_query) {
+        // No real key (an empty sequence): zeros, as the CPU twin writes.
+        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let out_at = (b * p.seq + i) * p.cols + h * hd;
+        for (var d = 0u; d < hd; d = d + 1u) { out[out_at + d] = acc[d] * inv; }
     }
 }
 

@@ -28,6 +28,7 @@ on_each_backend!(
     target_ranks_with_masks_and_ties,
     cosine_neighbours,
     encoder_operations,
+    attention_over_long_sequences_and_wide_heads,
     sampled_softmax_operations,
 );
 
@@ -468,6 +469,37 @@ fn encoder_operations(be: &dyn Backend) {
     let gx = tensor(be, &x);
     be.l2_normalize(&gx, 5, cols).expect("l2_normalize");
     assert_close(&read(be, &gx), &want, "l2_normalize");
+}
+
+/// Attention past one block of queries and one tile of keys (the GPU kernel takes 64 queries and up to 64 keys a
+/// tile, fewer keys for wider heads): 150 and 97 real tokens of 150 padded, an empty sequence (all zeros), heads of
+/// 32 (BERT-base's 64 / MiniLM's 32 family) and 128 (the widest the GPU kernel takes); and bit-identical reruns.
+fn attention_over_long_sequences_and_wide_heads(be: &dyn Backend) {
+    for (heads, head_dim) in [(3usize, 32usize), (2, 128)] {
+        let (batch, seq) = (3usize, 150usize);
+        let cols = heads * head_dim;
+        let lens = [150u32, 97, 0];
+        let mut qkv = random(42, batch * seq * 3 * cols, 1.0);
+        for (b, &len) in lens.iter().enumerate() {
+            for t in len as usize..seq {
+                qkv[(b * seq + t) * 3 * cols + cols..(b * seq + t + 1) * 3 * cols].iter_mut().for_each(|v| *v = 1e30);
+            }
+        }
+        let shape = AttentionShape { batch, seq, heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
+        let mut want = vec![f32::NAN; batch * seq * cols];
+        cpu::attention(&qkv, &lens, batch, seq, heads, head_dim, shape.scale, &mut want).expect("cpu attention");
+        let (gq, gl) = (tensor(be, &qkv), indices(be, &lens));
+        let run = || {
+            let out = tensor(be, &poison(batch * seq * cols));
+            be.attention(&gq, &gl, shape, &out).expect("attention");
+            read(be, &out)
+        };
+        let got = run();
+        assert_close(&got, &want, &format!("attention, heads of {head_dim}"));
+        assert!(got[2 * seq * cols..].iter().all(|&v| v == 0.0), "an empty sequence attends to nothing");
+        let again = run();
+        assert!(got.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "reruns are bit-identical");
+    }
 }
 
 /// The sampled softmax's operations on poisoned outputs: candidates' rows and columns gathered, the loss and

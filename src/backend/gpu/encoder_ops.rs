@@ -12,6 +12,12 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 
+/// Query rows per workgroup of the attention kernel (its workgroup size).
+const ATTENTION_QUERY_BLOCK: usize = 64;
+
+/// The widest head the attention kernel holds (its private arrays: MAX_HEAD_DIM in shaders/encoder.wgsl).
+const ATTENTION_MAX_HEAD_DIM: usize = 128;
+
 /// `a · b · c` without overflow.
 fn product(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -84,6 +90,12 @@ impl EncoderOps for Gpu {
         if s.seq > MAX_SEQ {
             return Err(Error::Internal(format!("attention over {} tokens (at most {MAX_SEQ})", s.seq)));
         }
+        if s.head_dim == 0 || s.head_dim > ATTENTION_MAX_HEAD_DIM {
+            return Err(Error::Gpu(format!(
+                "attention heads of {} values: the GPU kernel takes 1 to {ATTENTION_MAX_HEAD_DIM} (use the CPU backend)",
+                s.head_dim
+            )));
+        }
         let lens = idx(lens)?;
         self.record(|ctx, enc| {
             let p = EncoderParams {
@@ -97,7 +109,8 @@ impl EncoderOps for Gpu {
                 batch: s.batch as u32,
             };
             let entries = [(1, lens.buffer()), (3, bind(qkv)?), (8, bind(out)?)];
-            ctx.dispatch(enc, Kernel::Attention, 0, &p, &entries, groups_per_row(s.batch * s.heads * s.seq))
+            let blocks = s.batch * s.heads * s.seq.div_ceil(ATTENTION_QUERY_BLOCK);
+            ctx.dispatch(enc, Kernel::Attention, 0, &p, &entries, groups_per_row(blocks))
         })
     }
 
