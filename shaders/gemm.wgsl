@@ -16,7 +16,7 @@
 //   4  storage, read  partials: array<f32>  (reduce_splits: the slices)
 //   5  storage, read  bias: array<f32>   (the epilogue's bias: see gemm_epilogue.wgsl)
 
-//#include gemm_params
+//#include gemm_params B=f32
 @group(0) @binding(4) var<storage, read> partials: array<f32>;
 
 // Which operands are transposed: fixed per pipeline (one pipeline per combination), so the loads do not branch.

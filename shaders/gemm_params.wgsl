@@ -1,5 +1,6 @@
-// gemm_params.wgsl (fragment, included by the GEMM kernels with `//#include gemm_params`): the parameters and
-// the operand bindings every GEMM kernel shares; see gemm.wgsl for their meaning.
+// gemm_params.wgsl (fragment, included by the GEMM kernels with `//#include gemm_params B=<type of B>`): the
+// parameters and the operand bindings every GEMM kernel shares; see gemm.wgsl for their meaning. B is f32, or f16
+// for the f16 path's weights (gemm_f16.wgsl, gemm_coop.wgsl).
 
 struct GemmParams {
     m: u32,
@@ -18,5 +19,5 @@ struct GemmParams {
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<{{B}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;

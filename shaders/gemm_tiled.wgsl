@@ -12,7 +12,7 @@
 //   3  storage, rw    c: array<f32>   (C, or the slices when split; read only when beta != 0 and not split)
 //   5  storage, read  bias: array<f32>   (the epilogue's bias: see gemm_epilogue.wgsl)
 
-//#include gemm_params
+//#include gemm_params B=f32
 
 // Which operands are transposed: fixed per pipeline (one pipeline per combination).
 override TA: bool = false;

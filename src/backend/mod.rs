@@ -148,10 +148,22 @@ pub struct AttentionShape {
 /// Storage a backend keeps behind a handle: its own type, shared by the handle's clones, freed with the last one.
 type Storage = Arc<dyn Any + Send + Sync>;
 
-/// An f32 tensor resident on a backend. Clones share the storage; it is freed when the last handle is dropped.
+/// How a tensor's values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    /// IEEE half precision: weights of the f16 path (`TensorStore::tensor_f16`), taken only as the B operand of a
+    /// product (`ModelOps::matmul`, `ModelOps::matmul_bias_act`); every other operation refuses them.
+    F16,
+}
+
+/// A tensor resident on a backend (f32 values, or f16 ones: see [`DType`]). Clones share the storage; it is freed
+/// when the last handle is dropped.
 #[derive(Clone)]
 pub struct Tensor {
     len: usize,
+    dtype: DType,
     storage: Storage,
 }
 
@@ -165,7 +177,16 @@ pub struct Indices {
 impl Tensor {
     /// A handle over a backend's storage for `len` values.
     pub(crate) fn new<S: Any + Send + Sync>(len: usize, storage: S) -> Tensor {
-        Tensor { len, storage: Arc::new(storage) }
+        Tensor { len, dtype: DType::F32, storage: Arc::new(storage) }
+    }
+
+    /// A handle over a backend's storage for `len` values of `dtype`.
+    pub(crate) fn typed<S: Any + Send + Sync>(len: usize, dtype: DType, storage: S) -> Tensor {
+        Tensor { len, dtype, storage: Arc::new(storage) }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn len(&self) -> usize {
@@ -220,7 +241,7 @@ impl Indices {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({} values)", self.len)
+        write!(f, "Tensor({} {:?} values)", self.len, self.dtype)
     }
 }
 

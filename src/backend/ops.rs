@@ -62,6 +62,13 @@ pub trait TensorStore {
     /// A new f32 tensor holding `data`.
     fn tensor(&self, data: &[f32]) -> Result<Tensor>;
 
+    /// A new tensor holding `data` rounded to f16 (weights of the f16 path; see [`super::DType::F16`]). Backends
+    /// without f16 storage refuse it (the CPU backend computes in f32 only).
+    fn tensor_f16(&self, data: &[f32]) -> Result<Tensor> {
+        let _ = data;
+        Err(crate::error::Error::Internal("this backend stores f32 tensors only".into()))
+    }
+
     /// A new f32 tensor of `len` zeros (at least one value). A backend whose memory is not the host's checks the
     /// size before anything is allocated (the GPU: against the adapter's binding limit, with no host copy).
     fn zeros(&self, len: usize) -> Result<Tensor> {

@@ -13,18 +13,48 @@ use sha2::Digest;
 
 use crate::backend_ops::{assert_close, poison, random};
 
-/// Every kernel source, in both forms (as measured on hardware GPUs, compact for software adapters).
-fn kernel_sources() -> Vec<(String, String)> {
-    let mut files: Vec<&str> = Kernel::ALL.iter().map(|k| k.spec().file).collect();
-    files.dedup();
+/// Every kernel source, in both forms (as measured on hardware GPUs, compact for software adapters), with the naga
+/// capabilities it needs (f16, cooperative matrices).
+fn kernel_sources() -> Vec<(String, String, naga::valid::Capabilities)> {
+    let mut files: Vec<(&str, naga::valid::Capabilities)> = Kernel::ALL
+        .iter()
+        .map(|k| {
+            let spec = k.spec();
+            let mut caps = naga::valid::Capabilities::empty();
+            if spec.f16 {
+                caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+            }
+            if spec.coop {
+                caps |= naga::valid::Capabilities::COOPERATIVE_MATRIX;
+            }
+            (spec.file, caps)
+        })
+        .collect();
+    files.dedup_by_key(|f| f.0);
     let mut out = Vec::new();
-    for file in files {
+    for (file, caps) in files {
         for form in [Form::Measured, Form::Compact] {
             let src = kernels::source(file, form).unwrap_or_else(|e| panic!("{file}: {e}")).into_owned();
-            out.push((format!("{file} ({form:?})"), src));
+            out.push((format!("{file} ({form:?})"), src, caps));
         }
     }
     out
+}
+
+/// `module` validated with `caps`, its override constants set (`tb`: the TB of the GEMM kernels, when they have
+/// it), and written as SPIR-V (the form wgpu hands a Vulkan driver), as words.
+fn spirv(name: &str, module: &naga::Module, caps: naga::valid::Capabilities, tb: bool) -> Vec<u32> {
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(module)
+        .unwrap_or_else(|e| panic!("{name} does not validate: {e:?}"));
+    let mut constants = naga::back::PipelineConstants::default();
+    if module.overrides.iter().any(|(_, o)| o.name.as_deref() == Some("TB")) {
+        constants.insert("TB".to_owned(), f64::from(u8::from(tb)));
+    }
+    let (module, info) = naga::back::pipeline_constants::process_overrides(module, &info, None, &constants)
+        .unwrap_or_else(|e| panic!("{name}: overrides: {e}"));
+    let options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+    naga::back::spv::write_vec(&module, &info, &options, None).unwrap_or_else(|e| panic!("{name}: SPIR-V: {e}"))
 }
 
 fn parse(name: &str, src: &str) -> naga::Module {
@@ -35,11 +65,11 @@ fn parse(name: &str, src: &str) -> naga::Module {
 fn every_kernel_validates_with_naga() {
     let sources = kernel_sources();
     assert!(sources.len() >= 20);
-    for (name, src) in &sources {
+    for (name, src, caps) in &sources {
         let module = parse(name, src);
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name} does not validate: {e:?}"));
+        for tb in [false, true] {
+            assert!(spirv(name, &module, *caps, tb).len() > 5, "{name}: no SPIR-V");
+        }
         assert!(src.starts_with("// "), "{name} starts with a header comment documenting its bindings");
         assert!(src.contains("Bindings"), "{name} documents its bindings");
         assert!(!src.contains("//#"), "{name}: a directive was left unexpanded");
@@ -58,6 +88,28 @@ fn every_kernel_validates_with_naga() {
     // The host sizes GEMM dispatches from the tile each kernel declares.
     let tile = |name: &str| kernels::tile_of(&kernels::source(name, Form::Measured).expect("registered"));
     assert_eq!((tile("gemm"), tile("gemm_tiled"), tile("gemm_tiled128")), (64, 64, 128));
+}
+
+#[test]
+fn the_tensor_core_kernel_validates_into_spirv_with_cooperative_matrices() {
+    // Every `cargo test`, on any machine: gemm_coop.wgsl parses, validates only with the cooperative-matrix and f16
+    // capabilities, and becomes SPIR-V declaring CooperativeMatrixKHR (capability 6022) and Float16 (9).
+    let src = kernels::source("gemm_coop", Form::Measured).expect("source");
+    let module = parse("gemm_coop", &src);
+    let mut plain =
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+    assert!(plain.validate(&module).is_err(), "cooperative matrices need their capability");
+    let caps = naga::valid::Capabilities::COOPERATIVE_MATRIX | naga::valid::Capabilities::SHADER_FLOAT16;
+    // Both layouts of B: K×N, and N×K as a Linear layer stores its weight.
+    for tb in [false, true] {
+        let words = spirv("gemm_coop", &module, caps, tb);
+        // OpCapability is opcode 17, two words: (2 << 16) | 17, then the capability.
+        let capabilities: Vec<u32> = words.windows(2).filter(|w| w[0] == (2 << 16) | 17).map(|w| w[1]).collect();
+        assert!(capabilities.contains(&6022), "TB={tb}: no CooperativeMatrixKHR capability: {capabilities:?}");
+        assert!(capabilities.contains(&9), "TB={tb}: no Float16 capability: {capabilities:?}");
+    }
+    let spec = Kernel::GemmCoop.spec();
+    assert!(spec.coop && spec.f16 && !spec.trusted, "the tensor-core kernel runs with bounds checks");
 }
 
 #[test]
@@ -193,6 +245,67 @@ fn every_gemm_kernel_with_every_transpose_equals_cpu() {
             assert!(g.matmul_using(kernel, (&a, false), (&b, false), &c, d, 0.0, None).is_err(), "{kernel:?} {d:?}");
         }
     }
+}
+
+#[test]
+fn the_f16_kernels_equal_their_cpu_twin() {
+    // The f16 path's products: B stored in f16, A rounded to f16 as it is read, sums in f32, against the CPU twin
+    // (the same rounding, then the f32 product). gemm_f16 wherever the adapter has f16 shaders (lavapipe has);
+    // the tensor-core kernel where the adapter has cooperative matrices and it passed its check against gemm_f16.
+    let Some(g) = gpu() else { return };
+    let mut kernels = Vec::new();
+    match g.tensor_f16(&[1.0]) {
+        Ok(_) => kernels.push(GemmKernel::F16),
+        Err(e) => {
+            crate::support::skip_unless_required("EMBJOB_REQUIRE_F16", &format!("no f16 shaders here: {e}"));
+            return;
+        }
+    }
+    match g.tensor_cores().expect("tensor-core state") {
+        Ok(()) => kernels.push(GemmKernel::TensorCores),
+        Err(why) => eprintln!("tensor cores not tested here: {why}"),
+    }
+    let acts = [Activation::Identity, Activation::Gelu, Activation::GeluTanh];
+    for kernel in kernels {
+        // The last shape splits k (gemm_f16; the tensor-core kernel never splits).
+        for (s, (m, n, k)) in
+            [(1, 1, 1), (7, 5, 3), (65, 70, 33), (130, 96, 300), (37, 29, 3000)].into_iter().enumerate()
+        {
+            let transposes: &[(bool, bool)] = if kernel == GemmKernel::TensorCores {
+                &[(false, false), (false, true)]
+            } else {
+                &[(false, false), (true, false), (false, true), (true, true)]
+            };
+            for &(ta, tb) in transposes {
+                let (a, b, bias) = (random(11, m * k, 1.5), random(12, k * n, 1.0), random(13, n, 2.0));
+                let d = MatDims { m, n, k };
+                let act = acts[s % acts.len()];
+                let mut want = vec![0.0; m * n];
+                cpu::matmul_f16_inputs(&a, ta, &b, tb, &mut want, d, 0.0).expect("cpu twin");
+                cpu::bias_act(&mut want, &bias, n, act);
+                let (ga, gb, gbias) =
+                    (g.tensor(&a).expect("a"), g.tensor_f16(&b).expect("f16 b"), g.tensor(&bias).expect("bias"));
+                let c = g.tensor(&poison(m * n)).expect("c");
+                g.matmul_using(kernel, (&ga, ta), (&gb, tb), &c, d, 0.0, Some((&gbias, act))).expect("gemm");
+                let got = g.read(&c).expect("read");
+                assert_close(&got, &want, &format!("{kernel:?} {m}×{n}×{k} ta={ta} tb={tb} {act:?}"));
+                // Through the trait: a product whose B is f16 takes the f16 path by itself.
+                let c2 = g.tensor(&poison(m * n)).expect("c");
+                if !ta || kernel == GemmKernel::F16 {
+                    g.matmul_bias_act(&ga, ta, &gb, tb, &c2, d, &gbias, act).expect("matmul_bias_act");
+                    assert_close(&g.read(&c2).expect("read"), &want, "the f16 path through ModelOps");
+                }
+            }
+        }
+    }
+    // An f16 tensor is only a product's B: anywhere else it is refused, and an f32 kernel refuses an f16 B.
+    let (x, h) = (g.tensor(&[1.0; 6]).expect("x"), g.tensor_f16(&[1.0; 6]).expect("h"));
+    assert!(g.bias_act(&h, &x, 2, 3, Activation::Relu).is_err(), "bias_act on an f16 tensor");
+    let c = g.tensor(&[0.0; 4]).expect("c");
+    let d = MatDims { m: 2, n: 2, k: 3 };
+    assert!(g.matmul_using(GemmKernel::Register, (&x, false), (&h, false), &c, d, 0.0, None).is_err());
+    assert!(g.matmul_using(GemmKernel::F16, (&h, false), (&h, false), &c, d, 0.0, None).is_err(), "an f16 A");
+    assert_eq!(g.read(&h).expect("read f16"), vec![1.0; 6], "an f16 tensor reads back as f32");
 }
 
 /// A food job (10 epochs, d = 3) on one backend.

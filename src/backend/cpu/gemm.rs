@@ -88,6 +88,14 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
     Ok(())
 }
 
+/// The f16 path's product, as its GPU kernels compute it (shaders/gemm_f16.wgsl, gemm_coop.wgsl): [`matmul`] of A
+/// and B rounded to f16 (round to nearest even), so every product of two values is exact and the sums run in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_f16_inputs(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDims, beta: f32) -> Result<()> {
+    let round = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect::<Vec<f32>>();
+    matmul(&round(a), ta, &round(b), tb, c, d, beta)
+}
+
 /// A raw pointer that may cross threads (the caller guarantees disjoint writes).
 pub(super) struct SendPtr(pub(super) *mut f32);
 

@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 pub(super) struct GpuBuf {
     buf: wgpu::Buffer,
     len: usize,
+    /// Whether the values are halfs (2 bytes each, the buffer padded to 4).
+    half: bool,
 }
 
 /// A u32 buffer on the device, and how many of its values are in use (at most its capacity).
@@ -33,6 +35,11 @@ impl GpuBuf {
     /// Values it holds.
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether the values are halfs.
+    pub(super) fn is_half(&self) -> bool {
+        self.half
     }
 }
 
@@ -56,7 +63,21 @@ impl GpuContext {
             contents: bytemuck::cast_slice(if data.is_empty() { &[0.0f32] } else { data }),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         });
-        Ok(GpuBuf { buf, len: data.len() })
+        Ok(GpuBuf { buf, len: data.len(), half: false })
+    }
+
+    /// A buffer holding `data` rounded to f16 (round to nearest even), padded to a whole number of 4-byte words.
+    pub(super) fn upload_f16(&self, data: &[f32]) -> Result<GpuBuf> {
+        // Half the bytes of f32 values: the binding limit is checked on half the count, rounded up.
+        self.check_size("f16 tensor", data.len().div_ceil(2))?;
+        let mut halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        halves.resize(data.len().div_ceil(2).max(1) * 2, half::f16::ZERO);
+        let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(&halves),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        });
+        Ok(GpuBuf { buf, len: data.len(), half: true })
     }
 
     /// A buffer of `len` zeros (wgpu clears new buffers), its size checked first: no host copy.
@@ -68,7 +89,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Ok(GpuBuf { buf, len })
+        Ok(GpuBuf { buf, len, half: false })
     }
 
     /// An index buffer holding `data`.
@@ -94,6 +115,11 @@ impl GpuContext {
 
     /// Copies a buffer back to the host (waits for the queue).
     pub(super) fn download(&self, b: &GpuBuf) -> Result<Vec<f32>> {
+        if b.half {
+            let bytes = self.read_bytes(&b.buf, b.len.div_ceil(2))?;
+            let halves: &[half::f16] = bytemuck::cast_slice(&bytes);
+            return Ok(halves[..b.len].iter().map(|h| h.to_f32()).collect());
+        }
         Ok(bytemuck::cast_slice::<u8, f32>(&self.read_bytes(&b.buf, b.len)?).to_vec())
     }
 
@@ -133,6 +159,9 @@ impl GpuContext {
 
     /// Overwrites the front of a buffer (queued before the next submission's commands).
     pub(super) fn write_f32(&self, b: &GpuBuf, data: &[f32]) -> Result<()> {
+        if b.half {
+            return Err(Error::Internal("gpu: an f32 write into an f16 tensor".into()));
+        }
         if data.len() > b.len {
             return Err(Error::Internal(format!("gpu: write of {} values into {}", data.len(), b.len)));
         }
@@ -170,7 +199,7 @@ impl GpuContext {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            *slot = Some(GpuBuf { buf, len: (bytes / 4) as usize });
+            *slot = Some(GpuBuf { buf, len: (bytes / 4) as usize, half: false });
         }
         slot.as_ref().map(|b| b.buf.clone())
     }

@@ -20,6 +20,10 @@ pub(super) struct GpuContext {
     pub(super) profiler: Option<profile::Profiler>,
     /// The GEMM kernels `GpuContext::gemm` uses: tiled ones on hardware GPUs, register-only on software adapters.
     pub(super) gemm_kernel: GemmKernel,
+    /// Whether the device has the `SHADER_F16` feature (the f16 path's kernels compile).
+    pub(super) f16: bool,
+    /// Whether the f16 path's products run on tensor cores, and if not, why not.
+    pub(super) tensor_cores: std::sync::Mutex<std::result::Result<TensorCores, String>>,
 }
 
 impl GpuContext {
@@ -46,12 +50,29 @@ impl GpuContext {
         let Some(adapter) = adapter else { return Ok(None) };
         let limits = adapter.limits();
         let profiling = std::env::var_os("EMBJOB_GPU_PROFILE").is_some();
-        let features =
+        let mut features =
             if profiling { adapter.features() & wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
+        let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        let tensor_cores = tensor_cores(adapter);
+        let experimental_features = if tensor_cores.is_ok() {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: wgpu asks its user to acknowledge that an experimental feature may have bugs that safe code
+            // can hit. Only cooperative matrices are enabled, and only gemm_coop.wgsl uses them: it runs with
+            // wgpu's bounds checks, reads and writes only workgroup memory it staged (zeros past the edges) with
+            // cooperative loads and stores whose offsets stay inside those arrays, and the context checks its
+            // results against the f16 kernel on this device before any product uses it (`Precision`).
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("embjob"),
             required_features: features,
             required_limits: limits.clone(),
+            experimental_features,
             ..Default::default()
         }))
         .map_err(|e| Error::Gpu(format!("cannot open the adapter '{}': {e}", adapter.get_info().name)))?;
@@ -70,6 +91,8 @@ impl GpuContext {
             split_scratch: Default::default(),
             profiler,
             gemm_kernel,
+            f16,
+            tensor_cores: std::sync::Mutex::new(tensor_cores.map(|()| TensorCores::Unchecked)),
         }))
     }
 
@@ -91,4 +114,41 @@ impl GpuContext {
     pub(super) fn profile_report(&self) -> Option<String> {
         self.profiler.as_ref().map(profile::Profiler::report)
     }
+}
+
+/// The tensor-core kernel's state on a device that offers cooperative matrices: checked against the f16 kernel on
+/// first use (`Checked`), or not yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TensorCores {
+    Unchecked,
+    Checked,
+}
+
+/// Whether `adapter` can run gemm_coop.wgsl: cooperative matrices with a 16×16×16 configuration of f16 inputs and
+/// f32 accumulators (as its `cooperative_matrix_properties` lists them: never assumed), f16 shaders, and subgroups
+/// of exactly 32 invocations (the kernel's four subgroups per workgroup); otherwise why not.
+fn tensor_cores(adapter: &wgpu::Adapter) -> std::result::Result<(), String> {
+    let features = adapter.features();
+    if !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return Err("the adapter has no cooperative matrices".into());
+    }
+    if !features.contains(wgpu::Features::SHADER_F16) {
+        return Err("the adapter has no f16 shaders".into());
+    }
+    let info = adapter.get_info();
+    if info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
+        return Err(format!(
+            "subgroups of {} to {} invocations (the tensor-core kernel needs exactly 32)",
+            info.subgroup_min_size, info.subgroup_max_size
+        ));
+    }
+    let wanted = |c: &wgpu::CooperativeMatrixProperties| {
+        (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+            && c.ab_type == wgpu::CooperativeScalarType::F16
+            && c.cr_type == wgpu::CooperativeScalarType::F32
+    };
+    if !adapter.cooperative_matrix_properties().iter().any(wanted) {
+        return Err("no 16×16×16 configuration with f16 inputs and f32 accumulators".into());
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use super::params::GemmParams;
 use super::pipelines::{groups_1d, variant, CheckedGemm};
 use super::{GpuBuf, GpuContext};
 use crate::backend::{Activation, MatDims};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The GEMM kernels (same contract, each parity-tested).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,10 @@ pub enum GemmKernel {
     Tiled,
     /// shaders/gemm_tiled128.wgsl: 128×128 output tiles, 8×8 per invocation (large products on hardware GPUs).
     Tiled128,
+    /// shaders/gemm_f16.wgsl: the f16 path without tensor cores (B in f16, A rounded to f16, f32 sums).
+    F16,
+    /// shaders/gemm_coop.wgsl: the f16 path on tensor cores (cooperative matrices; A not transposed, no split k).
+    TensorCores,
 }
 
 impl GemmKernel {
@@ -28,7 +32,14 @@ impl GemmKernel {
             GemmKernel::Register => Kernel::Gemm,
             GemmKernel::Tiled => Kernel::GemmTiled,
             GemmKernel::Tiled128 => Kernel::GemmTiled128,
+            GemmKernel::F16 => Kernel::GemmF16,
+            GemmKernel::TensorCores => Kernel::GemmCoop,
         }
+    }
+
+    /// Whether it takes B in f16 (the f16 path's kernels) rather than f32.
+    pub fn f16_weights(self) -> bool {
+        matches!(self, GemmKernel::F16 | GemmKernel::TensorCores)
     }
 }
 
@@ -76,10 +87,26 @@ impl GpuContext {
     ) -> Result<()> {
         let bias_len = epilogue.map(|e| e.bias.len());
         let checked = CheckedGemm::new(a.len(), b.len(), c.len(), bias_len, d)?;
+        if a.is_half() || c.is_half() || b.is_half() != kernel.f16_weights() {
+            let want = if kernel.f16_weights() { "f16" } else { "f32" };
+            return Err(Error::Internal(format!("gemm: the {kernel:?} kernel takes f32 A and C and {want} B")));
+        }
+        if kernel == GemmKernel::TensorCores && ta {
+            return Err(Error::Internal("gemm: the tensor-core kernel takes A as stored".into()));
+        }
+        let device_has = match kernel {
+            GemmKernel::F16 => self.f16,
+            GemmKernel::TensorCores => self.tensor_cores.lock().map_or(false, |t| t.is_ok()),
+            _ => true,
+        };
+        if !device_has {
+            return Err(Error::Gpu(format!("the adapter '{}' cannot run the {kernel:?} kernel", self.adapter.name)));
+        }
+        let tensor_cores = kernel == GemmKernel::TensorCores;
         let kernel = kernel.kernel();
         let tile = self.tile(kernel)?;
         let groups = ((d.n as u32).div_ceil(tile), (d.m as u32).div_ceil(tile));
-        let splits = k_splits(d, tile as usize);
+        let splits = if tensor_cores { 1 } else { k_splits(d, tile as usize) };
         let params = |beta: f32, kc: usize, splits: usize| GemmParams {
             m: d.m as u32,
             n: d.n as u32,
@@ -103,7 +130,7 @@ impl GpuContext {
                 let entries = [(1, a.buffer()), (2, b.buffer()), (3, &scratch), (5, bias)];
                 let p = params(0.0, kc, splits);
                 let g = (groups.0, groups.1, splits as u32);
-                self.dispatch_trusted(&checked, enc, kernel, variant(ta, tb), &p, &entries, g)?;
+                self.dispatch_checked(&checked, enc, kernel, variant(ta, tb), &p, &entries, g)?;
                 let p = params(beta, kc, splits);
                 let entries = [(3, c.buffer()), (4, &scratch), (5, bias)];
                 return self.dispatch(enc, Kernel::GemmReduce, 0, &p, &entries, groups_1d(d.m * d.n));
@@ -111,7 +138,27 @@ impl GpuContext {
         }
         let entries = [(1, a.buffer()), (2, b.buffer()), (3, c.buffer()), (5, bias)];
         let p = params(beta, d.k, 1);
-        self.dispatch_trusted(&checked, enc, kernel, variant(ta, tb), &p, &entries, (groups.0, groups.1, 1))
+        self.dispatch_checked(&checked, enc, kernel, variant(ta, tb), &p, &entries, (groups.0, groups.1, 1))
+    }
+
+    /// A GEMM kernel's dispatch: the trusted ones (no injected bounds checks) with the proof of their operands'
+    /// check, the others (the f16 path's) as any kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_checked(
+        &self,
+        checked: &CheckedGemm,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: Kernel,
+        variant: u8,
+        p: &GemmParams,
+        entries: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        if kernel.spec().trusted {
+            self.dispatch_trusted(checked, enc, kernel, variant, p, entries, groups)
+        } else {
+            self.dispatch(enc, kernel, variant, p, entries, groups)
+        }
     }
 }
 

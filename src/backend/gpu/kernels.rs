@@ -43,13 +43,16 @@ kernel_files!(
     neighbors,
     encoder,
     sampled,
+    gemm_f16,
+    gemm_coop,
 );
 
-/// The table of kernels: one line each, `Variant => "file", "entry point", ParamsStruct`, and `gemm` after a GEMM
-/// kernel (a pipeline per transpose combination, built without injected bounds checks). From it come the
-/// [`Kernel`] enum, [`Kernel::ALL`] and [`Kernel::spec`].
+/// The table of kernels: one line each, `Variant => "file", "entry point", ParamsStruct`, then its flags: `gemm` (a
+/// pipeline per transpose combination, built without injected bounds checks), `transposes` (a pipeline per
+/// transpose combination, with bounds checks), `f16` (needs the `SHADER_F16` feature), `coop` (needs cooperative
+/// matrices). From it come the [`Kernel`] enum, [`Kernel::ALL`] and [`Kernel::spec`].
 macro_rules! kernels {
-    ($($(#[$doc:meta])* $name:ident => $file:literal, $entry:literal, $params:ty $(, $gemm:ident)?;)*) => {
+    ($($(#[$doc:meta])* $name:ident => $file:literal, $entry:literal, $params:ty $(, $flag:ident)*;)*) => {
         /// Every kernel (one WGSL entry point each).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Kernel {
@@ -64,13 +67,16 @@ macro_rules! kernels {
             pub fn spec(self) -> KernelSpec {
                 match self {
                     $(Kernel::$name => {
-                        let gemm = false $(|| stringify!($gemm) == "gemm")?;
+                        let flags: &[&str] = &[$(stringify!($flag)),*];
+                        let gemm = flags.contains(&"gemm");
                         KernelSpec {
                             file: $file,
                             entry: $entry,
                             params: ParamsInfo::of::<$params>(),
-                            transposes: gemm,
+                            transposes: gemm || flags.contains(&"transposes"),
                             trusted: gemm,
+                            f16: flags.contains(&"f16") || flags.contains(&"coop"),
+                            coop: flags.contains(&"coop"),
                         }
                     })*
                 }
@@ -111,6 +117,10 @@ kernels! {
     Gather => "sampled", "gather", GatherParams;
     SampledXent => "sampled", "sampled_xent", SampledParams;
     AdamSelected => "optim", "adam_selected", SelParams;
+    /// The f16 path's products without tensor cores (B in f16, A rounded to f16, sums in f32).
+    GemmF16 => "gemm_f16", "main", GemmParams, transposes, f16;
+    /// The f16 path's products on tensor cores (cooperative matrices).
+    GemmCoop => "gemm_coop", "main", GemmParams, transposes, coop;
 }
 
 /// A kernel's registry entry.
@@ -125,6 +135,10 @@ pub struct KernelSpec {
     pub transposes: bool,
     /// Built without wgpu's injected bounds checks (the GEMMs: see `pipelines.rs` for why that is safe).
     pub trusted: bool,
+    /// Uses f16 (`enable f16;`): compiled only on a device with the `SHADER_F16` feature.
+    pub f16: bool,
+    /// Uses cooperative matrices (`enable wgpu_cooperative_matrix;`): compiled only on a device with them.
+    pub coop: bool,
 }
 
 /// A file's text as written (templates unexpanded).

@@ -3,18 +3,29 @@
 //! encoder. The cosine neighbour search runs on the device up to 64 neighbours per item, on the host beyond.
 
 use super::gemm::Epilogue;
+use super::gemm::GemmKernel;
 use super::kernels::Kernel;
 use super::params::{
     BagParams, EwParams, GatherParams, NeighborParams, OptParams, RankParams, SampledParams, SelParams, SoftmaxParams,
 };
 use super::pipelines::{groups_1d, groups_per_row};
-use super::recorder::{bind, buf, idx, Gpu};
+use super::recorder::{bind, buf, idx, operand, Gpu};
 use crate::backend::ops::{ModelOps, TensorStore};
 use crate::backend::{
-    check_distinct, Activation, AdamStep, BackendKind, Bags, Indices, MatDims, RankMasks, SampledColumns, Selected,
-    SgdStep, Tensor,
+    check_distinct, Activation, AdamStep, BackendKind, Bags, DType, Indices, MatDims, RankMasks, SampledColumns,
+    Selected, SgdStep, Tensor,
 };
 use crate::error::{Error, Result};
+
+impl Gpu {
+    /// The GEMM kernel of a product: by B's type (the f16 path's kernels for f16 weights), then by size.
+    fn kernel_for(&self, b: &Tensor, ta: bool, dims: MatDims) -> Result<GemmKernel> {
+        match b.dtype() {
+            DType::F16 => self.f16_kernel(ta),
+            DType::F32 => Ok(self.ctx().kernel_for(dims)),
+        }
+    }
+}
 
 /// Most neighbours per row the `top_k` kernel keeps (its private arrays).
 const MAX_NEIGHBORS: usize = 64;
@@ -32,8 +43,8 @@ fn holds(t: &Tensor, len: Option<usize>) -> bool {
 impl ModelOps for Gpu {
     fn matmul(&self, a: &Tensor, ta: bool, b: &Tensor, tb: bool, c: &Tensor, dims: MatDims, beta: f32) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[c], &[a, b])?;
-        let kernel = self.ctx().kernel_for(dims);
-        self.record(|ctx, enc| ctx.gemm(kernel, enc, (buf(a)?, ta), (buf(b)?, tb), buf(c)?, dims, beta, None))
+        let kernel = self.kernel_for(b, ta, dims)?;
+        self.record(|ctx, enc| ctx.gemm(kernel, enc, (buf(a)?, ta), (operand(b)?, tb), buf(c)?, dims, beta, None))
     }
 
     fn matmul_bias_act(
@@ -48,10 +59,10 @@ impl ModelOps for Gpu {
         act: Activation,
     ) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[c], &[a, b, bias])?;
-        let kernel = self.ctx().kernel_for(dims);
+        let kernel = self.kernel_for(b, ta, dims)?;
         self.record(|ctx, enc| {
             let epilogue = Some(Epilogue { bias: buf(bias)?, act });
-            ctx.gemm(kernel, enc, (buf(a)?, ta), (buf(b)?, tb), buf(c)?, dims, 0.0, epilogue)
+            ctx.gemm(kernel, enc, (buf(a)?, ta), (operand(b)?, tb), buf(c)?, dims, 0.0, epilogue)
         })
     }
 

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::context::TensorCores;
 use super::gemm::{Epilogue, GemmKernel};
 use super::kernels::Kernel;
 use super::params::TickParams;
@@ -42,7 +43,19 @@ impl<B> Drop for Resident<B> {
 }
 
 /// A tensor's device buffer.
+/// A tensor's device buffer of f32 values: every operand but a product's B (see [`operand`]) must be f32.
 pub(super) fn buf(t: &Tensor) -> Result<&GpuBuf> {
+    let b = operand(t)?;
+    if b.is_half() {
+        return Err(Error::Internal(
+            "gpu: an f16 tensor where f32 values are needed (only a product's B is f16)".into(),
+        ));
+    }
+    Ok(b)
+}
+
+/// A tensor's device buffer, f32 or f16 (a product's B operand).
+pub(super) fn operand(t: &Tensor) -> Result<&GpuBuf> {
     Ok(&t.storage::<Resident<GpuBuf>>("gpu")?.buf)
 }
 
@@ -100,8 +113,80 @@ impl Gpu {
                 Some((t, act)) => Some(Epilogue { bias: buf(t)?, act }),
                 None => None,
             };
-            ctx.gemm(kernel, enc, (buf(a)?, ta), (buf(b)?, tb), buf(c)?, dims, beta, epilogue)
+            ctx.gemm(kernel, enc, (buf(a)?, ta), (operand(b)?, tb), buf(c)?, dims, beta, epilogue)
         })
+    }
+
+    /// The kernel of a product whose B is f16: the tensor-core kernel where the device has it (checked against the
+    /// f16 kernel on first use; `ta`: it takes A as stored), else the f16 kernel; an error without f16 shaders.
+    pub(super) fn f16_kernel(&self, ta: bool) -> Result<GemmKernel> {
+        if !ta && self.tensor_cores()?.is_ok() {
+            return Ok(GemmKernel::TensorCores);
+        }
+        if self.ctx.f16 {
+            Ok(GemmKernel::F16)
+        } else {
+            Err(Error::Gpu(format!("the adapter '{}' has no f16 shaders", self.ctx.adapter.name)))
+        }
+    }
+
+    /// Whether the f16 path's products run on tensor cores (cooperative matrices), or why not. On a device that
+    /// offers them, the first call checks the tensor-core kernel against the f16 kernel on products with edges in
+    /// every direction and both layouts of B; a kernel that disagrees is not used (and the reason says so).
+    pub fn tensor_cores(&self) -> Result<std::result::Result<(), String>> {
+        let mut state = self.ctx.tensor_cores.lock().map_err(|_| Error::Internal("gpu: tensor-core state".into()))?;
+        if let Ok(TensorCores::Unchecked) = *state {
+            *state = match self.check_tensor_cores() {
+                Ok(()) => Ok(TensorCores::Checked),
+                Err(why) => Err(format!("the tensor-core kernel disagreed with the f16 kernel on this adapter: {why}")),
+            };
+        }
+        Ok(state.as_ref().map(|_| ()).map_err(Clone::clone))
+    }
+
+    /// gemm_coop against gemm_f16 on 70×50×40 (edges past every tile) and 130×96×300 (several steps along k), B
+    /// as K×N and as N×K, with a bias and GELU: relative differences under 1e-3 (the same f16 inputs and f32 sums,
+    /// in other orders).
+    fn check_tensor_cores(&self) -> std::result::Result<(), String> {
+        let text = |e: Error| e.to_string();
+        for (m, n, k) in [(70usize, 50usize, 40usize), (130, 96, 300)] {
+            for tb in [false, true] {
+                let mut x = 0x2545_f491_4f6c_dd1du64;
+                let mut next = |scale: f32| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                };
+                let (a, b, bias): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+                    (0..m * k).map(|_| next(2.0)).collect(),
+                    (0..k * n).map(|_| next(2.0)).collect(),
+                    (0..n).map(|_| next(1.0)).collect(),
+                );
+                let ga = self.ctx.upload(&a).map_err(text)?;
+                let gb = self.ctx.upload_f16(&b).map_err(text)?;
+                let gbias = self.ctx.upload(&bias).map_err(text)?;
+                let d = MatDims { m, n, k };
+                let mut results = Vec::new();
+                for kernel in [GemmKernel::TensorCores, GemmKernel::F16] {
+                    let c = self.ctx.zeros(m * n).map_err(text)?;
+                    let mut enc = self.ctx.encoder();
+                    let epilogue = Some(Epilogue { bias: &gbias, act: Activation::Gelu });
+                    self.ctx.gemm(kernel, &mut enc, (&ga, false), (&gb, tb), &c, d, 0.0, epilogue).map_err(text)?;
+                    self.ctx.submit(enc);
+                    results.push(self.ctx.download(&c).map_err(text)?);
+                }
+                let scale = results[1].iter().fold(1e-3f32, |s, v| s.max(v.abs()));
+                let worst = results[0].iter().zip(&results[1]).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                if !(worst <= 1e-3 * scale) {
+                    return Err(format!(
+                        "{m}×{n}×{k}, B {}: largest difference {worst} (values up to {scale})",
+                        if tb { "N×K" } else { "K×N" }
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Submits what was recorded and waits until the device has done it (benchmarks time whole operations).

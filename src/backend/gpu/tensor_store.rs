@@ -4,13 +4,21 @@
 use super::recorder::{buf, Gpu, Resident};
 use super::GpuIdx;
 use crate::backend::ops::TensorStore;
-use crate::backend::{check_distinct, BackendKind, Indices, Tensor};
+use crate::backend::{check_distinct, BackendKind, DType, Indices, Tensor};
 use crate::error::{Error, Result};
 
 impl TensorStore for Gpu {
     fn tensor(&self, data: &[f32]) -> Result<Tensor> {
         let b = self.ctx().upload(data)?;
         Ok(Tensor::new(data.len(), self.resident(b)))
+    }
+
+    fn tensor_f16(&self, data: &[f32]) -> Result<Tensor> {
+        if !self.ctx().f16 {
+            return Err(Error::Gpu(format!("the adapter '{}' has no f16 shaders", self.adapter().name)));
+        }
+        let b = self.ctx().upload_f16(data)?;
+        Ok(Tensor::typed(data.len(), DType::F16, self.resident(b)))
     }
 
     fn zeros(&self, len: usize) -> Result<Tensor> {
@@ -25,7 +33,7 @@ impl TensorStore for Gpu {
 
     fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
         self.flush()?;
-        self.ctx().download(buf(t)?)
+        self.ctx().download(super::recorder::operand(t)?)
     }
 
     fn index_buffer(&self, capacity: usize) -> Result<Indices> {
