@@ -96,7 +96,7 @@ impl GpuContext {
         }
         let device_has = match kernel {
             GemmKernel::F16 => self.f16,
-            GemmKernel::TensorCores => self.tensor_cores.lock().map_or(false, |t| t.is_ok()),
+            GemmKernel::TensorCores => self.tensor_cores.lock().is_ok_and(|t| t.is_ok()),
             _ => true,
         };
         if !device_has {

@@ -178,7 +178,7 @@ impl Gpu {
                 }
                 let scale = results[1].iter().fold(1e-3f32, |s, v| s.max(v.abs()));
                 let worst = results[0].iter().zip(&results[1]).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-                if !(worst <= 1e-3 * scale) {
+                if worst.is_nan() || worst > 1e-3 * scale {
                     return Err(format!(
                         "{m}×{n}×{k}, B {}: largest difference {worst} (values up to {scale})",
                         if tb { "N×K" } else { "K×N" }
