@@ -2,8 +2,9 @@
 // dense layer's weights, stored once) and A in f32 (activations), each value of A rounded to f16 as it is read, so
 // the products' inputs are what a tensor-core kernel multiplies (f16 × f16, exact in f32) and every sum runs in f32.
 // The same layout, tiling and split-k as gemm.wgsl (4×4 of C per invocation, 16×16 invocations per 64×64 tile;
-// `reduce_splits` there adds the slices), the same epilogue. Needs the `SHADER_F16` feature; runs with wgpu's bounds
-// checks. The CPU twin is `cpu::matmul_f16_inputs`; the tensor-core kernel (gemm_coop.wgsl) computes the same.
+// `reduce_splits` there adds the slices), the same epilogue, and gemm.wgsl's clamped loads and guarded stores: like
+// it, it runs without injected bounds checks (see pipelines.rs). Needs the `SHADER_F16` feature. The CPU twin is
+// `cpu::matmul_f16_inputs`; the tensor-core kernel (gemm_coop.wgsl) computes the same.
 //
 // Bindings (group 0):
 //   0  uniform        GemmParams

@@ -167,6 +167,9 @@ enum Bench {
         /// Documents per peer batch.
         #[arg(long, default_value_t = 32)]
         peer_batch: usize,
+        /// embjob's `contextual.precision`.
+        #[arg(long, value_enum, default_value = "auto")]
+        precision: CliPrecision,
     },
     /// Cosine nearest neighbours of every item among seeded random vectors, on the CPU and hardware GPUs.
     Neighbors {
@@ -215,6 +218,25 @@ enum Bench {
         #[arg(long)]
         no_cpu: bool,
     },
+}
+
+/// `bench encode --precision` (the config's `contextual.precision` values).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CliPrecision {
+    /// f16 on tensor cores where the adapter has them, else f32.
+    Auto,
+    F32,
+    F16,
+}
+
+impl From<CliPrecision> for embjob::encoder::PrecisionChoice {
+    fn from(p: CliPrecision) -> embjob::encoder::PrecisionChoice {
+        match p {
+            CliPrecision::Auto => embjob::encoder::PrecisionChoice::Auto,
+            CliPrecision::F32 => embjob::encoder::PrecisionChoice::F32,
+            CliPrecision::F16 => embjob::encoder::PrecisionChoice::F16,
+        }
+    }
 }
 
 /// `--backend` (the config's `job.backend` values; the config layer knows nothing of clap).
@@ -415,6 +437,7 @@ fn bench(which: Bench) -> embjob::Result<()> {
             ort_peer,
             peer_device,
             peer_batch,
+            precision,
         } => {
             let opts = bench::EncodeBenchOptions {
                 model: bench::model_path(model),
@@ -427,6 +450,7 @@ fn bench(which: Bench) -> embjob::Result<()> {
                 ort_script: ort_peer,
                 peer_device,
                 peer_batch,
+                precision: precision.into(),
             };
             bench::encode(&opts, log).map(|ms| print!("{}", bench::encode_table(&ms)))
         }

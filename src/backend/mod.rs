@@ -26,6 +26,11 @@ pub trait Backend: LinalgOps + TensorStore + ModelOps + EncoderOps + Send + Sync
     /// Which backend this is (logs and run.json).
     fn kind(&self) -> BackendKind;
 
+    /// Whether products can take f16 weights here (the encoder's f16 path), and on what.
+    fn f16_support(&self) -> Result<F16Support> {
+        Ok(F16Support::None("the CPU backend computes in f32".into()))
+    }
+
     /// Kernel timings since the last call, where the backend records them (the GPU with `EMBJOB_GPU_PROFILE=1`).
     fn profile_report(&self) -> Option<String> {
         None
@@ -147,6 +152,17 @@ pub struct AttentionShape {
 
 /// Storage a backend keeps behind a handle: its own type, shared by the handle's clones, freed with the last one.
 type Storage = Arc<dyn Any + Send + Sync>;
+
+/// Whether a backend's products take f16 weights ([`ops::TensorStore::tensor_f16`]), and on what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum F16Support {
+    /// On tensor cores (the adapter's name).
+    TensorCores(String),
+    /// With f16 kernels but no tensor cores (why none).
+    Kernels(String),
+    /// Not at all (why not).
+    None(String),
+}
 
 /// How a tensor's values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

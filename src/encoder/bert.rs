@@ -9,6 +9,7 @@
 //! ```
 
 use super::folder::EncoderConfig;
+use super::params::Precision;
 use super::tokenize::Tokens;
 use super::weights::WeightsFile;
 use crate::backend::{
@@ -78,10 +79,21 @@ fn pad(batch: &[Tokens]) -> Padded {
 }
 
 impl<'b> Encoder<'b> {
-    /// Uploads the weights of `config`'s network from `weights`, each checked for its shape.
-    pub fn new(be: &'b dyn Backend, config: EncoderConfig, weights: &WeightsFile) -> Result<Encoder<'b>> {
+    /// Uploads the weights of `config`'s network from `weights`, each checked for its shape; with
+    /// [`Precision::F16`] the dense layers' weights are stored in f16 (their products take the f16 path).
+    pub fn new(
+        be: &'b dyn Backend,
+        config: EncoderConfig,
+        weights: &WeightsFile,
+        precision: Precision,
+    ) -> Result<Encoder<'b>> {
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let up = |name: &str, shape: &[usize]| -> Result<Tensor> { be.tensor(&weights.tensor(name, shape)?) };
+        let dense = |values: &[f32]| match precision {
+            Precision::F32 => be.tensor(values),
+            Precision::F16 => be.tensor_f16(values),
+        };
+        let up_dense = |name: &str, shape: &[usize]| -> Result<Tensor> { dense(&weights.tensor(name, shape)?) };
         let ln = |prefix: &str| -> Result<(Tensor, Tensor)> {
             Ok((up(&format!("{prefix}.LayerNorm.weight"), &[h])?, up(&format!("{prefix}.LayerNorm.bias"), &[h])?))
         };
@@ -94,14 +106,14 @@ impl<'b> Encoder<'b> {
                 b_qkv.extend(weights.tensor(&format!("{p}.attention.self.{part}.bias"), &[h])?);
             }
             layers.push(Layer {
-                w_qkv: be.tensor(&w_qkv)?,
+                w_qkv: dense(&w_qkv)?,
                 b_qkv: be.tensor(&b_qkv)?,
-                w_o: up(&format!("{p}.attention.output.dense.weight"), &[h, h])?,
+                w_o: up_dense(&format!("{p}.attention.output.dense.weight"), &[h, h])?,
                 b_o: up(&format!("{p}.attention.output.dense.bias"), &[h])?,
                 ln1: ln(&format!("{p}.attention.output"))?,
-                w_i: up(&format!("{p}.intermediate.dense.weight"), &[i, h])?,
+                w_i: up_dense(&format!("{p}.intermediate.dense.weight"), &[i, h])?,
                 b_i: up(&format!("{p}.intermediate.dense.bias"), &[i])?,
-                w_out: up(&format!("{p}.output.dense.weight"), &[h, i])?,
+                w_out: up_dense(&format!("{p}.output.dense.weight"), &[h, i])?,
                 b_out: up(&format!("{p}.output.dense.bias"), &[h])?,
                 ln2: ln(&format!("{p}.output"))?,
             });
@@ -118,11 +130,14 @@ impl<'b> Encoder<'b> {
         })
     }
 
-    /// Bytes of resident weights of a network.
-    pub fn weight_bytes(c: &EncoderConfig) -> usize {
+    /// Bytes of resident weights of a network (the dense layers' weights in f16 with [`Precision::F16`]).
+    pub fn weight_bytes(c: &EncoderConfig, precision: Precision) -> usize {
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        let per_layer = 3 * h * h + 3 * h + h * h + h + 2 * h + i * h + i + h * i + h + 2 * h;
-        4 * ((c.vocab_size + c.max_position_embeddings + c.type_vocab_size + 2) * h + c.layers * per_layer)
+        let dense = 3 * h * h + h * h + i * h + h * i;
+        let rest = 3 * h + h + 2 * h + i + h + 2 * h;
+        let dense_bytes = if precision == Precision::F16 { 2 } else { 4 };
+        4 * (c.vocab_size + c.max_position_embeddings + c.type_vocab_size + 2) * h
+            + c.layers * (dense_bytes * dense + 4 * rest)
     }
 
     /// Bytes of the workspace for `rows` token rows in batches of up to `batch` sequences.

@@ -14,7 +14,7 @@ mod weights;
 
 pub use bert::Encoder;
 pub use folder::{Architecture, EncoderConfig, ModelFolder};
-pub use params::{EncodeParams, WordsParams};
+pub use params::{EncodeParams, Precision, PrecisionChoice, WordsParams};
 pub use tokenize::{TextTokenizer, Tokens, Word};
 pub use weights::WeightsFile;
 
@@ -38,4 +38,28 @@ pub fn memory_plan(
             4,
         ),
     ]
+}
+
+/// `contextual.precision` against the backend: the precision the encoder's dense layers use and why. `f16` on a
+/// backend without f16 products is an error naming the key and the backend (exit 4).
+pub fn resolve_precision(
+    choice: PrecisionChoice,
+    be: &dyn crate::backend::Backend,
+) -> crate::error::Result<(Precision, String)> {
+    use crate::backend::F16Support;
+    let support = be.f16_support()?;
+    Ok(match (choice, support) {
+        (PrecisionChoice::F32, _) => (Precision::F32, "contextual.precision = \"f32\"".into()),
+        (PrecisionChoice::Auto, F16Support::TensorCores(on)) => (Precision::F16, format!("auto: tensor cores on {on}")),
+        (PrecisionChoice::Auto, F16Support::Kernels(why) | F16Support::None(why)) => {
+            (Precision::F32, format!("auto: f32, as {why}"))
+        }
+        (PrecisionChoice::F16, F16Support::TensorCores(on)) => (Precision::F16, format!("asked; tensor cores on {on}")),
+        (PrecisionChoice::F16, F16Support::Kernels(why)) => {
+            (Precision::F16, format!("asked; f16 kernels without tensor cores, as {why}"))
+        }
+        (PrecisionChoice::F16, F16Support::None(why)) => {
+            return Err(crate::error::Error::Gpu(format!("contextual.precision = \"f16\" cannot run here: {why}")))
+        }
+    })
 }

@@ -90,7 +90,8 @@ pub fn contextual_plan(c: &ContextualConfig, folder: ModelFolder) -> Result<Cont
         None => None,
         Some(choice) => Some(words_params(c, choice, folder.config.layers, &config_json)?),
     };
-    let encode = EncodeParams { pooling, normalize, max_tokens, truncate: c.truncate, batch_tokens };
+    let encode =
+        EncodeParams { pooling, normalize, max_tokens, truncate: c.truncate, batch_tokens, precision: c.precision };
     Ok(ContextualPlan { folder, encode, words, senses: None })
 }
 

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 // The enums the compute modules own (they take their own parameter types); the config reads them as written.
 pub use crate::backend::BackendChoice;
 pub use crate::data::input::Format;
+pub use crate::encoder::PrecisionChoice;
 pub use crate::recommend::network::{EmbeddingInit, Optimizer, Pooling};
 pub use crate::recommend::sampling::{Loss, Sampler};
 pub use crate::text::vectorizer::{DfBound, Weighting};
@@ -49,6 +50,10 @@ pub struct ContextualConfig {
     /// Padded tokens per batch; documents are batched by length, so padding stays small.
     #[serde(default = "default_batch_tokens")]
     pub batch_tokens: u64,
+    /// What the dense layers multiply in: `auto` (f16 on tensor cores where the adapter has them, else f32), `f32`,
+    /// or `f16` (a GPU with f16 shaders; an error elsewhere).
+    #[serde(default)]
+    pub precision: PrecisionChoice,
     /// Words whose vectors in context go to `token_embeddings.parquet`: a list (matched lowercased), or `"all"`.
     pub words: Option<WordsChoice>,
     /// With `words = "all"`: at most this many word occurrences are written.

@@ -4,7 +4,7 @@
 //! folders are errors naming the file and the key or tensor.
 
 use embjob::backend::{Backend, PoolMode};
-use embjob::encoder::{Encoder, ModelFolder, Tokens, WeightsFile};
+use embjob::encoder::{Encoder, ModelFolder, Precision, Tokens, WeightsFile};
 use safetensors::SafeTensors;
 
 use crate::support::*;
@@ -69,7 +69,7 @@ fn tiny_models_equal_transformers_on_every_backend(be: &dyn Backend) {
     for name in ["bert_gelu", "bert_gelu_new_odd_heads", "roberta"] {
         let (folder, weights, r) = load_tiny(name);
         let h = folder.config.hidden_size;
-        let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+        let mut enc = Encoder::new(be, folder.config.clone(), &weights, Precision::F32).expect("encoder");
         let got = enc.hidden_states(&r.tokens).expect("forward");
         let mut worst = 0f32;
         for (b, t) in r.tokens.iter().enumerate() {
@@ -85,12 +85,40 @@ fn tiny_models_equal_transformers_on_every_backend(be: &dyn Backend) {
     }
 }
 
+/// The tiny models in f16 on the GPU (where it has f16 shaders): every hidden state within the f16 path's rounding
+/// of transformers' f32 one (each token's vector at cosine ≥ 0.999).
+#[test]
+fn tiny_models_in_f16_stay_close_to_transformers_on_the_gpu() {
+    let Some(g) = gpu_backend() else { return };
+    if let embjob::backend::F16Support::None(why) = g.f16_support().expect("f16 support") {
+        skip_unless_required("EMBJOB_REQUIRE_F16", &why);
+        return;
+    }
+    for name in ["bert_gelu", "bert_gelu_new_odd_heads", "roberta"] {
+        let (folder, weights, r) = load_tiny(name);
+        let h = folder.config.hidden_size;
+        let mut enc = Encoder::new(g, folder.config.clone(), &weights, Precision::F16).expect("encoder");
+        let got = enc.hidden_states(&r.tokens).expect("forward");
+        let (mut worst_cos, mut worst_abs) = (1.0f64, 0f32);
+        for (b, t) in r.tokens.iter().enumerate() {
+            for tok in 0..t.ids.len() {
+                let at = (b * r.seq + tok) * h;
+                let (gv, wv) = (&got[at..at + h], &r.hidden[at..at + h]);
+                worst_cos = worst_cos.min(cosine(gv, wv));
+                worst_abs = gv.iter().zip(wv).fold(worst_abs, |m, (x, y)| m.max((x - y).abs()));
+            }
+        }
+        eprintln!("{name} in f16: lowest cosine {worst_cos:.6}, largest difference {worst_abs:.5}");
+        assert!(worst_cos >= 0.999, "{name} in f16: a hidden state at cosine {worst_cos}");
+    }
+}
+
 fn every_hidden_state_equals_transformers_output_hidden_states_on_every_backend(be: &dyn Backend) {
     for name in ["bert_gelu", "bert_gelu_new_odd_heads", "roberta"] {
         let (folder, weights, r) = load_tiny(name);
         let h = folder.config.hidden_size;
         assert_eq!(r.layers.len(), folder.config.layers + 1, "{name}: the fixture has every hidden state");
-        let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+        let mut enc = Encoder::new(be, folder.config.clone(), &weights, Precision::F32).expect("encoder");
         assert_eq!(enc.layer_count(), folder.config.layers);
         // Asked out of order and with a repeat: returned in the order asked.
         let mut asked: Vec<usize> = (0..=enc.layer_count()).rev().collect();
@@ -115,7 +143,7 @@ fn every_hidden_state_equals_transformers_output_hidden_states_on_every_backend(
 fn pooled_vectors_follow_the_hidden_states_and_batching_does_not_change_them(be: &dyn Backend) {
     let (folder, weights, r) = load_tiny("bert_gelu");
     let h = folder.config.hidden_size;
-    let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
+    let mut enc = Encoder::new(be, folder.config.clone(), &weights, Precision::F32).expect("encoder");
     let all = enc.embed(&r.tokens, PoolMode::Mean, true).expect("embed");
     for (b, t) in r.tokens.iter().enumerate() {
         // Mean over the real tokens of the reference hidden state, then unit length.
@@ -147,7 +175,7 @@ fn broken(edit: impl FnOnce(&std::path::Path)) -> String {
     let e = ModelFolder::open(dir.path())
         .and_then(|f| {
             let w = WeightsFile::open(&f.weights_file())?;
-            Encoder::new(&embjob::backend::Cpu, f.config, &w).map(|_| ())
+            Encoder::new(&embjob::backend::Cpu, f.config, &w, Precision::F32).map(|_| ())
         })
         .expect_err("a broken folder");
     assert_eq!(e.exit_code(), 3, "{e}");
@@ -203,6 +231,41 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 fn genuine_minilm_equals_sentence_transformers_on_the_lee_corpus(be: &dyn Backend) {
     let Some(dir) = genuine_model() else { return };
+    let cosines = genuine_cosines(be, &dir, Precision::F32, 30);
+    for (d, c) in &cosines {
+        assert!(*c >= 0.9999, "{:?}: document {d} has cosine {c} with the reference", be.kind());
+    }
+    let worst = cosines.iter().map(|c| c.1).fold(1.0, f64::min);
+    eprintln!("{:?}: {} documents, lowest cosine with sentence-transformers {worst:.7}", be.kind(), cosines.len());
+}
+
+/// The f16 path's contract, on the GPU wherever it has f16 shaders (lavapipe has; tensor cores where the adapter
+/// has them): cosine ≥ 0.999 with sentence-transformers in f32 for every document, ≥ 0.9999 on average.
+#[test]
+fn genuine_minilm_in_f16_keeps_its_contract_on_the_gpu() {
+    let Some(g) = gpu_backend() else { return };
+    let Some(dir) = genuine_model() else { return };
+    if let embjob::backend::F16Support::None(why) = g.f16_support().expect("f16 support") {
+        skip_unless_required("EMBJOB_REQUIRE_F16", &why);
+        return;
+    }
+    let cosines = genuine_cosines(g, &dir, Precision::F16, 60);
+    for (d, c) in &cosines {
+        assert!(*c >= 0.999, "f16: document {d} has cosine {c} with sentence-transformers in f32");
+    }
+    let mean = cosines.iter().map(|c| c.1).sum::<f64>() / cosines.len() as f64;
+    assert!(mean >= 0.9999, "f16: mean cosine {mean}");
+    eprintln!("f16 on the GPU: {} documents, mean cosine {mean:.7}", cosines.len());
+}
+
+/// Each Lee document's cosine with sentence-transformers' vector (the reference fixture), on `be` in `precision`:
+/// every document on the CPU, every `gpu_step`-th on the GPU (lavapipe multiplies at a few GFLOP/s).
+fn genuine_cosines(
+    be: &dyn Backend,
+    dir: &std::path::Path,
+    precision: Precision,
+    gpu_step: usize,
+) -> Vec<(usize, f64)> {
     let folder = ModelFolder::open(&dir).expect("folder");
     assert_eq!((folder.pooling, folder.normalize, folder.max_seq_length), (Some(PoolMode::Mean), true, Some(256)));
     let bytes = std::fs::read(fixture("minilm_lee_reference.safetensors")).expect("reference");
@@ -238,20 +301,18 @@ fn genuine_minilm_equals_sentence_transformers_on_the_lee_corpus(be: &dyn Backen
     // Every document on the CPU; on the GPU a sample (lavapipe multiplies at a few GFLOP/s).
     let docs: Vec<usize> = match be.kind() {
         embjob::backend::BackendKind::Cpu => (0..texts.len()).collect(),
-        embjob::backend::BackendKind::Gpu => (0..texts.len()).step_by(30).collect(),
+        embjob::backend::BackendKind::Gpu => (0..texts.len()).step_by(gpu_step).collect(),
     };
-    let mut enc = Encoder::new(be, folder.config.clone(), &weights).expect("encoder");
-    let mut worst = 1.0f64;
+    let mut enc = Encoder::new(be, folder.config.clone(), &weights, precision).expect("encoder");
+    let mut out = Vec::new();
     for chunk in docs.chunks(16) {
         let batch: Vec<Tokens> = chunk.iter().map(|&d| tokens[d].clone()).collect();
         let got = enc.embed(&batch, PoolMode::Mean, true).expect("embed");
         for (i, &d) in chunk.iter().enumerate() {
-            let c = cosine(&got[i * h..(i + 1) * h], &vectors[d * h..(d + 1) * h]);
-            worst = worst.min(c);
-            assert!(c >= 0.9999, "{:?}: document {d} has cosine {c} with the reference", be.kind());
+            out.push((d, cosine(&got[i * h..(i + 1) * h], &vectors[d * h..(d + 1) * h])));
         }
     }
-    eprintln!("{:?}: {} documents, lowest cosine with sentence-transformers {worst:.7}", be.kind(), docs.len());
+    out
 }
 
 /// A text job over `docs` (id, text) with `[contextual]` on a copy of the tiny BERT model.
@@ -284,6 +345,45 @@ fn vectors(job: &Job) -> (Vec<String>, Vec<f32>) {
     let arr = s.array().expect("fixed-size list");
     let values: Vec<f32> = arr.get_inner().f32().expect("f32").into_no_null_iter().collect();
     (rows, values)
+}
+
+#[test]
+fn contextual_precision_is_a_strict_key_resolved_against_the_backend_and_recorded() {
+    // auto on the CPU: f32, and run.json says why.
+    let job = contextual_job(&DOCS, "");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job.out().join("latest/run.json")).expect("run.json")).expect("json");
+    let details = &run["details"]["contextual"];
+    assert_eq!(details["precision"], "f32", "{details}");
+    assert!(
+        details["precision_reason"].as_str().is_some_and(|w| w.starts_with("auto") && w.contains("CPU")),
+        "{details}"
+    );
+    // f16 on the CPU: refused when the encoder is made, naming the key (exit 4; nothing of the run is kept).
+    let job = contextual_job(&DOCS, "precision = 'f16'");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("contextual.precision") && r.stderr.contains("CPU"), "{}", r.stderr);
+    job.assert_no_run();
+    // Not a precision: a config error with the key's path.
+    let job = contextual_job(&DOCS, "precision = 'f64'");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("contextual.precision"), "{}", r.stderr);
+    // f16 on the GPU where it has f16 shaders: the f16 path, recorded.
+    if let Some(g) = gpu_backend() {
+        if !matches!(g.f16_support().expect("f16 support"), embjob::backend::F16Support::None(_)) {
+            let job = contextual_job(&DOCS, "precision = 'f16'").edit_toml("backend='cpu'", "backend='gpu'");
+            let r = job.run(&[]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            let run: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(job.out().join("latest/run.json")).expect("run.json"))
+                    .expect("json");
+            assert_eq!(run["details"]["contextual"]["precision"], "f16");
+        }
+    }
 }
 
 #[test]
@@ -490,7 +590,7 @@ fn word_vectors_in_context_are_the_mean_of_their_pieces_at_every_layer_with_a_st
     assert_ne!(vector(2), vector(6), "orange after layer 2, d1 vs d2");
     // Each hidden-state row equals the encoder's own hidden state at that word's piece.
     let be = embjob::backend::Cpu::new();
-    let mut enc = Encoder::new(&be, folder.config.clone(), &weights).expect("encoder");
+    let mut enc = Encoder::new(&be, folder.config.clone(), &weights, Precision::F32).expect("encoder");
     let tok = embjob::encoder::TextTokenizer::open(&folder.tokenizer_file(), 24).expect("tokenizer");
     let (t, w) = tok.encode_words(DOCS[0].1).expect("tokens");
     assert_eq!(w[2].text, "orange");

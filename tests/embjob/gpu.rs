@@ -110,6 +110,7 @@ fn the_tensor_core_kernel_validates_into_spirv_with_cooperative_matrices() {
     }
     let spec = Kernel::GemmCoop.spec();
     assert!(spec.coop && spec.f16 && !spec.trusted, "the tensor-core kernel runs with bounds checks");
+    assert!(Kernel::GemmF16.spec().trusted, "gemm_f16 has gemm's clamped loads and guarded stores");
 }
 
 #[test]

@@ -118,7 +118,7 @@ kernels! {
     SampledXent => "sampled", "sampled_xent", SampledParams;
     AdamSelected => "optim", "adam_selected", SelParams;
     /// The f16 path's products without tensor cores (B in f16, A rounded to f16, sums in f32).
-    GemmF16 => "gemm_f16", "main", GemmParams, transposes, f16;
+    GemmF16 => "gemm_f16", "main", GemmParams, gemm, f16;
     /// The f16 path's products on tensor cores (cooperative matrices).
     GemmCoop => "gemm_coop", "main", GemmParams, transposes, coop;
 }

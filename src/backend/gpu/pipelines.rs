@@ -114,7 +114,8 @@ impl GpuContext {
         let src = self.kernel_source(kernel)?;
         let desc = wgpu::ShaderModuleDescriptor { label: Some(spec.file), source: wgpu::ShaderSource::Wgsl(src) };
         let module = if spec.trusted {
-            // SAFETY: only the GEMM kernels are trusted. They are the one hot loop, and wgpu's injected checks (a
+            // SAFETY: only the GEMM kernels are trusted (gemm, gemm_tiled, gemm_tiled128 and gemm_f16, whose loads
+            // and stores are gemm's with B read as f16; not gemm_coop). They are the one hot loop, and wgpu's injected checks (a
             // clamp on every load, a counter on every loop) cost them most of their speed. They cannot index out of
             // bounds: every row and column they read is clamped to m − 1 / n − 1 and k to its slice below p.k
             // (the tiled kernels guard their loads by row < m, col < n and k < k_end), every write is guarded by

@@ -13,7 +13,9 @@ use super::kernels::Kernel;
 use super::params::TickParams;
 use super::{GpuBuf, GpuContext, GpuIdx};
 use crate::backend::device::AdapterReport;
-use crate::backend::{check_distinct, Activation, AdamStep, Backend, BackendKind, Indices, MatDims, Tensor};
+use crate::backend::{
+    check_distinct, Activation, AdamStep, Backend, BackendKind, F16Support, Indices, MatDims, Tensor,
+};
 use crate::error::{Error, Result};
 use crate::linalg::dense::Matrix;
 use crate::linalg::sparse::Csr;
@@ -297,6 +299,17 @@ pub(super) fn f64_matrix(rows: usize, cols: usize, v: Vec<f32>) -> Result<Matrix
 impl Backend for Gpu {
     fn kind(&self) -> BackendKind {
         BackendKind::Gpu
+    }
+
+    fn f16_support(&self) -> Result<F16Support> {
+        let name = &self.ctx.adapter.name;
+        if !self.ctx.f16 {
+            return Ok(F16Support::None(format!("the adapter '{name}' has no f16 shaders")));
+        }
+        Ok(match self.tensor_cores()? {
+            Ok(()) => F16Support::TensorCores(format!("'{name}'")),
+            Err(why) => F16Support::Kernels(format!("{why} ('{name}')")),
+        })
     }
 
     fn profile_report(&self) -> Option<String> {

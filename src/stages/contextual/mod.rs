@@ -209,6 +209,8 @@ fn finish(
         "max_tokens": e.max_tokens,
         "batch_tokens": e.batch_tokens,
         "backend": ctx.backend.kind(),
+        "precision": model.precision().0,
+        "precision_reason": model.precision().1,
     });
     Ok(StageOutput { written, summary, details: Some(details), ..StageOutput::default() })
 }

@@ -2,16 +2,20 @@
 //! work, and one forward pass per batch.
 
 use super::windows::Window;
-use crate::encoder::{EncodeParams, Encoder, EncoderConfig, Tokens, WeightsFile, WordsParams};
+use crate::encoder::{
+    resolve_precision, EncodeParams, Encoder, EncoderConfig, Precision, Tokens, WeightsFile, WordsParams,
+};
 use crate::error::Result;
 use crate::plan::ContextualPlan;
 use crate::runtime::memory::{self, Item};
 use crate::stages::Context;
 
-/// The encoder, the encoding parameters and, for the static control, the word-piece embedding table.
+/// The encoder, the encoding parameters, the precision it runs in (and why) and, for the static control, the
+/// word-piece embedding table.
 pub struct Model<'b> {
     encoder: Encoder<'b>,
     params: EncodeParams,
+    precision: (Precision, String),
     static_table: Option<Vec<f32>>,
 }
 
@@ -26,13 +30,14 @@ impl<'b> Model<'b> {
         keep: bool,
     ) -> Result<Model<'b>> {
         let config = plan.folder.config.clone();
+        let precision = resolve_precision(plan.encode.precision, ctx.backend)?;
         let weights = WeightsFile::open(&plan.folder.weights_file())?;
         let h = config.hidden_size;
         let e = &plan.encode;
         // A batch holds at most batch_tokens padded tokens, or one document of up to max_tokens.
         let batch_rows = e.batch_tokens.max(e.max_tokens);
         let activations = Encoder::workspace_bytes(&config, batch_rows.next_power_of_two(), e.batch_tokens);
-        let weight_bytes = Encoder::weight_bytes(&config) as u64;
+        let weight_bytes = Encoder::weight_bytes(&config, precision.0) as u64;
         let mut mem =
             crate::encoder::memory_plan(weight_bytes, activations as u64, window_documents, h, ctx.report.used);
         let static_table = match words {
@@ -53,8 +58,8 @@ impl<'b> Model<'b> {
         }
         ctx.reporter.notice(&memory::describe("contextual", &mem));
         memory::check("contextual", &mem, ctx.plan.max_memory)?;
-        let encoder = Encoder::new(ctx.backend, config, &weights)?;
-        Ok(Model { encoder, params: e.clone(), static_table })
+        let encoder = Encoder::new(ctx.backend, config, &weights, precision.0)?;
+        Ok(Model { encoder, params: e.clone(), precision, static_table })
     }
 
     /// The vectors' width.
@@ -64,6 +69,11 @@ impl<'b> Model<'b> {
 
     pub fn config(&self) -> &EncoderConfig {
         &self.encoder.config
+    }
+
+    /// The precision the dense layers run in, and why (run.json).
+    pub fn precision(&self) -> &(Precision, String) {
+        &self.precision
     }
 
     pub fn batch_tokens(&self) -> usize {

@@ -38,6 +38,8 @@ pub struct EncodeBenchOptions {
     pub peer_device: String,
     /// Documents per batch for the peers (sentence-transformers' default is 32).
     pub peer_batch: usize,
+    /// embjob's `contextual.precision`.
+    pub precision: crate::encoder::PrecisionChoice,
 }
 
 /// One measured tool on one text set.
@@ -83,14 +85,18 @@ pub fn encode(opts: &EncodeBenchOptions, log: &mut dyn Write) -> Result<Vec<Enco
         words_limit: 1,
         layers: None,
         static_control: true,
+        precision: opts.precision,
     };
     let plan = crate::plan::contextual_plan(&cfg, crate::encoder::ModelFolder::open(&opts.model)?)?;
     let (be, report) = crate::backend::open(opts.backend)?;
     let _ = writeln!(log, "backend: {} ({})", report.used, report.reason);
-    let tool = format!("embjob ({})", report.adapter.as_ref().map_or("cpu".to_owned(), |a| a.name.clone()));
+    let (precision, why) = crate::encoder::resolve_precision(plan.encode.precision, be.as_ref())?;
+    let _ = writeln!(log, "precision: {precision:?} ({why})");
+    let adapter = report.adapter.as_ref().map_or("cpu".to_owned(), |a| a.name.clone());
+    let tool = format!("embjob ({adapter}, {})", format!("{precision:?}").to_lowercase());
     let tokenizer = TextTokenizer::open(&plan.folder.tokenizer_file(), plan.encode.max_tokens)?;
     let weights = WeightsFile::open(&plan.folder.weights_file())?;
-    let mut encoder = Encoder::new(be.as_ref(), plan.folder.config.clone(), &weights)?;
+    let mut encoder = Encoder::new(be.as_ref(), plan.folder.config.clone(), &weights, precision)?;
     drop(weights);
 
     let dir = super::tempfile_dir().ok_or_else(|| Error::Internal("no temporary folder".into()))?;
