@@ -519,7 +519,7 @@ fn bench_encode_measures_the_encoder_on_a_text_column_and_reports_a_table() {
     let r = embjob(&[&args[..], &["--repeats", "1", "--python", "none"]].concat(), &root);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let row =
-        r.stdout.lines().find(|l| l.starts_with("| lee | embjob (cpu)")).unwrap_or_else(|| panic!("{}", r.stdout));
+        r.stdout.lines().find(|l| l.starts_with("| lee | embjob (cpu, f32)")).unwrap_or_else(|| panic!("{}", r.stdout));
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     assert_eq!(cells[4], "300", "documents: {row}");
     let tokens: usize = cells[5].parse().expect("tokens");

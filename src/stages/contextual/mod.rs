@@ -41,6 +41,30 @@ struct Tally {
     windows: usize,
     /// Word occurrences selected (`words = "all"` stops at its limit).
     occurrences: usize,
+    /// Seconds the tokenizing thread worked, and seconds the encoder waited for it.
+    tokenize_seconds: f64,
+    waited_seconds: f64,
+}
+
+/// The windows of the corpus, tokenized one ahead into `tx` (until the receiver hangs up or a window fails); the
+/// seconds spent tokenizing.
+fn tokenize_ahead(mut windows: Windows<'_>, tx: std::sync::mpsc::SyncSender<Result<Window>>) -> f64 {
+    let mut busy = std::time::Duration::ZERO;
+    loop {
+        let t = Instant::now();
+        let next = windows.next_window();
+        busy += t.elapsed();
+        let done = !matches!(next, Ok(Some(_)));
+        let sent = match next {
+            Ok(Some(w)) => tx.send(Ok(w)),
+            Ok(None) => break,
+            Err(e) => tx.send(Err(e)),
+        };
+        if sent.is_err() || done {
+            break;
+        }
+    }
+    busy.as_secs_f64()
 }
 
 pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
@@ -55,7 +79,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let mut senses = plan.senses.as_ref().map(SenseCollector::open).transpose()?;
     let words = words::wanted(plan.words.as_ref(), senses.as_ref(), plan.folder.config.layers);
     let tokenizer = open_tokenizer(plan)?;
-    let mut windows = Windows::new(&tokenizer, corpus, &plan.encode, &ctx.plan.input.path, words.is_some());
+    let windows = Windows::new(&tokenizer, corpus, &plan.encode, &ctx.plan.input.path, words.is_some());
     // The document evaluation needs every document's vector at once: then they are kept, not only streamed.
     let keep = ctx.plan.documents.is_some();
     let mut model = Model::open(ctx, plan, words.as_ref(), (windows.max_documents(), corpus.texts.len()), keep)?;
@@ -63,20 +87,36 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     ctx.reporter.stage_started("contextual", Some(corpus.texts.len() as u64));
     let started = Instant::now();
     let mut tally = Tally::default();
-    while let Some(window) = windows.next_window()? {
-        let truncated = window.tokens.iter().filter(|t| t.truncated).count();
-        if tally.truncated == 0 && truncated > 0 {
-            ctx.reporter.notice(&format!(
-                "contextual: documents longer than {} tokens are truncated (counted in truncated_documents)",
-                plan.encode.max_tokens
-            ));
+    // The next window is tokenized on a thread of its own while this one encodes (a channel of one window): the
+    // tokenizer keeps ahead of the device instead of taking turns with it.
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Window>>(1);
+        let tokenizing = scope.spawn(move || tokenize_ahead(windows, tx));
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            let t = Instant::now();
+            let Ok(window) = rx.recv() else { break };
+            waited += t.elapsed();
+            let window = window?;
+            let truncated = window.tokens.iter().filter(|t| t.truncated).count();
+            if tally.truncated == 0 && truncated > 0 {
+                ctx.reporter.notice(&format!(
+                    "contextual: documents longer than {} tokens are truncated (counted in truncated_documents)",
+                    plan.encode.max_tokens
+                ));
+            }
+            tally.truncated += truncated;
+            let encoded =
+                encode_window(ctx, &mut model, &window, words.as_ref(), senses.as_mut(), corpus, &mut tally, started)?;
+            writing.write(&window, corpus, ctx.first_row, encoded)?;
+            tally.windows += 1;
         }
-        tally.truncated += truncated;
-        let encoded =
-            encode_window(ctx, &mut model, &window, words.as_ref(), senses.as_mut(), corpus, &mut tally, started)?;
-        writing.write(&window, corpus, ctx.first_row, encoded)?;
-        tally.windows += 1;
-    }
+        drop(rx);
+        tally.tokenize_seconds =
+            tokenizing.join().map_err(|_| Error::Internal("the tokenizing thread panicked".into()))?;
+        tally.waited_seconds = waited.as_secs_f64();
+        Ok(())
+    })?;
     let (written, kept) = writing.finish(ctx.reporter, words.as_ref(), tally.occurrences)?;
     if let Some(values) = kept {
         artifacts.doc_vectors.push(DocVectors { method: "contextual", dim: model.dim(), values });
@@ -211,6 +251,8 @@ fn finish(
         "backend": ctx.backend.kind(),
         "precision": model.precision().0,
         "precision_reason": model.precision().1,
+        "tokenize_seconds": tally.tokenize_seconds,
+        "waited_for_tokens_seconds": tally.waited_seconds,
     });
     Ok(StageOutput { written, summary, details: Some(details), ..StageOutput::default() })
 }
