@@ -115,6 +115,13 @@ enum Bench {
         /// Python with scikit-learn and scipy for the peer; "none" skips it.
         #[arg(long, default_value = "python3")]
         python: String,
+        /// Which backend fits embjob's PCA.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: CliBackend,
+        /// cuda adds torch.pca_lowrank on the GPU (same algorithm, oversampling and power iterations as embjob's
+        /// randomized solver) next to scikit-learn.
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        peer_device: String,
     },
     /// Training throughput of a pipeline's model (default: MovieLens, the peer's settings) next to the PyTorch peer.
     Train {
@@ -141,8 +148,9 @@ enum Bench {
         /// The model folder; default: $EMBJOB_MODEL_DIR, else models/all-MiniLM-L6-v2.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Text sets as NAME=PARQUET:COLUMN (repeatable); default: the Lee corpus (300 news documents) and the
-        /// 9,066 MovieLens titles from ../shared/data (Lee from pipelines/data when ../shared is absent).
+        /// Text sets as NAME=PARQUET:COLUMN, or NAME=PARQUET:COLUMN*N for the column N times over (repeatable);
+        /// default: the Lee corpus (300 news documents), on the GPU also the long set (Lee × 20, about 1.2 million
+        /// tokens), and the 9,066 MovieLens titles from ../shared/data (Lee from pipelines/data without ../shared).
         #[arg(long = "text")]
         texts: Vec<String>,
         /// Timed passes per tool and set, after one warm-up (the median is reported).
@@ -157,16 +165,19 @@ enum Bench {
         /// Python with sentence-transformers and onnxruntime for the peers; "none" skips them.
         #[arg(long, default_value = "python3")]
         python: String,
-        #[arg(long, default_value = "../shared/peers/ref_encode.py")]
+        #[arg(long, default_value = "scripts/peers/st_encode.py")]
         st_peer: PathBuf,
         #[arg(long, default_value = "scripts/peers/ort_encode.py")]
         ort_peer: PathBuf,
         /// Where the peers run.
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
         peer_device: String,
-        /// Documents per peer batch.
-        #[arg(long, default_value_t = 32)]
-        peer_batch: usize,
+        /// Documents per peer batch, each measured; default 32 on the CPU, 128,512 on CUDA.
+        #[arg(long, value_delimiter = ',')]
+        peer_batch: Vec<usize>,
+        /// sentence-transformers' precisions (f32, f16), each measured; default f32 on the CPU, f32,f16 on CUDA.
+        #[arg(long, value_delimiter = ',', value_parser = ["f32", "f16"])]
+        peer_precision: Vec<String>,
         /// embjob's `contextual.precision`.
         #[arg(long, value_enum, default_value = "auto")]
         precision: CliPrecision,
@@ -403,9 +414,15 @@ fn bench(which: Bench) -> embjob::Result<()> {
     let python = |p: String| (p != "none").then_some(p);
     let log = &mut std::io::stderr();
     match which {
-        Bench::Pca { repeats, lee, only, python: py } => {
-            let opts =
-                bench::PcaBenchOptions { repeats: repeats.max(1), lee: bench::lee_path(lee), only, python: python(py) };
+        Bench::Pca { repeats, lee, only, python: py, backend, peer_device } => {
+            let opts = bench::PcaBenchOptions {
+                repeats: repeats.max(1),
+                lee: bench::lee_path(lee),
+                only,
+                python: python(py),
+                backend: backend.into(),
+                peer_device,
+            };
             bench::pca(&opts, log).map(|ms| print!("{}", bench::table(&ms)))
         }
         Bench::Gemm { sizes, repeats, python: py, no_cpu } => {
@@ -437,11 +454,26 @@ fn bench(which: Bench) -> embjob::Result<()> {
             ort_peer,
             peer_device,
             peer_batch,
+            peer_precision,
             precision,
         } => {
+            let cuda = peer_device == "cuda";
+            let peer_batches = match (peer_batch.is_empty(), cuda) {
+                (false, _) => peer_batch,
+                (true, false) => vec![32],
+                (true, true) => vec![128, 512],
+            };
+            let peer_precisions = match (peer_precision.is_empty(), cuda) {
+                (true, false) => vec![bench::PeerPrecision::F32],
+                (true, true) => vec![bench::PeerPrecision::F32, bench::PeerPrecision::F16],
+                (false, _) => peer_precision
+                    .iter()
+                    .map(|p| if p == "f16" { bench::PeerPrecision::F16 } else { bench::PeerPrecision::F32 })
+                    .collect(),
+            };
             let opts = bench::EncodeBenchOptions {
                 model: bench::model_path(model),
-                sets: bench::text_sets(&texts)?,
+                sets: bench::text_sets(&texts, matches!(backend, CliBackend::Gpu))?,
                 repeats,
                 batch_tokens,
                 backend: backend.into(),
@@ -449,7 +481,8 @@ fn bench(which: Bench) -> embjob::Result<()> {
                 st_script: st_peer,
                 ort_script: ort_peer,
                 peer_device,
-                peer_batch,
+                peer_batches,
+                peer_precisions,
                 precision: precision.into(),
             };
             bench::encode(&opts, log).map(|ms| print!("{}", bench::encode_table(&ms)))

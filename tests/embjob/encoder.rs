@@ -527,9 +527,60 @@ fn bench_encode_measures_the_encoder_on_a_text_column_and_reports_a_table() {
     let rate: f64 = cells[8].parse().expect("tokens/s");
     assert!(rate > 0.0, "{row}");
     // A malformed --text is a usage error naming the flag.
-    let bad = embjob(&["bench", "encode", "--model", model.to_str().expect("utf-8"), "--text", "lee"], &root);
-    assert_ne!(bad.code, 0);
-    assert!(bad.stderr.contains("--text lee"), "{}", bad.stderr);
+    for wrong in ["lee", "lee=x.parquet:text*0", "lee=x.parquet:text*many"] {
+        let bad = embjob(&["bench", "encode", "--model", model.to_str().expect("utf-8"), "--text", wrong], &root);
+        assert_ne!(bad.code, 0);
+        assert!(bad.stderr.contains(&format!("--text {wrong}")), "{}", bad.stderr);
+    }
+}
+
+#[test]
+fn bench_encode_repeats_a_set_and_runs_every_peer_batch_and_precision() {
+    // A peer that speaks ref_encode.py's protocol and reports what it was asked: the command must run
+    // sentence-transformers at each batch in f32 and f16 (--half) and onnxruntime in f32 only, on the same copy.
+    let root = repo();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("peer.py");
+    std::fs::write(
+        &fake,
+        r#"import json, sys
+a = sys.argv[1:]
+half = "--half" in a
+print(json.dumps({"event": "env", "documents": 900, "tokens": 1000}))
+print(json.dumps({"event": "result", "impl": "peer " + ("f16" if half else "f32") + " b" + a[a.index("--batch") + 1],
+                  "median_s": 0.5, "times": [0.5]}))
+"#,
+    )
+    .expect("peer");
+    let model = tiny("bert_gelu");
+    let lee = root.join("pipelines/data/lee_docs.parquet");
+    let text = format!("lee3={}:text*3", lee.display());
+    let fake = fake.to_str().expect("utf-8");
+    let args = ["bench", "encode", "--model", model.to_str().expect("utf-8"), "--text", &text, "--repeats", "1"];
+    let peers = ["--python", "python3", "--st-peer", fake, "--ort-peer", fake, "--peer-batch", "16,64"];
+    let r = embjob(&[&args[..], &peers[..], &["--peer-precision", "f32,f16"]].concat(), &root);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let row = r.stdout.lines().find(|l| l.starts_with("| lee3 | embjob")).unwrap_or_else(|| panic!("{}", r.stdout));
+    assert_eq!(row.split('|').map(str::trim).nth(4), Some("900"), "three times 300 documents: {row}");
+    let tools: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("| lee3 | peer"))
+        .map(|l| l.split('|').nth(2).expect("tool").trim())
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "peer f32 b16 (cpu, batch 16)",
+            "peer f16 b16 (cpu, batch 16)",
+            "peer f32 b16 (cpu, batch 16)",
+            "peer f32 b64 (cpu, batch 64)",
+            "peer f16 b64 (cpu, batch 64)",
+            "peer f32 b64 (cpu, batch 64)"
+        ],
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

@@ -326,3 +326,36 @@ fn the_summary_says_how_many_components_reach_half_80_and_90_percent_of_the_vari
     let r = few.run_loud(&[]);
     assert!(r.stderr.contains("50 %: > 2"), "{}", r.stderr);
 }
+
+#[test]
+fn bench_pca_fits_on_the_gpu_backend_with_the_cpus_explained_variance() {
+    // `bench pca --backend gpu` runs the fit through the wgpu backend (the H200 device script's users × items step);
+    // here the Lee matrix on whatever adapter there is, its summed EVR equal to the CPU backend's per solver.
+    if gpu_backend().is_none() {
+        return;
+    }
+    let root = repo();
+    let lee = root.join("pipelines/data/lee_docs.parquet");
+    let evr = |backend: &str| -> Vec<(String, String, f64)> {
+        let args = ["bench", "pca", "--only", "lee", "--repeats", "1", "--python", "none", "--backend", backend];
+        let r = embjob(&[&args[..], &["--lee", lee.to_str().expect("utf-8")]].concat(), &root);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+            .lines()
+            .filter(|l| l.starts_with("| lee_docs"))
+            .map(|l| {
+                let c: Vec<&str> = l.split('|').map(str::trim).collect();
+                (c[2].to_owned(), c[3].to_owned(), c[6].parse().expect("evr"))
+            })
+            .collect()
+    };
+    let (cpu, gpu) = (evr("cpu"), evr("gpu"));
+    assert_eq!(cpu.len(), 2, "{cpu:?}");
+    assert_eq!(gpu.len(), 2, "{gpu:?}");
+    for ((ct, cs, ce), (gt, gs, ge)) in cpu.iter().zip(&gpu) {
+        assert_eq!(ct, "embjob (cpu)");
+        assert!(gt.starts_with("embjob (") && gt != "embjob (cpu)", "the GPU's adapter names the tool: {gt}");
+        assert_eq!(cs, gs, "the same solver on both backends");
+        assert!((ce - ge).abs() < 1e-5, "{cs}: summed EVR {ce} on the CPU, {ge} on the GPU");
+    }
+}

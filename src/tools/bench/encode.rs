@@ -21,6 +21,8 @@ pub struct TextSet {
     pub name: String,
     pub path: PathBuf,
     pub column: String,
+    /// The column's texts this many times over (the long set: Lee × 20, about 1.2 million tokens).
+    pub repeat: usize,
 }
 
 /// Options of `embjob bench encode`.
@@ -36,10 +38,19 @@ pub struct EncodeBenchOptions {
     pub st_script: PathBuf,
     pub ort_script: PathBuf,
     pub peer_device: String,
-    /// Documents per batch for the peers (sentence-transformers' default is 32).
-    pub peer_batch: usize,
+    /// Documents per batch for the peers, each measured (sentence-transformers' default is 32).
+    pub peer_batches: Vec<usize>,
+    /// sentence-transformers in f32 and/or f16 (`model.half()`); onnxruntime runs in f32 only.
+    pub peer_precisions: Vec<PeerPrecision>,
     /// embjob's `contextual.precision`.
     pub precision: crate::encoder::PrecisionChoice,
+}
+
+/// The precision a peer runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerPrecision {
+    F32,
+    F16,
 }
 
 /// One measured tool on one text set.
@@ -63,10 +74,11 @@ impl EncodeMeasurement {
 /// The set's non-null texts, also written to `dir/<index>.parquet` (column `text`) so that the peers read exactly
 /// the same documents.
 fn prepare(set: &TextSet, index: usize, dir: &Path, log: &mut dyn Write) -> Result<(Vec<String>, PathBuf)> {
-    let (texts, nulls) = crate::data::read_text_column(&set.path, Format::Parquet, &set.column)?;
+    let (once, nulls) = crate::data::read_text_column(&set.path, Format::Parquet, &set.column)?;
     if nulls > 0 {
         let _ = writeln!(log, "{}: {nulls} null values in '{}' skipped", set.name, set.column);
     }
+    let texts: Vec<String> = std::iter::repeat_n(once, set.repeat.max(1)).flatten().collect();
     let copy = dir.join(format!("{index}.parquet"));
     crate::data::write_parquet(&Table::new(vec![("text", ColumnData::Str(texts.clone()))]), &copy)?;
     Ok((texts, copy))
@@ -162,37 +174,66 @@ fn run_sets(
             runs: times.len(),
         });
         let Some(py) = &opts.python else { continue };
-        for (name, script) in [("sentence-transformers", &opts.st_script), ("onnxruntime", &opts.ort_script)] {
-            let _ = writeln!(log, "{name} ({}) {}: ...", opts.peer_device, set.name);
-            match peer(py, script, opts, set, &copy) {
-                Ok(mut m) => {
-                    m.tool = format!("{} ({}, batch {})", m.tool, opts.peer_device, opts.peer_batch);
-                    all.push(m);
-                }
-                Err(why) => {
-                    let _ = writeln!(log, "  (peer unavailable: {py} {}: {why})", script.display());
-                }
-            }
-        }
+        all.extend(run_peers(py, opts, set, &copy, log));
     }
     Ok(all)
 }
 
-/// Runs a peer script (the JSON-lines protocol of shared/peers/ref_encode.py) and reads its result line.
+/// Every peer run on one set: sentence-transformers at each batch size and precision, onnxruntime (f32) at each
+/// batch size. A peer that does not run is logged and left out.
+fn run_peers(
+    py: &str,
+    opts: &EncodeBenchOptions,
+    set: &TextSet,
+    copy: &Path,
+    log: &mut dyn Write,
+) -> Vec<EncodeMeasurement> {
+    let mut runs: Vec<(&str, &Path, usize, PeerPrecision)> = Vec::new();
+    for &batch in &opts.peer_batches {
+        for &precision in &opts.peer_precisions {
+            runs.push(("sentence-transformers", &opts.st_script, batch, precision));
+        }
+        if opts.peer_precisions.contains(&PeerPrecision::F32) {
+            runs.push(("onnxruntime", &opts.ort_script, batch, PeerPrecision::F32));
+        }
+    }
+    let mut all = Vec::new();
+    for (name, script, batch, precision) in runs {
+        let _ = writeln!(log, "{name} ({}, batch {batch}, {precision:?}) {}: ...", opts.peer_device, set.name);
+        match peer(py, script, opts, set, copy, batch, precision) {
+            Ok(mut m) => {
+                m.tool = format!("{} ({}, batch {batch})", m.tool, opts.peer_device);
+                all.push(m);
+            }
+            Err(why) => {
+                let _ = writeln!(log, "  (peer unavailable: {py} {}: {why})", script.display());
+            }
+        }
+    }
+    all
+}
+
+/// Runs a peer script (the JSON-lines protocol of shared/peers/ref_encode.py; `--half` for f16, which
+/// scripts/peers/st_encode.py takes) and reads its result line.
 fn peer(
     python: &str,
     script: &Path,
     opts: &EncodeBenchOptions,
     set: &TextSet,
     texts: &Path,
+    batch: usize,
+    precision: PeerPrecision,
 ) -> std::result::Result<EncodeMeasurement, String> {
-    let out = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .arg(script)
         .args(["--model", &opts.model.to_string_lossy(), "--parquet", &texts.to_string_lossy()])
-        .args(["--column", "text", "--batch", &opts.peer_batch.to_string()])
-        .args(["--repeats", &opts.repeats.max(1).to_string(), "--device", &opts.peer_device])
-        .output()
-        .map_err(|e| e.to_string())?;
+        .args(["--column", "text", "--batch", &batch.to_string()])
+        .args(["--repeats", &opts.repeats.max(1).to_string(), "--device", &opts.peer_device]);
+    if precision == PeerPrecision::F16 {
+        command.arg("--half");
+    }
+    let out = command.output().map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);

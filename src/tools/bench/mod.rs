@@ -17,7 +17,7 @@ mod catalogue;
 mod encode;
 
 pub use catalogue::{catalogue, catalogue_table, CatalogueBenchOptions, CatalogueMeasurement};
-pub use encode::{encode, encode_table, EncodeBenchOptions, EncodeMeasurement, TextSet};
+pub use encode::{encode, encode_table, EncodeBenchOptions, EncodeMeasurement, PeerPrecision, TextSet};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::backend::ops::*;
-use crate::backend::Cpu;
 use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::rng::SplitMix;
@@ -43,8 +42,13 @@ pub struct PcaBenchOptions {
     pub lee: PathBuf,
     /// Workloads to run by name (`lee` and the [`PCA_SHAPES`]); empty runs all.
     pub only: Vec<String>,
-    /// Python interpreter for the scikit-learn peer; `None` skips it.
+    /// Python interpreter for the peers; `None` skips them.
     pub python: Option<String>,
+    /// Which backend fits embjob's PCA.
+    pub backend: crate::plan::config::BackendChoice,
+    /// `cuda` adds `torch.pca_lowrank` on the GPU (the randomized solver's algorithm with embjob's oversampling and
+    /// power iterations) next to scikit-learn's arpack on the CPU.
+    pub peer_device: String,
 }
 
 /// A generated sparse workload: `docs` rows of `min_len..=max_len` tokens drawn from a Zipf(1.1) vocabulary of
@@ -118,7 +122,13 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn measure(workload: &str, x: &Csr, k: usize, solver: PcaSolver, repeats: usize) -> Result<Measurement> {
+fn measure(
+    be: &dyn crate::backend::Backend,
+    tool: &str,
+    (workload, x, k): (&str, &Csr, usize),
+    solver: PcaSolver,
+    repeats: usize,
+) -> Result<Measurement> {
     let plan = PcaPlan {
         n_components: ComponentsSpec::Count(k as u64),
         whiten: false,
@@ -137,14 +147,14 @@ fn measure(workload: &str, x: &Csr, k: usize, solver: PcaSolver, repeats: usize)
         reset_peak_rss();
         let before = crate::runtime::memory::peak_rss_mb();
         let t = Instant::now();
-        let r = pca::fit(&Cpu::new(), input, &plan, 0)?;
+        let r = pca::fit(be, input, &plan, 0)?;
         times.push(t.elapsed().as_secs_f64());
         peak = peak.max(crate::runtime::memory::peak_rss_mb() - before);
         evr_sum = r.explained_variance_ratio.iter().sum();
         solver_name = format!("{:?}", r.solver).to_lowercase();
     }
     Ok(Measurement {
-        tool: "embjob".into(),
+        tool: tool.into(),
         workload: workload.into(),
         solver: solver_name,
         median_s: median(&mut times),
@@ -182,6 +192,36 @@ print(json.dumps({"median_s": float(np.median(ts)), "peak_mb": peak, "peak_over_
                   "evr_sum": float(p.explained_variance_ratio_.sum())}))
 "#;
 
+/// The PyTorch peer on CUDA: `torch.pca_lowrank` (randomized range finder and SVD, the algorithm of embjob's
+/// randomized solver) with embjob's oversampling (q = k + 10) and power iterations (7), on the sparse matrix centred
+/// implicitly. Timed from the CSR arrays in host memory to the components back in host memory, as embjob's fit is.
+const PEER_TORCH: &str = r#"
+import json, sys, time
+import numpy as np, torch
+d, k, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+n, p = (int(v) for v in np.fromfile(d + "/shape", dtype=np.int64))
+values = torch.from_numpy(np.fromfile(d + "/data", dtype=np.float64).astype(np.float32))
+cols = torch.from_numpy(np.fromfile(d + "/indices", dtype=np.int32).astype(np.int64))
+indptr = np.fromfile(d + "/indptr", dtype=np.int64)
+rows = torch.from_numpy(np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)))
+def fit():
+    X = torch.sparse_coo_tensor(torch.stack([rows, cols]).cuda(), values.cuda(), (n, p)).coalesce()
+    U, S, V = torch.pca_lowrank(X, q=min(k + 10, n, p), center=True, niter=7)
+    return S[:k].cpu(), V[:, :k].cpu(), X
+torch.manual_seed(0)
+fit(); torch.cuda.synchronize()
+ts = []
+for _ in range(repeats):
+    torch.cuda.synchronize(); t = time.perf_counter()
+    S, V, X = fit()
+    torch.cuda.synchronize(); ts.append(time.perf_counter() - t)
+mean = torch.sparse.sum(X, dim=0).to_dense().double() / n
+total = (float((X.values().double() ** 2).sum()) - n * float((mean ** 2).sum())) / (n - 1)
+explained = S.double() ** 2 / (n - 1)
+print(json.dumps({"median_s": float(np.median(ts)), "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+                  "evr_sum": float(explained.sum() / total), "device": torch.cuda.get_device_name()}))
+"#;
+
 fn write_csr(x: &Csr, dir: &Path) -> Result<()> {
     let io = |e| Error::output(dir, "cannot write the benchmark matrix", e);
     let put = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).map_err(io);
@@ -192,11 +232,14 @@ fn write_csr(x: &Csr, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn peer(python: &str, workload: &str, x: &Csr, k: usize, repeats: usize, solver: &str) -> Option<Measurement> {
+/// A peer on one workload: scikit-learn's `solver` on the CPU, or `torch_pca_lowrank` on CUDA.
+fn peer(python: &str, (workload, x, k): (&str, &Csr, usize), repeats: usize, solver: &str) -> Option<Measurement> {
     let dir = tempfile_dir()?;
     write_csr(x, &dir).ok()?;
+    let (script, tool) =
+        if solver == "torch_pca_lowrank" { (PEER_TORCH, "PyTorch (cuda)") } else { (PEER, "scikit-learn") };
     let out = Command::new(python)
-        .args(["-c", PEER, dir.to_str()?, &k.to_string(), &repeats.to_string(), solver])
+        .args(["-c", script, dir.to_str()?, &k.to_string(), &repeats.to_string(), solver])
         .output()
         .ok()?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -205,11 +248,11 @@ fn peer(python: &str, workload: &str, x: &Csr, k: usize, repeats: usize, solver:
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     Some(Measurement {
-        tool: "scikit-learn".into(),
+        tool: tool.into(),
         workload: workload.into(),
-        solver: solver.into(),
+        solver: if solver == "torch_pca_lowrank" { "pca_lowrank q=k+10 niter=7".into() } else { solver.into() },
         median_s: v["median_s"].as_f64()?,
-        peak_mb: v["peak_over_load_mb"].as_f64()?,
+        peak_mb: v.get("peak_over_load_mb").unwrap_or(&v["peak_mb"]).as_f64()?,
         evr_sum: v["evr_sum"].as_f64()?,
     })
 }
@@ -256,20 +299,31 @@ pub fn pca(opts: &PcaBenchOptions, log: &mut dyn Write) -> Result<Vec<Measuremen
         let kind = if shape.binary { "binary" } else { "counts" };
         workloads.push((format!("{} {}×{} {kind} ({} nnz)", shape.name, x.rows, x.cols, x.nnz()), x, shape.k));
     }
+    let (be, report) = crate::backend::open(opts.backend)?;
+    let tool = match &report.adapter {
+        Some(a) if report.used == crate::backend::BackendKind::Gpu => format!("embjob ({})", a.name),
+        _ => "embjob (cpu)".to_owned(),
+    };
+    let _ = writeln!(log, "backend: {} ({})", report.used, report.reason);
+    let mut peers = vec!["arpack"];
+    if opts.peer_device == "cuda" {
+        peers.push("torch_pca_lowrank");
+    }
     let mut all = Vec::new();
     for (name, x, k) in &workloads {
         for solver in [PcaSolver::Randomized, PcaSolver::Auto] {
-            let _ = writeln!(log, "embjob       {name}: k = {k}, solver {solver:?} ...");
-            all.push(measure(name, x, *k, solver, opts.repeats)?);
+            let _ = writeln!(log, "{tool} {name}: k = {k}, solver {solver:?} ...");
+            all.push(measure(be.as_ref(), &tool, (name, x, *k), solver, opts.repeats)?);
         }
         // scikit-learn's PCA takes sparse input only with svd_solver="arpack" (its fastest there) or
-        // "covariance_eigh": arpack is the peer for every sparse workload.
-        if let Some(py) = &opts.python {
-            let _ = writeln!(log, "scikit-learn {name}: k = {k}, svd_solver=arpack ...");
-            match peer(py, name, x, *k, opts.repeats, "arpack") {
+        // "covariance_eigh": arpack is the CPU peer for every sparse workload.
+        let Some(py) = &opts.python else { continue };
+        for solver in &peers {
+            let _ = writeln!(log, "peer {name}: k = {k}, {solver} ...");
+            match peer(py, (name, x, *k), opts.repeats, solver) {
                 Some(m) => all.push(m),
                 None => {
-                    let _ = writeln!(log, "  (peer unavailable: {py} with scikit-learn and scipy did not run)");
+                    let _ = writeln!(log, "  (peer unavailable: {py} with {solver} did not run)");
                 }
             }
         }
@@ -283,11 +337,10 @@ pub fn table(ms: &[Measurement]) -> String {
         "| workload | tool | solver | median s | peak MB | summed EVR | peer time / embjob time |\n|---|---|---|---|---|---|---|\n",
     );
     for (i, m) in ms.iter().enumerate() {
-        // Each peer row follows the embjob row of the same workload.
-        let ratio = match (m.tool.as_str(), i.checked_sub(1).map(|j| &ms[j])) {
-            ("scikit-learn", Some(e)) if e.tool == "embjob" && e.workload == m.workload => {
-                format!("{:.2}×", m.median_s / e.median_s)
-            }
+        // Each peer row follows the embjob rows of its workload; the ratio is against the last of them (auto).
+        let ours = ms[..i].iter().rev().find(|e| e.tool.starts_with("embjob") && e.workload == m.workload);
+        let ratio = match ours {
+            Some(e) if !m.tool.starts_with("embjob") => format!("{:.2}×", m.median_s / e.median_s),
             _ => String::new(),
         };
         s.push_str(&format!(
@@ -648,9 +701,10 @@ pub fn model_path(given: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("models/all-MiniLM-L6-v2"))
 }
 
-/// `bench encode --text NAME=PARQUET:COLUMN`, or the default sets: the Lee corpus (../shared/data, else
-/// pipelines/data) and, where ../shared has them, the MovieLens titles.
-pub fn text_sets(texts: &[String]) -> Result<Vec<TextSet>> {
+/// `bench encode --text NAME=PARQUET:COLUMN[*N]` (the column's texts N times over), or the default sets: the Lee
+/// corpus (../shared/data, else pipelines/data), with `long` the long set (Lee × 20, 6,000 documents, about 1.2
+/// million tokens), and, where ../shared has them, the MovieLens titles.
+pub fn text_sets(texts: &[String], long: bool) -> Result<Vec<TextSet>> {
     if texts.is_empty() {
         let shared = PathBuf::from("../shared/data");
         let lee = if shared.join("lee_docs.parquet").exists() {
@@ -658,23 +712,34 @@ pub fn text_sets(texts: &[String]) -> Result<Vec<TextSet>> {
         } else {
             PathBuf::from("pipelines/data/lee_docs.parquet")
         };
-        let mut sets = vec![TextSet { name: "lee (news)".into(), path: lee, column: "text".into() }];
+        let mut sets = vec![TextSet { name: "lee (news)".into(), path: lee.clone(), column: "text".into(), repeat: 1 }];
+        if long {
+            sets.push(TextSet { name: "lee × 20 (long)".into(), path: lee, column: "text".into(), repeat: 20 });
+        }
         if shared.join("movielens_movies.parquet").exists() {
             sets.push(TextSet {
                 name: "movielens titles".into(),
                 path: shared.join("movielens_movies.parquet"),
                 column: "title".into(),
+                repeat: 1,
             });
         }
         return Ok(sets);
     }
-    texts
-        .iter()
-        .map(|t| {
-            let bad = || Error::Stage { stage: "bench", message: format!("--text {t}: expected NAME=PARQUET:COLUMN") };
-            let (name, rest) = t.split_once('=').ok_or_else(bad)?;
-            let (path, column) = rest.rsplit_once(':').ok_or_else(bad)?;
-            Ok(TextSet { name: name.into(), path: path.into(), column: column.into() })
-        })
-        .collect()
+    texts.iter().map(|t| text_set(t)).collect()
+}
+
+/// One `--text NAME=PARQUET:COLUMN[*N]`.
+fn text_set(t: &str) -> Result<TextSet> {
+    let bad = || Error::Stage { stage: "bench", message: format!("--text {t}: expected NAME=PARQUET:COLUMN[*N]") };
+    let (name, rest) = t.split_once('=').ok_or_else(bad)?;
+    let (path, column) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let (column, repeat) = match column.rsplit_once('*') {
+        Some((column, n)) => (column, n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(bad)?),
+        None => (column, 1),
+    };
+    if name.is_empty() || path.is_empty() || column.is_empty() {
+        return Err(bad());
+    }
+    Ok(TextSet { name: name.into(), path: path.into(), column: column.into(), repeat })
 }
