@@ -15,7 +15,15 @@ save_file({k: v.float().contiguous() for k, v in t.items()}, "/tmp/minilm/model.
 PY
 nvidia-smi -L; python3 -c 'import torch, sentence_transformers as s; print("torch", torch.__version__, "st", s.__version__)'
 step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"; echo "== $name rc ${PIPESTATUS[0]}"; }
-STEPS=${STEPS:-parity encode train catalogue profile neighbors}
+# Issue 26's comparison is the default (encode, parity16, pca, profile: about 6 minutes on an H200); the earlier
+# stops' steps (parity train catalogue neighbors) run when named, e.g. STEPS="parity train".
+STEPS=${STEPS:-encode parity16 pca profile}
+LEE=pipelines/data/lee_docs.parquet
+SETS=(--text "lee=$LEE:text" --text "long=$LEE:text*20" --text "titles=.gpu/movielens_movies.parquet:title")
+# The news job on the genuine model, its precision set by the first argument, its output in the second.
+news() { sed -e 's#"data/#"../pipelines/data/#' -e 's#^model = .*#model = "/tmp/minilm"#' \
+  -e "s#^batch_tokens = .*#batch_tokens = 8192\nprecision = \"$1\"#" pipelines/news.toml >".gpu/news_$1.toml"
+  step "news_$1_$(basename "$2")" 120 $E run ".gpu/news_$1.toml" --backend gpu --output "$2"; }
 for s in $STEPS; do case $s in
 parity)
   # The food job on both backends: per-epoch losses and the evaluation side by side (GPU within tolerance of CPU).
@@ -32,12 +40,28 @@ print("max |cpu - gpu| over", len(j), "metrics:", j["diff"].max())
 PY
   ;;
 encode)
-  step encode 200 $E bench encode --model /tmp/minilm --backend gpu --peer-device cuda --st-peer .gpu/ref_encode.py \
-    --ort-peer /nonexistent --repeats 3 --text "lee=pipelines/data/lee_docs.parquet:text" \
-    --text "titles=.gpu/movielens_movies.parquet:title"
-  step encode_big 120 $E bench encode --model /tmp/minilm --backend gpu --batch-tokens 65536 --peer-device cuda \
-    --peer-batch 256 --st-peer .gpu/ref_encode.py --ort-peer /nonexistent --repeats 3 \
-    --text "lee=pipelines/data/lee_docs.parquet:text" --text "titles=.gpu/movielens_movies.parquet:title" ;;
+  # Every tool on the same texts, tokenizing included: embjob f32 and f16 (tensor cores where the adapter has
+  # cooperative matrices; run.json and the log say which ran) at 8,192- and 65,536-token batches, then
+  # sentence-transformers f32 and f16 at batch 128 and 512 (the peers run once, with the first command).
+  step encode_f32 240 $E bench encode --model /tmp/minilm --backend gpu --precision f32 --peer-device cuda \
+    --ort-peer /nonexistent --repeats 3 "${SETS[@]}"
+  step encode_f16 90 $E bench encode --model /tmp/minilm --backend gpu --precision f16 --python none --repeats 3 "${SETS[@]}"
+  step encode_f32_65k 90 $E bench encode --model /tmp/minilm --backend gpu --precision f32 --batch-tokens 65536 \
+    --python none --repeats 3 "${SETS[@]}"
+  step encode_f16_65k 90 $E bench encode --model /tmp/minilm --backend gpu --precision f16 --batch-tokens 65536 \
+    --python none --repeats 3 "${SETS[@]}" ;;
+parity16)
+  # The f16 contract on the genuine model (its f16-carried weights widened): sentence-transformers f32 as the
+  # reference, embjob f32 and f16 (twice, for bit-identical reruns) through the news job.
+  step st32 120 python3 scripts/peers/st_encode.py --model /tmp/minilm --parquet $LEE --device cuda --repeats 1 \
+    --out /tmp/st32.parquet
+  news f32 /tmp/news32; news f16 /tmp/news16; news f16 /tmp/news16b
+  step f16_parity 60 python3 scripts/device/f16_parity.py /tmp/st32.parquet /tmp/news32/latest /tmp/news16/latest \
+    /tmp/news16b/latest ;;
+pca)
+  # The one GPU stage never measured on hardware: PCA through the wgpu backend on the users × items shape (and
+  # Lee), next to scikit-learn's arpack (CPU) and torch.pca_lowrank (CUDA) on the same matrices.
+  step pca 240 $E bench pca --backend gpu --peer-device cuda --only users --only lee --repeats 3 ;;
 train)
   for c in ml_256 ml_4096 food_256 food_4096; do
     step "train_$c" 90 $E bench train --config .gpu/$c.toml --backend gpu --peer-device cuda --peer .gpu/ref_recommender.py --repeats 3
@@ -52,10 +76,12 @@ catalogue)
   done ;;
 profile)
   step profile_train 60 env EMBJOB_GPU_PROFILE=1 $E bench train --config .gpu/ml_256.toml --backend gpu --python none --repeats 1
-  step profile_encode 60 env EMBJOB_GPU_PROFILE=1 $E bench encode --model /tmp/minilm --backend gpu --python none --repeats 1 \
-    --text "lee=pipelines/data/lee_docs.parquet:text" ;;
+  for p in f32 f16; do
+    step "profile_encode_$p" 60 env EMBJOB_GPU_PROFILE=1 $E bench encode --model /tmp/minilm --backend gpu --python none \
+      --repeats 1 --precision $p --text "lee=$LEE:text"
+  done ;;
 neighbors)
   # The cosine top-10 of 200,000 items on the host's cores and on the GPU's TopK kernel (equal lists counted).
   step neighbors 240 $E bench neighbors --items 200000 --repeats 1 ;;
 esac; done
-echo "== summary"; for f in "$OUT"/*.log; do echo "-- $f"; grep '^|' "$f"; done
+echo "== summary"; for f in "$OUT"/*.log; do echo "-- $f"; grep -E '^\||^(PASS|FAIL)|precision:' "$f"; done

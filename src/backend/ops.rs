@@ -8,7 +8,7 @@ use super::{
     MatDims, OutputGrads, OutputLayer, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor,
     TokenRows,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::linalg::dense::Matrix;
 use crate::linalg::sparse::Csr;
 
@@ -56,6 +56,12 @@ pub trait LinalgOps {
     fn release_scratch(&self) {}
 }
 
+/// A read-back under way ([`TensorStore::start_read`]): the values themselves, or the device's state of the copy.
+pub enum PendingRead {
+    Done(Vec<f32>),
+    Device(Box<dyn std::any::Any + Send>),
+}
+
 /// Resident tensors (f32 values, u32 indices) for training and encoding: created once, reused every step, freed
 /// when their last handle is dropped.
 pub trait TensorStore {
@@ -80,6 +86,26 @@ pub trait TensorStore {
 
     /// Copies a tensor back to the host.
     fn read(&self, t: &Tensor) -> Result<Vec<f32>>;
+
+    /// Starts copying the first `len` values of a tensor back to the host and returns without waiting: what is
+    /// recorded afterwards (the next batch) may run on the device before [`Self::finish_read`] waits for the values,
+    /// which are the tensor's as of this call. By default (the CPU) the values are read at once.
+    fn start_read(&self, t: &Tensor, len: usize) -> Result<PendingRead> {
+        let mut v = self.read(t)?;
+        if len > v.len() {
+            return Err(Error::Internal(format!("a read of {len} values from a tensor of {}", v.len())));
+        }
+        v.truncate(len);
+        Ok(PendingRead::Done(v))
+    }
+
+    /// The values of a read started by [`Self::start_read`] on this backend.
+    fn finish_read(&self, pending: PendingRead) -> Result<Vec<f32>> {
+        match pending {
+            PendingRead::Done(v) => Ok(v),
+            PendingRead::Device(_) => Err(Error::Internal("a read-back started on another backend".into())),
+        }
+    }
 
     /// A new index buffer with room for `capacity` u32 values (none used yet).
     fn index_buffer(&self, capacity: usize) -> Result<Indices>;

@@ -47,6 +47,12 @@ struct Workspace {
     pooled: Tensor,
 }
 
+/// A batch under way ([`Encoder::embed_start`]): its pooled vectors on their way back, and its padded length.
+pub struct PendingVectors {
+    read: crate::backend::ops::PendingRead,
+    seq: usize,
+}
+
 /// An encoder resident on a backend.
 pub struct Encoder<'b> {
     be: &'b dyn Backend,
@@ -276,6 +282,25 @@ impl<'b> Encoder<'b> {
     /// One vector per sequence (batch × hidden): pooled over its real tokens, scaled to unit length when asked.
     pub fn embed(&mut self, batch: &[Tokens], mode: PoolMode, normalize: bool) -> Result<Vec<f32>> {
         self.embed_keeping(batch, mode, normalize, &[]).map(|(v, _, _)| v)
+    }
+
+    /// [`Self::embed`] in two halves: the pass recorded and submitted and the read-back of its pooled vectors
+    /// started; [`Self::embed_finish`] waits for them. The next batch can be started in between, so the device
+    /// encodes it while the host takes this one's vectors (the same values as [`Self::embed`]).
+    pub fn embed_start(&mut self, batch: &[Tokens], mode: PoolMode, normalize: bool) -> Result<PendingVectors> {
+        let seq = self.forward(batch)?;
+        let h = self.config.hidden_size;
+        let w = self.work.as_ref().ok_or_else(|| Error::Internal("no encoder workspace".into()))?;
+        self.be.pool(&w.x, &w.lens, SeqShape { batch: batch.len(), seq, cols: h }, mode, &w.pooled)?;
+        if normalize {
+            self.be.l2_normalize(&w.pooled, batch.len(), h)?;
+        }
+        Ok(PendingVectors { read: self.be.start_read(&w.pooled, batch.len() * h)?, seq })
+    }
+
+    /// The pooled vectors (batch × hidden) and the padded length of a batch started by [`Self::embed_start`].
+    pub fn embed_finish(&self, pending: PendingVectors) -> Result<(Vec<f32>, usize)> {
+        Ok((self.be.finish_read(pending.read)?, pending.seq))
     }
 
     /// [`Self::embed`] and [`Self::layer_states`] from one forward pass: the pooled vectors, the padded length and

@@ -12,7 +12,7 @@ mod params;
 mod tokenize;
 mod weights;
 
-pub use bert::Encoder;
+pub use bert::{Encoder, PendingVectors};
 pub use folder::{Architecture, EncoderConfig, ModelFolder};
 pub use params::{EncodeParams, Precision, PrecisionChoice, WordsParams};
 pub use tokenize::{TextTokenizer, Tokens, Word};

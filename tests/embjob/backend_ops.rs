@@ -30,6 +30,7 @@ on_each_backend!(
     encoder_operations,
     attention_over_long_sequences_and_wide_heads,
     sampled_softmax_operations,
+    reads_started_early_hold_the_values_of_their_start,
 );
 
 pub fn random(seed: u64, n: usize, scale: f64) -> Vec<f32> {
@@ -401,6 +402,28 @@ fn cosine_neighbours(be: &dyn Backend) {
             assert!(!idx[r * k..(r + 1) * k].contains(&(r as u32)), "row {r} lists itself");
             assert!(sim[r * k..(r + 1) * k].windows(2).all(|w| w[0] >= w[1]), "row {r} not in descending order");
         }
+    }
+}
+
+fn reads_started_early_hold_the_values_of_their_start(be: &dyn Backend) {
+    // A read started, then more work on the same tensor (an overwrite, a product into it), then the read taken:
+    // it holds the tensor as it was at the start, truncated to the length asked for; f16 tensors read back too.
+    let before = random(61, 48, 1.0);
+    let t = tensor(be, &before);
+    let first = be.start_read(&t, 40).expect("start");
+    be.write(&t, &random(62, 48, 1.0)).expect("overwrite");
+    let (a, b) = (tensor(be, &random(63, 4 * 3, 1.0)), tensor(be, &random(64, 3 * 12, 1.0)));
+    be.matmul(&a, false, &b, false, &t, MatDims { m: 4, k: 3, n: 12 }, 0.0).expect("product");
+    let second = be.start_read(&t, 48).expect("start again");
+    assert_eq!(be.finish_read(first).expect("finish"), before[..40].to_vec());
+    let now = be.read(&t).expect("read");
+    assert_eq!(be.finish_read(second).expect("finish again"), now, "the product's result");
+    assert!(be.start_read(&t, 49).is_err(), "a read past the tensor's end");
+    if !matches!(be.f16_support().expect("f16 support"), embjob::backend::F16Support::None(_)) {
+        let h = be.tensor_f16(&before).expect("f16");
+        let v = be.finish_read(be.start_read(&h, 5).expect("start f16")).expect("finish f16");
+        let want: Vec<f32> = before[..5].iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+        assert_eq!(v, want);
     }
 }
 

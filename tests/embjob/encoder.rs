@@ -163,6 +163,17 @@ fn pooled_vectors_follow_the_hidden_states_and_batching_does_not_change_them(be:
             assert!((alone[c] - all[b * h + c]).abs() < 1e-5, "{:?} doc {b}: batch changed it", be.kind());
         }
     }
+    // In flight: each document started before the previous one is taken (the stage's order), the same bits as
+    // embedding each on its own, although every later pass reuses the workspace the earlier read comes from.
+    let mut pending = Vec::new();
+    for t in &r.tokens {
+        pending.push(enc.embed_start(std::slice::from_ref(t), PoolMode::Mean, true).expect("start"));
+    }
+    for (t, p) in r.tokens.iter().zip(pending) {
+        let (v, seq) = enc.embed_finish(p).expect("finish");
+        assert_eq!(seq, t.ids.len(), "the padded length of a batch of one");
+        assert_eq!(v, enc.embed(std::slice::from_ref(t), PoolMode::Mean, true).expect("embed one"), "{:?}", be.kind());
+    }
 }
 
 /// A copy of a tiny model folder with `edit` applied, and the error opening and loading it gives.
@@ -266,7 +277,7 @@ fn genuine_cosines(
     precision: Precision,
     gpu_step: usize,
 ) -> Vec<(usize, f64)> {
-    let folder = ModelFolder::open(&dir).expect("folder");
+    let folder = ModelFolder::open(dir).expect("folder");
     assert_eq!((folder.pooling, folder.normalize, folder.max_seq_length), (Some(PoolMode::Mean), true, Some(256)));
     let bytes = std::fs::read(fixture("minilm_lee_reference.safetensors")).expect("reference");
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");

@@ -8,6 +8,18 @@ use wgpu::util::DeviceExt;
 use super::GpuContext;
 use crate::error::{Error, Result};
 
+/// A read-back under way: the staging buffer, the submission that fills it and the mapping's answer.
+pub(super) struct Download {
+    staging: wgpu::Buffer,
+    submitted: wgpu::SubmissionIndex,
+    mapped: mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    /// 4-byte words copied.
+    words: usize,
+    /// Values wanted (halfs when `half`).
+    values: usize,
+    half: bool,
+}
+
 /// An f32 buffer on the device. Its fields are private: its length is what the host checks shapes against before
 /// dispatching a kernel that runs without bounds checks (the GEMMs), so only this file sets it, from the buffer it
 /// allocates.
@@ -115,22 +127,41 @@ impl GpuContext {
 
     /// Copies a buffer back to the host (waits for the queue).
     pub(super) fn download(&self, b: &GpuBuf) -> Result<Vec<f32>> {
-        if b.half {
-            let bytes = self.read_bytes(&b.buf, b.len.div_ceil(2))?;
-            let halves: &[half::f16] = bytemuck::cast_slice(&bytes);
-            return Ok(halves[..b.len].iter().map(|h| h.to_f32()).collect());
+        self.finish_download(self.start_download(b, b.len)?)
+    }
+
+    /// Starts copying the first `len` values of `b` back: the copy is submitted and the staging buffer's mapping
+    /// asked for; [`Self::finish_download`] waits for that submission only, so work submitted since keeps running.
+    pub(super) fn start_download(&self, b: &GpuBuf, len: usize) -> Result<Download> {
+        if len > b.len {
+            return Err(Error::Internal(format!("gpu: a read of {len} values from a buffer of {}", b.len)));
         }
-        Ok(bytemuck::cast_slice::<u8, f32>(&self.read_bytes(&b.buf, b.len)?).to_vec())
+        let words = if b.half { len.div_ceil(2) } else { len };
+        let mut d = self.start_bytes(&b.buf, words)?;
+        (d.values, d.half) = (len, b.half);
+        Ok(d)
+    }
+
+    /// The values of a download started by [`Self::start_download`].
+    pub(super) fn finish_download(&self, d: Download) -> Result<Vec<f32>> {
+        let (values, half) = (d.values, d.half);
+        let bytes = self.finish_bytes(d)?;
+        if half {
+            let halves: &[half::f16] = bytemuck::cast_slice(&bytes);
+            return Ok(halves[..values].iter().map(|h| h.to_f32()).collect());
+        }
+        Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
     }
 
     /// Copies an index buffer back to the host.
     pub(super) fn download_idx(&self, b: &GpuIdx) -> Result<Vec<u32>> {
-        Ok(bytemuck::cast_slice::<u8, u32>(&self.read_bytes(&b.buf, b.len)?).to_vec())
+        let d = self.start_bytes(&b.buf, b.len)?;
+        Ok(bytemuck::cast_slice::<u8, u32>(&self.finish_bytes(d)?).to_vec())
     }
 
-    /// The first `len` 4-byte values of `buf`.
-    fn read_bytes(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<u8>> {
-        let size = (len.max(1) * 4) as u64;
+    /// Submits a copy of the first `words` 4-byte values of `buf` into a staging buffer and asks for its mapping.
+    fn start_bytes(&self, buf: &wgpu::Buffer, words: usize) -> Result<Download> {
+        let size = (words.max(1) * 4) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
@@ -139,21 +170,27 @@ impl GpuContext {
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        let (tx, rx) = mpsc::channel();
+        let submitted = self.queue.submit([enc.finish()]);
+        let (tx, mapped) = mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
+        Ok(Download { staging, submitted, mapped, words, values: words, half: false })
+    }
+
+    /// Waits for the download's own submission, then copies the mapped bytes out.
+    fn finish_bytes(&self, d: Download) -> Result<Vec<u8>> {
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .poll(wgpu::PollType::Wait { submission_index: Some(d.submitted), timeout: None })
             .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
-        rx.recv()
+        d.mapped
+            .recv()
             .map_err(|_| Error::Gpu("readback callback dropped".into()))?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading back: {e:?}")))?;
-        let out = view[..len * 4].to_vec();
+        let view = d.staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading back: {e:?}")))?;
+        let out = view[..d.words * 4].to_vec();
         drop(view);
-        staging.unmap();
+        d.staging.unmap();
         Ok(out)
     }
 

@@ -3,7 +3,7 @@
 
 use super::recorder::{buf, Gpu, Resident};
 use super::GpuIdx;
-use crate::backend::ops::TensorStore;
+use crate::backend::ops::{PendingRead, TensorStore};
 use crate::backend::{check_distinct, BackendKind, DType, Indices, Tensor};
 use crate::error::{Error, Result};
 
@@ -34,6 +34,24 @@ impl TensorStore for Gpu {
     fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
         self.flush()?;
         self.ctx().download(super::recorder::operand(t)?)
+    }
+
+    fn start_read(&self, t: &Tensor, len: usize) -> Result<PendingRead> {
+        self.flush()?;
+        let download = self.ctx().start_download(super::recorder::operand(t)?, len)?;
+        Ok(PendingRead::Device(Box::new(download)))
+    }
+
+    fn finish_read(&self, pending: PendingRead) -> Result<Vec<f32>> {
+        match pending {
+            PendingRead::Done(v) => Ok(v),
+            PendingRead::Device(state) => {
+                let download = state
+                    .downcast::<super::buffers::Download>()
+                    .map_err(|_| Error::Internal("a read-back started on another backend".into()))?;
+                self.ctx().finish_download(*download)
+            }
+        }
     }
 
     fn index_buffer(&self, capacity: usize) -> Result<Indices> {

@@ -145,7 +145,8 @@ pub struct WindowVectors {
 }
 
 /// Every batch of a window through the encoder: one forward pass per batch for the pooled vectors, and the hidden
-/// states when the batch holds a wanted word.
+/// states when the batch holds a wanted word. A batch without wanted words stays in flight while the next one is
+/// recorded and submitted, so the device is not idle while the host takes its vectors.
 #[allow(clippy::too_many_arguments)]
 fn encode_window(
     ctx: &Context<'_>,
@@ -162,26 +163,10 @@ fn encode_window(
     let batches = batches(&lengths, model.batch_tokens());
     let mut vectors = vec![0f32; window.tokens.len() * h];
     let mut token_rows = words::TokenRows::new(h);
-    for batch in &batches {
-        crate::runtime::interrupt::check()?;
-        let wanted = match words {
-            Some(wp) => words::select_words(wp, batch, window, &mut tally.occurrences),
-            None => Vec::new(),
-        };
-        let layers = match words {
-            Some(wp) if !wanted.is_empty() => wp.layers.as_slice(),
-            _ => &[],
-        };
-        let (v, seq, states) = model.encode(batch, window, layers)?;
+    let mut in_flight: Option<(crate::encoder::PendingVectors, &[usize])> = None;
+    let mut done = |batch: &[usize], v: &[f32], tally: &mut Tally| {
         for (i, &d) in batch.iter().enumerate() {
             vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
-        }
-        if let (Some(wp), false) = (words, wanted.is_empty()) {
-            let found = words::word_vectors(&wanted, wp, batch, window, (seq, h), &states, model.static_table());
-            if let Some(c) = senses.as_deref_mut() {
-                words::keep_sense_vectors(c, &found, batch, window, &corpus.texts, &v, h);
-            }
-            token_rows.append(found, &corpus.ids);
         }
         tally.documents += batch.len();
         tally.tokens += batch.iter().map(|&d| lengths[d]).sum::<usize>();
@@ -190,6 +175,30 @@ fn encode_window(
             tally.documents as u64,
             &format!("{:.0} documents/s, {:.0} tokens/s", tally.documents as f64 / s, tally.tokens as f64 / s),
         );
+    };
+    for batch in &batches {
+        crate::runtime::interrupt::check()?;
+        let wanted = match words {
+            Some(wp) => words::select_words(wp, batch, window, &mut tally.occurrences),
+            None => Vec::new(),
+        };
+        let Some(wp) = words.filter(|_| !wanted.is_empty()) else {
+            let next = model.start(batch, window)?;
+            if let Some((pending, before)) = in_flight.replace((next, batch)) {
+                done(before, &model.finish(pending)?, tally);
+            }
+            continue;
+        };
+        let (v, seq, states) = model.encode(batch, window, &wp.layers)?;
+        let found = words::word_vectors(&wanted, wp, batch, window, (seq, h), &states, model.static_table());
+        if let Some(c) = senses.as_deref_mut() {
+            words::keep_sense_vectors(c, &found, batch, window, &corpus.texts, &v, h);
+        }
+        token_rows.append(found, &corpus.ids);
+        done(batch, &v, tally);
+    }
+    if let Some((pending, last)) = in_flight.take() {
+        done(last, &model.finish(pending)?, tally);
     }
     tally.batches += batches.len();
     Ok(WindowVectors { vectors, token_rows })

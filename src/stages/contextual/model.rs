@@ -85,6 +85,18 @@ impl<'b> Model<'b> {
         self.static_table.as_deref()
     }
 
+    /// [`Self::encode`] without hidden states, in two halves: started here (recorded, submitted, read-back under
+    /// way), taken by [`Self::finish`].
+    pub fn start(&mut self, batch: &[usize], window: &Window) -> Result<crate::encoder::PendingVectors> {
+        let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
+        self.encoder.embed_start(&docs, self.params.pooling, self.params.normalize)
+    }
+
+    /// The pooled vectors (batch order) of a batch started by [`Self::start`].
+    pub fn finish(&self, pending: crate::encoder::PendingVectors) -> Result<Vec<f32>> {
+        self.encoder.embed_finish(pending).map(|(v, _)| v)
+    }
+
     /// One forward pass over the window's documents `batch`: their pooled vectors (batch order), the padded length
     /// and the hidden states `layers` names.
     pub fn encode(

@@ -129,7 +129,6 @@ fn run_sets(
     plan: &crate::plan::ContextualPlan,
     log: &mut dyn Write,
 ) -> Result<Vec<EncodeMeasurement>> {
-    let h = plan.folder.config.hidden_size;
     let mut all = Vec::new();
     for (index, set) in opts.sets.iter().enumerate() {
         let (texts, copy) = prepare(set, index, dir, log)?;
@@ -141,14 +140,7 @@ fn run_sets(
             let t = Instant::now();
             let toks = texts.par_iter().map(|s| tokenizer.encode(s)).collect::<Result<Vec<_>>>()?;
             let lengths: Vec<usize> = toks.iter().map(|t| t.ids.len()).collect();
-            let mut vectors = vec![0f32; texts.len() * h];
-            for batch in crate::stages::contextual::batches(&lengths, plan.encode.batch_tokens) {
-                let docs: Vec<_> = batch.iter().map(|&d| toks[d].clone()).collect();
-                let v = encoder.embed(&docs, plan.encode.pooling, plan.encode.normalize)?;
-                for (i, &d) in batch.iter().enumerate() {
-                    vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
-                }
-            }
+            encode_pass(encoder, &toks, &lengths, plan)?;
             let s = t.elapsed().as_secs_f64();
             tokens = lengths.iter().sum();
             peak = peak.max(crate::runtime::memory::peak_rss_mb());
@@ -177,6 +169,36 @@ fn run_sets(
         all.extend(run_peers(py, opts, set, &copy, log));
     }
     Ok(all)
+}
+
+/// One pass over a set's tokenized documents, as the contextual stage runs it: one batch in flight while the next
+/// is recorded and submitted. The vectors in input order.
+fn encode_pass(
+    encoder: &mut Encoder<'_>,
+    toks: &[crate::encoder::Tokens],
+    lengths: &[usize],
+    plan: &crate::plan::ContextualPlan,
+) -> Result<Vec<f32>> {
+    let h = plan.folder.config.hidden_size;
+    let mut vectors = vec![0f32; toks.len() * h];
+    let batches = crate::stages::contextual::batches(lengths, plan.encode.batch_tokens);
+    let mut in_flight: Option<(crate::encoder::PendingVectors, &[usize])> = None;
+    // A last empty step takes the final batch's vectors.
+    for batch in batches.iter().map(Vec::as_slice).chain([&[][..]]) {
+        let next = if batch.is_empty() {
+            None
+        } else {
+            let docs: Vec<_> = batch.iter().map(|&d| toks[d].clone()).collect();
+            Some((encoder.embed_start(&docs, plan.encode.pooling, plan.encode.normalize)?, batch))
+        };
+        if let Some((pending, before)) = std::mem::replace(&mut in_flight, next) {
+            let (v, _) = encoder.embed_finish(pending)?;
+            for (i, &d) in before.iter().enumerate() {
+                vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
+            }
+        }
+    }
+    Ok(vectors)
 }
 
 /// Every peer run on one set: sentence-transformers at each batch size and precision, onnxruntime (f32) at each
