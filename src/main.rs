@@ -432,15 +432,8 @@ fn bench(which: Bench) -> embjob::Result<()> {
             bench::neighbors(items, dim, k, repeats, log).map(|t| print!("{t}"))
         }
         Bench::Train { config, repeats, python: py, peer, peer_device, backend } => {
-            let backend = backend.into();
-            let opts = bench::TrainBenchOptions {
-                config,
-                repeats,
-                python: python(py),
-                peer_script: peer,
-                peer_device,
-                backend,
-            };
+            let (python, backend) = (python(py), backend.into());
+            let opts = bench::TrainBenchOptions { config, repeats, python, peer_script: peer, peer_device, backend };
             bench::train(&opts, log).map(|ms| print!("{}", bench::train_table(&ms)))
         }
         Bench::Encode {
@@ -457,20 +450,7 @@ fn bench(which: Bench) -> embjob::Result<()> {
             peer_precision,
             precision,
         } => {
-            let cuda = peer_device == "cuda";
-            let peer_batches = match (peer_batch.is_empty(), cuda) {
-                (false, _) => peer_batch,
-                (true, false) => vec![32],
-                (true, true) => vec![128, 512],
-            };
-            let peer_precisions = match (peer_precision.is_empty(), cuda) {
-                (true, false) => vec![bench::PeerPrecision::F32],
-                (true, true) => vec![bench::PeerPrecision::F32, bench::PeerPrecision::F16],
-                (false, _) => peer_precision
-                    .iter()
-                    .map(|p| if p == "f16" { bench::PeerPrecision::F16 } else { bench::PeerPrecision::F32 })
-                    .collect(),
-            };
+            let (peer_batches, peer_precisions) = peer_runs(peer_batch, &peer_precision, peer_device == "cuda");
             let opts = bench::EncodeBenchOptions {
                 model: bench::model_path(model),
                 sets: bench::text_sets(&texts, matches!(backend, CliBackend::Gpu))?,
@@ -502,6 +482,29 @@ fn bench(which: Bench) -> embjob::Result<()> {
             bench::catalogue(&opts, log).map(|ms| print!("{}", bench::catalogue_table(&ms)))
         }
     }
+}
+
+/// `bench encode`'s peer batches and precisions: as given, else 32 in f32 on the CPU, and 128 and 512 in f32 and f16
+/// on CUDA.
+fn peer_runs(
+    batches: Vec<usize>,
+    precisions: &[String],
+    cuda: bool,
+) -> (Vec<usize>, Vec<embjob::tools::bench::PeerPrecision>) {
+    use embjob::tools::bench::PeerPrecision;
+    let batches = match (batches.is_empty(), cuda) {
+        (false, _) => batches,
+        (true, false) => vec![32],
+        (true, true) => vec![128, 512],
+    };
+    let precisions = match (precisions.is_empty(), cuda) {
+        (true, false) => vec![PeerPrecision::F32],
+        (true, true) => vec![PeerPrecision::F32, PeerPrecision::F16],
+        (false, _) => {
+            precisions.iter().map(|p| if p == "f16" { PeerPrecision::F16 } else { PeerPrecision::F32 }).collect()
+        }
+    };
+    (batches, precisions)
 }
 
 /// The closing lines of a run: the vectors it made and where it is.
