@@ -272,6 +272,15 @@ pub trait EncoderOps {
     /// `out[r] = LayerNorm(word[ids[r]] + pos[r % seq + offset] + types[type_ids[r]])` for every token row.
     fn embed_layernorm(&self, tables: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()>;
 
+    /// A dense layer: `out = act(x·wᵀ + bias)` for `dims.m` rows of `x` (m×k) and a Linear layer's weights `w`
+    /// (n×k, f32 or, on the f16 path, f16), as [`ModelOps::matmul_bias_act`] computes it, except that each row of
+    /// `out` depends on its row of `x` alone, bit for bit: kernels and summation order are chosen by n and k only,
+    /// never by the number of rows or threads. A document's vector thus does not depend on its batch (its
+    /// neighbours, its padding, the batch size), which the contextual cache relies on.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(&self, x: &Tensor, w: &Tensor, out: &Tensor, dims: MatDims, bias: &Tensor, act: Activation)
+        -> Result<()>;
+
     /// In place: `x[r] = LayerNorm(x[r] + residual[r])` for `rows` rows of the LayerNorm's width.
     fn add_layernorm(&self, x: &Tensor, residual: &Tensor, rows: usize, ln: &LayerNorm<'_>) -> Result<()>;
 

@@ -242,7 +242,7 @@ impl<'b> Encoder<'b> {
             scale: 1.0 / (c.head_dim() as f32).sqrt(),
         };
         let dense = |x: &Tensor, wt: &Tensor, b: &Tensor, out: &Tensor, n: usize, k: usize, act: Activation| {
-            be.matmul_bias_act(x, false, wt, true, out, MatDims { m: rows, n, k }, b, act)
+            be.linear(x, wt, out, MatDims { m: rows, n, k }, b, act)
         };
         for (n, l) in self.layers.iter().enumerate() {
             dense(&w.x, &l.w_qkv, &l.b_qkv, &w.qkv, 3 * h, h, Activation::Identity)?;

@@ -31,6 +31,7 @@ on_each_backend!(
     attention_over_long_sequences_and_wide_heads,
     sampled_softmax_operations,
     reads_started_early_hold_the_values_of_their_start,
+    linear_rows_depend_on_their_input_row_alone,
 );
 
 pub fn random(seed: u64, n: usize, scale: f64) -> Vec<f32> {
@@ -403,6 +404,34 @@ fn cosine_neighbours(be: &dyn Backend) {
             assert!(sim[r * k..(r + 1) * k].windows(2).all(|w| w[0] >= w[1]), "row {r} not in descending order");
         }
     }
+}
+
+fn linear_rows_depend_on_their_input_row_alone(be: &dyn Backend) {
+    // The encoder's dense layer: each output row equals, bit for bit, the same input row's output in a batch of
+    // one, in a batch of 600 and in a shuffled batch of 130 (k = 1,100: a long k that a small product would split;
+    // 600 rows span several of the CPU's row blocks and the GPU's tiles), and matches matmul_bias_act.
+    let (m, n, k) = (600usize, 96usize, 1100usize);
+    let x = random(71, m * k, 1.0);
+    let (wt, bias) = (tensor(be, &random(72, n * k, 0.05)), tensor(be, &random(73, n, 0.1)));
+    let run = |rows: &[usize]| -> Vec<f32> {
+        let xs: Vec<f32> = rows.iter().flat_map(|&r| x[r * k..(r + 1) * k].iter().copied()).collect();
+        let (xt, out) = (tensor(be, &xs), tensor(be, &poison(rows.len() * n)));
+        be.linear(&xt, &wt, &out, MatDims { m: rows.len(), n, k }, &bias, Activation::Gelu).expect("linear");
+        be.read(&out).expect("read")
+    };
+    let all: Vec<usize> = (0..m).collect();
+    let full = run(&all);
+    let shuffled: Vec<usize> = (0..130).map(|i| (i * 37 + 11) % m).collect();
+    let part = run(&shuffled);
+    for (i, &r) in shuffled.iter().enumerate() {
+        assert_eq!(part[i * n..(i + 1) * n], full[r * n..(r + 1) * n], "{:?}: row {r} in another batch", be.kind());
+    }
+    for r in [0usize, 255, 256, 599] {
+        assert_eq!(run(&[r]), full[r * n..(r + 1) * n], "{:?}: row {r} alone", be.kind());
+    }
+    let (xt, want) = (tensor(be, &x), tensor(be, &poison(m * n)));
+    be.matmul_bias_act(&xt, false, &wt, true, &want, MatDims { m, n, k }, &bias, Activation::Gelu).expect("mm");
+    assert_close(&full, &be.read(&want).expect("read"), "linear against matmul_bias_act");
 }
 
 fn reads_started_early_hold_the_values_of_their_start(be: &dyn Backend) {

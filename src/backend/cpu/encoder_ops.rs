@@ -4,12 +4,26 @@ use super::len_of;
 use super::{r, ri, w};
 use crate::backend::ops::*;
 use crate::backend::{
-    check_distinct, AttentionShape, BackendKind, EmbeddingTables, Indices, LayerNorm, PoolMode, SeqShape, Tensor,
-    TokenRows,
+    check_distinct, Activation, AttentionShape, BackendKind, EmbeddingTables, Indices, LayerNorm, MatDims, PoolMode,
+    SeqShape, Tensor, TokenRows,
 };
 use crate::error::{Error, Result};
 
 impl EncoderOps for super::Cpu {
+    fn linear(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        out: &Tensor,
+        dims: MatDims,
+        bias: &Tensor,
+        act: Activation,
+    ) -> Result<()> {
+        check_distinct(BackendKind::Cpu, &[out], &[x, wt, bias])?;
+        super::matmul_rows_invariant(&r(x)?, &r(wt)?, &mut w(out)?, dims)?;
+        self.bias_act(out, bias, dims.m, dims.n, act)
+    }
+
     fn embed_layernorm(&self, e: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Cpu, &[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
         let (ids, types) = (ri(tokens.ids)?, ri(tokens.type_ids)?);

@@ -88,6 +88,48 @@ pub fn matmul(a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], d: MatDim
     Ok(())
 }
 
+/// Rows per block of [`matmul_rows_invariant`]: every block is one faer product of exactly this many rows.
+const INVARIANT_ROWS: usize = 256;
+
+/// `c = a·bᵀ` (a m×k, b n×k as a Linear layer stores it, c m×n) with each row of C a function of its row of A
+/// alone, bit for bit, whatever m and the thread count: rows go through faer in blocks of exactly
+/// [`INVARIANT_ROWS`] (the last one padded with zero rows in a scratch copy), so every block is the same product
+/// shape with the same kernels and summation order, and the blocks run on any threads.
+pub fn matmul_rows_invariant(a: &[f32], b: &[f32], c: &mut [f32], d: MatDims) -> Result<()> {
+    use faer::{Accum, MatMut, MatRef};
+    let MatDims { m, n, k } = d;
+    if !holds(a.len(), &[m, k]) || !holds(b.len(), &[n, k]) || !holds(c.len(), &[m, n]) {
+        return Err(Error::Internal(format!(
+            "linear {m}×{n}×{k}: operands of {}, {} and {} values are too small (or the shape overflows)",
+            a.len(),
+            b.len(),
+            c.len()
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let b_view = MatRef::from_row_major_slice(&b[..n * k], n, k).transpose();
+    c[..m * n].par_chunks_mut(INVARIANT_ROWS * n).enumerate().for_each(|(i, out)| {
+        let lo = i * INVARIANT_ROWS;
+        let rows = out.len() / n;
+        let block = |x: &[f32], out: &mut [f32]| {
+            let x = MatRef::from_row_major_slice(x, INVARIANT_ROWS, k);
+            gemm_seq(MatMut::from_row_major_slice_mut(out, INVARIANT_ROWS, n), Accum::Replace, x, b_view, 1.0f32);
+        };
+        if rows == INVARIANT_ROWS {
+            block(&a[lo * k..(lo + rows) * k], out);
+        } else {
+            let mut x = vec![0f32; INVARIANT_ROWS * k];
+            x[..rows * k].copy_from_slice(&a[lo * k..(lo + rows) * k]);
+            let mut y = vec![0f32; INVARIANT_ROWS * n];
+            block(&x, &mut y);
+            out.copy_from_slice(&y[..rows * n]);
+        }
+    });
+    Ok(())
+}
+
 /// The f16 path's product, as its GPU kernels compute it (shaders/gemm_f16.wgsl, gemm_coop.wgsl): [`matmul`] of A
 /// and B rounded to f16 (round to nearest even), so every product of two values is exact and the sums run in f32.
 #[allow(clippy::too_many_arguments)]

@@ -27,7 +27,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use elementwise::{activate, bias_act, column_sums, erf_approx, relu_backward};
 pub use embedding_bag::{embedding_bag, embedding_bag_backward};
 pub use encoder::{add_layernorm, attention, embed_layernorm, l2_normalize, layernorm_row, pool};
-pub use gemm::{matmul, matmul_f16_inputs};
+pub use gemm::{matmul, matmul_f16_inputs, matmul_rows_invariant};
 pub use neighbors::{cosine_top_k, cosine_top_k_blocked, NEIGHBOR_BLOCK};
 pub use optim::{adam, adam_selected, sgd};
 pub use ranking::{rank_and_loss, target_ranks, RANK_BLOCK};

@@ -1,14 +1,15 @@
 //! [`EncoderOps`] on the GPU (shaders/encoder.wgsl): each operation checks its operands on the host (the kernels
 //! index tables by token id, type and position), then records its dispatch.
 
+use super::gemm::Epilogue;
 use super::kernels::Kernel;
 use super::params::EncoderParams;
 use super::pipelines::{groups_1d, groups_per_row};
-use super::recorder::{bind, idx, Gpu};
+use super::recorder::{bind, buf, idx, operand, Gpu};
 use crate::backend::ops::EncoderOps;
 use crate::backend::{
-    check_distinct, AttentionShape, BackendKind, EmbeddingTables, Indices, LayerNorm, PoolMode, SeqShape, Tensor,
-    TokenRows, MAX_SEQ,
+    check_distinct, Activation, AttentionShape, BackendKind, DType, EmbeddingTables, Indices, LayerNorm, MatDims,
+    PoolMode, SeqShape, Tensor, TokenRows, MAX_SEQ,
 };
 use crate::error::{Error, Result};
 
@@ -29,6 +30,27 @@ fn holds(t: &Tensor, len: Option<usize>) -> bool {
 }
 
 impl EncoderOps for Gpu {
+    fn linear(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        out: &Tensor,
+        dims: MatDims,
+        bias: &Tensor,
+        act: Activation,
+    ) -> Result<()> {
+        check_distinct(BackendKind::Gpu, &[out], &[x, w, bias])?;
+        // The kernel by the weights' type and shape only, and k never split: a row's sum does not depend on m.
+        let kernel = match w.dtype() {
+            DType::F16 => self.f16_kernel(false)?,
+            DType::F32 => self.ctx().kernel_for_any_rows(dims.n, dims.k),
+        };
+        self.record(|ctx, enc| {
+            let epilogue = Some(Epilogue { bias: buf(bias)?, act });
+            ctx.gemm_unsplit(kernel, enc, (buf(x)?, false), (operand(w)?, true), buf(out)?, dims, epilogue)
+        })
+    }
+
     fn embed_layernorm(&self, e: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()> {
         check_distinct(BackendKind::Gpu, &[out], &[e.word, e.position, e.token_type, e.ln.gamma, e.ln.beta])?;
         let rows = tokens.ids.len();

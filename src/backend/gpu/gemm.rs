@@ -47,6 +47,10 @@ impl GemmKernel {
 /// model trains 29 % faster with it; at batch 256 the 64×64 kernel's 4× more workgroups train 25 % faster).
 const LARGE_GEMM: usize = 1 << 30;
 
+/// The rows a dense layer of the encoder is assumed to have when its kernel is chosen (see
+/// [`GpuContext::kernel_for_any_rows`]).
+const ROWS_INVARIANT_M: usize = 8192;
+
 /// What a GEMM does to each value of C as it stores it (shaders/gemm_epilogue.wgsl): add `bias[col]` (n values),
 /// then the activation. A dense layer's bias and activation thus take no pass of their own over C.
 #[derive(Clone, Copy)]
@@ -69,6 +73,12 @@ impl GpuContext {
         }
     }
 
+    /// The kernel for a product of `n` columns over `k` whatever its number of rows (the encoder's dense layers):
+    /// chosen as for [`ROWS_INVARIANT_M`] rows, the encoder's batch of 8,192 tokens.
+    pub(super) fn kernel_for_any_rows(&self, n: usize, k: usize) -> GemmKernel {
+        self.kernel_for(MatDims { m: ROWS_INVARIANT_M, n, k })
+    }
+
     /// `c = act(op(a)·op(b) + beta·c + bias)` with a chosen kernel (`epilogue` `None`: no bias, no activation).
     /// Products with few output tiles and a long k (the model's `dlogits·Wᵀ`: 256 × 64 outputs over 6,169 items) split
     /// k into slices that run side by side and add up in a second pass, in a fixed order, so the result still
@@ -78,12 +88,44 @@ impl GpuContext {
         &self,
         kernel: GemmKernel,
         enc: &mut wgpu::CommandEncoder,
+        a: (&GpuBuf, bool),
+        b: (&GpuBuf, bool),
+        c: &GpuBuf,
+        d: MatDims,
+        beta: f32,
+        epilogue: Option<Epilogue<'_>>,
+    ) -> Result<()> {
+        self.gemm_split(kernel, enc, a, b, c, d, beta, epilogue, true)
+    }
+
+    /// [`Self::gemm`] with k never split: each value of C is summed in one pass over k, in the kernel's order, so a
+    /// row of C depends on its row of A alone, whatever m is (with a kernel chosen without looking at m).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm_unsplit(
+        &self,
+        kernel: GemmKernel,
+        enc: &mut wgpu::CommandEncoder,
+        a: (&GpuBuf, bool),
+        b: (&GpuBuf, bool),
+        c: &GpuBuf,
+        d: MatDims,
+        epilogue: Option<Epilogue<'_>>,
+    ) -> Result<()> {
+        self.gemm_split(kernel, enc, a, b, c, d, 0.0, epilogue, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_split(
+        &self,
+        kernel: GemmKernel,
+        enc: &mut wgpu::CommandEncoder,
         (a, ta): (&GpuBuf, bool),
         (b, tb): (&GpuBuf, bool),
         c: &GpuBuf,
         d: MatDims,
         beta: f32,
         epilogue: Option<Epilogue<'_>>,
+        may_split: bool,
     ) -> Result<()> {
         let bias_len = epilogue.map(|e| e.bias.len());
         let checked = CheckedGemm::new(a.len(), b.len(), c.len(), bias_len, d)?;
@@ -106,7 +148,7 @@ impl GpuContext {
         let kernel = kernel.kernel();
         let tile = self.tile(kernel)?;
         let groups = ((d.n as u32).div_ceil(tile), (d.m as u32).div_ceil(tile));
-        let splits = if tensor_cores { 1 } else { k_splits(d, tile as usize) };
+        let splits = if tensor_cores || !may_split { 1 } else { k_splits(d, tile as usize) };
         let params = |beta: f32, kc: usize, splits: usize| GemmParams {
             m: d.m as u32,
             n: d.n as u32,
