@@ -216,6 +216,37 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// The encoder cache's lookup at scale (a generated corpus of tweet-length texts, cached once under --dir)
+    /// next to the CPU encoding the new texts that the cache does not hold.
+    Cache {
+        /// Cached documents.
+        #[arg(long, default_value_t = 10_000_000)]
+        entries: usize,
+        /// Segments they are cached in (at most 16 stay uncompacted).
+        #[arg(long, default_value_t = 10)]
+        segments: usize,
+        /// Vector dimension (all-MiniLM-L6-v2's is 384).
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        /// New texts appended to the cached ones, in percent of them.
+        #[arg(long, default_value_t = 1.0)]
+        new_percent: f64,
+        /// Where the generated cache is kept between runs (about 15 GB at the defaults).
+        #[arg(long, default_value = "target/bench-cache")]
+        dir: PathBuf,
+        /// lee_docs.parquet, whose words the texts are made of; default as bench pca.
+        #[arg(long)]
+        lee: Option<PathBuf>,
+        /// The model whose CPU encoding is the yardstick; default as bench encode; "none" skips it.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// New texts encoded to measure the CPU's rate.
+        #[arg(long, default_value_t = 1000)]
+        sample: usize,
+        /// Timed lookups (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     /// GEMM GFLOP/s on the CPU backend and on every GPU adapter (software ones included).
     Gemm {
         #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
@@ -277,11 +308,18 @@ struct Common {
     /// Overrides `output.dir` (relative to the current folder).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// This run neither reads nor writes the encoder cache (`contextual.cache = false` for one run).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 impl Common {
     fn overrides(&self) -> Overrides {
-        Overrides { backend: self.backend.map(BackendChoice::from), output_dir: self.output.clone() }
+        Overrides {
+            backend: self.backend.map(BackendChoice::from),
+            output_dir: self.output.clone(),
+            no_cache: self.no_cache,
+        }
     }
 }
 
@@ -467,6 +505,7 @@ fn bench(which: Bench) -> embjob::Result<()> {
             };
             bench::encode(&opts, log).map(|ms| print!("{}", bench::encode_table(&ms)))
         }
+        which @ Bench::Cache { .. } => bench_cache(which, log),
         Bench::Catalogue { backend, items, users, per_user, negatives, steps, eval_examples, repeats } => {
             let backend = backend.into();
             let opts = bench::CatalogueBenchOptions {
@@ -482,6 +521,30 @@ fn bench(which: Bench) -> embjob::Result<()> {
             bench::catalogue(&opts, log).map(|ms| print!("{}", bench::catalogue_table(&ms)))
         }
     }
+}
+
+/// `embjob bench cache`.
+fn bench_cache(which: Bench, log: &mut dyn std::io::Write) -> embjob::Result<()> {
+    use embjob::tools::bench;
+    let Bench::Cache { entries, segments, dim, new_percent, dir, lee, model, sample, repeats } = which else {
+        return Ok(());
+    };
+    let model = match model {
+        Some(m) if m.as_os_str() == "none" => None,
+        m => Some(bench::model_path(m)),
+    };
+    let opts = bench::CacheBenchOptions {
+        entries,
+        segments,
+        dim,
+        new_percent,
+        dir,
+        lee: bench::lee_path(lee),
+        model,
+        sample,
+        repeats,
+    };
+    bench::cache(&opts, log).map(|b| print!("{}", bench::cache_table(&b)))
 }
 
 /// `bench encode`'s peer batches and precisions: as given, else 32 in f32 on the CPU, and 128 and 512 in f32 and f16

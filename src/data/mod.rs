@@ -1,6 +1,7 @@
 //! The I/O edge and its plain types: the only module that uses polars (reading inputs, writing and reading back
 //! Parquet), the hand-off formats, and the plain Rust types read into ([`dataset`]) and written from ([`table`]).
 
+pub mod cache_segments;
 pub mod dataset;
 pub mod fingerprint;
 pub mod input;

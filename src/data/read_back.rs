@@ -88,6 +88,18 @@ fn slices_of_file(
     Ok(total)
 }
 
+/// Rows `offset..offset + len` (fewer at the end) of `columns` of one Parquet file.
+pub fn read_slice(path: &Path, columns: &[&str], offset: usize, len: usize) -> Result<Table> {
+    let err = |e: PolarsError| Error::input(path, None, format!("cannot read back: {e}"));
+    let f = File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
+    let df = ParquetReader::new(f)
+        .with_columns(Some(columns.iter().map(|c| (*c).to_owned()).collect()))
+        .with_slice(Some((offset, len)))
+        .finish()
+        .map_err(err)?;
+    to_table(path, &df)
+}
+
 /// pca_components.parquet (long: component, `<kind>_id`, `<kind>`, loading) as one row of loadings per token or
 /// feature, in id order.
 #[derive(Debug, Clone, Default)]

@@ -48,6 +48,11 @@ impl Table {
         Table { columns: columns.into_iter().map(|(n, c)| (n.to_owned(), c)).collect() }
     }
 
+    /// The column called `name`, if there is one.
+    pub fn column(&self, name: &str) -> Option<&ColumnData> {
+        self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
     /// Number of rows (of the first column).
     pub fn rows(&self) -> usize {
         self.columns.first().map_or(0, |c| c.1.len())

@@ -107,9 +107,29 @@ pub fn run_from(plan: &Plan, shards: Option<&ShardSet>, reporter: &dyn Reporter)
         crate::view::report::write(staging.dir(), &plots)?;
     }
     crate::runtime::interrupt::check()?;
+    // The run's new vectors go into the cache folder under an incoming name first (a full disk fails the run here),
+    // and become segments only once the run is committed.
+    let incoming = ran.artifacts.cache_segments.iter().map(|s| s.bring_in()).collect::<Result<Vec<_>>>()?;
     let run_id = record.run_id;
     let run_dir = staging.commit(plan.keep_runs)?;
+    publish_cache(plan, incoming, ran.artifacts.cache_store.as_deref(), reporter);
     Ok(RunSummary { run_id, run_dir, backend, metrics: ran.metrics, stages: ran.records })
+}
+
+/// After the commit: the run's new segments visible in the cache, then its expiry and compaction.
+fn publish_cache(
+    plan: &Plan,
+    incoming: Vec<crate::stages::vector_cache::Incoming>,
+    store: Option<&std::path::Path>,
+    reporter: &dyn Reporter,
+) {
+    for i in incoming {
+        i.publish(reporter);
+    }
+    let keep_days = plan.contextual.as_ref().and_then(|c| c.cache.as_ref().ok()).map(|c| c.keep_days);
+    if let (Some(dir), Some(days)) = (store, keep_days) {
+        crate::stages::vector_cache::maintain(dir, days, reporter);
+    }
 }
 
 /// What the stages left: their artifacts and metrics, the tables still to write, the files they wrote themselves,

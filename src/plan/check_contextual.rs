@@ -20,6 +20,15 @@ pub struct ContextualPlan {
     pub words: Option<WordsParams>,
     /// `eval.senses`: sentences with an ambiguous word and its sense, evaluated on the word vectors.
     pub senses: Option<SideFile>,
+    /// The encoder cache, or why this run does not use it.
+    pub cache: std::result::Result<CachePlan, String>,
+}
+
+/// The encoder cache of a run: its folder and how long unused segments stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePlan {
+    pub dir: std::path::PathBuf,
+    pub keep_days: u64,
 }
 
 /// The keys of `[contextual]` that need no model folder to check; `false` when one has a problem.
@@ -92,7 +101,8 @@ pub fn contextual_plan(c: &ContextualConfig, folder: ModelFolder) -> Result<Cont
     };
     let encode =
         EncodeParams { pooling, normalize, max_tokens, truncate: c.truncate, batch_tokens, precision: c.precision };
-    Ok(ContextualPlan { folder, encode, words, senses: None })
+    let cache = Err("not planned yet".to_owned());
+    Ok(ContextualPlan { folder, encode, words, senses: None, cache })
 }
 
 /// `contextual.words`, `layers`, `words_limit` and `static` for a model of `layer_count` layers.

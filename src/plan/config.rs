@@ -64,6 +64,10 @@ pub struct ContextualConfig {
     /// Also each word's word-piece embedding rows alone (no position or token type): the static control.
     #[serde(default = "default_true", rename = "static")]
     pub static_control: bool,
+    /// Keep each document's vector in the encoder cache (`output.cache_dir`) and read it back in later runs instead
+    /// of encoding the same text again. Default true.
+    #[serde(default = "default_true")]
+    pub cache: bool,
 }
 
 /// `contextual.words`: a list of words, or a string (which must be `"all"`).
@@ -507,6 +511,10 @@ pub struct OutputConfig {
     pub handoff: Option<bool>,
     /// PNG plots in `plots/` and `report.html`. Default true.
     pub plots: Option<bool>,
+    /// The encoder cache's folder, relative to the pipeline file's folder. Default `<output.dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Cache segments no run has read from for this many days are removed. Default 30.
+    pub cache_keep_days: Option<u64>,
 }
 
 impl Config {

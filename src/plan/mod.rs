@@ -15,7 +15,7 @@ mod problems;
 
 use std::path::{Path, PathBuf};
 
-pub use check_contextual::{contextual_plan, ContextualPlan};
+pub use check_contextual::{contextual_plan, CachePlan, ContextualPlan};
 pub use check_eval::DocEvalPlan;
 pub use check_features::PcaPlan;
 pub use check_model::ModelPlan;
@@ -64,6 +64,8 @@ pub struct Overrides {
     pub backend: Option<BackendChoice>,
     /// Replaces `output.dir` (relative to the current directory, as command-line paths are).
     pub output_dir: Option<PathBuf>,
+    /// `--no-cache`: this run neither reads nor writes the encoder cache.
+    pub no_cache: bool,
 }
 
 /// The folder relative paths of a pipeline file start from: the file's own folder.
@@ -122,13 +124,25 @@ impl Plan {
             problems.add("output.keep_runs", "must be at least 1 (the run just made is always kept)");
         }
         let max_memory = check_max_memory(&config, &mut problems);
+        let cache = check_cache(&config, &base, &output_dir, overrides, &mut problems);
         let senses = check_eval::plan_senses(&config, &base, &facts, &mut problems);
         let documents = check_eval::plan_documents(&config, &base, &facts, &mut problems);
         problems.into_result(file)?;
         // The model folder (read before planning) is used only now, so that every problem of the config comes
         // first; a missing or broken folder is an input error (exit 3), named before any work.
         let contextual = match (contextual_ok, &config.contextual, facts.model) {
-            (true, Some(c), Some(folder)) => Some(ContextualPlan { senses, ..contextual_plan(c, folder?)? }),
+            (true, Some(c), Some(folder)) => {
+                let planned = contextual_plan(c, folder?)?;
+                let cache = match (&planned.words, &senses) {
+                    _ if cache.is_err() => cache,
+                    (Some(_), _) | (_, Some(_)) => Err(
+                        "contextual.words and eval.senses need every document's hidden states, which the cache does not keep"
+                            .to_owned(),
+                    ),
+                    _ => cache,
+                };
+                Some(ContextualPlan { senses, cache, ..planned })
+            }
             (true, Some(_), None) => {
                 return Err(Error::Internal("the model folder was not read before planning".into()))
             }
@@ -159,6 +173,35 @@ impl Plan {
     pub fn label_files(&self) -> (Option<&LabelsFile>, Option<&LabelsFile>) {
         (self.model.as_ref().and_then(|m| m.labels.as_ref()), self.documents.as_ref().and_then(|d| d.labels.as_ref()))
     }
+}
+
+/// The encoder cache: `output.cache_dir` (default `<output dir>/cache`) and `output.cache_keep_days` (default 30),
+/// or why the run goes without it (`contextual.cache = false`, `--no-cache`).
+fn check_cache(
+    config: &Config,
+    base: &Path,
+    output_dir: &Path,
+    overrides: &Overrides,
+    problems: &mut Problems,
+) -> std::result::Result<CachePlan, String> {
+    let keep_days = config.output.cache_keep_days.unwrap_or(30);
+    if keep_days == 0 {
+        problems.add("output.cache_keep_days", "must be at least 1");
+    }
+    if config.output.cache_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+        problems.add("output.cache_dir", "must name a folder");
+    }
+    if overrides.no_cache {
+        return Err("--no-cache".to_owned());
+    }
+    if config.contextual.as_ref().is_some_and(|c| !c.cache) {
+        return Err("contextual.cache = false".to_owned());
+    }
+    let dir = match &config.output.cache_dir {
+        Some(d) => base.join(d),
+        None => output_dir.join("cache"),
+    };
+    Ok(CachePlan { dir, keep_days })
 }
 
 /// `job.name`, trimmed: not empty, no path separator, not hidden.

@@ -33,4 +33,6 @@ pub trait MergedInput: Sync {
     fn text_parts(&self) -> Vec<TextPart>;
     /// The contextual stage's metrics over all parts.
     fn contextual_metrics(&self, metrics: &mut Metrics);
+    /// The vectors the parts encoded for the encoder cache, with the cache folder each read.
+    fn cache_segments(&self) -> Vec<crate::stages::vector_cache::NewSegment>;
 }

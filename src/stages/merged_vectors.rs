@@ -56,6 +56,9 @@ pub fn run(
         artifacts.doc_vectors.push(DocVectors { method: "contextual", dim, values });
     }
     set.contextual_metrics(metrics);
+    let caching = ctx.plan.contextual.as_ref().is_some_and(|c| c.cache.is_ok());
+    artifacts.cache_segments = if caching { set.cache_segments() } else { Vec::new() };
+    artifacts.cache_store = artifacts.cache_segments.first().map(|s| s.store_dir.clone());
     let summary = format!(
         "{documents} documents' vectors from {} shards in {FOLDER}/ ({} parts; encoded in {:.1} s over all shards)",
         set.parts(),

@@ -13,6 +13,7 @@ mod merged_vectors;
 mod model;
 mod output_tables;
 mod pca;
+pub mod vector_cache;
 
 use std::path::Path;
 
@@ -110,6 +111,10 @@ pub struct Artifacts {
     pub bow: Option<Bow>,
     /// Dense document vectors kept for the document evaluation (only when it is planned).
     pub doc_vectors: Vec<DocVectors>,
+    /// The encoder cache's key folder this run read, and the segments of vectors it encoded, published into it
+    /// when the run commits.
+    pub cache_store: Option<std::path::PathBuf>,
+    pub cache_segments: Vec<vector_cache::NewSegment>,
 }
 
 /// One kind of dense document vector, one row per document in input order.

@@ -63,6 +63,9 @@ pub fn show(path: &Path) -> Result<String> {
     let b = &r["backend"];
     let adapter = b["adapter"]["name"].as_str().map(|a| format!(", adapter {a}")).unwrap_or_default();
     let _ = writeln!(o, "  backend {} ({}{adapter})", s(&b["used"]), s(&b["reason"]));
+    if let Some(line) = cache_line(&r, &m) {
+        let _ = writeln!(o, "  {line}");
+    }
     let _ = writeln!(o, "\nstages:");
     for st in r["stages"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -120,6 +123,26 @@ pub fn show(path: &Path) -> Result<String> {
         let _ = writeln!(o, "  {:<42} {:>10} rows", s(&f["file"]), f["rows"].as_u64().unwrap_or(0));
     }
     Ok(o)
+}
+
+/// The encoder cache as the contextual stage used it: documents from it and encoded, its size and folder; or why
+/// the run went without it.
+fn cache_line(r: &serde_json::Value, m: &MetricMap) -> Option<String> {
+    let c = &r["details"]["contextual"]["cache"];
+    if let Some(why) = c["off"].as_str() {
+        return Some(format!("cache off ({why})"));
+    }
+    let dir = c["dir"].as_str()?;
+    let n = |metric: &str| get(m, "contextual", metric).map_or("?".into(), value);
+    let mb = c["bytes"].as_f64().unwrap_or(0.0) / 1e6;
+    Some(format!(
+        "cache: {} of {} documents from the cache, {} encoded ({} duplicates); {} entries, {mb:.1} MB in {dir}",
+        n("from_cache"),
+        n("documents"),
+        n("encoded"),
+        n("duplicate_texts"),
+        c["entries"].as_u64().unwrap_or(0),
+    ))
 }
 
 /// A metric as people read it: whole numbers and large values without decimals, others to 4 places.

@@ -6,6 +6,7 @@ mod architecture;
 mod backend_ops;
 mod bow_parity;
 mod bow_unicode;
+mod cache;
 mod config_errors;
 mod documents;
 mod encoder;

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use embjob::data::table::{ColumnData, Table};
-use polars::prelude::*;
 
 use crate::support::*;
 
@@ -62,58 +61,26 @@ fn sharded_run(job: &Job, n: usize, out: &str) -> Outcome {
     cmd(job, &["merge"], out)
 }
 
-/// A Parquet table of a run: a file, or the folder of its parts stacked in name order.
-fn table(run: &Path, stem: &str) -> DataFrame {
-    let file = run.join(format!("{stem}.parquet"));
-    if file.is_file() {
-        return read_parquet(&file);
-    }
-    let mut parts: Vec<PathBuf> =
-        std::fs::read_dir(run.join(stem)).expect("parts").map(|e| e.expect("entry").path()).collect();
-    parts.sort();
-    let mut df = read_parquet(&parts[0]);
-    for p in &parts[1..] {
-        df.vstack_mut(&read_parquet(p)).expect("vstack");
-    }
-    df
-}
-
-/// Two frames hold the same columns with the same values, floats compared by their bits.
-fn assert_same_bits(a: &DataFrame, b: &DataFrame, what: &str) {
-    assert_eq!(a.get_column_names(), b.get_column_names(), "{what}: columns");
-    assert_eq!(a.height(), b.height(), "{what}: rows");
-    for c in a.get_column_names() {
-        let (x, y) = (a.column(c).expect("col"), b.column(c).expect("col"));
-        let bits = |s: &Column| -> Option<Vec<u64>> {
-            let s = s.as_materialized_series();
-            match s.dtype() {
-                DataType::Float64 => Some(s.f64().expect("f64").into_no_null_iter().map(f64::to_bits).collect()),
-                DataType::Array(..) => Some(
-                    s.array()
-                        .expect("array")
-                        .get_inner()
-                        .f32()
-                        .expect("f32")
-                        .into_no_null_iter()
-                        .map(|v| u64::from(v.to_bits()))
-                        .collect(),
-                ),
-                _ => None,
-            }
-        };
-        match (bits(x), bits(y)) {
-            (Some(p), Some(q)) => assert!(p == q, "{what}: column {c} differs in its bits"),
-            _ => assert!(x.equals_missing(y), "{what}: column {c} differs"),
-        }
-    }
-}
-
 /// The metrics that are results: all but times, rates, memory, and how the encoder cut its work into batches.
 fn results(run: &Path) -> Vec<(String, String, Option<i64>, u64)> {
     let m = read_parquet(&run.join("metrics.parquet"));
     let (s, n, v) = (strs(&m, "stage"), strs(&m, "metric"), f64s(&m, "value"));
     let idx: Vec<Option<i64>> = m.column("index").expect("index").i64().expect("i64").iter().collect();
-    let chunking = ["seconds", "documents_per_second", "tokens_per_second", "peak_rss_mb", "batches", "row_groups"];
+    // How the work was cut and shared: duplicates are found within a shard, the cache is each output folder's own.
+    let chunking = [
+        "seconds",
+        "documents_per_second",
+        "tokens_per_second",
+        "peak_rss_mb",
+        "batches",
+        "row_groups",
+        "encoded",
+        "encoded_tokens",
+        "from_cache",
+        "duplicate_texts",
+        "cache_entries",
+        "cache_bytes",
+    ];
     (0..m.height())
         .filter(|&r| s[r] != "efficiency" && !chunking.contains(&n[r].as_str()))
         .map(|r| (s[r].clone(), n[r].clone(), idx[r], v[r].to_bits()))

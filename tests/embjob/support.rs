@@ -287,3 +287,49 @@ pub fn long_job(extra: &str) -> Job {
             "[job]\nname = \"t\"\nbackend = \"cpu\"\n\n[input]\npath = \"data.csv\"\nlayout = \"long\"\n\n[output]\ndir = \"out\"\n{extra}"
         ))
 }
+
+/// A Parquet table of a run: a file, or the folder of its parts stacked in name order.
+pub fn table(run: &Path, stem: &str) -> DataFrame {
+    let file = run.join(format!("{stem}.parquet"));
+    if file.is_file() {
+        return read_parquet(&file);
+    }
+    let mut parts: Vec<PathBuf> =
+        std::fs::read_dir(run.join(stem)).expect("parts").map(|e| e.expect("entry").path()).collect();
+    parts.sort();
+    let mut df = read_parquet(&parts[0]);
+    for p in &parts[1..] {
+        df.vstack_mut(&read_parquet(p)).expect("vstack");
+    }
+    df
+}
+
+/// Two frames hold the same columns with the same values, floats compared by their bits.
+pub fn assert_same_bits(a: &DataFrame, b: &DataFrame, what: &str) {
+    assert_eq!(a.get_column_names(), b.get_column_names(), "{what}: columns");
+    assert_eq!(a.height(), b.height(), "{what}: rows");
+    for c in a.get_column_names() {
+        let (x, y) = (a.column(c).expect("col"), b.column(c).expect("col"));
+        let bits = |s: &Column| -> Option<Vec<u64>> {
+            let s = s.as_materialized_series();
+            match s.dtype() {
+                DataType::Float64 => Some(s.f64().expect("f64").into_no_null_iter().map(f64::to_bits).collect()),
+                DataType::Array(..) => Some(
+                    s.array()
+                        .expect("array")
+                        .get_inner()
+                        .f32()
+                        .expect("f32")
+                        .into_no_null_iter()
+                        .map(|v| u64::from(v.to_bits()))
+                        .collect(),
+                ),
+                _ => None,
+            }
+        };
+        match (bits(x), bits(y)) {
+            (Some(p), Some(q)) => assert!(p == q, "{what}: column {c} differs in its bits"),
+            _ => assert!(x.equals_missing(y), "{what}: column {c} differs"),
+        }
+    }
+}

@@ -52,6 +52,24 @@ impl ShardSet {
 }
 
 impl MergedInput for ShardSet {
+    /// The shards' `cache_segment.parquet` files (a shard that encoded nothing new has none).
+    fn cache_segments(&self) -> Vec<crate::stages::vector_cache::NewSegment> {
+        let mut out = Vec::new();
+        for (dir, m) in self.dirs.iter().zip(&self.manifests) {
+            let path = dir.join(super::CACHE_SEGMENT);
+            if let (Some(store), Ok(meta)) = (&m.cache_store, std::fs::metadata(&path)) {
+                let rows = m.contextual.iter().find(|(n, _)| n == "encoded").map_or(0, |(_, v)| *v as usize);
+                out.push(crate::stages::vector_cache::NewSegment {
+                    path,
+                    store_dir: store.clone(),
+                    rows,
+                    bytes: meta.len(),
+                });
+            }
+        }
+        out
+    }
+
     fn parts(&self) -> usize {
         self.count()
     }
@@ -153,8 +171,20 @@ impl MergedInput for ShardSet {
             self.manifests.iter().flat_map(|m| m.contextual.iter()).find(|(n, _)| n == name).map_or(0.0, |(_, v)| *v)
         };
         let seconds = self.manifests.iter().map(|m| m.encode_seconds).sum::<f64>().max(1e-9);
-        let (docs, tokens) = (sum("documents"), sum("tokens"));
-        for name in ["documents", "tokens", "truncated_documents", "batches", "row_groups"] {
+        let (docs, tokens) = (sum("documents"), sum("encoded_tokens"));
+        // Duplicates are found within each shard: a text in two shards is encoded (or read from the cache) twice.
+        let counts = [
+            "documents",
+            "tokens",
+            "truncated_documents",
+            "encoded",
+            "encoded_tokens",
+            "from_cache",
+            "duplicate_texts",
+            "batches",
+            "row_groups",
+        ];
+        for name in counts {
             metrics.push("contextual", name, sum(name));
         }
         metrics.push("contextual", "embedding_dim", any("embedding_dim"));

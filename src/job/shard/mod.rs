@@ -166,11 +166,18 @@ pub struct Manifest {
     pub contextual: Vec<(String, f64)>,
     /// Seconds the contextual stage took.
     pub encode_seconds: f64,
+    /// The encoder cache's key folder the shard read, when the vectors it encoded are in its
+    /// [`CACHE_SEGMENT`] for the merge to publish.
+    #[serde(default)]
+    pub cache_store: Option<PathBuf>,
     /// Seconds the task took, from the start to the manifest.
     pub seconds: f64,
     /// The shard's files and their sizes in bytes (for the cost table).
     pub written: Vec<(String, u64)>,
 }
+
+/// A shard's newly encoded vectors, for the encoder cache.
+pub const CACHE_SEGMENT: &str = "cache_segment.parquet";
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{assign, check_shardable, config_digest, list_input, shards_dir, Manifest, ShardSpec, MANIFEST};
+use super::{
+    assign, check_shardable, config_digest, list_input, shards_dir, Manifest, ShardSpec, CACHE_SEGMENT, MANIFEST,
+};
 use crate::data;
 use crate::data::dataset::{Dataset, TextCorpus};
 use crate::data::fingerprint::InputFingerprint;
@@ -44,10 +46,11 @@ pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Resul
         &staging.dir.join("rows.parquet"),
     )?;
     let counted = count_share(plan, &corpus, &staging.dir, reporter)?;
-    let (contextual, encode_seconds) = encode_share(plan, corpus, share.first_row, &staging.dir, reporter)?;
+    let (contextual, encode_seconds, cache_store) =
+        encode_share(plan, corpus, share.first_row, &staging.dir, reporter)?;
     crate::runtime::interrupt::check()?;
     let mut written = Vec::new();
-    for name in ["rows.parquet", "tokens.parquet", "counts.parquet", "text_embeddings.parquet"] {
+    for name in ["rows.parquet", "tokens.parquet", "counts.parquet", "text_embeddings.parquet", CACHE_SEGMENT] {
         if let Ok(meta) = std::fs::metadata(staging.dir.join(name)) {
             written.push((name.to_owned(), meta.len()));
         }
@@ -68,6 +71,7 @@ pub fn run_shard(plan: &Plan, spec: ShardSpec, reporter: &dyn Reporter) -> Resul
         stop_words_dropped: counted.stop_words_dropped,
         contextual,
         encode_seconds,
+        cache_store,
         seconds: started.elapsed().as_secs_f64(),
         written,
     };
@@ -161,9 +165,9 @@ fn encode_share(
     first_row: usize,
     dir: &Path,
     reporter: &dyn Reporter,
-) -> Result<(Vec<(String, f64)>, f64)> {
+) -> Result<(Vec<(String, f64)>, f64, Option<PathBuf>)> {
     if plan.contextual.is_none() || corpus.texts.is_empty() {
-        return Ok((Vec::new(), 0.0));
+        return Ok((Vec::new(), 0.0, None));
     }
     crate::runtime::interrupt::check()?;
     let (compute, backend) = crate::backend::open(plan.backend)?;
@@ -176,14 +180,23 @@ fn encode_share(
     let mut metrics = Metrics::default();
     crate::stages::run(crate::stages::Stage::Contextual, &ctx, &mut artifacts, &mut metrics)?;
     let seconds = metrics.get("contextual", "seconds").unwrap_or(0.0);
-    let timing = ["seconds", "documents_per_second", "tokens_per_second", "peak_rss_mb"];
+    // The shard's new vectors stay in its folder; the merge publishes them into the cache.
+    let mut cache_store = None;
+    if let (Some(store), Some(segment)) = (artifacts.cache_store.take(), artifacts.cache_segments.pop()) {
+        let dest = dir.join(CACHE_SEGMENT);
+        std::fs::rename(&segment.path, &dest).map_err(|e| Error::output(&dest, "cannot write", e))?;
+        cache_store = Some(store);
+    }
+    // Sums over shards are meaningless for these: timings, and the cache's size (each shard saw the same cache).
+    let timing =
+        ["seconds", "documents_per_second", "tokens_per_second", "peak_rss_mb", "cache_entries", "cache_bytes"];
     let counts = metrics
         .rows
         .into_iter()
         .filter(|m| !timing.contains(&m.metric.as_str()))
         .map(|m| (m.metric, m.value))
         .collect();
-    Ok((counts, seconds))
+    Ok((counts, seconds, cache_store))
 }
 
 /// A shard's counts as two tables: `tokens.parquet` (token, in sorted order: the token id is the row) and

@@ -11,6 +11,7 @@
 //! Memory holds the weights, one batch's activations and one window.
 
 mod model;
+mod reuse;
 mod senses;
 mod windows;
 mod words;
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::plan::ContextualPlan;
 use crate::runtime::metrics::Metrics;
 use model::Model;
+use reuse::{Reuse, ReuseTally};
 use senses::SenseCollector;
 use windows::{Window, Windows};
 use writing::Writing;
@@ -34,9 +36,13 @@ use writing::Writing;
 /// What the stage counted as it went.
 #[derive(Debug, Default)]
 struct Tally {
+    /// Every row, with its tokens and truncation, as a run that encodes every row counts them.
     documents: usize,
     tokens: usize,
     truncated: usize,
+    /// The rows encoded in this run and their tokens.
+    encoded: usize,
+    encoded_tokens: usize,
     batches: usize,
     windows: usize,
     /// Word occurrences selected (`words = "all"` stops at its limit).
@@ -79,10 +85,16 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let mut senses = plan.senses.as_ref().map(SenseCollector::open).transpose()?;
     let words = words::wanted(plan.words.as_ref(), senses.as_ref(), plan.folder.config.layers);
     let tokenizer = open_tokenizer(plan)?;
-    let windows = Windows::new(&tokenizer, corpus, &plan.encode, &ctx.plan.input.path, words.is_some());
     // The document evaluation needs every document's vector at once: then they are kept, not only streamed.
     let keep = ctx.plan.documents.is_some();
-    let mut model = Model::open(ctx, plan, words.as_ref(), (windows.max_documents(), corpus.texts.len()), keep)?;
+    let window_documents = Windows::max_documents_of(&plan.encode, corpus.texts.len());
+    let mut model = Model::open(ctx, plan, words.as_ref(), (window_documents, corpus.texts.len()), keep)?;
+    let precision = serde_json::to_value(&model.precision().0).map_err(|e| Error::Internal(e.to_string()))?;
+    let every_row = words.is_some();
+    let mut reuse = Reuse::open(ctx, plan, &precision, &corpus.texts, model.dim(), every_row)?;
+    let cache_key = reuse.key().cloned();
+    let skip = reuse.skipped();
+    let windows = Windows::new(&tokenizer, corpus, &plan.encode, &ctx.plan.input.path, every_row, &skip);
     let mut writing = Writing::create(ctx.out_dir, keep)?;
     ctx.reporter.stage_started("contextual", Some(corpus.texts.len() as u64));
     let started = Instant::now();
@@ -98,16 +110,18 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
             let Ok(window) = rx.recv() else { break };
             waited += t.elapsed();
             let window = window?;
-            let truncated = window.tokens.iter().filter(|t| t.truncated).count();
+            let mut encoded =
+                encode_window(ctx, &mut model, &window, words.as_ref(), senses.as_mut(), corpus, &mut tally, started)?;
+            let (tokens, truncated) = reuse.complete(&window, &mut encoded.vectors, model.dim())?;
             if tally.truncated == 0 && truncated > 0 {
                 ctx.reporter.notice(&format!(
                     "contextual: documents longer than {} tokens are truncated (counted in truncated_documents)",
                     plan.encode.max_tokens
                 ));
             }
+            tally.documents += window.tokens.len();
+            tally.tokens += tokens;
             tally.truncated += truncated;
-            let encoded =
-                encode_window(ctx, &mut model, &window, words.as_ref(), senses.as_mut(), corpus, &mut tally, started)?;
             writing.write(&window, corpus, ctx.first_row, encoded)?;
             tally.windows += 1;
         }
@@ -117,11 +131,49 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         tally.waited_seconds = waited.as_secs_f64();
         Ok(())
     })?;
+    let (cache, reused) = reuse.finish()?;
+    if let Some((store_dir, new)) = cache {
+        artifacts.cache_store = Some(store_dir);
+        artifacts.cache_segments.extend(new);
+    }
     let (written, kept) = writing.finish(ctx.reporter, words.as_ref(), tally.occurrences)?;
     if let Some(values) = kept {
         artifacts.doc_vectors.push(DocVectors { method: "contextual", dim: model.dim(), values });
     }
-    finish(ctx, plan, &model, tally, senses, started, metrics, words.as_ref(), written)
+    let cache_json = cache_details(plan, cache_key.as_ref(), &reused);
+    let summary = Summary { tally, reused, written, cache: cache_json };
+    finish(ctx, plan, &model, summary, senses, started, metrics, words.as_ref())
+}
+
+/// What the stage did, for its metrics and summary.
+struct Summary {
+    tally: Tally,
+    reused: ReuseTally,
+    written: Vec<(String, usize)>,
+    cache: serde_json::Value,
+}
+
+/// run.json's `cache`: its folder, key and size, or why the run went without it.
+fn cache_details(
+    plan: &ContextualPlan,
+    key: Option<&crate::stages::vector_cache::CacheKey>,
+    r: &ReuseTally,
+) -> serde_json::Value {
+    match (&plan.cache, key) {
+        (Ok(c), Some(k)) => serde_json::json!({
+            "dir": c.dir,
+            "keep_days": c.keep_days,
+            "key": k.id,
+            "key_parts": k.parts,
+            "segments_read": r.segments,
+            "entries": r.entries + r.new_entries,
+            "bytes": r.bytes + r.new_bytes,
+            "new_entries": r.new_entries,
+            "row_groups_read": r.groups_read,
+        }),
+        (Err(why), _) => serde_json::json!({ "off": why }),
+        (Ok(_), None) => serde_json::json!({ "off": "contextual.words and eval.senses need every occurrence encoded" }),
+    }
 }
 
 /// The model folder's tokenizer, refused when it knows more tokens than the model has rows for.
@@ -160,7 +212,13 @@ fn encode_window(
 ) -> Result<WindowVectors> {
     let h = model.dim();
     let lengths = window.lengths();
-    let batches = batches(&lengths, model.batch_tokens());
+    // Rows from the cache or duplicates have no tokens: only the rest is batched.
+    let rows: Vec<usize> = (0..lengths.len()).filter(|&i| lengths[i] > 0).collect();
+    let row_lengths: Vec<usize> = rows.iter().map(|&i| lengths[i]).collect();
+    let batches: Vec<Vec<usize>> = batches(&row_lengths, model.batch_tokens())
+        .into_iter()
+        .map(|b| b.into_iter().map(|j| rows[j]).collect())
+        .collect();
     let mut vectors = vec![0f32; window.tokens.len() * h];
     let mut token_rows = words::TokenRows::new(h);
     let mut in_flight: Option<(crate::encoder::PendingVectors, &[usize])> = None;
@@ -168,12 +226,12 @@ fn encode_window(
         for (i, &d) in batch.iter().enumerate() {
             vectors[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
         }
-        tally.documents += batch.len();
-        tally.tokens += batch.iter().map(|&d| lengths[d]).sum::<usize>();
+        tally.encoded += batch.len();
+        tally.encoded_tokens += batch.iter().map(|&d| lengths[d]).sum::<usize>();
         let s = started.elapsed().as_secs_f64().max(1e-9);
         ctx.reporter.progress(
-            tally.documents as u64,
-            &format!("{:.0} documents/s, {:.0} tokens/s", tally.documents as f64 / s, tally.tokens as f64 / s),
+            (tally.documents + batch.len()) as u64,
+            &format!("{:.0} documents/s, {:.0} tokens/s", tally.encoded as f64 / s, tally.encoded_tokens as f64 / s),
         );
     };
     for batch in &batches {
@@ -205,18 +263,17 @@ fn encode_window(
 }
 
 /// The stage's metrics, the sense scores, its summary line and run.json details.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     ctx: &Context<'_>,
     plan: &ContextualPlan,
     model: &Model<'_>,
-    tally: Tally,
+    done: Summary,
     senses: Option<SenseCollector>,
     started: Instant,
     metrics: &mut Metrics,
     words: Option<&WordsParams>,
-    written: Vec<(String, usize)>,
 ) -> Result<StageOutput> {
+    let Summary { tally, reused, written, cache } = done;
     if let Some(wp) = words {
         metrics.push("contextual", "word_occurrences", tally.occurrences.min(wp.limit) as f64);
     }
@@ -226,22 +283,34 @@ fn finish(
         ("documents", n as f64),
         ("tokens", tokens as f64),
         ("truncated_documents", tally.truncated as f64),
+        ("encoded", tally.encoded as f64),
+        ("encoded_tokens", tally.encoded_tokens as f64),
+        ("from_cache", reused.from_cache as f64),
+        ("duplicate_texts", reused.duplicates as f64),
         ("batches", tally.batches as f64),
         ("row_groups", tally.windows as f64),
         ("embedding_dim", model.dim() as f64),
         ("seconds", seconds),
         ("documents_per_second", n as f64 / seconds),
-        ("tokens_per_second", tokens as f64 / seconds),
+        ("tokens_per_second", tally.encoded_tokens as f64 / seconds),
         ("peak_rss_mb", crate::runtime::memory::peak_rss_mb()),
     ] {
         metrics.push("contextual", name, value);
     }
+    if cache.get("key").is_some() {
+        metrics.push("contextual", "cache_entries", (reused.entries + reused.new_entries) as f64);
+        metrics.push("contextual", "cache_bytes", (reused.bytes + reused.new_bytes) as f64);
+    }
     let mut summary = format!(
-        "{n} documents, {tokens} tokens ({} truncated) in {} batches: {:.0} documents/s, {:.0} tokens/s",
+        "{n} documents, {} from the cache, {} encoded ({} duplicates), {tokens} tokens ({} truncated) in {} batches: \
+         {:.0} documents/s, {:.0} tokens/s",
+        reused.from_cache,
+        tally.encoded,
+        reused.duplicates,
         tally.truncated,
         tally.batches,
         n as f64 / seconds,
-        tokens as f64 / seconds
+        tally.encoded_tokens as f64 / seconds
     );
     if let Some(c) = senses {
         let parts = c.finish(metrics, ctx.plan.seed)?;
@@ -262,6 +331,7 @@ fn finish(
         "precision_reason": model.precision().1,
         "tokenize_seconds": tally.tokenize_seconds,
         "waited_for_tokens_seconds": tally.waited_seconds,
+        "cache": cache,
     });
     Ok(StageOutput { written, summary, details: Some(details), ..StageOutput::default() })
 }

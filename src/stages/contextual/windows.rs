@@ -36,7 +36,7 @@ pub fn batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// Documents `start..start + tokens.len()`, tokenized and checked.
+/// Documents `start..start + tokens.len()`, tokenized and checked (a row not encoded in this run has no tokens).
 pub struct Window {
     pub start: usize,
     pub tokens: Vec<Tokens>,
@@ -59,6 +59,8 @@ pub struct Windows<'a> {
     /// The input, named in errors.
     input: &'a std::path::Path,
     want_words: bool,
+    /// Rows not encoded in this run (from the cache, or duplicates): not tokenized, one token of the budget each.
+    skip: &'a [bool],
     /// Tokens per window.
     budget: usize,
     /// Documents tokenized ahead of the next window, and the first document not tokenized yet.
@@ -73,14 +75,15 @@ impl<'a> Windows<'a> {
         params: &'a EncodeParams,
         input: &'a std::path::Path,
         want_words: bool,
+        skip: &'a [bool],
     ) -> Windows<'a> {
         let budget = params.batch_tokens.saturating_mul(WINDOW_BATCHES);
-        Windows { tokenizer, corpus, params, input, want_words, budget, ahead: VecDeque::new(), cursor: 0 }
+        Windows { tokenizer, corpus, params, input, want_words, skip, budget, ahead: VecDeque::new(), cursor: 0 }
     }
 
-    /// Documents in a window at most (the memory plan's window of vectors).
-    pub fn max_documents(&self) -> usize {
-        self.budget.min(self.corpus.texts.len())
+    /// Documents in a window at most (the memory plan's window of vectors), for a corpus of `n`.
+    pub fn max_documents_of(params: &EncodeParams, n: usize) -> usize {
+        params.batch_tokens.saturating_mul(WINDOW_BATCHES).min(n)
     }
 
     /// The next window: documents in input order while their tokens fit the window's budget (at least one).
@@ -92,11 +95,11 @@ impl<'a> Windows<'a> {
                 self.tokenize_block()?;
             }
             let Some(t) = self.ahead.front() else { break };
-            if !tokens.is_empty() && sum + t.0.ids.len() > self.budget {
+            if !tokens.is_empty() && sum + t.0.ids.len().max(1) > self.budget {
                 break;
             }
             let Some(t) = self.ahead.pop_front() else { break };
-            sum += t.0.ids.len();
+            sum += t.0.ids.len().max(1);
             tokens.push(t.0);
             words.push(t.1);
         }
@@ -120,6 +123,9 @@ impl<'a> Windows<'a> {
 
     /// Document `d`'s tokens (and words), refused when it has none or is too long without `truncate`.
     fn tokenize(&self, d: usize) -> Result<(Tokens, Vec<Word>)> {
+        if self.skip.get(d).copied().unwrap_or(false) {
+            return Ok((Tokens { ids: Vec::new(), type_ids: Vec::new(), truncated: false }, Vec::new()));
+        }
         let text = &self.corpus.texts[d];
         let (t, words) = if self.want_words {
             self.tokenizer.encode_words(text)?

@@ -97,6 +97,7 @@ pub fn encode(opts: &EncodeBenchOptions, log: &mut dyn Write) -> Result<Vec<Enco
         words_limit: 1,
         layers: None,
         static_control: true,
+        cache: false,
         precision: opts.precision,
     };
     let plan = crate::plan::contextual_plan(&cfg, crate::encoder::ModelFolder::open(&opts.model)?)?;

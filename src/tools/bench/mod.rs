@@ -11,11 +11,15 @@
 //! * `embjob bench catalogue` (`catalogue.rs`): training and held-out ranking cost against the catalogue size
 //!   (generated Zipf catalogues of 10^4–10^6 items), full softmax against sampled;
 //! * `embjob bench encode` (`encode.rs`): contextual encoding throughput of a model folder on real text, next to
-//!   sentence-transformers and ONNX Runtime.
+//!   sentence-transformers and ONNX Runtime;
+//! * `embjob bench cache` (`cache.rs`): the encoder cache's lookup at 10^7 cached documents (time, memory per
+//!   document) next to the CPU encoding the new ones it saves.
 
+mod cache;
 mod catalogue;
 mod encode;
 
+pub use cache::{cache, cache_table, CacheBench, CacheBenchOptions, CacheMeasurement};
 pub use catalogue::{catalogue, catalogue_table, CatalogueBenchOptions, CatalogueMeasurement};
 pub use encode::{encode, encode_table, EncodeBenchOptions, EncodeMeasurement, PeerPrecision, TextSet};
 
