@@ -67,9 +67,11 @@ handoff = false
 
 
 def results(run):
-    """The metrics that are results (not times, rates, memory, or how the encoder batched its work)."""
+    """The metrics that are results (not times, rates, memory, how the encoder batched its work, or what the encoder
+    cache and the duplicate texts spared it: shards find duplicates within themselves, and each run has its cache)."""
     m = pq.read_table(os.path.join(run, "metrics.parquet")).to_pylist()
-    skip = {"seconds", "documents_per_second", "tokens_per_second", "peak_rss_mb", "batches", "row_groups"}
+    skip = {"seconds", "documents_per_second", "tokens_per_second", "peak_rss_mb", "batches", "row_groups",
+            "encoded", "encoded_tokens", "from_cache", "duplicate_texts", "cache_entries", "cache_bytes"}
     return [(r["stage"], r["metric"], r["index"], r["value"]) for r in m if r["stage"] != "efficiency" and r["metric"] not in skip]
 
 

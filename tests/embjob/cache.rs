@@ -344,6 +344,17 @@ fn more_than_16_segments_are_compacted_into_one_and_unused_segments_expire() {
         let f = std::fs::File::options().write(true).open(s).expect("open");
         f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86_400)).expect("age");
     }
+    // A folder of another key (a model no run uses any more), as old: its segments expire too, its key.json stays.
+    let key_dir = old[0].parent().expect("key folder").to_owned();
+    let other = cache.join("ffffffffffffffff");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::copy(key_dir.join("key.json"), other.join("key.json")).expect("key.json");
+    for s in &old {
+        let copy = other.join(s.file_name().expect("name"));
+        std::fs::copy(s, &copy).expect("copy");
+        let f = std::fs::File::options().write(true).open(&copy).expect("open");
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86_400)).expect("age");
+    }
     let (ids, texts) = lee(50);
     let texts: Vec<String> = texts.iter().map(|t| format!("{t} (new)")).collect();
     write_docs(&job, &ids, &texts);
@@ -351,6 +362,9 @@ fn more_than_16_segments_are_compacted_into_one_and_unused_segments_expire() {
     let now = segments(&cache);
     assert!(old.iter().all(|s| !now.contains(s)), "expired segments remain: {now:?}");
     assert_eq!(now.len(), 1, "{now:?}");
+    assert!(other.join("key.json").is_file());
+    let left: Vec<_> = std::fs::read_dir(&other).expect("list").flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().starts_with("seg-")), "other key's segments remain: {left:?}");
 }
 
 #[test]

@@ -115,7 +115,7 @@ fn mutated_inputs_never_panic() {
     let text = || InputColumns::Text { text: "item".into(), id: None };
     // Each case's seed, format, file name and the layouts its unmutated seed reads with.
     let case = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             (&csv_seed, Format::Csv, "f.csv", vec![long(None), numeric(&["item"]), text()])
         } else {
             let s = (i / 2) % parquet_seeds.len();

@@ -169,7 +169,7 @@ fn block_pair_generic(
 
 /// [`cosine_top_k`] with a given block size (a multiple of 16; tests use small blocks to cross many borders).
 pub fn cosine_top_k_blocked(x: &[f32], n: usize, dim: usize, k: usize, block: usize) -> Result<(Vec<u32>, Vec<f32>)> {
-    if block == 0 || block % TILE_COLS != 0 {
+    if block == 0 || !block.is_multiple_of(TILE_COLS) {
         return Err(Error::Internal(format!("cosine_top_k: block {block} is not a multiple of {TILE_COLS}")));
     }
     let x = x.get(..n * dim).ok_or_else(|| Error::Internal("cosine_top_k: shape".into()))?;

@@ -157,6 +157,9 @@ fn count_share(plan: &Plan, corpus: &TextCorpus, dir: &Path, reporter: &dyn Repo
     Ok(counted)
 }
 
+/// What a shard's contextual stage reports: its counts, its seconds, and the cache's key folder when it used one.
+type ShareResult = (Vec<(String, f64)>, f64, Option<PathBuf>);
+
 /// With `[contextual]`: the documents' vectors, written into `dir` by the contextual stage itself; its counts (times
 /// and rates left out, so that a retried task writes the same manifest but for its times) and its seconds.
 fn encode_share(
@@ -165,7 +168,7 @@ fn encode_share(
     first_row: usize,
     dir: &Path,
     reporter: &dyn Reporter,
-) -> Result<(Vec<(String, f64)>, f64, Option<PathBuf>)> {
+) -> Result<ShareResult> {
     if plan.contextual.is_none() || corpus.texts.is_empty() {
         return Ok((Vec::new(), 0.0, None));
     }

@@ -89,7 +89,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let keep = ctx.plan.documents.is_some();
     let window_documents = Windows::max_documents_of(&plan.encode, corpus.texts.len());
     let mut model = Model::open(ctx, plan, words.as_ref(), (window_documents, corpus.texts.len()), keep)?;
-    let precision = serde_json::to_value(&model.precision().0).map_err(|e| Error::Internal(e.to_string()))?;
+    let precision = serde_json::to_value(model.precision().0).map_err(|e| Error::Internal(e.to_string()))?;
     let every_row = words.is_some();
     let mut reuse = Reuse::open(ctx, plan, &precision, &corpus.texts, model.dim(), every_row)?;
     let cache_key = reuse.key().cloned();
@@ -141,8 +141,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         artifacts.doc_vectors.push(DocVectors { method: "contextual", dim: model.dim(), values });
     }
     let cache_json = cache_details(plan, cache_key.as_ref(), &reused);
-    let summary = Summary { tally, reused, written, cache: cache_json };
-    finish(ctx, plan, &model, summary, senses, started, metrics, words.as_ref())
+    let summary = Summary { tally, reused, written, cache: cache_json, started };
+    finish(ctx, plan, &model, summary, senses, metrics, words.as_ref())
 }
 
 /// What the stage did, for its metrics and summary.
@@ -151,6 +151,7 @@ struct Summary {
     reused: ReuseTally,
     written: Vec<(String, usize)>,
     cache: serde_json::Value,
+    started: Instant,
 }
 
 /// run.json's `cache`: its folder, key and size, or why the run went without it.
@@ -269,11 +270,10 @@ fn finish(
     model: &Model<'_>,
     done: Summary,
     senses: Option<SenseCollector>,
-    started: Instant,
     metrics: &mut Metrics,
     words: Option<&WordsParams>,
 ) -> Result<StageOutput> {
-    let Summary { tally, reused, written, cache } = done;
+    let Summary { tally, reused, written, cache, started } = done;
     if let Some(wp) = words {
         metrics.push("contextual", "word_occurrences", tally.occurrences.min(wp.limit) as f64);
     }

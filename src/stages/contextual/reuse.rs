@@ -27,6 +27,9 @@ pub struct ReuseTally {
     pub groups_read: usize,
 }
 
+/// The cache's key folder and the segment a run adds to it (none when it encoded nothing).
+pub type Published = (std::path::PathBuf, Option<NewSegment>);
+
 pub struct Reuse {
     pub rows: RowPlan,
     store: Option<CacheStore>,
@@ -127,7 +130,7 @@ impl Reuse {
 
     /// Closes the staged segment (if anything was encoded for the cache): the cache's key folder and the new
     /// segment, and the tally.
-    pub fn finish(mut self) -> Result<(Option<(std::path::PathBuf, Option<NewSegment>)>, ReuseTally)> {
+    pub fn finish(mut self) -> Result<(Option<Published>, ReuseTally)> {
         self.tally.groups_read = self.hits.groups_read;
         let Some(store) = self.store.take() else { return Ok((None, self.tally)) };
         let new = match self.staged.take() {

@@ -3,7 +3,8 @@
 //!
 //! * **expiry**: a segment no run has read from for `cache_keep_days` days (its modification time, renewed by
 //!   every run that uses it) is removed, and so is an incoming file older than a day (a run killed between its two
-//!   steps of publishing);
+//!   steps of publishing); in the run's own key folder and in the other key folders beside it (the vectors of a
+//!   model or setting no longer used), each under its own lock;
 //! * **compaction**: when more than [`MAX_SEGMENTS`] segments remain, all of them are merged into one (each text
 //!   once), streamed a row group at a time, then the old ones are removed. The merged segment is written under an
 //!   incoming name and renamed, so a reader sees either the old segments or the new one; a crash in between leaves
@@ -35,6 +36,26 @@ pub fn maintain(dir: &Path, keep_days: u64, reporter: &dyn Reporter) {
     }
     if let Err(e) = expire(dir, keep_days).and_then(|_| compact_if_needed(dir)) {
         reporter.notice(&format!("cache: {e:#}"));
+    }
+    drop(lock);
+    expire_other_keys(dir, keep_days, reporter);
+}
+
+/// Expiry in the other key folders beside `dir` (a model or setting no run uses any more would otherwise keep its
+/// segments for ever), each under its own exclusive lock; a folder some run is reading is left for a later run.
+fn expire_other_keys(dir: &Path, keep_days: u64, reporter: &dyn Reporter) {
+    let Some(root) = dir.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for other in entries.flatten().map(|e| e.path()) {
+        if other == dir || !other.join("key.json").is_file() {
+            continue;
+        }
+        let Ok(lock) = lock_file(&other) else { continue };
+        if lock.try_lock().is_ok() {
+            if let Err(e) = expire(&other, keep_days) {
+                reporter.notice(&format!("cache: {e:#}"));
+            }
+        }
     }
 }
 

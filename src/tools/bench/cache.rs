@@ -294,10 +294,10 @@ fn encoding_rate(model: &Path, new: &[String], opts: &CacheBenchOptions, log: &m
 /// The lookups as a Markdown table, then the yardstick: the lookup's share of encoding the new texts.
 pub fn cache_table(b: &CacheBench) -> String {
     let mut s = format!(
-        "cache: {} entries in {} segments, {:.1} GB\n\n| input rows | from the cache | to encode | open and checksums s | plan s | lookup s | vectors read back s | peak above the input MB | bytes per input row |\n|---|---|---|---|---|---|---|---|---|\n",
+        "cache: {} entries in {} segments, {:.0} MB\n\n| input rows | from the cache | to encode | open and checksums s | plan s | lookup s | vectors read back s | peak above the input MB | bytes per input row |\n|---|---|---|---|---|---|---|---|---|\n",
         b.entries,
         b.segments,
-        b.cache_bytes as f64 / 1e9
+        b.cache_bytes as f64 / 1e6
     );
     for m in &b.lookups {
         s.push_str(&format!(
