@@ -17,18 +17,24 @@ pub struct InputFingerprint {
 
 /// Size and SHA-256 of a file.
 pub fn fingerprint(path: &Path) -> Result<InputFingerprint> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::input(path, None, format!("cannot open: {e}")))?;
+    let (sha, bytes) = file_sha256(path).map_err(|e| Error::input(path, None, format!("cannot read: {e}")))?;
+    let sha256 = sha.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(InputFingerprint { path: path.to_owned(), bytes, sha256 })
+}
+
+/// The SHA-256 of a file's bytes, and their count, read in blocks of 1 MiB.
+pub fn file_sha256(path: &Path) -> std::io::Result<([u8; 32], u64)> {
+    let mut f = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::input(path, None, format!("cannot read: {e}")))?;
+        let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
         bytes += n as u64;
         hasher.update(&buf[..n]);
     }
-    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(InputFingerprint { path: path.to_owned(), bytes, sha256 })
+    Ok((hasher.finalize().into(), bytes))
 }

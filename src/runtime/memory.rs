@@ -92,10 +92,20 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 /// Peak resident memory of this process so far, in MB (Linux; 0 elsewhere).
 pub fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// Resident memory of this process now, in MB (Linux; 0 elsewhere).
+pub fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// A field of /proc/self/status given in kB, in MB.
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }

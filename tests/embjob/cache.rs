@@ -371,18 +371,8 @@ fn more_than_16_segments_are_compacted_into_one_and_unused_segments_expire() {
 fn a_full_disk_under_the_cache_fails_the_run_and_leaves_the_cache_unchanged() {
     let job = cached_job(300, "cpu", "cache_dir='cache'");
     let cache = job.path("cache");
-    std::fs::create_dir_all(&cache).expect("mkdir");
-    // A 16 KiB tmpfs as the cache folder: key.json fits, the 300 documents' segment does not (needs root; a
-    // failure with EMBJOB_REQUIRE_MOUNT=1, as CI sets it).
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs", cache.to_str().expect("utf-8")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        skip_unless_required("EMBJOB_REQUIRE_MOUNT", "cannot mount a small tmpfs here (needs root)");
-        return;
-    }
+    // A 16 KiB tmpfs as the cache folder: key.json fits, the 300 documents' segment does not.
+    let Some(tmpfs) = SmallTmpfs::mount(&cache, "16k") else { return };
     let r = job.run(&[]);
     let listing: Vec<String> = std::fs::read_dir(&cache)
         .into_iter()
@@ -391,7 +381,7 @@ fn a_full_disk_under_the_cache_fails_the_run_and_leaves_the_cache_unchanged() {
         .flat_map(|k| std::fs::read_dir(k.path()).into_iter().flatten().flatten())
         .map(|f| f.file_name().to_string_lossy().into_owned())
         .collect();
-    let _ = Command::new("umount").arg(&cache).status();
+    drop(tmpfs);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("No space left") && r.stderr.contains("cache segment"), "{}", r.stderr);
     job.assert_no_run();

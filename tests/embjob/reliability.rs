@@ -180,19 +180,8 @@ fn movielens_sized_products_repeat_across_processes_and_thread_counts() {
 #[test]
 fn a_full_disk_fails_the_run_without_damage() {
     let job = long_job("");
-    let out = job.out();
-    std::fs::create_dir_all(&out).expect("mkdir");
-    // A 96 KiB tmpfs as the output folder (needs root; skipped where mounting is not allowed, a failure with
-    // EMBJOB_REQUIRE_MOUNT=1, as CI sets it).
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=96k", "tmpfs", out.to_str().expect("utf-8")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        crate::support::skip_unless_required("EMBJOB_REQUIRE_MOUNT", "cannot mount a small tmpfs here (needs root)");
-        return;
-    }
+    // A 96 KiB tmpfs as the output folder.
+    let Some(tmpfs) = SmallTmpfs::mount(&job.out(), "96k") else { return };
     let first = job.run(&[]);
     let (latest, runs) = (job.latest(), job.runs());
     // A second input whose BoW does not fit in what is left.
@@ -203,7 +192,7 @@ fn a_full_disk_fails_the_run_without_damage() {
     std::fs::write(job.path("data.csv"), csv).expect("write data");
     let second = job.run(&[]);
     let after = (job.latest(), job.runs());
-    let _ = Command::new("umount").arg(&out).status();
+    drop(tmpfs);
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(second.code, 1, "{}", second.stderr);
     assert!(second.stderr.contains("No space left") || second.stderr.contains("space"), "{}", second.stderr);

@@ -60,6 +60,32 @@ pub fn skip_unless_required(switch: &str, why: &str) {
     eprintln!("SKIPPED ({switch} is not set): {why}");
 }
 
+/// A small tmpfs mounted over `dir` for a disk-full test, unmounted when dropped; `None` (after
+/// [`skip_unless_required`] for `EMBJOB_REQUIRE_MOUNT`, which CI sets) where mounting is not allowed (needs root).
+pub struct SmallTmpfs(PathBuf);
+
+impl SmallTmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Option<SmallTmpfs> {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().expect("utf-8")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            skip_unless_required("EMBJOB_REQUIRE_MOUNT", "cannot mount a small tmpfs here (needs root)");
+            return None;
+        }
+        Some(SmallTmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A tolerance for `be`: `cpu` on the CPU backend (f64 products), at least `gpu` on the wgpu backend (f32).
 pub fn tolerance(be: &dyn embjob::backend::Backend, cpu: f64, gpu: f64) -> f64 {
     match be.kind() {

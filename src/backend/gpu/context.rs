@@ -1,10 +1,10 @@
 //! [`GpuContext`]: an opened adapter with its device, queue and limits, the kernel pipelines (built on first use)
 //! and the choices that depend on the adapter (which GEMM kernels, which kernel form).
 
+use super::adapter::AdapterReport;
 use super::kernel_source::Form;
 use super::pipelines::Pipelines;
 use super::{profile, GemmKernel, GpuBuf};
-use crate::backend::device::AdapterReport;
 use crate::error::{Error, Result};
 
 /// A device and what runs on it.
@@ -30,7 +30,7 @@ impl GpuContext {
     /// Opens an adapter: the one whose name contains `name` when given, else a hardware GPU, else (only when
     /// `allow_software`) a software adapter such as lavapipe. `Ok(None)` when none fits.
     pub(super) fn open(name: Option<&str>, allow_software: bool) -> Result<Option<GpuContext>> {
-        let instance = crate::backend::device::instance();
+        let instance = super::adapter::instance();
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let fits = |a: &wgpu::Adapter, hardware_only: bool| {
             let info = a.get_info();

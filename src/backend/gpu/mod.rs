@@ -1,5 +1,6 @@
 //! The wgpu backend, in the files that each hold one part of it:
 //!
+//! * `adapter.rs`: wgpu instances (the loader kept quiet) and [`adapter::AdapterReport`];
 //! * `context.rs`: `GpuContext`, an opened adapter (device, queue, limits) and its choices;
 //! * `buffers.rs`: device buffers (private lengths), uploads, read-backs, the split-k scratch;
 //! * `kernels.rs`: the one table of WGSL kernels ([`kernels::Kernel`] and its entry), `kernel_source.rs` the
@@ -15,6 +16,7 @@
 //! Nothing outside this module touches a device buffer or dispatches a kernel: tests and callers go through the
 //! `Backend` traits (and [`Gpu::matmul_using`] to pick a GEMM kernel), which check every operand.
 
+pub mod adapter;
 mod buffers;
 mod context;
 mod encoder_ops;

@@ -7,12 +7,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::adapter::AdapterReport;
 use super::context::TensorCores;
 use super::gemm::{Epilogue, GemmKernel};
 use super::kernels::Kernel;
 use super::params::TickParams;
 use super::{GpuBuf, GpuContext, GpuIdx};
-use crate::backend::device::AdapterReport;
 use crate::backend::{
     check_distinct, Activation, AdamStep, Backend, BackendKind, F16Support, Indices, MatDims, Tensor,
 };

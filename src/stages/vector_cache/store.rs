@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::key::{hex, unhex32, CacheKey};
+pub use crate::data::fingerprint::file_sha256;
 use crate::error::{Error, Result};
 use crate::runtime::progress::Reporter;
 
@@ -120,25 +121,6 @@ pub fn segment_checksum(name: &str) -> Option<[u8; 32]> {
 /// The name of a segment whose bytes hash to `sha`.
 pub fn segment_name(sha: &[u8; 32]) -> String {
     format!("seg-{}.parquet", hex(sha))
-}
-
-/// SHA-256 and length of a file's bytes.
-pub fn file_sha256(path: &Path) -> std::io::Result<([u8; 32], u64)> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((hasher.finalize().into(), bytes))
 }
 
 /// Marks a segment as used now (its modification time), which keeps it from expiring.

@@ -177,16 +177,6 @@ fn vector(i: usize, dim: usize) -> Vec<f32> {
     (0..dim).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect()
 }
 
-/// The current resident set in MB.
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// The lookup of `texts`, timed `repeats` times (the median of each part); with `read_back`, every hit's vector is
 /// read as the stage reads them (a row group at a time, in row order). Also the cache's entries, segments and bytes.
 fn lookup(
@@ -201,7 +191,7 @@ fn lookup(
     let mut last = None;
     for _ in 0..repeats.max(1) {
         let notices = Notices::default();
-        let before = rss_mb();
+        let before = crate::runtime::memory::rss_mb();
         reset_peak_rss();
         let t = Instant::now();
         let store = CacheStore::open(root, key.clone(), &notices)?;
