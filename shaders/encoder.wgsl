@@ -3,6 +3,8 @@
 // padding. Every reduction is a fixed tree over the 64 lanes of a workgroup, so results repeat bit for bit.
 //
 //   embed_layernorm  out[r] = LayerNorm(word[ids[r]] + pos[t + offset] + type[type_ids[r]]); one workgroup per row.
+//   embed_sum        out[r] = word[ids[r]] + pos[t + offset] + type[type_ids[r]] (fine-tuning keeps the sum for
+//                    LayerNorm's backward); one invocation per value.
 //   add_layernorm    x[r] = LayerNorm(x[r] + res[r]); one workgroup per row.
 //   attention        multi-head self-attention with the padding mask, in tiles (FlashAttention's scheme): a
 //                    workgroup takes a block of 64 query rows of one (sequence, head), one query per invocation;
@@ -106,6 +108,16 @@ fn embed_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
     workgroupBarrier();
     layernorm_row(r, lid.x);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn embed_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * 65535u * 64u;
+    if (i >= p.rows * p.cols) { return; }
+    let r = i / p.cols;
+    let c = i % p.cols;
+    let t = r % p.seq + p.mode;
+    out[i] = word[ids[r] * p.cols + c] + pos[t * p.cols + c] + types[type_ids[r] * p.cols + c];
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -1,4 +1,5 @@
-// optim.wgsl: one Adam step (PyTorch's: L2 weight decay added to the gradient, bias-corrected moments) and one SGD
+// optim.wgsl: one AdamW step (PyTorch's AdamW: decoupled weight decay; the gradient scaled first, for clipping;
+// the bias corrections come from the host as PyTorch's Python scalars do), one Adam step (PyTorch's: L2 weight decay added to the gradient, bias-corrected moments) and one SGD
 // step with momentum, element by element. Adam's step counter and bias corrections live on the device (`state`):
 // `adam_tick` advances them once per optimizer step (or sets the step), so that a training step's dispatches keep
 // the same parameters and bind groups from step to step. It computes β^t by repeated squaring in f32, as the CPU's
@@ -143,4 +144,39 @@ fn adam_selected(@builtin(global_invocation_id) gid: vec3<u32>) {
     v[pi] = vi;
     let denom = sqrt(vi) * state[2] + sp.eps;
     param[pi] = param[pi] - (sp.lr / state[1]) * mi / denom;
+}
+
+// AdamW (adamw): p ← p·(1 − lr·wd); g ← grad·grad_scale; m, v as Adam's; p ← p − step_size · m / (√v / bc2_sqrt + eps)
+// with step_size = lr / (1 − β1ᵗ) and bc2_sqrt = √(1 − β2ᵗ). Bindings as adam's, without `state`.
+struct AdamWParams {
+    len: u32,
+    pad0: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    grad_scale: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    pad1: u32,
+    pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> aw: AdamWParams;
+
+@compute @workgroup_size(64, 1, 1)
+fn adamw(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * 65535u * 64u;
+    if (i >= aw.len) {
+        return;
+    }
+    let g = grad[i] * aw.grad_scale;
+    let pi = param[i] * (1.0 - aw.lr * aw.weight_decay);
+    let mi = aw.beta1 * m[i] + (1.0 - aw.beta1) * g;
+    let vi = aw.beta2 * v[i] + (1.0 - aw.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    let denom = sqrt(vi) / aw.bc2_sqrt + aw.eps;
+    param[i] = pi - aw.step_size * (mi / denom);
 }

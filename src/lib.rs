@@ -9,6 +9,7 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod finetune;
 pub mod job;
 pub mod linalg;
 pub mod pca;

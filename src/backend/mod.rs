@@ -8,7 +8,7 @@ pub mod ops;
 
 pub use cpu::Cpu;
 pub use device::{open, AdapterReport, BackendChoice, BackendKind, BackendReport};
-pub use ops::{EncoderOps, LinalgOps, ModelOps, TensorStore};
+pub use ops::{EncoderGradOps, EncoderOps, LinalgOps, ModelOps, TensorStore};
 
 use std::any::Any;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub const MAX_SEQ: usize = 512;
 /// A backend: every operation family, and what it is. The stages and algorithms take `&dyn Backend`; the families
 /// are separate traits so that each backend implements each family in a file of its own (see [`ops`]). Bring the
 /// families into scope with `use crate::backend::ops::*`.
-pub trait Backend: LinalgOps + TensorStore + ModelOps + EncoderOps + Send + Sync {
+pub trait Backend: LinalgOps + TensorStore + ModelOps + EncoderOps + EncoderGradOps + Send + Sync {
     /// Which backend this is (logs and run.json).
     fn kind(&self) -> BackendKind;
 
@@ -375,6 +375,31 @@ pub struct AdamStep {
     pub weight_decay: f32,
     /// 1 for the first step.
     pub t: u32,
+}
+
+/// One AdamW step (PyTorch's `AdamW`): `p ← p·(1 − lr·weight_decay)`, then Adam's update of the moments of
+/// `g = grad · grad_scale` and `p ← p − lr / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1 for the first step.
+    pub t: u32,
+    /// The gradient's factor (gradient clipping: `max_norm / (‖g‖ + 1e-6)` when that is below 1).
+    pub grad_scale: f32,
+}
+
+impl AdamWStep {
+    /// `lr / (1 − β1ᵗ)` and `√(1 − β2ᵗ)`, in f64 as PyTorch's Python scalars, then rounded.
+    pub fn corrections(&self) -> (f32, f32) {
+        let t = i32::try_from(self.t).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - f64::from(self.beta1).powi(t);
+        let bc2 = 1.0 - f64::from(self.beta2).powi(t);
+        ((f64::from(self.lr) / bc1) as f32, bc2.sqrt() as f32)
+    }
 }
 
 /// Hyper-parameters of one SGD step.

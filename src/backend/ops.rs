@@ -4,9 +4,9 @@
 //! (the Transformer encoder). Every result is deterministic for a given input (fixed summation order).
 
 use super::{
-    check_outer, subtract_outer, Activation, AdamStep, AttentionShape, Bags, EmbeddingTables, Indices, LayerNorm,
-    MatDims, OutputGrads, OutputLayer, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor,
-    TokenRows,
+    check_outer, subtract_outer, Activation, AdamStep, AdamWStep, AttentionShape, Bags, EmbeddingTables, Indices,
+    LayerNorm, MatDims, OutputGrads, OutputLayer, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep,
+    Tensor, TokenRows,
 };
 use crate::error::{Error, Result};
 use crate::linalg::dense::Matrix;
@@ -293,4 +293,79 @@ pub trait EncoderOps {
 
     /// In place: scales each row of `x` (rows × cols) to unit l2 norm.
     fn l2_normalize(&self, x: &Tensor, rows: usize, cols: usize) -> Result<()>;
+}
+
+/// The encoder's backward pass and its optimizer (fine-tuning): the forward ops that keep what the backward pass
+/// reads, each op's gradient, and AdamW. Shapes as in [`EncoderOps`]; gradients are of a scalar loss.
+pub trait EncoderGradOps {
+    /// `out[r] = word[ids[r]] + pos[r % seq + offset] + types[type_ids[r]]`: the embeddings' sum before their
+    /// LayerNorm (`tables.ln` is not used).
+    fn embed_sum(&self, tables: &EmbeddingTables<'_>, tokens: &TokenRows<'_>, out: &Tensor) -> Result<()>;
+
+    /// `pre[r] += residual[r]` (when given), then `out[r] = LayerNorm(pre[r])`: the sum the backward pass needs
+    /// stays in `pre`.
+    fn layernorm_keep(
+        &self,
+        pre: &Tensor,
+        residual: Option<&Tensor>,
+        rows: usize,
+        ln: &LayerNorm<'_>,
+        out: &Tensor,
+    ) -> Result<()>;
+
+    /// LayerNorm's backward from its input `pre` and the output's gradient `dy`: `dx` (rows × width) and
+    /// `dy_xhat = dy ⊙ x̂` (rows × width; its column sums are γ's gradient, those of `dy` β's).
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        pre: &Tensor,
+        dy: &Tensor,
+        rows: usize,
+        ln: &LayerNorm<'_>,
+        dx: &Tensor,
+        dy_xhat: &Tensor,
+    ) -> Result<()>;
+
+    /// `out[i] = act(pre[i])` for the first `len` values.
+    fn activation(&self, pre: &Tensor, out: &Tensor, len: usize, act: Activation) -> Result<()>;
+
+    /// In place: `grad[i] *= act'(pre[i])` for the first `len` values.
+    fn activation_backward(&self, pre: &Tensor, grad: &Tensor, len: usize, act: Activation) -> Result<()>;
+
+    /// [`EncoderOps::attention`]'s backward: from `qkv` and the output's gradient `d_out`, the gradient of `qkv`
+    /// (rows [dq | dk | dv]). Scores are recomputed, never stored: `stats` (rows × heads × 2: each query's
+    /// log-sum-exp and Σ P·dP) is all that passes between the queries' pass and the keys' pass.
+    fn attention_backward(
+        &self,
+        qkv: &Tensor,
+        lens: &Indices,
+        shape: AttentionShape,
+        d_out: &Tensor,
+        d_qkv: &Tensor,
+        stats: &Tensor,
+    ) -> Result<()>;
+
+    /// [`EncoderOps::pool`]'s backward (mean and first token; max pooling is not trained): `d_hidden` (batch·seq ×
+    /// cols) from `d_pooled` (batch × cols), zero on padding rows.
+    fn pool_backward(
+        &self,
+        d_pooled: &Tensor,
+        lens: &Indices,
+        shape: SeqShape,
+        mode: PoolMode,
+        d_hidden: &Tensor,
+    ) -> Result<()>;
+
+    /// [`EncoderOps::l2_normalize`]'s backward from its input `x`: `dx = (dy − y·(y·dy)) / ‖x‖`, `y = x / ‖x‖`.
+    fn l2_normalize_backward(&self, x: &Tensor, dy: &Tensor, rows: usize, cols: usize, dx: &Tensor) -> Result<()>;
+
+    /// In place: `x[i] *= alpha` for the first `len` values.
+    fn scale(&self, x: &Tensor, len: usize, alpha: f32) -> Result<()>;
+
+    /// Σ x[i]² over the first `len` values, on the host in f64 (the GPU sums blocks of 4,096 values in f32).
+    fn sum_squares(&self, x: &Tensor, len: usize) -> Result<f64>;
+
+    /// One AdamW step (PyTorch's `AdamW`: decoupled weight decay, bias-corrected moments), the gradient scaled by
+    /// `step.grad_scale` first (gradient clipping).
+    fn adamw(&self, param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, step: AdamWStep) -> Result<()>;
 }

@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "view",      // plots, report.html, `embjob show`
     "stages",    // the stages of a job, each from its part of the plan
     "plan",      // the config as written and the validated plan (pure: built from facts read first)
+    "finetune",  // training a pretrained encoder: backward pass, losses, AdamW
     "encoder",   // pretrained Transformer encoders
     "recommend", // the embedding-layer recommender
     "text",      // tokens and bag-of-words

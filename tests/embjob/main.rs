@@ -10,6 +10,8 @@ mod cache;
 mod config_errors;
 mod documents;
 mod encoder;
+mod finetune;
+mod finetune_ops;
 mod first_run;
 mod fuzz;
 mod generated_jobs;

@@ -1,14 +1,16 @@
 //! The CPU backend: the reference every other backend is tested against, and what runs where no GPU exists.
 //! Its operations are split by family as the GPU's are: each family's trait implementation in a file of its name
-//! (`linalg_ops.rs`, `tensor_store.rs`, `model_ops.rs`, `encoder_ops.rs`), and the kernels on plain slices by kernel
+//! (`linalg_ops.rs`, `tensor_store.rs`, `model_ops.rs`, `encoder_ops.rs`, `encoder_grad_ops.rs`), and the kernels on plain slices by kernel
 //! family, mirroring `shaders/` (`gemm.rs`, `softmax_xent.rs`, `embedding_bag.rs`, `elementwise.rs`, `optim.rs`,
-//! `sampled.rs`, `ranking.rs`, `neighbors.rs`, `encoder.rs`; `sparse.rs` for PCA's sparse products). The kernels are
+//! `sampled.rs`, `ranking.rs`, `neighbors.rs`, `encoder.rs`, `encoder_grad.rs` (the encoder's backward pass and AdamW); `sparse.rs` for PCA's sparse products). The kernels are
 //! the CPU twins each GPU kernel is tested against, re-exported here. Row-parallel with rayon where rows are
 //! independent; every sum runs in a fixed order, so results do not depend on the thread count.
 
 mod elementwise;
 mod embedding_bag;
 mod encoder;
+pub mod encoder_grad;
+mod encoder_grad_ops;
 mod encoder_ops;
 mod gemm;
 mod linalg_ops;
@@ -27,6 +29,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use elementwise::{activate, bias_act, column_sums, erf_approx, relu_backward};
 pub use embedding_bag::{embedding_bag, embedding_bag_backward};
 pub use encoder::{add_layernorm, attention, embed_layernorm, l2_normalize, layernorm_row, pool};
+pub use encoder_grad::{activation_derivative, AttnDims};
 pub use gemm::{matmul, matmul_f16_inputs, matmul_rows_invariant};
 pub use neighbors::{cosine_top_k, cosine_top_k_blocked, NEIGHBOR_BLOCK};
 pub use optim::{adam, adam_selected, sgd};

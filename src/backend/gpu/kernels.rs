@@ -12,8 +12,8 @@ use std::borrow::Cow;
 
 use super::kernel_source::{self, Form};
 use super::params::{
-    BagParams, EncoderParams, EwParams, GatherParams, GemmParams, NeighborParams, OptParams, ParamsInfo, RankParams,
-    SampledParams, SelParams, SoftmaxParams, SparseParams, TickParams,
+    AdamWParams, BagParams, EncoderParams, EwParams, GatherParams, GemmParams, NeighborParams, OptParams, ParamsInfo,
+    RankParams, SampledParams, SelParams, SoftmaxParams, SparseParams, TickParams,
 };
 use crate::error::{Error, Result};
 
@@ -42,6 +42,7 @@ kernel_files!(
     ranking,
     neighbors,
     encoder,
+    encoder_grad,
     sampled,
     gemm_f16,
     gemm_coop,
@@ -121,6 +122,18 @@ kernels! {
     GemmF16 => "gemm_f16", "main", GemmParams, gemm, f16;
     /// The f16 path's products on tensor cores (cooperative matrices).
     GemmCoop => "gemm_coop", "main", GemmParams, transposes, coop;
+    EmbedSum => "encoder", "embed_sum", EncoderParams;
+    LayerNormKeep => "encoder_grad", "layernorm_keep", EncoderParams;
+    LayerNormBackward => "encoder_grad", "layernorm_backward", EncoderParams;
+    ActForward => "encoder_grad", "act_forward", EncoderParams;
+    ActBackward => "encoder_grad", "act_backward", EncoderParams;
+    AttentionBackwardQ => "encoder_grad", "attention_backward_q", EncoderParams;
+    AttentionBackwardKv => "encoder_grad", "attention_backward_kv", EncoderParams;
+    PoolBackward => "encoder_grad", "pool_backward", EncoderParams;
+    L2NormalizeBackward => "encoder_grad", "l2_normalize_backward", EncoderParams;
+    ScaleValues => "encoder_grad", "scale_values", EncoderParams;
+    SumSquares => "encoder_grad", "sum_squares", EncoderParams;
+    AdamW => "optim", "adamw", AdamWParams;
 }
 
 /// A kernel's registry entry.

@@ -19,6 +19,7 @@
 pub mod adapter;
 mod buffers;
 mod context;
+mod encoder_grad_ops;
 mod encoder_ops;
 mod gemm;
 pub mod kernel_source;

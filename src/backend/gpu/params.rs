@@ -137,6 +137,25 @@ kernel_params!(
     }
 );
 
+kernel_params!(
+    /// optim.wgsl's adamw: the values, the learning rate, the moments' rates, ε, the weight decay, the gradient's
+    /// factor (clipping), lr / (1 − β1ᵗ) and √(1 − β2ᵗ).
+    AdamWParams {
+        len: u32,
+        pad0: u32,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        grad_scale: f32,
+        step_size: f32,
+        bc2_sqrt: f32,
+        pad1: u32,
+        pad2: u32,
+    }
+);
+
 macro_rules! impl_params {
     ($($name:ident),*) => {
         $(impl KernelParams for $name {
@@ -155,6 +174,7 @@ kernel_params!(
 );
 
 impl_params!(
+    AdamWParams,
     EncoderParams,
     SoftmaxParams,
     BagParams,

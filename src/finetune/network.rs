@@ -1,0 +1,381 @@
+//! The encoder's forward pass for training, keeping what the backward pass reads, and the backward pass itself,
+//! on a [`Backend`]. Per token row and layer it keeps: the layer's input, q|k|v, the attention output, the two
+//! residual sums before their LayerNorms, the first LayerNorm's output, and the intermediate activation before and
+//! after GELU (see [`Network::activation_bytes`]); attention scores are recomputed in the backward pass.
+//!
+//! ```text
+//! e = word[id] + pos[t] + type[ty];  x0 = LN(e)
+//! per layer: qkv = x·Wqkvᵀ + b;  c = attention(qkv);  s1 = c·Woᵀ + bo + x;  h1 = LN1(s1)
+//!            u = h1·Wiᵀ + bi;  a = act(u);  s2 = a·Woutᵀ + bout + h1;  x' = LN2(s2)
+//! ```
+
+use super::weights::{LayerParams, LnParams, TrainableWeights};
+use crate::backend::{
+    Activation, AttentionShape, Backend, Bags, EmbeddingTables, Indices, LayerNorm, MatDims, SeqShape, Tensor,
+    TokenRows,
+};
+use crate::encoder::{EncoderConfig, Tokens};
+use crate::error::{Error, Result};
+
+/// One layer's kept activations.
+struct LayerActs {
+    qkv: Tensor,
+    ctx: Tensor,
+    s1: Tensor,
+    h1: Tensor,
+    u: Tensor,
+    a: Tensor,
+    s2: Tensor,
+}
+
+/// The gradients' scratch space of the backward pass.
+struct Scratch {
+    d_x: Tensor,
+    d_s: Tensor,
+    d_h1: Tensor,
+    d_u: Tensor,
+    d_ctx: Tensor,
+    d_qkv: Tensor,
+    dy_xhat: Tensor,
+    stats: Tensor,
+    ones: Tensor,
+}
+
+/// The index buffers of the embeddings' gradients (one set per table): rows grouped by the row of the table.
+struct Segments {
+    items: Indices,
+    offsets: Indices,
+    seg_items: Indices,
+    seg_offsets: Indices,
+    seg_examples: Indices,
+}
+
+/// Activations of a batch of up to `rows` token rows.
+struct Workspace {
+    rows: usize,
+    ids: Indices,
+    type_ids: Indices,
+    lens: Indices,
+    e: Tensor,
+    xs: Vec<Tensor>,
+    layers: Vec<LayerActs>,
+    scratch: Scratch,
+    segments: [Segments; 3],
+}
+
+/// A batch laid out for training: `seq` tokens per sequence (padded), and each row's token.
+pub struct Batch {
+    pub sequences: usize,
+    pub seq: usize,
+    ids: Vec<u32>,
+    type_ids: Vec<u32>,
+    lens: Vec<u32>,
+}
+
+impl Batch {
+    /// Pads `tokens` to the longest.
+    pub fn new(tokens: &[Tokens]) -> Batch {
+        let seq = tokens.iter().map(|t| t.ids.len()).max().unwrap_or(1).max(1);
+        let n = tokens.len();
+        let mut b = Batch { sequences: n, seq, ids: vec![0; n * seq], type_ids: vec![0; n * seq], lens: Vec::new() };
+        for (i, t) in tokens.iter().enumerate() {
+            b.ids[i * seq..i * seq + t.ids.len()].copy_from_slice(&t.ids);
+            b.type_ids[i * seq..i * seq + t.type_ids.len()].copy_from_slice(&t.type_ids);
+            b.lens.push(t.ids.len() as u32);
+        }
+        b
+    }
+
+    pub fn rows(&self) -> usize {
+        self.sequences * self.seq
+    }
+
+    /// The real rows (not padding), ascending.
+    fn real_rows(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.rows()).filter(|r| (r % self.seq) < self.lens[r / self.seq] as usize)
+    }
+}
+
+/// The trainable encoder: its weights, and the workspace of the batch under way.
+pub struct Network<'b> {
+    be: &'b dyn Backend,
+    pub config: EncoderConfig,
+    pub weights: TrainableWeights,
+    work: Option<Workspace>,
+    seq: usize,
+    sequences: usize,
+}
+
+fn ln<'a>(p: &'a LnParams, eps: f32) -> LayerNorm<'a> {
+    LayerNorm { gamma: &p.gamma.value, beta: &p.beta.value, eps }
+}
+
+impl<'b> Network<'b> {
+    pub fn new(be: &'b dyn Backend, config: EncoderConfig, weights: TrainableWeights) -> Network<'b> {
+        Network { be, config, weights, work: None, seq: 0, sequences: 0 }
+    }
+
+    /// Bytes of the activations kept for the backward pass and its scratch, for `rows` token rows.
+    pub fn activation_bytes(c: &EncoderConfig, rows: usize) -> usize {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let per_layer = 3 * h + h + h + h + i + i + h + h;
+        let scratch = h + h + h + i + h + 3 * h + h + 2 * c.heads + 1;
+        4 * rows * (h + h + c.layers * per_layer + scratch) + 4 * 5 * 4 * rows
+    }
+
+    /// Bytes of the weights, their gradients and AdamW's moments.
+    pub fn parameter_bytes(&self) -> usize {
+        16 * self.weights.values()
+    }
+
+    fn workspace(&mut self, rows: usize) -> Result<()> {
+        if self.work.as_ref().is_some_and(|w| w.rows >= rows) {
+            return Ok(());
+        }
+        let be = self.be;
+        let rows = rows.next_power_of_two();
+        let (h, i, heads) = (self.config.hidden_size, self.config.intermediate_size, self.config.heads);
+        let z = |n: usize| be.zeros(n);
+        let mut layers = Vec::with_capacity(self.config.layers);
+        for _ in 0..self.config.layers {
+            layers.push(LayerActs {
+                qkv: z(rows * 3 * h)?,
+                ctx: z(rows * h)?,
+                s1: z(rows * h)?,
+                h1: z(rows * h)?,
+                u: z(rows * i)?,
+                a: z(rows * i)?,
+                s2: z(rows * h)?,
+            });
+        }
+        let segments = || -> Result<Segments> {
+            Ok(Segments {
+                items: be.index_buffer(rows)?,
+                offsets: be.index_buffer(rows + 1)?,
+                seg_items: be.index_buffer(rows)?,
+                seg_offsets: be.index_buffer(rows + 1)?,
+                seg_examples: be.index_buffer(rows)?,
+            })
+        };
+        self.work = Some(Workspace {
+            rows,
+            ids: be.index_buffer(rows)?,
+            type_ids: be.index_buffer(rows)?,
+            lens: be.index_buffer(rows)?,
+            e: z(rows * h)?,
+            xs: (0..=self.config.layers).map(|_| z(rows * h)).collect::<Result<_>>()?,
+            layers,
+            scratch: Scratch {
+                d_x: z(rows * h)?,
+                d_s: z(rows * h)?,
+                d_h1: z(rows * h)?,
+                d_u: z(rows * i)?,
+                d_ctx: z(rows * h)?,
+                d_qkv: z(rows * 3 * h)?,
+                dy_xhat: z(rows * 3 * h)?,
+                stats: z(rows * heads * 2)?,
+                ones: be.tensor(&vec![1.0; rows])?,
+            },
+            segments: [segments()?, segments()?, segments()?],
+        });
+        Ok(())
+    }
+
+    fn shape(&self) -> AttentionShape {
+        let c = &self.config;
+        AttentionShape {
+            batch: self.sequences,
+            seq: self.seq,
+            heads: c.heads,
+            head_dim: c.head_dim(),
+            scale: 1.0 / (c.head_dim() as f32).sqrt(),
+        }
+    }
+
+    /// Runs the encoder over `batch`, keeping its activations; the last hidden state is [`Self::last_hidden`].
+    pub fn forward(&mut self, batch: &Batch) -> Result<()> {
+        let c = &self.config;
+        if batch.seq > c.max_tokens() {
+            return Err(Error::Internal(format!(
+                "a training sequence of {} tokens (at most {})",
+                batch.seq,
+                c.max_tokens()
+            )));
+        }
+        if let Some(&id) = batch.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(Error::Internal(format!("token id {id} is outside the vocabulary of {}", c.vocab_size)));
+        }
+        if let Some(&t) = batch.type_ids.iter().find(|&&t| t as usize >= c.type_vocab_size) {
+            return Err(Error::Internal(format!("token type {t} is outside the {} types", c.type_vocab_size)));
+        }
+        let rows = batch.rows();
+        self.workspace(rows)?;
+        (self.seq, self.sequences) = (batch.seq, batch.sequences);
+        let shape = self.shape();
+        let (be, c, wts) = (self.be, &self.config, &self.weights);
+        let Some(w) = self.work.as_mut() else { return Err(Error::Internal("no training workspace".into())) };
+        be.write_indices(&mut w.ids, &batch.ids)?;
+        be.write_indices(&mut w.type_ids, &batch.type_ids)?;
+        be.write_indices(&mut w.lens, &batch.lens)?;
+        write_segments(be, &mut w.segments, batch, c)?;
+        let w = &*w;
+        let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps as f32);
+        let tables = EmbeddingTables {
+            word: &wts.word.value,
+            position: &wts.position.value,
+            token_type: &wts.token_type.value,
+            ln: ln(&wts.ln, eps),
+            cols: h,
+            position_offset: c.position_offset,
+        };
+        be.embed_sum(&tables, &TokenRows { ids: &w.ids, type_ids: &w.type_ids, seq: batch.seq }, &w.e)?;
+        be.layernorm_keep(&w.e, None, rows, &ln(&wts.ln, eps), &w.xs[0])?;
+        let dense = |x: &Tensor, wt: &Tensor, b: &Tensor, out: &Tensor, n: usize, k: usize| {
+            be.linear(x, wt, out, MatDims { m: rows, n, k }, b, Activation::Identity)
+        };
+        for (l, (p, a)) in wts.layers.iter().zip(&w.layers).enumerate() {
+            let x = &w.xs[l];
+            dense(x, &p.qkv_w.value, &p.qkv_b.value, &a.qkv, 3 * h, h)?;
+            be.attention(&a.qkv, &w.lens, shape, &a.ctx)?;
+            dense(&a.ctx, &p.o_w.value, &p.o_b.value, &a.s1, h, h)?;
+            be.layernorm_keep(&a.s1, Some(x), rows, &ln(&p.ln1, eps), &a.h1)?;
+            dense(&a.h1, &p.i_w.value, &p.i_b.value, &a.u, i, h)?;
+            be.activation(&a.u, &a.a, rows * i, c.activation)?;
+            dense(&a.a, &p.out_w.value, &p.out_b.value, &a.s2, h, i)?;
+            be.layernorm_keep(&a.s2, Some(&a.h1), rows, &ln(&p.ln2, eps), &w.xs[l + 1])?;
+        }
+        Ok(())
+    }
+
+    /// The last hidden state of the batch under way (rows × hidden) and the sequences' lengths.
+    pub fn last_hidden(&self) -> Result<(&Tensor, &Indices, SeqShape)> {
+        let w = self.work.as_ref().ok_or_else(|| Error::Internal("no forward pass yet".into()))?;
+        let shape = SeqShape { batch: self.sequences, seq: self.seq, cols: self.config.hidden_size };
+        Ok((&w.xs[self.config.layers], &w.lens, shape))
+    }
+
+    /// A tensor for the last hidden state's gradient (rows × hidden), to fill before [`Self::backward`].
+    pub fn d_last_hidden(&self) -> Result<&Tensor> {
+        Ok(&self.work.as_ref().ok_or_else(|| Error::Internal("no forward pass yet".into()))?.scratch.d_x)
+    }
+
+    /// The backward pass of the batch of the last [`Self::forward`], from the last hidden state's gradient in
+    /// [`Self::d_last_hidden`]: every parameter's gradient is overwritten.
+    pub fn backward(&mut self) -> Result<()> {
+        let (be, c, wts) = (self.be, &self.config, &self.weights);
+        let w = self.work.as_ref().ok_or_else(|| Error::Internal("no forward pass yet".into()))?;
+        let rows = self.sequences * self.seq;
+        let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps as f32);
+        let s = &w.scratch;
+        for (l, (p, a)) in wts.layers.iter().zip(&w.layers).enumerate().rev() {
+            layer_backward(be, (p, a), &w.xs[l], s, self.shape(), &w.lens, (rows, h, i, eps, c.activation))?;
+        }
+        // The embeddings: LayerNorm, then each table's rows of the batch.
+        ln_backward(be, &w.e, &s.d_x, rows, &wts.ln, eps, &s.d_s, &s.dy_xhat)?;
+        let tables = [&wts.word, &wts.position, &wts.token_type];
+        for (param, seg) in tables.into_iter().zip(&w.segments) {
+            let bags = Bags {
+                bags: rows,
+                items: &seg.items,
+                offsets: &seg.offsets,
+                weights: &s.ones,
+                seg_weights: &s.ones,
+                seg_items: &seg.seg_items,
+                seg_offsets: &seg.seg_offsets,
+                seg_examples: &seg.seg_examples,
+            };
+            be.embedding_bag_backward(&s.d_s, h, &bags, false, &param.grad, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// The gradients of a LayerNorm from its input `pre` and its output's gradient `dy`: `dx`, γ's and β's.
+#[allow(clippy::too_many_arguments)]
+fn ln_backward(
+    be: &dyn Backend,
+    pre: &Tensor,
+    dy: &Tensor,
+    rows: usize,
+    p: &LnParams,
+    eps: f32,
+    dx: &Tensor,
+    dy_xhat: &Tensor,
+) -> Result<()> {
+    let h = p.gamma.len();
+    be.layernorm_backward(pre, dy, rows, &ln(p, eps), dx, dy_xhat)?;
+    be.column_sums(dy_xhat, rows, h, &p.gamma.grad)?;
+    be.column_sums(dy, rows, h, &p.beta.grad)
+}
+
+/// A dense layer's gradients (`y = x·Wᵀ + b`, W n×k): W's and b's from `dy` (rows × n) and `x` (rows × k).
+fn linear_grads(
+    be: &dyn Backend,
+    dy: &Tensor,
+    x: &Tensor,
+    (rows, n, k): (usize, usize, usize),
+    w: (&Tensor, &Tensor),
+) -> Result<()> {
+    be.matmul(dy, true, x, false, w.0, MatDims { m: n, n: k, k: rows }, 0.0)?;
+    be.column_sums(dy, rows, n, w.1)
+}
+
+/// One layer's backward: `s.d_x` holds the gradient of its output and receives that of its input `x`.
+fn layer_backward(
+    be: &dyn Backend,
+    (p, a): (&LayerParams, &LayerActs),
+    x: &Tensor,
+    s: &Scratch,
+    shape: AttentionShape,
+    lens: &Indices,
+    (rows, h, i, eps, act): (usize, usize, usize, f32, Activation),
+) -> Result<()> {
+    // x' = LN2(s2), s2 = a·Woutᵀ + bout + h1.
+    ln_backward(be, &a.s2, &s.d_x, rows, &p.ln2, eps, &s.d_s, &s.dy_xhat)?;
+    linear_grads(be, &s.d_s, &a.a, (rows, h, i), (&p.out_w.grad, &p.out_b.grad))?;
+    be.matmul(&s.d_s, false, &p.out_w.value, false, &s.d_u, MatDims { m: rows, n: i, k: h }, 0.0)?;
+    be.activation_backward(&a.u, &s.d_u, rows * i, act)?;
+    linear_grads(be, &s.d_u, &a.h1, (rows, i, h), (&p.i_w.grad, &p.i_b.grad))?;
+    be.copy(&s.d_s, 0, &s.d_h1, 0, rows * h)?;
+    be.matmul(&s.d_u, false, &p.i_w.value, false, &s.d_h1, MatDims { m: rows, n: h, k: i }, 1.0)?;
+    // h1 = LN1(s1), s1 = c·Woᵀ + bo + x.
+    ln_backward(be, &a.s1, &s.d_h1, rows, &p.ln1, eps, &s.d_s, &s.dy_xhat)?;
+    linear_grads(be, &s.d_s, &a.ctx, (rows, h, h), (&p.o_w.grad, &p.o_b.grad))?;
+    be.matmul(&s.d_s, false, &p.o_w.value, false, &s.d_ctx, MatDims { m: rows, n: h, k: h }, 0.0)?;
+    be.attention_backward(&a.qkv, lens, shape, &s.d_ctx, &s.d_qkv, &s.stats)?;
+    linear_grads(be, &s.d_qkv, x, (rows, 3 * h, h), (&p.qkv_w.grad, &p.qkv_b.grad))?;
+    be.copy(&s.d_s, 0, &s.d_x, 0, rows * h)?;
+    be.matmul(&s.d_qkv, false, &p.qkv_w.value, false, &s.d_x, MatDims { m: rows, n: h, k: 3 * h }, 1.0)
+}
+
+/// The embeddings' gradient segments of a batch: for the word, position and token-type tables, the real rows
+/// grouped by the table row they read (ascending), as `embedding_bag_backward` takes them (one bag per token row).
+fn write_segments(be: &dyn Backend, segs: &mut [Segments; 3], batch: &Batch, c: &EncoderConfig) -> Result<()> {
+    let rows = batch.rows();
+    let keys: [Box<dyn Fn(usize) -> u32>; 3] = [
+        Box::new(|r| batch.ids[r]),
+        Box::new(|r| (r % batch.seq + c.position_offset) as u32),
+        Box::new(|r| batch.type_ids[r]),
+    ];
+    let offsets: Vec<u32> = (0..=rows as u32).collect();
+    for (seg, key) in segs.iter_mut().zip(keys) {
+        let mut real: Vec<(u32, u32)> = batch.real_rows().map(|r| (key(r), r as u32)).collect();
+        real.sort_unstable();
+        let (mut items, mut seg_offsets) = (Vec::new(), Vec::new());
+        for (n, &(k, _)) in real.iter().enumerate() {
+            if items.last() != Some(&k) {
+                items.push(k);
+                seg_offsets.push(n as u32);
+            }
+        }
+        seg_offsets.push(real.len() as u32);
+        let examples: Vec<u32> = real.iter().map(|&(_, r)| r).collect();
+        let all: Vec<u32> = (0..rows).map(&key).collect();
+        be.write_indices(&mut seg.items, &all)?;
+        be.write_indices(&mut seg.offsets, &offsets)?;
+        be.write_indices(&mut seg.seg_items, &items)?;
+        be.write_indices(&mut seg.seg_offsets, &seg_offsets)?;
+        be.write_indices(&mut seg.seg_examples, &examples)?;
+    }
+    Ok(())
+}
