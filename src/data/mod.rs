@@ -12,6 +12,9 @@ pub mod table;
 pub mod vector_files;
 mod write;
 
-pub use read::{file_rows, read_input, read_labels, read_pairs, read_senses, read_text_column, SenseRow};
+pub use read::{
+    file_rows, read_input, read_labels, read_pairs, read_senses, read_text_column, read_training_pairs, SenseRow,
+    TrainingPairs,
+};
 pub use read_back::{find_table, for_each_slice, read_loadings, row_count, Loadings};
 pub use write::{write_parquet, PartWriter};

@@ -595,3 +595,61 @@ pub fn file_rows(input: &InputSpec, file: &Path) -> Result<usize> {
     let wanted = column.map(|c| vec![c]);
     Ok(read_frame(&one, wanted.as_deref())?.height())
 }
+
+/// The training pairs of `finetune.pairs`: each row's anchor, positive and (optional) hard negative, as texts or as
+/// row ids of the input (`by_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingPairs {
+    pub by_id: bool,
+    pub anchor: Vec<String>,
+    pub positive: Vec<String>,
+    pub negative: Option<Vec<String>>,
+}
+
+/// Reads a `finetune.pairs` file: columns `anchor`, `positive` (and `negative`) of texts, or `anchor_id`,
+/// `positive_id` (and `negative_id`) of row ids. A null (a one-sided row) or an empty text is an error naming the
+/// column and the data row.
+pub fn read_training_pairs(path: &Path, format: Format) -> Result<TrainingPairs> {
+    let layouts: [(&[&str], bool); 4] = [
+        (&["anchor", "positive", "negative"], false),
+        (&["anchor", "positive"], false),
+        (&["anchor_id", "positive_id", "negative_id"], true),
+        (&["anchor_id", "positive_id"], true),
+    ];
+    let mut found = None;
+    for (cols, by_id) in layouts {
+        if let Ok(df) = side_frame(path, format, cols) {
+            found = Some((df, cols, by_id));
+            break;
+        }
+    }
+    let Some((df, cols, by_id)) = found else {
+        // Read once more for the reader's own error when the file itself is the problem.
+        side_frame(path, format, &[])?;
+        return Err(Error::input(
+            path,
+            None,
+            "expected columns anchor, positive (and optionally negative) holding texts, or anchor_id, positive_id \
+             (and optionally negative_id) holding row ids of the input",
+        ));
+    };
+    let values = |name: &str| -> Result<Vec<String>> {
+        let v: Vec<String> = if by_id {
+            match keys(path, &df, name)? {
+                Keys::Ints(v) => v.iter().map(i64::to_string).collect(),
+                Keys::Strs(v) => v,
+            }
+        } else {
+            let s = column(path, &df, name)?;
+            let ca =
+                s.str().map_err(|_| Error::input(path, Some(name), format!("expected text, found {}", s.dtype())))?;
+            ca.iter().map(|v| v.unwrap_or_default().to_owned()).collect()
+        };
+        if let Some(r) = v.iter().position(|t| t.trim().is_empty()) {
+            return Err(Error::input(path, Some(name), format!("data row {}: empty", r + 1)));
+        }
+        Ok(v)
+    };
+    let negative = cols.get(2).map(|c| values(c)).transpose()?;
+    Ok(TrainingPairs { by_id, anchor: values(cols[0])?, positive: values(cols[1])?, negative })
+}

@@ -105,14 +105,21 @@ pub struct LabelScores {
 
 /// Scores `neighbors` (n×k, nearest first, indices into `labels`) where every document has a category id.
 pub fn label_scores(neighbors: &[u32], k: usize, labels: &[u32]) -> Option<LabelScores> {
+    let all: Vec<usize> = (0..labels.len()).collect();
+    label_scores_of(neighbors, k, labels, &all)
+}
+
+/// [`label_scores`] of the documents `queries` only (their neighbours among all the documents).
+pub fn label_scores_of(neighbors: &[u32], k: usize, labels: &[u32], queries: &[usize]) -> Option<LabelScores> {
     let n = labels.len();
-    if n == 0 || k == 0 || neighbors.len() != n * k {
+    if queries.is_empty() || k == 0 || neighbors.len() != n * k || queries.iter().any(|&q| q >= n) {
         return None;
     }
     let mut agreement = 0.0;
     let mut right = 0usize;
     let mut votes: Vec<(u32, usize)> = Vec::with_capacity(k);
-    for (i, &label) in labels.iter().enumerate() {
+    for &i in queries {
+        let label = labels[i];
         let nb = &neighbors[i * k..(i + 1) * k];
         agreement += nb.iter().filter(|&&j| labels[j as usize] == label).count() as f64 / k as f64;
         // Votes in order of first appearance, so the first maximum is the nearest of the tied categories.
@@ -128,7 +135,8 @@ pub fn label_scores(neighbors: &[u32], k: usize, labels: &[u32]) -> Option<Label
         let predicted = votes.iter().find(|v| v.1 == top).map(|v| v.0);
         right += usize::from(predicted == Some(label));
     }
-    Some(LabelScores { agreement: agreement / n as f64, knn_accuracy: right as f64 / n as f64, documents: n })
+    let q = queries.len();
+    Some(LabelScores { agreement: agreement / q as f64, knn_accuracy: right as f64 / q as f64, documents: q })
 }
 
 /// What chance gives: the expected label agreement of neighbours drawn at random from the other documents,

@@ -8,18 +8,24 @@
 //! * `network.rs`: the forward pass that keeps what the backward pass reads, and the backward pass;
 //! * `contrastive.rs`: sentence-transformers' MultipleNegativesRankingLoss;
 //! * `optimizer.rs`: clipping, the schedule, AdamW;
-//! * `trainer.rs`: a step: forward, loss, backward, update.
+//! * `trainer.rs`: a step: forward, loss, backward, update;
+//! * `pairs.rs`: the seeded batches of training pairs (from labels or a pairs file), and the held-out documents;
+//! * `save.rs`: the fine-tuned model folder, loadable by transformers and sentence-transformers.
 
 mod contrastive;
 mod network;
 mod optimizer;
+mod pairs;
 mod params;
+mod save;
 mod trainer;
 mod weights;
 
 pub use contrastive::Contrastive;
 pub use network::{Batch, Network};
 pub use optimizer::{apply, Update};
+pub use pairs::{file_batches, held_out, label_batches, Example};
 pub use params::{ContrastiveParams, Objective, OptimizerParams};
+pub use save::{write_model_folder, SentenceModules};
 pub use trainer::{ContrastiveTrainer, StepReport};
 pub use weights::{LayerParams, LnParams, NamedTensor, Param, TrainableWeights};

@@ -24,6 +24,7 @@ pub struct Config {
     pub pca: Option<PcaConfig>,
     pub model: Option<ModelConfig>,
     pub contextual: Option<ContextualConfig>,
+    pub finetune: Option<FinetuneConfig>,
     pub train: Option<TrainConfig>,
     pub eval: Option<EvalConfig>,
     #[serde(default)]
@@ -68,6 +69,73 @@ pub struct ContextualConfig {
     /// of encoding the same text again. Default true.
     #[serde(default = "default_true")]
     pub cache: bool,
+}
+
+/// `[finetune]`: trains a pretrained encoder on the job's documents before the contextual stage encodes them
+/// (`contextual.model = "finetuned"`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// The starting point: a Hugging Face / sentence-transformers model folder, relative to the pipeline.
+    pub model: String,
+    /// `contrastive` (sentence-transformers' MultipleNegativesRankingLoss).
+    #[serde(default = "default_objective")]
+    pub objective: crate::finetune::Objective,
+    /// CSV or Parquet of training pairs: columns `anchor`, `positive` (and optionally `negative`) holding texts, or
+    /// `anchor_id`, `positive_id` (`negative_id`) holding row ids of the input. Without it, pairs come from
+    /// `eval.labels`: documents that share a category.
+    pub pairs: Option<PathBuf>,
+    /// Share of the labelled documents kept out of the pairs drawn from `eval.labels` (the evaluation reports
+    /// them apart). Default 0.2; drawn with `eval.split_seed`.
+    pub holdout: Option<f64>,
+    #[serde(default = "default_finetune_epochs")]
+    pub epochs: u64,
+    /// Pairs per step (anchors; their positives and negatives come on top).
+    #[serde(default = "default_finetune_batch")]
+    pub batch_size: u64,
+    #[serde(default = "default_finetune_lr")]
+    pub learning_rate: f64,
+    #[serde(default = "default_warmup")]
+    pub warmup_ratio: f64,
+    #[serde(default = "default_finetune_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_max_grad_norm")]
+    pub max_grad_norm: f64,
+    /// The cosines' factor of the contrastive loss (1 / temperature).
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// Dropout while training; only 0 (none) is implemented.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Longest training text in tokens; default: the folder's max_seq_length, else the model's limit.
+    pub max_tokens: Option<u64>,
+    /// Pair sampling and batch order; default the job seed.
+    pub seed: Option<u64>,
+}
+
+fn default_objective() -> crate::finetune::Objective {
+    crate::finetune::Objective::Contrastive
+}
+fn default_finetune_epochs() -> u64 {
+    1
+}
+fn default_finetune_batch() -> u64 {
+    32
+}
+fn default_finetune_lr() -> f64 {
+    2e-5
+}
+fn default_warmup() -> f64 {
+    0.1
+}
+fn default_finetune_decay() -> f64 {
+    0.01
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+fn default_scale() -> f64 {
+    20.0
 }
 
 /// `contextual.words`: a list of words, or a string (which must be `"all"`).

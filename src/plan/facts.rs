@@ -27,6 +27,8 @@ pub struct Facts {
     pub output_is_file: bool,
     /// The model folder of `[contextual]`, read (or why it could not be); `None` without the section.
     pub model: Option<std::result::Result<ModelFolder, Error>>,
+    /// The starting folder of `[finetune]`, read (or why it could not be); `None` without the section.
+    pub finetune_model: Option<std::result::Result<ModelFolder, Error>>,
 }
 
 impl Facts {
@@ -45,6 +47,7 @@ impl Facts {
             files: files.into_iter().collect(),
             output_is_file: false,
             model: None,
+            finetune_model: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 mod check_contextual;
 mod check_eval;
 mod check_features;
+mod check_finetune;
 mod check_input;
 mod check_model;
 pub mod config;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use check_contextual::{contextual_plan, CachePlan, ContextualPlan};
 pub use check_eval::DocEvalPlan;
 pub use check_features::PcaPlan;
+pub use check_finetune::{finetune_plan, FinetunePlan, PairSource, FINETUNED};
 pub use check_model::ModelPlan;
 pub use facts::{Facts, InputListing};
 
@@ -46,6 +48,8 @@ pub struct Plan {
     pub model: Option<ModelPlan>,
     /// Contextual document vectors from a pretrained encoder (the model folder already read and checked).
     pub contextual: Option<ContextualPlan>,
+    /// Fine-tuning of a pretrained encoder before the contextual stage (its starting folder already read).
+    pub finetune: Option<FinetunePlan>,
     /// The evaluation of a text input's document vectors (`[eval]` in a text job).
     pub documents: Option<DocEvalPlan>,
     pub output_dir: PathBuf,
@@ -92,8 +96,12 @@ pub fn output_dir(config: &Config, file: &Path, overrides: &Overrides) -> PathBu
 /// checks (see [`Facts::files`]).
 pub fn side_files(config: &Config, file: &Path) -> Vec<PathBuf> {
     let base = base_dir(file);
-    let Some(e) = &config.eval else { return Vec::new() };
-    [&e.labels, &e.pairs, &e.senses].into_iter().flatten().map(|p| base.join(p)).collect()
+    let mut files: Vec<PathBuf> =
+        config.finetune.iter().filter_map(|f| f.pairs.as_ref()).map(|p| base.join(p)).collect();
+    if let Some(e) = &config.eval {
+        files.extend([&e.labels, &e.pairs, &e.senses].into_iter().flatten().map(|p| base.join(p)));
+    }
+    files
 }
 
 impl Plan {
@@ -127,7 +135,15 @@ impl Plan {
         let cache = check_cache(&config, &base, &output_dir, overrides, &mut problems);
         let senses = check_eval::plan_senses(&config, &base, &facts, &mut problems);
         let documents = check_eval::plan_documents(&config, &base, &facts, &mut problems);
+        let finetune_ok = check_finetune::check_finetune(&config, &base, &facts, &mut problems);
         problems.into_result(file)?;
+        let finetune = match (finetune_ok, &config.finetune, facts.finetune_model) {
+            (Some(pairs), Some(f), Some(folder)) => Some(finetune_plan(&config, f, folder?, pairs)?),
+            (Some(_), Some(_), None) => {
+                return Err(Error::Internal("the fine-tuning model folder was not read before planning".into()))
+            }
+            _ => None,
+        };
         // The model folder (read before planning) is used only now, so that every problem of the config comes
         // first; a missing or broken folder is an input error (exit 3), named before any work.
         let contextual = match (contextual_ok, &config.contextual, facts.model) {
@@ -158,6 +174,7 @@ impl Plan {
             pca,
             model,
             contextual,
+            finetune,
             documents,
             output_dir,
             keep_runs: keep_runs as usize,

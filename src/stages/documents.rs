@@ -57,6 +57,14 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
                 push_scores(metrics, method, kl, &s);
                 parts.push((*method, s));
             }
+            // The documents fine-tuning held out of its pairs, scored apart (their neighbours among all).
+            let held: Vec<usize> = match &artifacts.held_out {
+                Some(h) => (0..labelled.len()).filter(|&p| h.binary_search(&labelled[p]).is_ok()).collect(),
+                None => Vec::new(),
+            };
+            if let Some(s) = doc_eval::label_scores_of(&lidx, kl, ids, &held) {
+                push_scores(metrics, &format!("held_out/{method}"), kl, &s);
+            }
         }
     }
     metrics.push(STAGE, "documents", n as f64);

@@ -6,6 +6,7 @@
 mod bow;
 pub mod contextual;
 mod documents;
+pub mod finetune;
 pub mod handoff;
 mod ingest;
 mod merged;
@@ -40,6 +41,8 @@ pub enum Stage {
     Pca,
     /// The embedding model: split, training, evaluation, neighbours.
     Model,
+    /// A pretrained encoder trained on the job's documents (before the contextual stage encodes with it).
+    Finetune,
     /// Document vectors from a pretrained Transformer encoder.
     Contextual,
     /// A text job's document vectors evaluated: neighbours and, with labels, category agreement.
@@ -53,6 +56,7 @@ impl Stage {
             Stage::Bow => "bow",
             Stage::Pca => "pca",
             Stage::Model => "model",
+            Stage::Finetune => "finetune",
             Stage::Contextual => "contextual",
             Stage::Documents => "eval_documents",
         }
@@ -70,6 +74,9 @@ pub fn planned(plan: &Plan) -> Vec<Stage> {
     }
     if plan.model.is_some() {
         stages.push(Stage::Model);
+    }
+    if plan.finetune.is_some() {
+        stages.push(Stage::Finetune);
     }
     if plan.contextual.is_some() {
         stages.push(Stage::Contextual);
@@ -115,11 +122,15 @@ pub struct Artifacts {
     /// when the run commits.
     pub cache_store: Option<std::path::PathBuf>,
     pub cache_segments: Vec<vector_cache::NewSegment>,
+    /// The model folder the finetune stage wrote into the staging folder (the contextual stage encodes with it).
+    pub finetuned: Option<std::path::PathBuf>,
+    /// Input rows the finetune stage held out of its pairs (the document evaluation scores them apart).
+    pub held_out: Option<Vec<usize>>,
 }
 
 /// One kind of dense document vector, one row per document in input order.
 pub struct DocVectors {
-    /// "pca" or "contextual".
+    /// "pca", "contextual" or "contextual_start" (the starting model of a fine-tuned one).
     pub method: &'static str,
     pub dim: usize,
     pub values: Vec<f32>,
@@ -155,6 +166,7 @@ pub fn run(stage: Stage, ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: 
         Stage::Bow => bow::run(ctx, artifacts, metrics),
         Stage::Pca => pca::run(ctx, artifacts, metrics),
         Stage::Model => model::run(ctx, artifacts, metrics),
+        Stage::Finetune => finetune::run(ctx, artifacts, metrics),
         Stage::Contextual => contextual::run(ctx, artifacts, metrics),
         Stage::Documents => documents::run(ctx, artifacts, metrics),
     }
@@ -163,5 +175,5 @@ pub fn run(stage: Stage, ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: 
 /// Whether a stage reports its own progress and parts (the model stage: train, then eval; the contextual stage:
 /// documents as they are encoded).
 pub fn reports_itself(stage: Stage) -> bool {
-    matches!(stage, Stage::Model | Stage::Contextual)
+    matches!(stage, Stage::Model | Stage::Contextual | Stage::Finetune)
 }

@@ -79,6 +79,19 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     }
     let plan =
         ctx.plan.contextual.as_ref().ok_or_else(|| Error::Internal("a contextual stage without its plan".into()))?;
+    // `contextual.model = "finetuned"`: the folder the finetune stage wrote (its starting folder's architecture).
+    let tuned;
+    let wants_tuned = ctx.plan.config.contextual.as_ref().is_some_and(|c| c.model.trim() == crate::plan::FINETUNED);
+    let plan = match artifacts.finetuned.as_ref().filter(|_| wants_tuned) {
+        Some(dir) => {
+            tuned = ContextualPlan {
+                folder: crate::encoder::ModelFolder { dir: dir.clone(), ..plan.folder.clone() },
+                ..plan.clone()
+            };
+            &tuned
+        }
+        None => plan,
+    };
     let Dataset::Text(corpus) = artifacts.dataset()? else {
         return Err(Error::Internal("contextual embeddings planned without documents".into()));
     };
