@@ -624,8 +624,6 @@ pub fn read_training_pairs(path: &Path, format: Format) -> Result<TrainingPairs>
         }
     }
     let Some((df, cols, by_id)) = found else {
-        // Read once more for the reader's own error when the file itself is the problem.
-        side_frame(path, format, &[])?;
         return Err(Error::input(
             path,
             None,

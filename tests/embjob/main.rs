@@ -11,6 +11,7 @@ mod config_errors;
 mod documents;
 mod encoder;
 mod finetune;
+mod finetune_job;
 mod finetune_ops;
 mod first_run;
 mod fuzz;
