@@ -143,6 +143,38 @@ enum Bench {
         #[arg(long, value_enum, default_value = "cpu")]
         backend: CliBackend,
     },
+    /// Contextual fine-tuning throughput and memory on MovieLens title pairs, next to sentence-transformers.
+    Finetune {
+        /// The starting model folder; default: $EMBJOB_MODEL_DIR, else models/all-MiniLM-L6-v2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Parquet with movieId, title, genres.
+        #[arg(long, default_value = "pipelines/data/movielens_titles.parquet")]
+        titles: PathBuf,
+        /// Training steps timed (each a batch of pairs).
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Pairs per step.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Timed runs per tool from the starting weights (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Longest text in tokens.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Which backend trains.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: CliBackend,
+        /// Python with torch and sentence-transformers for the peer; "none" skips it.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value = "scripts/peers/st_finetune.py")]
+        peer: PathBuf,
+        /// Where the peer trains.
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        peer_device: String,
+    },
     /// Contextual encoding throughput of a model folder on real text, next to sentence-transformers and ONNX Runtime.
     Encode {
         /// The model folder; default: $EMBJOB_MODEL_DIR, else models/all-MiniLM-L6-v2.
@@ -504,6 +536,32 @@ fn bench(which: Bench) -> embjob::Result<()> {
                 precision: precision.into(),
             };
             bench::encode(&opts, log).map(|ms| print!("{}", bench::encode_table(&ms)))
+        }
+        Bench::Finetune {
+            model,
+            titles,
+            steps,
+            batch,
+            repeats,
+            max_tokens,
+            backend,
+            python: py,
+            peer,
+            peer_device,
+        } => {
+            let opts = bench::FinetuneBenchOptions {
+                model: bench::model_path(model),
+                titles,
+                steps,
+                batch,
+                repeats,
+                max_tokens,
+                backend: backend.into(),
+                python: python(py),
+                peer_script: peer,
+                peer_device,
+            };
+            bench::finetune(&opts, log).map(|ms| print!("{}", bench::finetune_table(&ms)))
         }
         which @ Bench::Cache { .. } => bench_cache(which, log),
         Bench::Catalogue { backend, items, users, per_user, negatives, steps, eval_examples, repeats } => {

@@ -2,8 +2,10 @@
 //! held out first; each epoch every other document of a category with at least two such documents is an anchor
 //! once, in a shuffled order, with a positive drawn uniformly from the rest of its category; batches are filled in
 //! that order with no category twice in a batch (an anchor whose category is already in the batch waits for the
-//! next one), so that no in-batch negative shares its anchor's category. From a pairs file: each epoch the pairs
-//! in a shuffled order, in batches. A batch of fewer than two anchors (nothing to rank against) is dropped.
+//! next one), so that no in-batch negative shares its anchor's category; the epoch ends when a batch would hold
+//! fewer than half the batch size (only a few large categories left: their remaining anchors are not used that
+//! epoch). From a pairs file: each epoch the pairs in a shuffled order, in batches; a batch of fewer than two
+//! anchors (nothing to rank against) is dropped.
 
 use crate::linalg::rng::SplitMix;
 
@@ -65,7 +67,9 @@ pub fn label_batches(docs: &[usize], cats: &[u32], epochs: usize, batch: usize, 
                 }
             }
             waiting = rest;
-            if b.len() >= 2 {
+            // A batch of fewer than half the batch size (at least 2) means only a few large categories are left:
+            // the epoch ends there, and those anchors wait for the next epoch's draw.
+            if b.len() >= (batch / 2).max(2) {
                 out.push(b);
             } else {
                 break;

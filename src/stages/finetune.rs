@@ -43,18 +43,28 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     };
     let examples = examples(ctx, plan, corpus)?;
     if examples.batches.is_empty() {
-        return Err(Error::Stage { stage: STAGE, message: "no batch of two or more pairs to train on".into() });
+        return Err(Error::Stage {
+            stage: STAGE,
+            message: format!(
+                "the pairs make no batch to train on: a batch needs at least half of finetune.batch_size = {} anchors \
+                 (at least 2), and pairs from labels take one anchor per category per batch",
+                plan.batch_size
+            ),
+        });
     }
     let tokenizer = TextTokenizer::open(&plan.folder.tokenizer_file(), plan.max_tokens)?;
     let tokens: Vec<Tokens> = examples.texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<_>>()?;
     let weights = WeightsFile::open(&plan.folder.weights_file())?;
+    let mut start_table = None;
     if let (Some(_), Some(c)) = (&ctx.plan.documents, &ctx.plan.contextual) {
         let values = encode_all(ctx, plan, &weights, &c.encode, corpus)?;
-        artifacts.doc_vectors.push(DocVectors {
-            method: "contextual_start",
-            dim: plan.folder.config.hidden_size,
-            values,
-        });
+        let dim = plan.folder.config.hidden_size;
+        start_table = Some(Table::new(vec![
+            ("row_id", ColumnData::I64((0..corpus.ids.len() as i64).map(|r| r + ctx.first_row as i64).collect())),
+            ("row", ColumnData::Str(corpus.ids.clone())),
+            ("vector", ColumnData::Vectors { dim, values: values.clone() }),
+        ]));
+        artifacts.doc_vectors.push(DocVectors { method: "contextual_start", dim, values });
     }
     let most = examples.batches.iter().map(|b| sequences(b) * max_len(b, &tokens)).max().unwrap_or(0);
     let sequences_max = examples.batches.iter().map(|b| sequences(b)).max().unwrap_or(2);
@@ -120,7 +130,9 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     write_model_folder(&dir, &plan.folder.dir, &trained, modules, &provenance)?;
     artifacts.finetuned = Some(dir);
     artifacts.held_out = Some(examples.held_out.clone());
-    finish(ctx, &examples, &steps, seconds, metrics)
+    let mut out = finish(ctx, &examples, &steps, seconds, metrics)?;
+    out.tables.extend(start_table.map(|t| ("text_embeddings_start.parquet", t)));
+    Ok(out)
 }
 
 fn sequences(b: &[Example]) -> usize {
@@ -274,6 +286,9 @@ fn finish(
         ("peak_rss_mb", memory::peak_rss_mb()),
     ] {
         metrics.push(STAGE, name, value);
+    }
+    for (i, s) in steps.iter().enumerate() {
+        metrics.push_at(STAGE, "loss", i as i64 + 1, s.loss);
     }
     let table = Table::new(vec![
         ("step", ColumnData::I64((1..=n as i64).collect())),

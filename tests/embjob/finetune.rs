@@ -51,7 +51,11 @@ fn i64s(st: &SafeTensors, name: &str) -> (Vec<i64>, Vec<usize>) {
 }
 
 fn reference(case: &str) -> Reference {
-    let bytes = std::fs::read(fixture("finetune_ref").join(format!("{case}.safetensors"))).expect("reference");
+    reference_at(&fixture("finetune_ref").join(format!("{case}.safetensors")))
+}
+
+fn reference_at(path: &std::path::Path) -> Reference {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (_, meta) = SafeTensors::read_metadata(&bytes).expect("metadata");
     let settings = meta.metadata().as_ref().and_then(|m| m.get("settings")).expect("settings").clone();
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
@@ -96,7 +100,11 @@ fn reference(case: &str) -> Reference {
 }
 
 fn trainer<'b>(be: &'b dyn Backend, model: &str, r: &Reference) -> ContrastiveTrainer<'b> {
-    let folder = ModelFolder::open(&fixture("tiny_bert").join(model)).expect("folder");
+    trainer_at(be, &fixture("tiny_bert").join(model), r)
+}
+
+fn trainer_at<'b>(be: &'b dyn Backend, model: &std::path::Path, r: &Reference) -> ContrastiveTrainer<'b> {
+    let folder = ModelFolder::open(model).expect("folder");
     let weights = WeightsFile::open(&folder.weights_file()).expect("weights");
     let s = &r.settings;
     let opt = OptimizerParams {
@@ -118,8 +126,11 @@ fn l2(v: impl Iterator<Item = f64>) -> f64 {
 
 /// Trains on the reference's batches and compares every step.
 fn equals_pytorch(be: &dyn Backend, case: &str, model: &str) {
-    let r = reference(case);
-    let mut t = trainer(be, model, &r);
+    equals_reference(be, case, &reference(case), &fixture("tiny_bert").join(model));
+}
+
+fn equals_reference(be: &dyn Backend, case: &str, r: &Reference, model: &std::path::Path) {
+    let mut t = trainer_at(be, model, r);
     let start: HashMap<String, Vec<f32>> =
         t.net.weights.export(be).expect("export").into_iter().map(|(n, _, v)| (n, v)).collect();
     // The first step's gradients, before any update.
@@ -155,7 +166,7 @@ fn equals_pytorch(be: &dyn Backend, case: &str, model: &str) {
             // Zero gradient in exact arithmetic: Adam turns both sides' rounding noise into steps of up to the
             // learning rate, in unrelated directions. Held to that bound instead: no value moved further than the
             // sum of the schedule's rates (and decay, which biases do not get).
-            let bound: f64 = (0..r.loss.len()).map(|s| t_rate(&r, s)).sum::<f64>() * 1.01;
+            let bound: f64 = (0..r.loss.len()).map(|s| t_rate(r, s)).sum::<f64>() * 1.01;
             let moved = w.iter().zip(w0).map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs()).fold(0.0, f64::max);
             assert!(moved <= bound, "{case}: {name} moved {moved:.3e}, more than Adam's bound {bound:.3e}");
             continue;
@@ -175,6 +186,24 @@ fn t_rate(r: &Reference, s: usize) -> f64 {
         ..OptimizerParams::default()
     };
     opt.rate_at(s, r.loss.len())
+}
+
+/// The genuine all-MiniLM-L6-v2 (EMBJOB_MODEL_DIR) for a few steps against the PyTorch reference `.ci/run` writes
+/// with tests/fixtures/make_finetune_ref.py (EMBJOB_FINETUNE_MINILM_REF): on the CPU, as CI runs it. Without the
+/// reference the test passes unless EMBJOB_REQUIRE_MODEL is set (CI sets it).
+#[test]
+fn genuine_minilm_steps_equal_pytorch_on_the_cpu() {
+    let (Some(reference), Some(model)) =
+        (std::env::var_os("EMBJOB_FINETUNE_MINILM_REF"), std::env::var_os("EMBJOB_MODEL_DIR"))
+    else {
+        assert!(
+            std::env::var_os("EMBJOB_REQUIRE_MODEL").is_none(),
+            "EMBJOB_REQUIRE_MODEL is set, but EMBJOB_FINETUNE_MINILM_REF or EMBJOB_MODEL_DIR is not"
+        );
+        return;
+    };
+    let r = reference_at(std::path::Path::new(&reference));
+    equals_reference(&embjob::backend::Cpu::new(), "minilm", &r, std::path::Path::new(&model));
 }
 
 fn split(batch: &[Vec<Tokens>]) -> (Vec<Tokens>, Vec<Tokens>) {

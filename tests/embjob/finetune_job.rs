@@ -7,7 +7,6 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use polars::prelude::*;
 
 use crate::support::*;
 
@@ -36,7 +35,7 @@ fn tiny_job(extra: &str) -> Job {
     let model = fixture("tiny_bert").join("bert_gelu");
     Job::new().file("docs.csv", docs).file("labels.csv", labels).toml(&format!(
         "[job]\nname='ft'\nseed=3\nbackend='cpu'\n[input]\npath='docs.csv'\nlayout='text'\ntext='text'\nid='id'\n\
-         [finetune]\nmodel='{}'\nbatch_size=8\nepochs=3\nlearning_rate=1e-3\n{extra}\n[contextual]\nmodel='finetuned'\n\
+         [finetune]\nmodel='{}'\nbatch_size=4\nepochs=3\nlearning_rate=1e-3\n{extra}\n[contextual]\nmodel='finetuned'\n\
          [eval]\nlabels='labels.csv'\nneighbors=5\n[output]\ndir='out'\n",
         model.display()
     ))

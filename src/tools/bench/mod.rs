@@ -21,7 +21,9 @@ mod encode;
 
 pub use cache::{cache, cache_table, CacheBench, CacheBenchOptions, CacheMeasurement};
 pub use catalogue::{catalogue, catalogue_table, CatalogueBenchOptions, CatalogueMeasurement};
+mod finetune;
 pub use encode::{encode, encode_table, EncodeBenchOptions, EncodeMeasurement, PeerPrecision, TextSet};
+pub use finetune::{finetune, finetune_table, FinetuneBenchOptions, FinetuneMeasurement};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

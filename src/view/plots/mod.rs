@@ -46,6 +46,17 @@ pub fn write(plan: &Plan, root: &Path) -> Result<Vec<String>> {
     add("pca_loadings.png", loadings(root, &dir.join("pca_loadings.png"), token_labels))?;
     add("scree.png", scree(&metrics, &dir.join("scree.png")))?;
     add("training.png", training(&metrics, &dir.join("training.png")))?;
+    add("finetune_loss.png", finetune_loss(&metrics, &dir.join("finetune_loss.png")))?;
+    add(
+        "documents_start.png",
+        documents_of(
+            root,
+            "text_embeddings_start",
+            "starting model's",
+            &dir.join("documents_start.png"),
+            doc_labels.as_ref(),
+        ),
+    )?;
     add("documents.png", documents(root, &dir.join("documents.png"), doc_labels.as_ref()))?;
     for name in senses(root, &dir, &metrics, doc_labels.as_ref())? {
         files.push(format!("plots/{name}"));
@@ -268,12 +279,41 @@ fn training(m: &MetricMap, out: &Path) -> Result<bool> {
 }
 
 fn documents(root: &Path, out: &Path, labels: Option<&HashMap<String, String>>) -> Result<bool> {
-    let Some(path) = data::find_table(root, "text_embeddings") else {
+    let tuned = root.join("finetuned_model").is_dir();
+    documents_of(root, "text_embeddings", if tuned { "fine-tuned model's" } else { "" }, out, labels)
+}
+
+/// The fine-tuning loss per step, and its running mean over a tenth of the steps.
+fn finetune_loss(m: &MetricMap, out: &Path) -> Result<bool> {
+    let loss = series(m, "finetune", "loss");
+    if loss.is_empty() {
+        return Ok(false);
+    }
+    let w = (loss.len() / 10).max(1);
+    let mean: Vec<(f64, f64)> =
+        (w..=loss.len()).map(|e| (loss[e - 1].0, loss[e - w..e].iter().map(|p| p.1).sum::<f64>() / w as f64)).collect();
+    let lines = vec![("step".to_owned(), loss), (format!("mean of {w}"), mean)];
+    draw::curves(out, "fine-tuning", &[("contrastive loss per step".to_owned(), "loss".to_owned(), lines)])?;
+    Ok(true)
+}
+
+/// A table of document vectors in 2-D (`which`: whose vectors, for the title).
+fn documents_of(
+    root: &Path,
+    table: &str,
+    which: &str,
+    out: &Path,
+    labels: Option<&HashMap<String, String>>,
+) -> Result<bool> {
+    let Some(path) = data::find_table(root, table) else {
         return Ok(false);
     };
     let (keys, _, values, dim) = read_vectors(&path, "row", None)?;
-    let title =
-        format!("contextual document vectors ({} documents, d = {dim}): first two principal components", keys.len());
+    let title = format!(
+        "{which}{}contextual document vectors ({} documents, d = {dim}): first two principal components",
+        if which.is_empty() { "" } else { " " },
+        keys.len()
+    );
     vectors_plot(out, &title, (&keys, &values, dim), labels, &[])?;
     Ok(true)
 }
