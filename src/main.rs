@@ -537,32 +537,7 @@ fn bench(which: Bench) -> embjob::Result<()> {
             };
             bench::encode(&opts, log).map(|ms| print!("{}", bench::encode_table(&ms)))
         }
-        Bench::Finetune {
-            model,
-            titles,
-            steps,
-            batch,
-            repeats,
-            max_tokens,
-            backend,
-            python: py,
-            peer,
-            peer_device,
-        } => {
-            let opts = bench::FinetuneBenchOptions {
-                model: bench::model_path(model),
-                titles,
-                steps,
-                batch,
-                repeats,
-                max_tokens,
-                backend: backend.into(),
-                python: python(py),
-                peer_script: peer,
-                peer_device,
-            };
-            bench::finetune(&opts, log).map(|ms| print!("{}", bench::finetune_table(&ms)))
-        }
+        which @ Bench::Finetune { .. } => bench_finetune(which, log),
         which @ Bench::Cache { .. } => bench_cache(which, log),
         Bench::Catalogue { backend, items, users, per_user, negatives, steps, eval_examples, repeats } => {
             let backend = backend.into();
@@ -582,6 +557,28 @@ fn bench(which: Bench) -> embjob::Result<()> {
 }
 
 /// `embjob bench cache`.
+fn bench_finetune(which: Bench, log: &mut dyn std::io::Write) -> embjob::Result<()> {
+    use embjob::tools::bench;
+    let Bench::Finetune { model, titles, steps, batch, repeats, max_tokens, backend, python, peer, peer_device } =
+        which
+    else {
+        return Ok(());
+    };
+    let opts = bench::FinetuneBenchOptions {
+        model: bench::model_path(model),
+        titles,
+        steps,
+        batch,
+        repeats,
+        max_tokens,
+        backend: backend.into(),
+        python: (python != "none").then_some(python),
+        peer_script: peer,
+        peer_device,
+    };
+    bench::finetune(&opts, log).map(|ms| print!("{}", bench::finetune_table(&ms)))
+}
+
 fn bench_cache(which: Bench, log: &mut dyn std::io::Write) -> embjob::Result<()> {
     use embjob::tools::bench;
     let Bench::Cache { entries, segments, dim, new_percent, dir, lee, model, sample, repeats } = which else {

@@ -80,6 +80,24 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         sequences_max,
         total,
     )?;
+    let (steps, seconds) = train(ctx, &mut trainer, &examples, &tokens)?;
+    let dir = ctx.out_dir.join(MODEL_DIR);
+    save(ctx, plan, &trainer, &steps, &dir)?;
+    artifacts.finetuned = Some(dir);
+    artifacts.held_out = Some(examples.held_out.clone());
+    let mut out = finish(ctx, &examples, &steps, seconds, metrics)?;
+    out.tables.extend(start_table.map(|t| ("text_embeddings_start.parquet", t)));
+    Ok(out)
+}
+
+/// Every batch through the trainer: each step's figures and the seconds training took.
+fn train(
+    ctx: &Context<'_>,
+    trainer: &mut ContrastiveTrainer<'_>,
+    examples: &Examples,
+    tokens: &[Tokens],
+) -> Result<(Vec<StepReport>, f64)> {
+    let total = examples.batches.len();
     ctx.reporter.stage_started(STAGE, Some(total as u64));
     let started = Instant::now();
     let mut steps: Vec<StepReport> = Vec::with_capacity(total);
@@ -102,15 +120,24 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         let pairs: usize = steps.len();
         ctx.reporter.progress(pairs as u64, &format!("loss {:.4}, {:.1} steps/s", r.loss, pairs as f64 / s));
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let dir = ctx.out_dir.join(MODEL_DIR);
+    Ok((steps, started.elapsed().as_secs_f64()))
+}
+
+/// The trained weights written as a model folder at `dir`.
+fn save(
+    ctx: &Context<'_>,
+    plan: &FinetunePlan,
+    trainer: &ContrastiveTrainer<'_>,
+    steps: &[StepReport],
+    dir: &std::path::Path,
+) -> Result<()> {
     let trained = trainer.net.weights.export(ctx.backend)?;
     let provenance = serde_json::json!({
         "tool": "embjob",
         "version": env!("CARGO_PKG_VERSION"),
         "start": plan.folder.dir,
         "objective": plan.objective,
-        "steps": total,
+        "steps": steps.len(),
         "epochs": plan.epochs,
         "batch_size": plan.batch_size,
         "optimizer": plan.optimizer,
@@ -127,12 +154,7 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         max_seq_length: plan.max_tokens,
         dim: plan.folder.config.hidden_size,
     };
-    write_model_folder(&dir, &plan.folder.dir, &trained, modules, &provenance)?;
-    artifacts.finetuned = Some(dir);
-    artifacts.held_out = Some(examples.held_out.clone());
-    let mut out = finish(ctx, &examples, &steps, seconds, metrics)?;
-    out.tables.extend(start_table.map(|t| ("text_embeddings_start.parquet", t)));
-    Ok(out)
+    write_model_folder(dir, &plan.folder.dir, &trained, modules, &provenance)
 }
 
 fn sequences(b: &[Example]) -> usize {

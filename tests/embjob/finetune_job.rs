@@ -7,7 +7,6 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-
 use crate::support::*;
 
 const WORDS: [&[&str]; 3] = [

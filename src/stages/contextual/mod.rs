@@ -79,19 +79,8 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     }
     let plan =
         ctx.plan.contextual.as_ref().ok_or_else(|| Error::Internal("a contextual stage without its plan".into()))?;
-    // `contextual.model = "finetuned"`: the folder the finetune stage wrote (its starting folder's architecture).
-    let tuned;
-    let wants_tuned = ctx.plan.config.contextual.as_ref().is_some_and(|c| c.model.trim() == crate::plan::FINETUNED);
-    let plan = match artifacts.finetuned.as_ref().filter(|_| wants_tuned) {
-        Some(dir) => {
-            tuned = ContextualPlan {
-                folder: crate::encoder::ModelFolder { dir: dir.clone(), ..plan.folder.clone() },
-                ..plan.clone()
-            };
-            &tuned
-        }
-        None => plan,
-    };
+    let tuned = tuned_plan(ctx, plan, artifacts);
+    let plan = tuned.as_ref().unwrap_or(plan);
     let Dataset::Text(corpus) = artifacts.dataset()? else {
         return Err(Error::Internal("contextual embeddings planned without documents".into()));
     };
@@ -156,6 +145,17 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let cache_json = cache_details(plan, cache_key.as_ref(), &reused);
     let summary = Summary { tally, reused, written, cache: cache_json, started };
     finish(ctx, plan, &model, summary, senses, metrics, words.as_ref())
+}
+
+/// `contextual.model = "finetuned"`: the plan with the folder the finetune stage wrote (its starting folder's
+/// architecture, tokenizer and modules); `None` otherwise.
+fn tuned_plan(ctx: &Context<'_>, plan: &ContextualPlan, artifacts: &Artifacts) -> Option<ContextualPlan> {
+    let wants = ctx.plan.config.contextual.as_ref().is_some_and(|c| c.model.trim() == crate::plan::FINETUNED);
+    let dir = artifacts.finetuned.as_ref().filter(|_| wants)?;
+    Some(ContextualPlan {
+        folder: crate::encoder::ModelFolder { dir: dir.clone(), ..plan.folder.clone() },
+        ..plan.clone()
+    })
 }
 
 /// What the stage did, for its metrics and summary.

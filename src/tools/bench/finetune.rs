@@ -94,43 +94,7 @@ pub fn finetune(opts: &FinetuneBenchOptions, log: &mut dyn Write) -> Result<Vec<
     let _ = writeln!(log, "embjob on {}", report.used);
     let weights = WeightsFile::open(&folder.weights_file())?;
     let mut out = Vec::new();
-    let (mut times, mut losses) = (Vec::new(), (f64::NAN, f64::NAN));
-    reset_peak_rss();
-    for r in 0..opts.repeats.max(1) {
-        let sequences = 2 * opts.batch;
-        let opt = OptimizerParams::default();
-        let mut t = ContrastiveTrainer::new(
-            be.as_ref(),
-            folder.config.clone(),
-            &weights,
-            opt,
-            ContrastiveParams { scale: 20.0 },
-            folder.pooling.unwrap_or(crate::backend::PoolMode::Mean),
-            sequences,
-            batches.len(),
-        )?;
-        let start = Instant::now();
-        let mut first = f64::NAN;
-        let mut last = f64::NAN;
-        for b in &batches {
-            let enc = |i: usize| tokenizer.encode(&texts[i]);
-            let anchors: Vec<Tokens> = b.iter().map(|e| enc(e.anchor)).collect::<Result<_>>()?;
-            let positives: Vec<Tokens> = b.iter().map(|e| enc(e.positive)).collect::<Result<_>>()?;
-            let s = t.step(&anchors, &positives)?;
-            if first.is_nan() {
-                first = s.loss;
-            }
-            last = s.loss;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let _ = writeln!(
-            log,
-            "embjob run {r}: {secs:.2} s, {:.1} pairs/s, loss {first:.4} → {last:.4}",
-            pairs as f64 / secs
-        );
-        times.push(secs);
-        losses = (first, last);
-    }
+    let (mut times, losses) = embjob_runs(opts, be.as_ref(), (&folder, &weights, &tokenizer), (&texts, &batches), log)?;
     let s = median(&mut times);
     out.push(FinetuneMeasurement {
         tool: format!("embjob ({})", report.used),
@@ -151,6 +115,55 @@ pub fn finetune(opts: &FinetuneBenchOptions, log: &mut dyn Write) -> Result<Vec<
     }
     let _ = std::fs::remove_file(&pairs_file);
     Ok(out)
+}
+
+/// embjob's timed runs: each run's seconds, and the last run's first and last loss.
+fn embjob_runs(
+    opts: &FinetuneBenchOptions,
+    be: &dyn crate::backend::Backend,
+    (folder, weights, tokenizer): (&ModelFolder, &WeightsFile, &TextTokenizer),
+    (texts, batches): (&[String], &[Vec<crate::finetune::Example>]),
+    log: &mut dyn Write,
+) -> Result<(Vec<f64>, (f64, f64))> {
+    let (mut times, mut losses) = (Vec::new(), (f64::NAN, f64::NAN));
+    let pairs: usize = batches.iter().map(Vec::len).sum();
+    reset_peak_rss();
+    for r in 0..opts.repeats.max(1) {
+        let sequences = 2 * opts.batch;
+        let opt = OptimizerParams::default();
+        let mut t = ContrastiveTrainer::new(
+            be,
+            folder.config.clone(),
+            weights,
+            opt,
+            ContrastiveParams { scale: 20.0 },
+            folder.pooling.unwrap_or(crate::backend::PoolMode::Mean),
+            sequences,
+            batches.len(),
+        )?;
+        let start = Instant::now();
+        let mut first = f64::NAN;
+        let mut last = f64::NAN;
+        for b in batches {
+            let enc = |i: usize| tokenizer.encode(&texts[i]);
+            let anchors: Vec<Tokens> = b.iter().map(|e| enc(e.anchor)).collect::<Result<_>>()?;
+            let positives: Vec<Tokens> = b.iter().map(|e| enc(e.positive)).collect::<Result<_>>()?;
+            let s = t.step(&anchors, &positives)?;
+            if first.is_nan() {
+                first = s.loss;
+            }
+            last = s.loss;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let _ = writeln!(
+            log,
+            "embjob run {r}: {secs:.2} s, {:.1} pairs/s, loss {first:.4} → {last:.4}",
+            pairs as f64 / secs
+        );
+        times.push(secs);
+        losses = (first, last);
+    }
+    Ok((times, losses))
 }
 
 fn peer(py: &str, opts: &FinetuneBenchOptions, pairs: &std::path::Path) -> Option<FinetuneMeasurement> {
