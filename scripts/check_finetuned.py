@@ -1,6 +1,7 @@
 """Loads a run's fine-tuned model folder with sentence-transformers and with transformers, as a user would, encodes
 the run's documents with each, and compares the vectors with embjob's text_embeddings.parquet (cosine >= 0.9999 for
-every document, both loaders). Used by .ci/run.
+every document, both loaders). A folder written by objective = "mlm" also loads as transformers'
+AutoModelForMaskedLM with no weight missing or left over (but the starting model's pooler, kept for AutoModel), its decoder tied to the word embeddings. Used by .ci/run.
 
     python3 scripts/check_finetuned.py RUN_FOLDER INPUT_FILE TEXT_COLUMN
 """
@@ -11,7 +12,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import torch
 from sentence_transformers import SentenceTransformer
-from transformers import AutoModel, AutoTokenizer
+from safetensors import safe_open
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 run, input_file, text_col = sys.argv[1:4]
 folder = f"{run}/finetuned_model"
@@ -46,3 +48,14 @@ with torch.no_grad():
 c = cosines(np.concatenate(vs).astype(np.float64), ours)
 print(f"transformers AutoModel loads it: min cosine of mean-pooled vectors {c.min():.6f}")
 assert c.min() >= 0.9999, c.min()
+
+with safe_open(f"{folder}/model.safetensors", "pt") as f:
+    has_head = "cls.predictions.bias" in f.keys()
+if has_head:
+    mlm, info = AutoModelForMaskedLM.from_pretrained(folder, output_loading_info=True)
+    # The starting model's pooler stays in the file for AutoModel (BertModel has one); BertForMaskedLM has none.
+    info["unexpected_keys"] = [k for k in info["unexpected_keys"] if not k.startswith("bert.pooler.")]
+    bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    assert not bad, bad
+    assert mlm.cls.predictions.decoder.weight.data_ptr() == mlm.bert.embeddings.word_embeddings.weight.data_ptr()
+    print("transformers AutoModelForMaskedLM loads its masked-LM head: no weight missing or left over, decoder tied")

@@ -52,6 +52,31 @@ impl TextTokenizer {
         self.tokenizer.get_vocab_size(true)
     }
 
+    /// The id of token `token` (`"[MASK]"`), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// The tokenizer file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole of one text as pieces of at most the limit, each with its special tokens (the tokenizer's
+    /// overflowing encodings, as `return_overflowing_tokens` gives them), and which of each piece's tokens are
+    /// special.
+    pub fn encode_pieces(&self, text: &str) -> Result<Vec<(Tokens, Vec<bool>)>> {
+        let e = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::input(&self.path, None, format!("tokenizing a text failed: {e}")))?;
+        let piece = |e: &tokenizers::Encoding| {
+            let tokens = Tokens { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec(), truncated: false };
+            (tokens, e.get_special_tokens_mask().iter().map(|&m| m == 1).collect())
+        };
+        Ok(std::iter::once(piece(&e)).chain(e.get_overflowing().iter().map(piece)).collect())
+    }
+
     /// The tokens of one text.
     pub fn encode(&self, text: &str) -> Result<Tokens> {
         self.encode_words(text).map(|(t, _)| t)

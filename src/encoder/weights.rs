@@ -36,20 +36,39 @@ impl WeightsFile {
 
     /// Tensor `name` (without the prefix) as f32, which must have `shape`.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let full = format!("{}{name}", self.prefix);
+        self.named(&full, shape)?.ok_or_else(|| Error::input(&self.path, None, format!("tensor '{full}': missing")))
+    }
+
+    /// Tensor `name` as the file names it (a task head's, beside the base model: `cls.predictions.bias`), or
+    /// `None` when the file has none.
+    pub fn root_tensor(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
+        self.named(name, shape)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The base model's prefix in this file ("" or "bert." ...).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn named(&self, full: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
         let st = SafeTensors::deserialize(&self.bytes)
             .map_err(|e| Error::input(&self.path, None, format!("not a safetensors file: {e}")))?;
-        let full = format!("{}{name}", self.prefix);
         let bad = |m: String| Error::input(&self.path, None, format!("tensor '{full}': {m}"));
-        let view = st.tensor(&full).map_err(|_| bad("missing".into()))?;
+        let Ok(view) = st.tensor(full) else { return Ok(None) };
         if view.shape() != shape {
             return Err(bad(format!("shape {:?}, expected {shape:?}", view.shape())));
         }
         let data = view.data();
-        Ok(match view.dtype() {
+        Ok(Some(match view.dtype() {
             Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => return Err(bad(format!("dtype {other:?} (f32, f16 or bf16 expected)"))),
-        })
+        }))
     }
 }

@@ -7,12 +7,14 @@
 //!   checkpoint names them;
 //! * `network.rs`: the forward pass that keeps what the backward pass reads, and the backward pass;
 //! * `contrastive.rs`: sentence-transformers' MultipleNegativesRankingLoss;
+//! * `mlm.rs`: BERT's masked language model: the masking, the prediction head's loss and its backward pass;
 //! * `optimizer.rs`: clipping, the schedule, AdamW;
 //! * `trainer.rs`: a step: forward, loss, backward, update;
 //! * `pairs.rs`: the seeded batches of training pairs (from labels or a pairs file), and the held-out documents;
 //! * `save.rs`: the fine-tuned model folder, loadable by transformers and sentence-transformers.
 
 mod contrastive;
+mod mlm;
 mod network;
 mod optimizer;
 mod pairs;
@@ -22,10 +24,11 @@ mod trainer;
 mod weights;
 
 pub use contrastive::Contrastive;
+pub use mlm::{mask_sequence, MaskedBatch, MaskedLm, Masking, MlmScore, NOT_CHOSEN};
 pub use network::{Batch, Network};
 pub use optimizer::{apply, Update};
 pub use pairs::{file_batches, held_out, label_batches, Example};
 pub use params::{ContrastiveParams, Objective, OptimizerParams};
 pub use save::{write_model_folder, SentenceModules};
-pub use trainer::{ContrastiveTrainer, StepReport};
-pub use weights::{LayerParams, LnParams, NamedTensor, Param, TrainableWeights};
+pub use trainer::{ContrastiveTrainer, MlmTrainer, StepReport};
+pub use weights::{LayerParams, LnParams, MlmHeadParams, NamedTensor, Param, TrainableWeights};

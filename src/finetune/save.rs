@@ -1,6 +1,7 @@
 //! The fine-tuned model as a folder that `transformers.AutoModel.from_pretrained` and
 //! `sentence_transformers.SentenceTransformer` load as they are: `model.safetensors` (the trained tensors, and every
-//! other tensor of the starting checkpoint as it was, named as a base model names them), the starting folder's
+//! other tensor of the starting checkpoint as it was, named as a base model names them; with a masked-LM head, as
+//! `BertForMaskedLM` saves them: the encoder under "bert.", the head's `cls.*` beside it), the starting folder's
 //! other files (config.json, the tokenizer files, sentence-transformers' modules) copied, and sentence-transformers'
 //! module files written when the starting folder had none. Weights in other formats (PyTorch .bin, ONNX,
 //! OpenVINO, TensorFlow, Flax) would be stale and are not copied.
@@ -63,15 +64,24 @@ pub fn write_model_folder(
         .iter()
         .map(|(n, shape, v)| (n.as_str(), (shape.as_slice(), bytemuck::cast_slice::<f32, u8>(v).to_vec())))
         .collect();
+    // With a trained masked-LM head, the folder is written as BertForMaskedLM saves it: the encoder under
+    // "bert.", the head at the root; without, as a base model.
+    let head = |n: &str| n.starts_with("cls.");
+    let out_prefix = if trained.iter().any(|(n, _, _)| head(n)) { "bert." } else { "" };
+    let out_name = |base: &str| if head(base) { base.to_owned() } else { format!("{out_prefix}{base}") };
     let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
     for (name, (shape, data)) in &trained_bytes {
         let view = TensorView::new(Dtype::F32, shape.to_vec(), data).map_err(|e| Error::Internal(e.to_string()))?;
-        views.push(((*name).to_owned(), view));
+        views.push((out_name(name), view));
     }
     for (name, view) in st.tensors() {
-        let Some(base) = name.strip_prefix(prefix) else { continue };
+        let base = match name.strip_prefix(prefix) {
+            Some(base) => base,
+            None if out_prefix == "bert." && head(&name) => name.as_str(),
+            None => continue,
+        };
         if !trained_bytes.contains_key(base) {
-            views.push((base.to_owned(), view));
+            views.push((out_name(base), view));
         }
     }
     views.sort_by(|a, b| a.0.cmp(&b.0));

@@ -1,13 +1,14 @@
-//! Contrastive fine-tuning, a batch at a time: forward, loss, backward, one optimizer step.
+//! Fine-tuning a batch at a time (contrastive, or masked LM): forward, loss, backward, one optimizer step.
 
 use super::contrastive::Contrastive;
+use super::mlm::{MaskedBatch, MaskedLm, MlmScore};
 use super::network::{Batch, Network};
 use super::optimizer::{self, Update};
 use super::params::{ContrastiveParams, OptimizerParams};
 use super::weights::TrainableWeights;
 use crate::backend::{Backend, PoolMode};
 use crate::encoder::{EncoderConfig, Tokens, WeightsFile};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One training step's figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,5 +88,71 @@ impl<'b> ContrastiveTrainer<'b> {
     /// Steps taken.
     pub fn steps(&self) -> usize {
         self.step
+    }
+}
+
+/// A masked-LM fine-tuning run under way: the encoder with its prediction head on the backend.
+pub struct MlmTrainer<'b> {
+    be: &'b dyn Backend,
+    pub net: Network<'b>,
+    loss: MaskedLm,
+    opt: OptimizerParams,
+    total_steps: usize,
+    step: usize,
+    /// Whether the head was drawn fresh (the folder had none).
+    pub fresh_head: bool,
+}
+
+impl<'b> MlmTrainer<'b> {
+    /// Uploads the starting weights and the folder's prediction head, or a fresh one seeded by `seed`.
+    pub fn new(
+        be: &'b dyn Backend,
+        config: EncoderConfig,
+        weights: &WeightsFile,
+        opt: OptimizerParams,
+        total_steps: usize,
+        seed: u64,
+    ) -> Result<MlmTrainer<'b>> {
+        let mut trainable = TrainableWeights::load(be, &config, weights)?;
+        let fresh_head = trainable.add_mlm_head(be, &config, weights, seed, 0.02)?;
+        let loss =
+            MaskedLm::new(config.hidden_size, config.vocab_size, config.activation, config.layer_norm_eps as f32);
+        Ok(MlmTrainer { be, net: Network::new(be, config, trainable), loss, opt, total_steps, step: 0, fresh_head })
+    }
+
+    fn run(&mut self, batch: &MaskedBatch, train: bool) -> Result<(MlmScore, Batch)> {
+        let b = Batch::new(&batch.tokens);
+        let chosen = batch.chosen();
+        self.net.forward(&b)?;
+        let wts = &self.net.weights;
+        let head = wts.head.as_ref().ok_or_else(|| Error::Internal("a masked-LM run without its head".into()))?;
+        let (hidden, _, _) = self.net.last_hidden()?;
+        let d_hidden = if train { Some(self.net.d_last_hidden()?) } else { None };
+        let score = self.loss.loss(self.be, head, &wts.word, (hidden, b.rows()), &chosen, d_hidden, !train)?;
+        if train {
+            self.net.backward()?;
+            self.loss.word_gradient(self.be, &self.net.weights.word)?;
+        }
+        Ok((score, b))
+    }
+
+    /// The mean loss of a masked batch and every parameter's gradient; the weights are not changed.
+    pub fn loss_and_gradients(&mut self, batch: &MaskedBatch) -> Result<(f64, Batch)> {
+        let (score, b) = self.run(batch, true)?;
+        Ok((score.loss_sum / score.chosen as f64, b))
+    }
+
+    /// One training step on a masked batch.
+    pub fn step(&mut self, batch: &MaskedBatch) -> Result<StepReport> {
+        let (loss, b) = self.loss_and_gradients(batch)?;
+        let update = optimizer::apply(self.be, &self.net.weights, &self.opt, self.step, self.total_steps)?;
+        self.step += 1;
+        let tokens = batch.tokens.iter().map(|t| t.ids.len()).sum();
+        Ok(StepReport { loss, update, rows: b.rows(), tokens })
+    }
+
+    /// The summed loss and the correct predictions of a masked batch, nothing trained.
+    pub fn evaluate(&mut self, batch: &MaskedBatch) -> Result<MlmScore> {
+        Ok(self.run(batch, false)?.0)
     }
 }

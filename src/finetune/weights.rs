@@ -4,7 +4,7 @@
 
 use crate::backend::{Backend, Tensor};
 use crate::encoder::{EncoderConfig, WeightsFile};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A checkpoint tensor: its name, shape and values.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
@@ -72,13 +72,26 @@ pub struct LayerParams {
     pub ln2: LnParams,
 }
 
-/// Every trainable parameter of a BERT-family encoder.
+/// BERT's masked-LM prediction head (`BertForMaskedLM`'s `cls.predictions`): a dense layer, the model's activation
+/// and a LayerNorm, then the decoder, whose weight is the word embeddings (tied) and whose bias is its own.
+pub struct MlmHeadParams {
+    pub dense_w: Param,
+    pub dense_b: Param,
+    pub ln: LnParams,
+    pub bias: Param,
+}
+
+/// The head's checkpoint names.
+const HEAD: &str = "cls.predictions";
+
+/// Every trainable parameter of a BERT-family encoder (and the masked-LM head, when training one).
 pub struct TrainableWeights {
     pub word: Param,
     pub position: Param,
     pub token_type: Param,
     pub ln: LnParams,
     pub layers: Vec<LayerParams>,
+    pub head: Option<MlmHeadParams>,
 }
 
 fn ln(be: &dyn Backend, w: &WeightsFile, prefix: &str, h: usize) -> Result<LnParams> {
@@ -118,7 +131,50 @@ impl TrainableWeights {
             token_type: one("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?,
             ln: ln(be, w, "embeddings", h)?,
             layers,
+            head: None,
         })
+    }
+
+    /// Adds the masked-LM head: the checkpoint's (`cls.predictions.*`), or, for a folder without one (a
+    /// sentence-transformers folder), a fresh head drawn as `transformers` initialises it (dense weight normal with
+    /// standard deviation `init_std`, biases 0, LayerNorm 1 and 0), seeded by `seed`. Returns whether it is fresh.
+    pub fn add_mlm_head(
+        &mut self,
+        be: &dyn Backend,
+        c: &EncoderConfig,
+        w: &WeightsFile,
+        seed: u64,
+        init_std: f64,
+    ) -> Result<bool> {
+        let h = c.hidden_size;
+        let fresh = w.root_tensor(&format!("{HEAD}.transform.dense.weight"), &[h, h])?.is_none();
+        let mut rng = crate::linalg::rng::SplitMix::new(seed ^ 0x6d6c_6d5f_6865_6164);
+        let mut param = |n: &str, shape: &[usize], fill: Option<f32>| -> Result<Param> {
+            let name = format!("{HEAD}.{n}");
+            let len: usize = shape.iter().product();
+            let values = if fresh {
+                match fill {
+                    Some(x) => vec![x; len],
+                    None => (0..len).map(|_| (rng.normal() * init_std) as f32).collect(),
+                }
+            } else {
+                w.root_tensor(&name, shape)?.ok_or_else(|| {
+                    Error::input(w.path(), None, format!("tensor '{name}' is missing from the masked-LM head"))
+                })?
+            };
+            Param::new(be, vec![(name, shape.to_vec())], &values)
+        };
+        let head = MlmHeadParams {
+            dense_w: param("transform.dense.weight", &[h, h], None)?,
+            dense_b: param("transform.dense.bias", &[h], Some(0.0))?,
+            ln: LnParams {
+                gamma: param("transform.LayerNorm.weight", &[h], Some(1.0))?,
+                beta: param("transform.LayerNorm.bias", &[h], Some(0.0))?,
+            },
+            bias: param("bias", &[c.vocab_size], Some(0.0))?,
+        };
+        self.head = Some(head);
+        Ok(fresh)
     }
 
     /// Every parameter, embeddings first, then layer by layer.
@@ -139,6 +195,9 @@ impl TrainableWeights {
                 &l.ln2.gamma,
                 &l.ln2.beta,
             ]);
+        }
+        if let Some(hd) = &self.head {
+            v.extend([&hd.dense_w, &hd.dense_b, &hd.ln.gamma, &hd.ln.beta, &hd.bias]);
         }
         v
     }

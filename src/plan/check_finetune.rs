@@ -7,20 +7,22 @@ use super::facts::Facts;
 use super::problems::Problems;
 use crate::backend::{PoolMode, MAX_SEQ};
 use crate::data::input::SideFile;
-use crate::encoder::ModelFolder;
+use crate::encoder::{Architecture, ModelFolder};
 use crate::error::{Error, Result};
 use crate::finetune::{ContrastiveParams, Objective, OptimizerParams};
 
 /// `contextual.model`'s value that names the model this job fine-tunes.
 pub const FINETUNED: &str = "finetuned";
 
-/// Where the training pairs come from.
+/// What fine-tuning trains on.
 #[derive(Debug, Clone)]
 pub enum PairSource {
-    /// `finetune.pairs`.
+    /// `finetune.pairs` (contrastive).
     File(SideFile),
-    /// Documents sharing a category of `eval.labels`, with a share held out.
+    /// Documents sharing a category of `eval.labels`, with a share held out (contrastive).
     Labels { holdout: f64, split_seed: u64 },
+    /// The input's documents themselves, with a share held out (masked LM).
+    Texts { holdout: f64, split_seed: u64 },
 }
 
 /// The fine-tuning stage, resolved against its starting folder.
@@ -37,6 +39,8 @@ pub struct FinetunePlan {
     pub pooling: PoolMode,
     pub normalize: bool,
     pub seed: u64,
+    /// Masked LM: the share of word pieces chosen.
+    pub mlm_probability: f64,
 }
 
 /// The keys of `[finetune]` that need no model folder; the pairs file when it is fine.
@@ -61,12 +65,19 @@ pub(super) fn check_finetune(
     if f.model.trim().is_empty() || f.model.trim() == FINETUNED {
         problems.add("finetune.model", "must name the starting model's folder");
     }
-    if f.objective == Objective::Mlm {
-        problems.add("finetune.objective", "\"mlm\" is not implemented yet; \"contrastive\" is");
-    }
     numbers(f, problems);
+    let mlm = f.objective == Objective::Mlm;
+    if mlm && f.pairs.is_some() {
+        problems
+            .add("finetune.pairs", "pairs train objective = \"contrastive\"; \"mlm\" trains on the input's documents");
+    }
+    if !mlm && f.mlm_probability.is_some() {
+        problems.add("finetune.mlm_probability", "applies to objective = \"mlm\"");
+    }
     let pairs = match &f.pairs {
+        Some(_) if mlm => None,
         Some(p) => side_file("finetune.pairs", &base.join(p), facts, problems),
+        None if mlm => None,
         None => {
             if config.eval.as_ref().and_then(|e| e.labels.as_ref()).is_none() {
                 problems
@@ -75,7 +86,7 @@ pub(super) fn check_finetune(
             None
         }
     };
-    if f.pairs.is_some() && f.holdout.is_some() {
+    if !mlm && f.pairs.is_some() && f.holdout.is_some() {
         problems
             .add("finetune.holdout", "holds documents out of the pairs drawn from eval.labels; finetune.pairs is set");
     }
@@ -109,6 +120,9 @@ fn numbers(f: &FinetuneConfig, problems: &mut Problems) {
     if f.dropout != 0.0 {
         problems.add("finetune.dropout", "only 0 (no dropout) is implemented; training is deterministic");
     }
+    if f.mlm_probability.is_some_and(|p| !(p > 0.0 && p < 1.0)) {
+        problems.add("finetune.mlm_probability", "must be above 0 and below 1");
+    }
     if f.max_tokens == Some(0) || f.max_tokens.is_some_and(|m| m > MAX_SEQ as u64) {
         problems.add("finetune.max_tokens", format!("must be between 1 and {MAX_SEQ}"));
     }
@@ -138,10 +152,19 @@ pub fn finetune_plan(
     if pooling == PoolMode::Max {
         return Err(Error::input(&folder.dir, None, "the folder pools by maximum, which fine-tuning does not train"));
     }
+    if f.objective == Objective::Mlm && folder.config.architecture != Architecture::Bert {
+        return Err(Error::input(
+            &config_json,
+            None,
+            "objective = \"mlm\" trains BERT's prediction head (cls.predictions); this folder holds another architecture",
+        ));
+    }
     let eval = config.eval.as_ref();
+    let (holdout, split_seed) = (f.holdout.unwrap_or(0.2), eval.map_or(0, |e| e.split_seed));
     let pairs = match pairs {
         Some(file) => PairSource::File(file),
-        None => PairSource::Labels { holdout: f.holdout.unwrap_or(0.2), split_seed: eval.map_or(0, |e| e.split_seed) },
+        None if f.objective == Objective::Mlm => PairSource::Texts { holdout, split_seed },
+        None => PairSource::Labels { holdout, split_seed },
     };
     Ok(FinetunePlan {
         normalize: folder.normalize,
@@ -161,5 +184,6 @@ pub fn finetune_plan(
         max_tokens,
         pooling,
         seed: f.seed.unwrap_or(config.job.seed),
+        mlm_probability: f.mlm_probability.unwrap_or(0.15),
     })
 }

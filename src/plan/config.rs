@@ -78,7 +78,8 @@ pub struct ContextualConfig {
 pub struct FinetuneConfig {
     /// The starting point: a Hugging Face / sentence-transformers model folder, relative to the pipeline.
     pub model: String,
-    /// `contrastive` (sentence-transformers' MultipleNegativesRankingLoss).
+    /// `contrastive` (sentence-transformers' MultipleNegativesRankingLoss) or `mlm` (BERT's masked language model on
+    /// the input's documents).
     #[serde(default = "default_objective")]
     pub objective: crate::finetune::Objective,
     /// CSV or Parquet of training pairs: columns `anchor`, `positive` (and optionally `negative`) holding texts, or
@@ -86,7 +87,8 @@ pub struct FinetuneConfig {
     /// `eval.labels`: documents that share a category.
     pub pairs: Option<PathBuf>,
     /// Share of the labelled documents kept out of the pairs drawn from `eval.labels` (the evaluation reports
-    /// them apart). Default 0.2; drawn with `eval.split_seed`.
+    /// them apart), or with `mlm` of the documents kept out of training (their masked-token accuracy is reported).
+    /// Default 0.2; drawn with `eval.split_seed`.
     pub holdout: Option<f64>,
     #[serde(default = "default_finetune_epochs")]
     pub epochs: u64,
@@ -104,6 +106,8 @@ pub struct FinetuneConfig {
     /// The cosines' factor of the contrastive loss (1 / temperature).
     #[serde(default = "default_scale")]
     pub scale: f64,
+    /// `mlm`: the share of word pieces chosen for prediction (default 0.15).
+    pub mlm_probability: Option<f64>,
     /// Dropout while training; only 0 (none) is implemented.
     #[serde(default)]
     pub dropout: f64,

@@ -34,17 +34,17 @@ struct Reference {
     settings: serde_json::Value,
 }
 
-fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
+pub(crate) fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
     let v = st.tensor(name).unwrap_or_else(|_| panic!("{name}"));
     v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
-fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
+pub(crate) fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
     let v = st.tensor(name).unwrap_or_else(|_| panic!("{name}"));
     v.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
 }
 
-fn i64s(st: &SafeTensors, name: &str) -> (Vec<i64>, Vec<usize>) {
+pub(crate) fn i64s(st: &SafeTensors, name: &str) -> (Vec<i64>, Vec<usize>) {
     let v = st.tensor(name).unwrap_or_else(|_| panic!("{name}"));
     let data = v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
     (data, v.shape().to_vec())
@@ -120,7 +120,7 @@ fn trainer_at<'b>(be: &'b dyn Backend, model: &std::path::Path, r: &Reference) -
         .expect("trainer")
 }
 
-fn l2(v: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn l2(v: impl Iterator<Item = f64>) -> f64 {
     v.map(|x| x * x).sum::<f64>().sqrt()
 }
 

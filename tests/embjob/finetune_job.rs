@@ -16,7 +16,7 @@ const WORDS: [&[&str]; 3] = [
 ];
 
 /// 60 documents (ids d0..d59) of words of one category each, and their labels.
-fn corpus() -> (String, String) {
+pub(crate) fn corpus() -> (String, String) {
     let mut r = embjob::linalg::rng::SplitMix::new(5);
     let (mut docs, mut labels) = ("id,text\n".to_owned(), "id,category\n".to_owned());
     for i in 0..60 {
@@ -29,7 +29,7 @@ fn corpus() -> (String, String) {
     (docs, labels)
 }
 
-fn tiny_job(extra: &str) -> Job {
+pub(crate) fn tiny_job(extra: &str) -> Job {
     let (docs, labels) = corpus();
     let model = fixture("tiny_bert").join("bert_gelu");
     Job::new().file("docs.csv", docs).file("labels.csv", labels).toml(&format!(
@@ -40,7 +40,7 @@ fn tiny_job(extra: &str) -> Job {
     ))
 }
 
-fn metric(job: &Job, stage: &str, name: &str) -> f64 {
+pub(crate) fn metric(job: &Job, stage: &str, name: &str) -> f64 {
     let m = job.latest_parquet("metrics.parquet");
     let (s, n, v) = (m.column("stage").unwrap(), m.column("metric").unwrap(), m.column("value").unwrap());
     let (s, n, v) = (s.str().unwrap(), n.str().unwrap(), v.f64().unwrap());
@@ -135,7 +135,10 @@ fn bad_pairs_stop_the_job_naming_file_column_and_row() {
 #[test]
 fn unusable_settings_are_config_errors_with_their_key() {
     for (extra, key) in [
-        ("objective='mlm'", "finetune.objective"),
+        ("objective='mlm'\npairs='pairs.csv'", "finetune.pairs"),
+        ("objective='mlm'\nmlm_probability=1.5", "finetune.mlm_probability"),
+        ("mlm_probability=0.2", "finetune.mlm_probability"),
+        ("objective='mask'", "finetune.objective"),
         ("dropout=0.1", "finetune.dropout"),
         ("scale=0.0", "finetune.scale"),
         ("holdout=1.0", "finetune.holdout"),

@@ -12,6 +12,8 @@ mod documents;
 mod encoder;
 mod finetune;
 mod finetune_job;
+mod finetune_mlm;
+mod finetune_mlm_job;
 mod finetune_ops;
 mod first_run;
 mod fuzz;

@@ -1,30 +1,20 @@
-//! Fine-tuning: the starting encoder trained on the job's documents with the contrastive loss, written as a model
-//! folder (`finetuned_model/`) into the run's staging folder, so that it appears only with the run; the contextual
-//! stage then encodes with it (`contextual.model = "finetuned"`). With a document evaluation, the starting model's
-//! vectors are kept too (`contextual_start`), so the evaluation shows both, and the documents held out of the
-//! pairs are scored apart.
+//! Contrastive fine-tuning: pairs from a file, or drawn from `eval.labels` with a share of the documents held out
+//! of them (the document evaluation scores those apart).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{Artifacts, Context, DocVectors, StageOutput};
+use super::super::{Artifacts, Context, StageOutput};
+use super::common::{check_memory, save, start_vectors, MODEL_DIR, STAGE};
 use crate::data::dataset::{Dataset, TextCorpus};
 use crate::data::input::LabelsFile;
 use crate::data::table::{ColumnData, Table};
-use crate::encoder::{EncodeParams, Encoder, Precision, TextTokenizer, Tokens, WeightsFile};
+use crate::encoder::{TextTokenizer, Tokens, WeightsFile};
 use crate::error::{Error, Result};
-use crate::finetune::{
-    file_batches, held_out, label_batches, write_model_folder, ContrastiveTrainer, Example, Network, SentenceModules,
-    StepReport,
-};
+use crate::finetune::{file_batches, held_out, label_batches, ContrastiveTrainer, Example, StepReport};
 use crate::plan::{FinetunePlan, PairSource};
-use crate::runtime::memory::{self, Item};
+use crate::runtime::memory;
 use crate::runtime::metrics::Metrics;
-
-const STAGE: &str = "finetune";
-
-/// The folder the fine-tuned model is written to, inside the run.
-pub const MODEL_DIR: &str = "finetuned_model";
 
 /// The training texts and their batches.
 struct Examples {
@@ -36,8 +26,12 @@ struct Examples {
     pairs: usize,
 }
 
-pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) -> Result<StageOutput> {
-    let plan = ctx.plan.finetune.as_ref().ok_or_else(|| Error::Internal("a finetune stage without its plan".into()))?;
+pub fn run(
+    ctx: &Context<'_>,
+    plan: &FinetunePlan,
+    artifacts: &mut Artifacts,
+    metrics: &mut Metrics,
+) -> Result<StageOutput> {
     let Dataset::Text(corpus) = artifacts.dataset()? else {
         return Err(Error::Internal("fine-tuning planned without documents".into()));
     };
@@ -55,20 +49,10 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     let tokenizer = TextTokenizer::open(&plan.folder.tokenizer_file(), plan.max_tokens)?;
     let tokens: Vec<Tokens> = examples.texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<_>>()?;
     let weights = WeightsFile::open(&plan.folder.weights_file())?;
-    let mut start_table = None;
-    if let (Some(_), Some(c)) = (&ctx.plan.documents, &ctx.plan.contextual) {
-        let values = encode_all(ctx, plan, &weights, &c.encode, corpus)?;
-        let dim = plan.folder.config.hidden_size;
-        start_table = Some(Table::new(vec![
-            ("row_id", ColumnData::I64((0..corpus.ids.len() as i64).map(|r| r + ctx.first_row as i64).collect())),
-            ("row", ColumnData::Str(corpus.ids.clone())),
-            ("vector", ColumnData::Vectors { dim, values: values.clone() }),
-        ]));
-        artifacts.doc_vectors.push(DocVectors { method: "contextual_start", dim, values });
-    }
+    let start = start_vectors(ctx, plan, &weights, corpus)?;
     let most = examples.batches.iter().map(|b| sequences(b) * max_len(b, &tokens)).max().unwrap_or(0);
     let sequences_max = examples.batches.iter().map(|b| sequences(b)).max().unwrap_or(2);
-    check_memory(ctx, plan, most)?;
+    check_memory(ctx, plan, most, None)?;
     let total = examples.batches.len();
     let mut trainer = ContrastiveTrainer::new(
         ctx.backend,
@@ -82,11 +66,15 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
     )?;
     let (steps, seconds) = train(ctx, &mut trainer, &examples, &tokens)?;
     let dir = ctx.out_dir.join(MODEL_DIR);
-    save(ctx, plan, &trainer, &steps, &dir)?;
+    let trained = trainer.net.weights.export(ctx.backend)?;
+    save(ctx, plan, &trained, &steps, serde_json::json!({ "loss": plan.loss }), &dir)?;
     artifacts.finetuned = Some(dir);
     artifacts.held_out = Some(examples.held_out.clone());
     let mut out = finish(ctx, &examples, &steps, seconds, metrics)?;
-    out.tables.extend(start_table.map(|t| ("text_embeddings_start.parquet", t)));
+    if let Some((table, vectors)) = start {
+        artifacts.doc_vectors.push(vectors);
+        out.tables.push(("text_embeddings_start.parquet", table));
+    }
     Ok(out)
 }
 
@@ -123,40 +111,6 @@ fn train(
     Ok((steps, started.elapsed().as_secs_f64()))
 }
 
-/// The trained weights written as a model folder at `dir`.
-fn save(
-    ctx: &Context<'_>,
-    plan: &FinetunePlan,
-    trainer: &ContrastiveTrainer<'_>,
-    steps: &[StepReport],
-    dir: &std::path::Path,
-) -> Result<()> {
-    let trained = trainer.net.weights.export(ctx.backend)?;
-    let provenance = serde_json::json!({
-        "tool": "embjob",
-        "version": env!("CARGO_PKG_VERSION"),
-        "start": plan.folder.dir,
-        "objective": plan.objective,
-        "steps": steps.len(),
-        "epochs": plan.epochs,
-        "batch_size": plan.batch_size,
-        "optimizer": plan.optimizer,
-        "loss": plan.loss,
-        "max_tokens": plan.max_tokens,
-        "seed": plan.seed,
-        "backend": ctx.backend.kind(),
-        "first_loss": steps.first().map(|s| s.loss),
-        "last_loss": steps.last().map(|s| s.loss),
-    });
-    let modules = SentenceModules {
-        pooling: plan.pooling,
-        normalize: plan.normalize,
-        max_seq_length: plan.max_tokens,
-        dim: plan.folder.config.hidden_size,
-    };
-    write_model_folder(dir, &plan.folder.dir, &trained, modules, &provenance)
-}
-
 fn sequences(b: &[Example]) -> usize {
     let negatives = if b.iter().all(|e| e.negative.is_some()) { b.len() } else { 0 };
     2 * b.len() + negatives
@@ -169,21 +123,6 @@ fn max_len(b: &[Example], tokens: &[Tokens]) -> usize {
         .map(|i| tokens[i].ids.len())
         .max()
         .unwrap_or(1)
-}
-
-/// The weights, their gradients and moments, and the activations of the largest batch, against `job.max_memory`.
-fn check_memory(ctx: &Context<'_>, plan: &FinetunePlan, rows: usize) -> Result<()> {
-    let c = &plan.folder.config;
-    let weights = Encoder::weight_bytes(c, Precision::F32) as u64;
-    let mem = vec![
-        Item { what: format!("weights, gradients and AdamW's moments on {}", ctx.backend.kind()), bytes: 4 * weights },
-        Item {
-            what: format!("activations kept for the backward pass ({rows} token rows)"),
-            bytes: Network::activation_bytes(c, rows) as u64,
-        },
-    ];
-    ctx.reporter.notice(&memory::describe(STAGE, &mem));
-    memory::check(STAGE, &mem, ctx.plan.max_memory)
 }
 
 /// The texts and batches the plan's pairs make.
@@ -239,6 +178,7 @@ fn examples(ctx: &Context<'_>, plan: &FinetunePlan, corpus: &TextCorpus) -> Resu
             let batches = file_batches(&list, plan.epochs, plan.batch_size, plan.seed);
             Ok(Examples { texts, batches, held_out: Vec::new(), pairs: list.len() })
         }
+        PairSource::Texts { .. } => Err(Error::Internal("pairs asked of a masked-LM plan".into())),
     }
 }
 
@@ -254,31 +194,6 @@ fn doc_categories(lp: &LabelsFile, ids: &[String]) -> Result<Vec<Option<u32>>> {
         return Err(Error::input(&lp.path, Some(&lp.item), "no value of this column is a row id of the input"));
     }
     Ok(cats)
-}
-
-/// Every document through the starting model, as the contextual stage encodes (the "before" of the evaluation).
-fn encode_all(
-    ctx: &Context<'_>,
-    plan: &FinetunePlan,
-    weights: &WeightsFile,
-    encode: &EncodeParams,
-    corpus: &TextCorpus,
-) -> Result<Vec<f32>> {
-    let tokenizer = TextTokenizer::open(&plan.folder.tokenizer_file(), encode.max_tokens)?;
-    let mut encoder = Encoder::new(ctx.backend, plan.folder.config.clone(), weights, Precision::F32)?;
-    let tokens: Vec<Tokens> = corpus.texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<_>>()?;
-    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
-    let h = plan.folder.config.hidden_size;
-    let mut out = vec![0f32; tokens.len() * h];
-    for batch in super::contextual::batches(&lengths, encode.batch_tokens) {
-        crate::runtime::interrupt::check()?;
-        let b: Vec<Tokens> = batch.iter().map(|&d| tokens[d].clone()).collect();
-        let v = encoder.embed(&b, encode.pooling, encode.normalize)?;
-        for (i, &d) in batch.iter().enumerate() {
-            out[d * h..(d + 1) * h].copy_from_slice(&v[i * h..(i + 1) * h]);
-        }
-    }
-    Ok(out)
 }
 
 /// The loss curve's table, the stage's metrics and summary.
