@@ -60,7 +60,7 @@ def main():
         losses = []
         for g in steps:
             feats = [model.tokenize(g["anchor"].tolist()), model.tokenize(g["positive"].tolist())]
-            feats = [{k: v.to(a.device) for k, v in f.items()} for f in feats]
+            feats = [{k: (v.to(a.device) if torch.is_tensor(v) else v) for k, v in f.items()} for f in feats]
             opt.zero_grad()
             loss = loss_fn(feats, None)
             loss.backward()
