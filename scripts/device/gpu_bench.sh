@@ -16,7 +16,7 @@ PY
 nvidia-smi -L; python3 -c 'import torch, sentence_transformers as s; print("torch", torch.__version__, "st", s.__version__)'
 step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"; echo "== $name rc ${PIPESTATUS[0]}"; }
 # Issue 26's comparison is the default (encode, parity16, pca, profile: about 6 minutes on an H200); the earlier
-# stops' steps (parity train catalogue neighbors) run when named, e.g. STEPS="parity train".
+# stops' steps (parity train catalogue neighbors finetune) run when named, e.g. STEPS="parity train".
 STEPS=${STEPS:-encode parity16 pca profile}
 LEE=pipelines/data/lee_docs.parquet
 SETS=(--text "lee=$LEE:text" --text "long=$LEE:text*20" --text "titles=.gpu/movielens_movies.parquet:title")
@@ -80,6 +80,14 @@ profile)
     step "profile_encode_$p" 60 env EMBJOB_GPU_PROFILE=1 $E bench encode --model /tmp/minilm --backend gpu --python none \
       --repeats 1 --precision $p --text "lee=$LEE:text"
   done ;;
+finetune)
+  # Contrastive fine-tuning (issue 27) on the GPU next to sentence-transformers on CUDA f32, the same MovieLens
+  # pairs in the same order; then the MovieLens job and the Lee masked-LM job on the GPU.
+  step finetune 240 $E bench finetune --model /tmp/minilm --backend gpu --peer-device cuda --steps 40 --batch 64 --repeats 3
+  sed -e 's|../models/all-MiniLM-L6-v2|/tmp/minilm|' pipelines/finetune.toml > pipelines/finetune.tmp.toml
+  step finetune_job 240 $E run pipelines/finetune.tmp.toml --backend gpu --output /tmp/ft_gpu
+  sed -e 's|../models/all-MiniLM-L6-v2|/tmp/minilm|' pipelines/lee_mlm.toml > pipelines/lee_mlm.tmp.toml
+  step mlm_job 240 $E run pipelines/lee_mlm.tmp.toml --backend gpu --output /tmp/mlm_gpu ;;
 neighbors)
   # The cosine top-10 of 200,000 items on the host's cores and on the GPU's TopK kernel (equal lists counted).
   step neighbors 240 $E bench neighbors --items 200000 --repeats 1 ;;
