@@ -111,3 +111,22 @@ fn encode_all(
     }
     Ok(out)
 }
+
+/// The loss curve: `finetune_loss.parquet`'s table, each step's loss as a metric (`loss[step]`), and the means of
+/// the first and last tenth of the steps (the summary's "first" and "last" loss).
+pub fn loss_curve(steps: &[StepReport], metrics: &mut crate::runtime::metrics::Metrics) -> (Table, f64, f64) {
+    let n = steps.len();
+    let tail = (n / 10).max(1).min(n);
+    let mean = |s: &[StepReport]| s.iter().map(|s| s.loss).sum::<f64>() / s.len().max(1) as f64;
+    let (first, last) = (mean(&steps[..tail]), mean(&steps[n.saturating_sub(tail)..]));
+    for (i, s) in steps.iter().enumerate() {
+        metrics.push_at(STAGE, "loss", i as i64 + 1, s.loss);
+    }
+    let table = Table::new(vec![
+        ("step", ColumnData::I64((1..=n as i64).collect())),
+        ("loss", ColumnData::F64(steps.iter().map(|s| s.loss).collect())),
+        ("learning_rate", ColumnData::F64(steps.iter().map(|s| s.update.learning_rate).collect())),
+        ("grad_norm", ColumnData::F64(steps.iter().map(|s| s.update.grad_norm).collect())),
+    ]);
+    (table, first, last)
+}

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::super::{Artifacts, Context, StageOutput};
-use super::common::{check_memory, save, start_vectors, MODEL_DIR, STAGE};
+use super::common::{check_memory, loss_curve, save, start_vectors, MODEL_DIR, STAGE};
 use crate::data::dataset::{Dataset, TextCorpus};
 use crate::data::input::LabelsFile;
-use crate::data::table::{ColumnData, Table};
 use crate::encoder::{TextTokenizer, Tokens, WeightsFile};
 use crate::error::{Error, Result};
 use crate::finetune::{file_batches, held_out, label_batches, ContrastiveTrainer, Example, StepReport};
@@ -207,9 +206,7 @@ fn finish(
     let n = steps.len();
     let tokens: usize = steps.iter().map(|s| s.tokens).sum();
     let anchors: usize = ex.batches.iter().map(Vec::len).sum();
-    let tail = (n / 10).max(1);
-    let last = steps[n - tail..].iter().map(|s| s.loss).sum::<f64>() / tail as f64;
-    let first = steps[..tail].iter().map(|s| s.loss).sum::<f64>() / tail as f64;
+    let (table, first, last) = loss_curve(steps, metrics);
     for (name, value) in [
         ("steps", n as f64),
         ("pairs", ex.pairs as f64),
@@ -224,15 +221,6 @@ fn finish(
     ] {
         metrics.push(STAGE, name, value);
     }
-    for (i, s) in steps.iter().enumerate() {
-        metrics.push_at(STAGE, "loss", i as i64 + 1, s.loss);
-    }
-    let table = Table::new(vec![
-        ("step", ColumnData::I64((1..=n as i64).collect())),
-        ("loss", ColumnData::F64(steps.iter().map(|s| s.loss).collect())),
-        ("learning_rate", ColumnData::F64(steps.iter().map(|s| s.update.learning_rate).collect())),
-        ("grad_norm", ColumnData::F64(steps.iter().map(|s| s.update.grad_norm).collect())),
-    ]);
     let summary = format!(
         "{n} steps on {anchors} pairs in {seconds:.1} s ({:.1} pairs/s, {:.0} tokens/s): loss {first:.4} → {last:.4} \
          (mean of the first and last tenth); model in {MODEL_DIR}/",

@@ -10,9 +10,8 @@
 use std::time::Instant;
 
 use super::super::{Artifacts, Context, StageOutput};
-use super::common::{check_memory, save, start_vectors, MODEL_DIR, STAGE};
+use super::common::{check_memory, loss_curve, save, start_vectors, MODEL_DIR, STAGE};
 use crate::data::dataset::Dataset;
-use crate::data::table::{ColumnData, Table};
 use crate::encoder::{TextTokenizer, Tokens, WeightsFile};
 use crate::error::{Error, Result};
 use crate::finetune::{held_out, mask_sequence, MaskedBatch, MaskedLm, Masking, MlmScore, MlmTrainer, StepReport};
@@ -251,9 +250,7 @@ fn finish(
 ) -> Result<StageOutput> {
     let n = steps.len();
     let tokens: usize = steps.iter().map(|s| s.tokens).sum();
-    let tail = (n / 10).max(1);
-    let first = steps[..tail].iter().map(|s| s.loss).sum::<f64>() / tail as f64;
-    let last = steps[n - tail..].iter().map(|s| s.loss).sum::<f64>() / tail as f64;
+    let (table, first, last) = loss_curve(steps, metrics);
     for (name, value) in [
         ("steps", n as f64),
         ("documents_trained", counts.documents as f64),
@@ -273,15 +270,6 @@ fn finish(
     ] {
         metrics.push(STAGE, name, value);
     }
-    for (i, s) in steps.iter().enumerate() {
-        metrics.push_at(STAGE, "loss", i as i64 + 1, s.loss);
-    }
-    let table = Table::new(vec![
-        ("step", ColumnData::I64((1..=n as i64).collect())),
-        ("loss", ColumnData::F64(steps.iter().map(|s| s.loss).collect())),
-        ("learning_rate", ColumnData::F64(steps.iter().map(|s| s.update.learning_rate).collect())),
-        ("grad_norm", ColumnData::F64(steps.iter().map(|s| s.update.grad_norm).collect())),
-    ]);
     let summary = format!(
         "masked LM: {n} steps on {} pieces of {} documents in {seconds:.1} s ({:.0} tokens/s): loss {first:.4} → \
          {last:.4}; {} held-out documents, masked-token loss {:.4} → {:.4}, accuracy {:.4} → {:.4}; model in {MODEL_DIR}/",
