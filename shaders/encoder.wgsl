@@ -12,6 +12,8 @@
 //                    head_dim ≤ 32, 2048 / head_dim keys above), read once for all 64 queries, and each query keeps
 //                    a running maximum, sum and weighted sum of the values (online softmax). Nothing of size
 //                    seq × seq is stored; keys are taken in order, so reruns are bit-identical. head_dim ≤ 128.
+//                    In training (drop_threshold ≠ 0) each probability is dropped or scaled by the mask of
+//                    dropout.wgsl, value ((b·heads + h)·seq + i)·seq + j.
 //                    qkv rows are [q | k | v], each `cols` wide, head h at h·head_dim.
 //   pool             one invocation per output value: mean over the real tokens (mode 0), the first token (1) or
 //                    the maximum over the real tokens (2).
@@ -32,6 +34,8 @@
 //   8  storage, rw    out: array<f32>        (embed_layernorm, attention, pool: output; add_layernorm,
 //                                             l2_normalize: x, in place)
 
+//#include dropout
+
 struct EncoderParams {
     rows: u32,       // batch · seq (pool, l2_normalize: output rows)
     cols: u32,       // hidden width
@@ -41,6 +45,10 @@ struct EncoderParams {
     mode: u32,       // pool: 0 mean, 1 cls, 2 max; embed_layernorm: position offset
     eps: f32,        // LayerNorm epsilon; attention: the score scale
     batch: u32,
+    drop_key: u32,       // training: the dropout mask (dropout.wgsl); drop_threshold 0 drops nothing
+    drop_threshold: u32,
+    drop_scale: f32,
+    drop_pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: EncoderParams;
@@ -182,7 +190,13 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
             for (var t = 0u; t < n; t = t + 1u) {
                 let e = exp(s[t] - tmax);
                 l = l + e;
-                for (var d = 0u; d < hd; d = d + 1u) { acc[d] = acc[d] + e * v_tile[t * hd + d]; }
+                // Training: the probabilities' dropout (the sum l is of the probabilities before it).
+                var ev = e;
+                if (p.drop_threshold != 0u) {
+                    let at = ((b * p.heads + h) * p.seq + i) * p.seq + j0 + t;
+                    ev = e * drop_factor(at, p.drop_key, p.drop_threshold, p.drop_scale);
+                }
+                for (var d = 0u; d < hd; d = d + 1u) { acc[d] = acc[d] + ev * v_tile[t * hd + d]; }
             }
             m = tmax;
         }

@@ -12,10 +12,13 @@
 //   attention_backward_q  one invocation per (sequence, head, query): recomputes its scores over the real keys,
 //                         writes its log-sum-exp and D = Σ_j P·dP to out2 (stats, rows × heads × 2) and its dq.
 //   attention_backward_kv one invocation per (sequence, head, key): dk = scale·Σ_i P·(dP − D)·q_i and
-//                         dv = Σ_i P·dO_i over every query row, from the stats; zero for padding keys.
+//                         dv = Σ_i P·M·dO_i over every query row, from the stats; zero for padding keys.
+//                         In training dP = M·(dO_i·v_j), M the dropout mask's factor (dropout.wgsl; 1 without).
 //   pool_backward         one invocation per value of d_hidden (out) from d_pooled (b): mean (mode 0) or the first
 //                         token (mode 1); zero on padding.
 //   l2_normalize_backward from x (a) and dy (b): out = (dy − y·(y·dy)) / ‖x‖; one workgroup per row.
+//   dropout               out *= the mask's factor of each value (dropout.wgsl); one invocation per value (rows
+//                         values). Dropout's backward is the same product.
 //   scale_values          out *= eps; one invocation per value (rows values).
 //   sum_squares           out[w] = Σ a² over values w·4096 .. (w+1)·4096 (rows values); one workgroup each.
 // Workgroups: (min(n, 65535), ceil(n / 65535), 1) over rows or over invocations / 64.
@@ -31,6 +34,7 @@
 //   6  storage, rw    out2: array<f32>
 
 //#include activation
+//#include dropout
 
 struct EncoderParams {
     rows: u32,
@@ -41,6 +45,10 @@ struct EncoderParams {
     mode: u32,
     eps: f32,
     batch: u32,
+    drop_key: u32,       // training: the dropout mask (dropout.wgsl); drop_threshold 0 drops nothing
+    drop_threshold: u32,
+    drop_scale: f32,
+    drop_pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: EncoderParams;
@@ -172,6 +180,12 @@ fn dov(oi: u32, vj: u32) -> f32 {
     return acc;
 }
 
+// The dropout factor M of probability (i, j) of sequence bq, head h (1 without dropout).
+fn mask(bq: u32, h: u32, i: u32, j: u32) -> f32 {
+    if (p.drop_threshold == 0u) { return 1.0; }
+    return drop_factor(((bq * p.heads + h) * p.seq + i) * p.seq + j, p.drop_key, p.drop_threshold, p.drop_scale);
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn attention_backward_q(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = index_of(gid);
@@ -198,7 +212,7 @@ fn attention_backward_q(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = 0u; j < len; j = j + 1u) {
         let row = (bq * p.seq + j) * width;
         let pr = exp(p.eps * qk(q_at, row + p.cols + h * hd) - lse);
-        dsum = dsum + pr * dov(o_at, row + 2u * p.cols + h * hd);
+        dsum = dsum + pr * dov(o_at, row + 2u * p.cols + h * hd) * mask(bq, h, i, j);
     }
     let si = ((bq * p.seq + i) * p.heads + h) * 2u;
     out2[si] = lse;
@@ -208,7 +222,7 @@ fn attention_backward_q(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = 0u; j < len; j = j + 1u) {
         let row = (bq * p.seq + j) * width;
         let pr = exp(p.eps * qk(q_at, row + p.cols + h * hd) - lse);
-        let ds = pr * (dov(o_at, row + 2u * p.cols + h * hd) - dsum) * p.eps;
+        let ds = pr * (dov(o_at, row + 2u * p.cols + h * hd) * mask(bq, h, i, j) - dsum) * p.eps;
         for (var d = 0u; d < hd; d = d + 1u) { dq[d] = dq[d] + ds * a[row + p.cols + h * hd + d]; }
     }
     for (var d = 0u; d < hd; d = d + 1u) { out[q_at + d] = dq[d]; }
@@ -236,10 +250,12 @@ fn attention_backward_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
             let o_at = (bq * p.seq + i) * p.cols + h * hd;
             let si = ((bq * p.seq + i) * p.heads + h) * 2u;
             let pr = exp(p.eps * qk(q_at, k_at) - out2[si]);
-            let ds = pr * (dov(o_at, v_at) - out2[si + 1u]) * p.eps;
+            let f = mask(bq, h, i, j);
+            let ds = pr * (dov(o_at, v_at) * f - out2[si + 1u]) * p.eps;
+            let pm = pr * f;
             for (var d = 0u; d < hd; d = d + 1u) {
                 dk[d] = dk[d] + ds * a[q_at + d];
-                dv[d] = dv[d] + pr * b[o_at + d];
+                dv[d] = dv[d] + pm * b[o_at + d];
             }
         }
     }
@@ -275,6 +291,13 @@ fn l2_normalize_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     for (var c = lid.x; c < p.cols; c = c + LANES) {
         out[base + c] = (b[base + c] - a[base + c] / n * dot) / n;
     }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn dropout(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index_of(gid);
+    if (i >= p.rows) { return; }
+    out[i] = out[i] * drop_factor(i, p.drop_key, p.drop_threshold, p.drop_scale);
 }
 
 @compute @workgroup_size(64, 1, 1)

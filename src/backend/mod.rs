@@ -3,11 +3,13 @@
 
 pub mod cpu;
 pub mod device;
+pub mod dropout;
 pub mod gpu;
 pub mod ops;
 
 pub use cpu::Cpu;
 pub use device::{open, AdapterReport, BackendChoice, BackendKind, BackendReport};
+pub use dropout::Dropout;
 pub use ops::{EncoderGradOps, EncoderOps, LinalgOps, ModelOps, TensorStore};
 
 use std::any::Any;
@@ -140,7 +142,9 @@ pub struct SeqShape {
     pub cols: usize,
 }
 
-/// A batch's attention: `heads` heads of `head_dim`, scores scaled by `scale` (1/√head_dim).
+/// A batch's attention: `heads` heads of `head_dim`, scores scaled by `scale` (1/√head_dim), and in training the
+/// dropout of the attention probabilities (the value of query i, key j of sequence b, head h has index
+/// ((b·heads + h)·seq + i)·seq + j).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttentionShape {
     pub batch: usize,
@@ -148,6 +152,7 @@ pub struct AttentionShape {
     pub heads: usize,
     pub head_dim: usize,
     pub scale: f32,
+    pub dropout: Option<Dropout>,
 }
 
 /// Storage a backend keeps behind a handle: its own type, shared by the handle's clones, freed with the last one.

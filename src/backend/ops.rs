@@ -4,9 +4,9 @@
 //! (the Transformer encoder). Every result is deterministic for a given input (fixed summation order).
 
 use super::{
-    check_outer, subtract_outer, Activation, AdamStep, AdamWStep, AttentionShape, Bags, EmbeddingTables, Indices,
-    LayerNorm, MatDims, OutputGrads, OutputLayer, PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep,
-    Tensor, TokenRows,
+    check_outer, subtract_outer, Activation, AdamStep, AdamWStep, AttentionShape, Bags, Dropout, EmbeddingTables,
+    Indices, LayerNorm, MatDims, OutputGrads, OutputLayer, PoolMode, RankMasks, SampledColumns, Selected, SeqShape,
+    SgdStep, Tensor, TokenRows,
 };
 use crate::error::{Error, Result};
 use crate::linalg::dense::Matrix;
@@ -361,6 +361,10 @@ pub trait EncoderGradOps {
 
     /// In place: `x[i] *= alpha` for the first `len` values.
     fn scale(&self, x: &Tensor, len: usize, alpha: f32) -> Result<()>;
+
+    /// In place: `x[i] *= d.factor(i)` for the first `len` values. Dropout in training, and its backward (the
+    /// gradient through the same mask is the same product).
+    fn dropout(&self, x: &Tensor, len: usize, d: Dropout) -> Result<()>;
 
     /// Σ x[i]² over the first `len` values, on the host in f64 (the GPU sums blocks of 4,096 values in f32).
     fn sum_squares(&self, x: &Tensor, len: usize) -> Result<f64>;

@@ -240,6 +240,7 @@ impl<'b> Encoder<'b> {
             heads: c.heads,
             head_dim: c.head_dim(),
             scale: 1.0 / (c.head_dim() as f32).sqrt(),
+            dropout: None,
         };
         let dense = |x: &Tensor, wt: &Tensor, b: &Tensor, out: &Tensor, n: usize, k: usize, act: Activation| {
             be.linear(x, wt, out, MatDims { m: rows, n, k }, b, act)

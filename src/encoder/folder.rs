@@ -35,6 +35,10 @@ pub struct EncoderConfig {
     pub type_vocab_size: usize,
     /// Added to a token's index for its position (RoBERTa: pad_token_id + 1).
     pub position_offset: usize,
+    /// Training only: `hidden_dropout_prob` (embeddings, attention output, feed-forward output) and
+    /// `attention_probs_dropout_prob`; 0.1 each when config.json does not say, as `transformers`' BertConfig.
+    pub hidden_dropout: f64,
+    pub attention_dropout: f64,
 }
 
 impl EncoderConfig {
@@ -180,7 +184,17 @@ fn encoder_config(file: &Path) -> Result<EncoderConfig> {
             usize::try_from(pad).unwrap_or(usize::MAX).saturating_add(1)
         }
     };
+    let probability = |k: &str| match v.get(k) {
+        None => Ok(0.1),
+        Some(x) => x.as_f64().filter(|p| (0.0..1.0).contains(p)).ok_or_else(|| {
+            Error::input(file, None, format!("key '{k}': expected a probability at least 0 and below 1, found {x}"))
+        }),
+    };
+    let (hidden_dropout, attention_dropout) =
+        (probability("hidden_dropout_prob")?, probability("attention_probs_dropout_prob")?);
     Ok(EncoderConfig {
+        hidden_dropout,
+        attention_dropout,
         architecture,
         vocab_size: int("vocab_size")?,
         hidden_size,

@@ -28,7 +28,7 @@ pub use mlm::{mask_sequence, MaskedBatch, MaskedLm, Masking, MlmScore, NOT_CHOSE
 pub use network::{Batch, Network};
 pub use optimizer::{apply, Update};
 pub use pairs::{file_batches, held_out, label_batches, Example};
-pub use params::{ContrastiveParams, Objective, OptimizerParams};
+pub use params::{ContrastiveParams, DropoutRates, Objective, OptimizerParams};
 pub use save::{write_model_folder, SentenceModules};
 pub use trainer::{ContrastiveTrainer, MlmTrainer, StepReport};
 pub use weights::{LayerParams, LnParams, MlmHeadParams, NamedTensor, Param, TrainableWeights};

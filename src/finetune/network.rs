@@ -9,9 +9,10 @@
 //!            u = h1·Wiᵀ + bi;  a = act(u);  s2 = a·Woutᵀ + bout + h1;  x' = LN2(s2)
 //! ```
 
+use super::params::DropoutRates;
 use super::weights::{LayerParams, LnParams, TrainableWeights};
 use crate::backend::{
-    Activation, AttentionShape, Backend, Bags, EmbeddingTables, Indices, LayerNorm, MatDims, SeqShape, Tensor,
+    Activation, AttentionShape, Backend, Bags, Dropout, EmbeddingTables, Indices, LayerNorm, MatDims, SeqShape, Tensor,
     TokenRows,
 };
 use crate::encoder::{EncoderConfig, Tokens};
@@ -96,7 +97,7 @@ impl Batch {
     }
 }
 
-/// The trainable encoder: its weights, and the workspace of the batch under way.
+/// The trainable encoder: its weights, its dropout, and the workspace of the batch under way.
 pub struct Network<'b> {
     be: &'b dyn Backend,
     pub config: EncoderConfig,
@@ -104,6 +105,31 @@ pub struct Network<'b> {
     work: Option<Workspace>,
     seq: usize,
     sequences: usize,
+    dropout: DropoutRates,
+    seed: u64,
+    /// The training step of the batch under way (its dropout masks); `None`: no dropout.
+    step: Option<u64>,
+}
+
+/// The dropout sites of a step: the embeddings, then per layer the attention probabilities, the attention
+/// output and the feed-forward output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Site {
+    Embeddings,
+    Attention(usize),
+    AttentionOutput(usize),
+    FeedForwardOutput(usize),
+}
+
+impl Site {
+    fn number(self) -> u32 {
+        match self {
+            Site::Embeddings => 0,
+            Site::Attention(l) => 1 + 3 * l as u32,
+            Site::AttentionOutput(l) => 2 + 3 * l as u32,
+            Site::FeedForwardOutput(l) => 3 + 3 * l as u32,
+        }
+    }
 }
 
 fn ln<'a>(p: &'a LnParams, eps: f32) -> LayerNorm<'a> {
@@ -111,8 +137,21 @@ fn ln<'a>(p: &'a LnParams, eps: f32) -> LayerNorm<'a> {
 }
 
 impl<'b> Network<'b> {
+    /// A network without dropout; see [`Self::set_dropout`].
     pub fn new(be: &'b dyn Backend, config: EncoderConfig, weights: TrainableWeights) -> Network<'b> {
-        Network { be, config, weights, work: None, seq: 0, sequences: 0 }
+        let dropout = DropoutRates::default();
+        Network { be, config, weights, work: None, seq: 0, sequences: 0, dropout, seed: 0, step: None }
+    }
+
+    /// Dropout at these rates in training steps, its masks drawn from `seed`.
+    pub fn set_dropout(&mut self, dropout: DropoutRates, seed: u64) {
+        (self.dropout, self.seed) = (dropout, seed);
+    }
+
+    /// The mask of `site` in the batch under way, if it drops anything.
+    fn mask(&self, site: Site) -> Option<Dropout> {
+        let p = if matches!(site, Site::Attention(_)) { self.dropout.attention } else { self.dropout.hidden };
+        Dropout::new(p, self.seed, self.step?, site.number())
     }
 
     /// Bytes of the activations kept for the backward pass and its scratch, for `rows` token rows.
@@ -181,7 +220,8 @@ impl<'b> Network<'b> {
         Ok(())
     }
 
-    fn shape(&self) -> AttentionShape {
+    /// Layer `l`'s attention.
+    fn shape(&self, l: usize) -> AttentionShape {
         let c = &self.config;
         AttentionShape {
             batch: self.sequences,
@@ -189,11 +229,13 @@ impl<'b> Network<'b> {
             heads: c.heads,
             head_dim: c.head_dim(),
             scale: 1.0 / (c.head_dim() as f32).sqrt(),
+            dropout: self.mask(Site::Attention(l)),
         }
     }
 
     /// Runs the encoder over `batch`, keeping its activations; the last hidden state is [`Self::last_hidden`].
-    pub fn forward(&mut self, batch: &Batch) -> Result<()> {
+    /// `step`: the training step (its dropout masks), `None` to evaluate (no dropout).
+    pub fn forward(&mut self, batch: &Batch, step: Option<u64>) -> Result<()> {
         let c = &self.config;
         if batch.seq > c.max_tokens() {
             return Err(Error::Internal(format!(
@@ -210,8 +252,12 @@ impl<'b> Network<'b> {
         }
         let rows = batch.rows();
         self.workspace(rows)?;
-        (self.seq, self.sequences) = (batch.seq, batch.sequences);
-        let shape = self.shape();
+        (self.seq, self.sequences, self.step) = (batch.seq, batch.sequences, step);
+        let masks: Vec<[Option<Dropout>; 2]> = (0..self.config.layers)
+            .map(|l| [self.mask(Site::AttentionOutput(l)), self.mask(Site::FeedForwardOutput(l))])
+            .collect();
+        let shapes: Vec<AttentionShape> = (0..self.config.layers).map(|l| self.shape(l)).collect();
+        let embeddings_mask = self.mask(Site::Embeddings);
         let (be, c, wts) = (self.be, &self.config, &self.weights);
         let Some(w) = self.work.as_mut() else { return Err(Error::Internal("no training workspace".into())) };
         be.write_indices(&mut w.ids, &batch.ids)?;
@@ -230,18 +276,23 @@ impl<'b> Network<'b> {
         };
         be.embed_sum(&tables, &TokenRows { ids: &w.ids, type_ids: &w.type_ids, seq: batch.seq }, &w.e)?;
         be.layernorm_keep(&w.e, None, rows, &ln(&wts.ln, eps), &w.xs[0])?;
+        let drop = |x: &Tensor, n: usize, d: Option<Dropout>| d.map_or(Ok(()), |d| be.dropout(x, n, d));
+        drop(&w.xs[0], rows * h, embeddings_mask)?;
         let dense = |x: &Tensor, wt: &Tensor, b: &Tensor, out: &Tensor, n: usize, k: usize| {
             be.linear(x, wt, out, MatDims { m: rows, n, k }, b, Activation::Identity)
         };
         for (l, (p, a)) in wts.layers.iter().zip(&w.layers).enumerate() {
             let x = &w.xs[l];
+            let [attention_out, ffn_out] = masks[l];
             dense(x, &p.qkv_w.value, &p.qkv_b.value, &a.qkv, 3 * h, h)?;
-            be.attention(&a.qkv, &w.lens, shape, &a.ctx)?;
+            be.attention(&a.qkv, &w.lens, shapes[l], &a.ctx)?;
             dense(&a.ctx, &p.o_w.value, &p.o_b.value, &a.s1, h, h)?;
+            drop(&a.s1, rows * h, attention_out)?;
             be.layernorm_keep(&a.s1, Some(x), rows, &ln(&p.ln1, eps), &a.h1)?;
             dense(&a.h1, &p.i_w.value, &p.i_b.value, &a.u, i, h)?;
             be.activation(&a.u, &a.a, rows * i, c.activation)?;
             dense(&a.a, &p.out_w.value, &p.out_b.value, &a.s2, h, i)?;
+            drop(&a.s2, rows * h, ffn_out)?;
             be.layernorm_keep(&a.s2, Some(&a.h1), rows, &ln(&p.ln2, eps), &w.xs[l + 1])?;
         }
         Ok(())
@@ -268,9 +319,14 @@ impl<'b> Network<'b> {
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps as f32);
         let s = &w.scratch;
         for (l, (p, a)) in wts.layers.iter().zip(&w.layers).enumerate().rev() {
-            layer_backward(be, (p, a), &w.xs[l], s, self.shape(), &w.lens, (rows, h, i, eps, c.activation))?;
+            let masks = [self.mask(Site::AttentionOutput(l)), self.mask(Site::FeedForwardOutput(l))];
+            let dims = (rows, h, i, eps, c.activation);
+            layer_backward(be, (p, a), &w.xs[l], s, (self.shape(l), masks), &w.lens, dims)?;
         }
-        // The embeddings: LayerNorm, then each table's rows of the batch.
+        // The embeddings: their dropout, LayerNorm, then each table's rows of the batch.
+        if let Some(d) = self.mask(Site::Embeddings) {
+            be.dropout(&s.d_x, rows * h, d)?;
+        }
         ln_backward(be, &w.e, &s.d_x, rows, &wts.ln, eps, &s.d_s, &s.dy_xhat)?;
         let tables = [&wts.word, &wts.position, &wts.token_type];
         for (param, seg) in tables.into_iter().zip(&w.segments) {
@@ -320,31 +376,36 @@ fn linear_grads(
     be.column_sums(dy, rows, n, w.1)
 }
 
-/// One layer's backward: `s.d_x` holds the gradient of its output and receives that of its input `x`.
+/// One layer's backward: `s.d_x` holds the gradient of its output and receives that of its input `x`. `masks`:
+/// the dropout of the attention output and of the feed-forward output (the attention's own is in its shape).
 fn layer_backward(
     be: &dyn Backend,
     (p, a): (&LayerParams, &LayerActs),
     x: &Tensor,
     s: &Scratch,
-    shape: AttentionShape,
+    (shape, masks): (AttentionShape, [Option<Dropout>; 2]),
     lens: &Indices,
     (rows, h, i, eps, act): (usize, usize, usize, f32, Activation),
 ) -> Result<()> {
-    // x' = LN2(s2), s2 = a·Woutᵀ + bout + h1.
+    let drop = |g: &Tensor, d: Option<Dropout>| d.map_or(Ok(()), |d| be.dropout(g, rows * h, d));
+    // x' = LN2(s2), s2 = D(a·Woutᵀ + bout) + h1: the residual takes the gradient as it is, the dense layer
+    // through the mask.
     ln_backward(be, &a.s2, &s.d_x, rows, &p.ln2, eps, &s.d_s, &s.dy_xhat)?;
+    be.copy(&s.d_s, 0, &s.d_h1, 0, rows * h)?;
+    drop(&s.d_s, masks[1])?;
     linear_grads(be, &s.d_s, &a.a, (rows, h, i), (&p.out_w.grad, &p.out_b.grad))?;
     be.matmul(&s.d_s, false, &p.out_w.value, false, &s.d_u, MatDims { m: rows, n: i, k: h }, 0.0)?;
     be.activation_backward(&a.u, &s.d_u, rows * i, act)?;
     linear_grads(be, &s.d_u, &a.h1, (rows, i, h), (&p.i_w.grad, &p.i_b.grad))?;
-    be.copy(&s.d_s, 0, &s.d_h1, 0, rows * h)?;
     be.matmul(&s.d_u, false, &p.i_w.value, false, &s.d_h1, MatDims { m: rows, n: h, k: i }, 1.0)?;
-    // h1 = LN1(s1), s1 = c·Woᵀ + bo + x.
+    // h1 = LN1(s1), s1 = D(c·Woᵀ + bo) + x.
     ln_backward(be, &a.s1, &s.d_h1, rows, &p.ln1, eps, &s.d_s, &s.dy_xhat)?;
+    be.copy(&s.d_s, 0, &s.d_x, 0, rows * h)?;
+    drop(&s.d_s, masks[0])?;
     linear_grads(be, &s.d_s, &a.ctx, (rows, h, h), (&p.o_w.grad, &p.o_b.grad))?;
     be.matmul(&s.d_s, false, &p.o_w.value, false, &s.d_ctx, MatDims { m: rows, n: h, k: h }, 0.0)?;
     be.attention_backward(&a.qkv, lens, shape, &s.d_ctx, &s.d_qkv, &s.stats)?;
     linear_grads(be, &s.d_qkv, x, (rows, 3 * h, h), (&p.qkv_w.grad, &p.qkv_b.grad))?;
-    be.copy(&s.d_s, 0, &s.d_x, 0, rows * h)?;
     be.matmul(&s.d_qkv, false, &p.qkv_w.value, false, &s.d_x, MatDims { m: rows, n: h, k: 3 * h }, 1.0)
 }
 

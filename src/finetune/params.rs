@@ -66,3 +66,18 @@ pub struct ContrastiveParams {
     /// The cosines' factor (sentence-transformers' `scale`, 20 by default: a temperature of 0.05).
     pub scale: f64,
 }
+
+/// Dropout while training: of the hidden states (after the embeddings' LayerNorm, the attention output's and the
+/// feed-forward output's dense layers) and of the attention probabilities, as BERT places it. Masks are drawn per
+/// step from the run's seed (backend/dropout.rs), the same on every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct DropoutRates {
+    pub hidden: f32,
+    pub attention: f32,
+}
+
+impl DropoutRates {
+    pub fn is_off(&self) -> bool {
+        self.hidden == 0.0 && self.attention == 0.0
+    }
+}

@@ -66,7 +66,7 @@ impl<'b> ContrastiveTrainer<'b> {
     pub fn loss_and_gradients(&mut self, anchors: &[Tokens], candidates: &[Tokens]) -> Result<(f64, Batch)> {
         let all: Vec<Tokens> = anchors.iter().chain(candidates).cloned().collect();
         let batch = Batch::new(&all);
-        self.net.forward(&batch)?;
+        self.net.forward(&batch, Some(self.step as u64))?;
         let loss = {
             let (hidden, lens, shape) = self.net.last_hidden()?;
             let d_hidden = self.net.d_last_hidden()?;
@@ -123,7 +123,7 @@ impl<'b> MlmTrainer<'b> {
     fn run(&mut self, batch: &MaskedBatch, train: bool) -> Result<(MlmScore, Batch)> {
         let b = Batch::new(&batch.tokens);
         let chosen = batch.chosen();
-        self.net.forward(&b)?;
+        self.net.forward(&b, train.then_some(self.step as u64))?;
         let wts = &self.net.weights;
         let head = wts.head.as_ref().ok_or_else(|| Error::Internal("a masked-LM run without its head".into()))?;
         let (hidden, _, _) = self.net.last_hidden()?;

@@ -22,6 +22,8 @@ pub struct ContextualPlan {
     pub senses: Option<SideFile>,
     /// The encoder cache, or why this run does not use it.
     pub cache: std::result::Result<CachePlan, String>,
+    /// `contextual.compare`, lowercased: each word with the words drawn beside it.
+    pub compare: Vec<(String, Vec<String>)>,
 }
 
 /// The encoder cache of a run: its folder and how long unused segments stay.
@@ -62,7 +64,34 @@ pub(super) fn check_contextual(config: &Config, problems: &mut Problems) -> bool
     if c.words.is_none() && (c.layers.is_some() || !c.static_control) {
         problems.add("contextual.layers", "layers and static choose what contextual.words writes: set words too");
     }
+    check_compare(c, problems);
     problems.count() == before
+}
+
+/// `contextual.compare`: words of `contextual.words` (when it is a list), each with at least one comparison word,
+/// none empty.
+fn check_compare(c: &ContextualConfig, problems: &mut Problems) {
+    let Some(compare) = &c.compare else { return };
+    let listed: Option<Vec<String>> = match &c.words {
+        Some(WordsChoice::List(v)) => Some(v.iter().map(|w| w.trim().to_lowercase()).collect()),
+        Some(WordsChoice::Named(_)) => None,
+        None => {
+            problems.add("contextual.compare", "comparison words are drawn beside contextual.words: set words too");
+            return;
+        }
+    };
+    if compare.is_empty() {
+        problems.add("contextual.compare", "must name at least one word");
+    }
+    for (word, others) in compare {
+        let key = format!("contextual.compare.{word}");
+        if let Some(list) = listed.as_ref().filter(|l| !l.contains(&word.trim().to_lowercase())) {
+            problems.add(&key, format!("\"{word}\" is not among contextual.words ({})", list.join(", ")));
+        }
+        if others.is_empty() || others.iter().any(|w| w.trim().is_empty()) {
+            problems.add(&key, "must list at least one comparison word, none empty");
+        }
+    }
 }
 
 /// `[contextual]` against its model folder (read from `folder.dir`): an error naming the folder's config.json
@@ -102,7 +131,10 @@ pub fn contextual_plan(c: &ContextualConfig, folder: ModelFolder) -> Result<Cont
     let encode =
         EncodeParams { pooling, normalize, max_tokens, truncate: c.truncate, batch_tokens, precision: c.precision };
     let cache = Err("not planned yet".to_owned());
-    Ok(ContextualPlan { folder, encode, words, senses: None, cache })
+    let lower = |w: &String| w.trim().to_lowercase();
+    let compare =
+        c.compare.iter().flatten().map(|(w, others)| (lower(w), others.iter().map(lower).collect())).collect();
+    Ok(ContextualPlan { folder, encode, words, senses: None, cache, compare })
 }
 
 /// `contextual.words`, `layers`, `words_limit` and `static` for a model of `layer_count` layers.

@@ -9,7 +9,7 @@ use crate::backend::{PoolMode, MAX_SEQ};
 use crate::data::input::SideFile;
 use crate::encoder::{Architecture, ModelFolder};
 use crate::error::{Error, Result};
-use crate::finetune::{ContrastiveParams, Objective, OptimizerParams};
+use crate::finetune::{ContrastiveParams, DropoutRates, Objective, OptimizerParams};
 
 /// `contextual.model`'s value that names the model this job fine-tunes.
 pub const FINETUNED: &str = "finetuned";
@@ -41,6 +41,8 @@ pub struct FinetunePlan {
     pub seed: u64,
     /// Masked LM: the share of word pieces chosen.
     pub mlm_probability: f64,
+    /// `finetune.dropout`, or the folder's config.
+    pub dropout: DropoutRates,
 }
 
 /// The keys of `[finetune]` that need no model folder; the pairs file when it is fine.
@@ -117,8 +119,8 @@ fn numbers(f: &FinetuneConfig, problems: &mut Problems) {
     if f.holdout.is_some_and(|h| !(0.0..1.0).contains(&h)) {
         problems.add("finetune.holdout", "must be at least 0 and below 1");
     }
-    if f.dropout != 0.0 {
-        problems.add("finetune.dropout", "only 0 (no dropout) is implemented; training is deterministic");
+    if f.dropout.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+        problems.add("finetune.dropout", "must be at least 0 and below 1");
     }
     if f.mlm_probability.is_some_and(|p| !(p > 0.0 && p < 1.0)) {
         problems.add("finetune.mlm_probability", "must be above 0 and below 1");
@@ -166,7 +168,15 @@ pub fn finetune_plan(
         None if f.objective == Objective::Mlm => PairSource::Texts { holdout, split_seed },
         None => PairSource::Labels { holdout, split_seed },
     };
+    let dropout = match f.dropout {
+        Some(d) => DropoutRates { hidden: d as f32, attention: d as f32 },
+        None => DropoutRates {
+            hidden: folder.config.hidden_dropout as f32,
+            attention: folder.config.attention_dropout as f32,
+        },
+    };
     Ok(FinetunePlan {
+        dropout,
         normalize: folder.normalize,
         folder,
         objective: f.objective,

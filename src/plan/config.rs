@@ -65,6 +65,10 @@ pub struct ContextualConfig {
     /// Also each word's word-piece embedding rows alone (no position or token type): the static control.
     #[serde(default = "default_true", rename = "static")]
     pub static_control: bool,
+    /// Words to draw and measure beside a written word: `{ orange = ["red", "yellow", "apple", "banana"] }`. Each
+    /// is encoded alone (a one-word text) at the written hidden states and as its static control, into
+    /// `compare_embeddings.parquet`; the sense pictures show them next to the word's occurrences.
+    pub compare: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// Keep each document's vector in the encoder cache (`output.cache_dir`) and read it back in later runs instead
     /// of encoding the same text again. Default true.
     #[serde(default = "default_true")]
@@ -108,9 +112,9 @@ pub struct FinetuneConfig {
     pub scale: f64,
     /// `mlm`: the share of word pieces chosen for prediction (default 0.15).
     pub mlm_probability: Option<f64>,
-    /// Dropout while training; only 0 (none) is implemented.
-    #[serde(default)]
-    pub dropout: f64,
+    /// Dropout while training, of the hidden states and the attention probabilities; default: the model's
+    /// config.json (`hidden_dropout_prob`, `attention_probs_dropout_prob`); 0 turns it off.
+    pub dropout: Option<f64>,
     /// Longest training text in tokens; default: the folder's max_seq_length, else the model's limit.
     pub max_tokens: Option<u64>,
     /// Pair sampling and batch order; default the job seed.

@@ -7,8 +7,8 @@
 
 use embjob::backend::cpu;
 use embjob::backend::{
-    Activation, AdamStep, AttentionShape, Backend, Bags, EmbeddingTables, Indices, LayerNorm, MatDims, PoolMode,
-    RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor, TokenRows,
+    Activation, AdamStep, AttentionShape, Backend, Bags, Dropout, EmbeddingTables, Indices, LayerNorm, MatDims,
+    PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor, TokenRows,
 };
 use embjob::linalg::rng::SplitMix;
 use embjob::linalg::sparse::Csr;
@@ -496,13 +496,17 @@ fn encoder_operations(be: &dyn Backend) {
             qkv[(b * seq + t) * 3 * cols + cols..(b * seq + t + 1) * 3 * cols].iter_mut().for_each(|v| *v = 1e30);
         }
     }
-    let shape = AttentionShape { batch, seq, heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
-    let mut want = vec![f32::NAN; rows * cols];
-    cpu::attention(&qkv, &lens, batch, seq, heads, head_dim, shape.scale, &mut want).expect("cpu attention");
-    assert!(want.iter().all(|v| v.is_finite() && v.abs() < 100.0), "the CPU twin counted padding");
-    let out = tensor(be, &poison(rows * cols));
-    be.attention(&tensor(be, &qkv), &glens, shape, &out).expect("attention");
-    assert_close(&read(be, &out), &want, "attention");
+    // In training, with the probabilities' dropout too: both backends draw the same mask.
+    for dropout in [None, Dropout::new(0.3, 11, 2, 5)] {
+        let shape = AttentionShape { batch, seq, heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), dropout };
+        let mut want = vec![f32::NAN; rows * cols];
+        cpu::attention(&qkv, &lens, batch, seq, heads, head_dim, shape.scale, dropout, &mut want)
+            .expect("cpu attention");
+        assert!(want.iter().all(|v| v.is_finite() && v.abs() < 100.0), "the CPU twin counted padding");
+        let out = tensor(be, &poison(rows * cols));
+        be.attention(&tensor(be, &qkv), &glens, shape, &out).expect("attention");
+        assert_close(&read(be, &out), &want, &format!("attention, dropout {dropout:?}"));
+    }
 
     // Pooling (mean over the real tokens, first token, max) and l2 normalisation.
     let hidden = random(40, rows * cols, 1.0);
@@ -537,9 +541,10 @@ fn attention_over_long_sequences_and_wide_heads(be: &dyn Backend) {
                 qkv[(b * seq + t) * 3 * cols + cols..(b * seq + t + 1) * 3 * cols].iter_mut().for_each(|v| *v = 1e30);
             }
         }
-        let shape = AttentionShape { batch, seq, heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
+        let shape =
+            AttentionShape { batch, seq, heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), dropout: None };
         let mut want = vec![f32::NAN; batch * seq * cols];
-        cpu::attention(&qkv, &lens, batch, seq, heads, head_dim, shape.scale, &mut want).expect("cpu attention");
+        cpu::attention(&qkv, &lens, batch, seq, heads, head_dim, shape.scale, None, &mut want).expect("cpu attention");
         let (gq, gl) = (tensor(be, &qkv), indices(be, &lens));
         let run = || {
             let out = tensor(be, &poison(batch * seq * cols));

@@ -738,6 +738,78 @@ fn sense_evaluation_scores_every_layer_and_gives_the_static_control_exactly_one_
 }
 
 #[test]
+fn comparison_words_are_encoded_alone_measured_against_the_word_and_drawn_beside_its_occurrences() {
+    let senses = "text,word,sense\n\"I like orange juice\",orange,fruit\n\"apple banana orange fruit juice and water and a green tree on the river bank\",orange,fruit\n\"the orange sunset and a red sky\",orange,colour\n";
+    let job = contextual_job(
+        &DOCS,
+        "words = [\"orange\"]\ncompare = { orange = [\"red\", \"yellow\", \"apple\", \"banana\"] }",
+    )
+    .file("senses.csv", senses)
+    .edit_toml("[output]", "[eval]\nsenses='senses.csv'\n[output]");
+    let r = job.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let df = job.latest_parquet("compare_embeddings.parquet");
+    // The word itself and four comparison words, at hidden states 0, 1, 2 and as the static control.
+    assert_eq!(df.height(), 5 * 4);
+    let (of, word) = (strs(&df, "of"), strs(&df, "word"));
+    assert!(of.iter().all(|o| o == "orange"));
+    assert_eq!(word.iter().filter(|w| *w == "apple").count(), 4);
+    let layer: Vec<Option<i64>> =
+        df.column("layer").expect("layer").as_materialized_series().i64().expect("i64").iter().collect();
+    let s = df.column("vector").expect("vector").as_materialized_series().clone();
+    let arr = s.array().expect("fixed-size list");
+    let h = arr.width();
+    let values: Vec<f32> = arr.get_inner().f32().expect("f32").into_no_null_iter().collect();
+    let row = |w: &str, l: Option<i64>| {
+        let i = (0..df.height()).find(|&i| word[i] == w && layer[i] == l).expect("row");
+        values[i * h..(i + 1) * h].to_vec()
+    };
+    // Each word alone is the encoder's own hidden state of the one-word text at its piece, and its static control
+    // the word-piece embedding row.
+    let (folder, weights, _) = load_tiny("bert_gelu");
+    let table = weights.tensor("embeddings.word_embeddings.weight", &[folder.config.vocab_size, h]).expect("table");
+    let apple = 30; // tests/fixtures/make_tiny_bert.py WORDS
+    assert_eq!(row("apple", None), &table[apple * h..(apple + 1) * h]);
+    let be = embjob::backend::Cpu::new();
+    let mut enc = Encoder::new(&be, folder.config.clone(), &weights, Precision::F32).expect("encoder");
+    let tok = embjob::encoder::TextTokenizer::open(&folder.tokenizer_file(), 24).expect("tokenizer");
+    let cosine = |a: &[f32], b: &[f32]| {
+        let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(&p, &q)| f64::from(p) * f64::from(q)).sum::<f64>();
+        dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
+    };
+    let mut alone = std::collections::HashMap::new();
+    for w in ["orange", "apple"] {
+        let (t, _) = tok.encode_words(w).expect("tokens");
+        let (_, states) = enc.layer_states(std::slice::from_ref(&t), &[2]).expect("states");
+        alone.insert(w, states[0][h..2 * h].to_vec()); // piece 1: after [CLS]
+        for (a, b) in row(w, Some(2)).iter().zip(&states[0][h..2 * h]) {
+            assert!((a - b).abs() < 1e-5, "{w} alone at layer 2: {a} vs {b}");
+        }
+    }
+    // The cosines of the word to each comparison word are metrics, per hidden state and static.
+    let at2 = metric_at(&job, "compare", "orange/apple", Some(2)).expect("metric");
+    assert!((at2 - cosine(&alone["orange"], &alone["apple"])).abs() < 1e-6, "{at2}");
+    let fixed = metric_at(&job, "compare", "orange/apple/static", None).expect("static metric");
+    assert!((fixed - cosine(&row("orange", None), &row("apple", None))).abs() < 1e-9, "{fixed}");
+    // The sense pictures are drawn with them.
+    let plots = job.out().join("latest/plots");
+    assert!(plots.join("senses_orange_static.png").is_file());
+    assert!(std::fs::read_dir(&plots)
+        .expect("plots")
+        .any(|e| { e.expect("entry").file_name().to_string_lossy().starts_with("senses_orange_layer") }));
+    // Words not among contextual.words, an empty list, and compare without words are config errors with their keys.
+    for (contextual, key) in [
+        ("words = [\"orange\"]\ncompare = { bank = [\"river\"] }", "contextual.compare.bank"),
+        ("words = [\"orange\"]\ncompare = { orange = [] }", "contextual.compare.orange"),
+        ("compare = { orange = [\"red\"] }", "contextual.compare"),
+    ] {
+        let r = contextual_job(&DOCS, contextual).validate();
+        assert_eq!(r.code, 2, "{contextual}: {}", r.stderr);
+        assert!(r.stderr.contains(key), "{contextual}: {}", r.stderr);
+    }
+}
+
+#[test]
 fn genuine_minilm_separates_the_senses_of_orange_bank_and_bat_while_the_static_control_cannot() {
     let Some(dir) = genuine_model() else { return };
     let job = Job::new()

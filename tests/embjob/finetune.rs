@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use embjob::backend::{Backend, PoolMode};
 use embjob::encoder::{ModelFolder, Tokens, WeightsFile};
-use embjob::finetune::{ContrastiveParams, ContrastiveTrainer, OptimizerParams};
+use embjob::finetune::{ContrastiveParams, ContrastiveTrainer, DropoutRates, OptimizerParams};
 use safetensors::SafeTensors;
 
 use crate::support::{fixture, on_each_backend};
@@ -22,6 +22,7 @@ on_each_backend!(
     contrastive_steps_equal_pytorch_on_pairs,
     contrastive_steps_equal_pytorch_with_hard_negatives,
     the_same_run_gives_the_same_weights_bit_for_bit,
+    dropout_gradients_equal_finite_differences_and_the_cpu_twin,
 );
 
 /// A reference run: its batches, losses, norms, first gradients and final weights, and its settings.
@@ -233,4 +234,64 @@ fn the_same_run_gives_the_same_weights_bit_for_bit(be: &dyn Backend) {
         let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
         assert!(same, "{name} differs between two runs with the same seed and batches");
     }
+}
+
+/// Dropout in training (BERT's places: after the embeddings' LayerNorm, on the attention probabilities, after the
+/// attention output's and the feed-forward output's dense layers). With a step's masks fixed, the whole network's
+/// gradient is the derivative of its loss (central finite differences along random directions of every weight);
+/// every backend draws the CPU twin's masks (the same loss and gradients); and the masks change with the step.
+fn dropout_gradients_equal_finite_differences_and_the_cpu_twin(be: &dyn Backend) {
+    let r = reference("pairs");
+    let (a, c) = split(&r.batches[0]);
+    let rates = DropoutRates { hidden: 0.2, attention: 0.2 };
+    let mut t = trainer(be, "bert_gelu", &r);
+    let (plain, _) = t.loss_and_gradients(&a, &c).expect("gradients");
+    t.net.set_dropout(rates, 11);
+    let (loss, _) = t.loss_and_gradients(&a, &c).expect("gradients");
+    assert!((loss - plain).abs() > 1e-4, "dropout changed nothing: {loss} vs {plain}");
+    let grads: Vec<(String, Vec<f32>)> = t.net.weights.export_grads(be).expect("grads");
+    // The CPU twin: the same masks, so the same loss and gradients.
+    let cpu = embjob::backend::Cpu::new();
+    let mut twin = trainer(&cpu, "bert_gelu", &r);
+    twin.net.set_dropout(rates, 11);
+    let (twin_loss, _) = twin.loss_and_gradients(&a, &c).expect("twin");
+    assert!((loss - twin_loss).abs() <= 1e-5 * twin_loss.abs(), "loss {loss} vs the CPU twin's {twin_loss}");
+    let global = l2(grads.iter().flat_map(|(_, g)| g.iter().map(|&x| f64::from(x))));
+    for ((name, g), (_, w)) in grads.iter().zip(twin.net.weights.export_grads(&cpu).expect("twin grads")) {
+        let err = l2(g.iter().zip(&w).map(|(x, y)| f64::from(*x) - f64::from(*y)));
+        let norm = l2(w.iter().map(|&x| f64::from(x)));
+        assert!(err <= 1e-4 * norm + 1e-6 * global, "{name}: {err:.3e} from the CPU twin's (norm {norm:.3e})");
+    }
+    // Finite differences along two random directions over every weight, the masks of step 0 held.
+    let start: Vec<f32> = t.net.weights.export(be).expect("export").into_iter().flat_map(|(_, _, v)| v).collect();
+    let flat: Vec<f32> = grads.iter().flat_map(|(_, g)| g.iter().copied()).collect();
+    let loss_at = |w: &[f32]| -> f64 {
+        let mut f = trainer(be, "bert_gelu", &r);
+        f.net.set_dropout(rates, 11);
+        let mut at = 0;
+        for p in f.net.weights.all() {
+            be.write(&p.value, &w[at..at + p.len()]).expect("write");
+            at += p.len();
+        }
+        f.loss_and_gradients(&a, &c).expect("loss").0
+    };
+    for seed in [7u64, 8] {
+        let mut rng = embjob::linalg::rng::SplitMix::new(seed);
+        let dir: Vec<f32> = (0..start.len()).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect();
+        let analytic: f64 = flat.iter().zip(&dir).map(|(g, d)| f64::from(*g) * f64::from(*d)).sum();
+        let eps = 2e-3f32;
+        let moved = |sign: f32| -> Vec<f32> { start.iter().zip(&dir).map(|(x, d)| x + sign * eps * d).collect() };
+        let fd = (loss_at(&moved(1.0)) - loss_at(&moved(-1.0))) / (2.0 * f64::from(eps));
+        assert!(
+            (fd - analytic).abs() <= 2e-2 * fd.abs().max(analytic.abs()) + 1e-3,
+            "with dropout: directional derivative {analytic:.6} vs finite differences {fd:.6}"
+        );
+    }
+    // Another step draws other masks.
+    t.step(&a, &c).expect("step");
+    let (after, _) = t.loss_and_gradients(&a, &c).expect("gradients");
+    let mut again = trainer(be, "bert_gelu", &r);
+    again.net.set_dropout(rates, 11);
+    again.step(&a, &c).expect("step");
+    assert_eq!(after.to_bits(), again.loss_and_gradients(&a, &c).expect("gradients").0.to_bits(), "same seed");
 }

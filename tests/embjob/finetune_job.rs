@@ -86,6 +86,10 @@ fn a_job_fine_tunes_encodes_with_the_result_and_scores_both() {
     for (a, b) in v.iter().zip(&written) {
         assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "text_embeddings does not hold the fine-tuned vectors");
     }
+    // Dropout as the model's config.json says (0.1 and 0.1), recorded with the folder.
+    let record = std::fs::read_to_string(model.join("embjob_finetune.json")).expect("embjob_finetune.json");
+    let record: serde_json::Value = serde_json::from_str(&record).expect("json");
+    assert_eq!(record["dropout"], serde_json::json!({ "hidden": 0.1f32, "attention": 0.1f32 }), "{record}");
     // Training changed the weights.
     let start = std::fs::read(fixture("tiny_bert/bert_gelu/model.safetensors")).expect("start");
     assert_ne!(std::fs::read(model.join("model.safetensors")).expect("tuned"), start);
@@ -99,7 +103,13 @@ fn the_same_seed_gives_the_same_model_bit_for_bit() {
         assert_eq!(r.code, 0, "{}", r.stderr);
         std::fs::read(job.out().join("latest/finetuned_model/model.safetensors")).expect("model")
     };
-    assert_eq!(run(), run(), "two runs with one seed wrote different weights");
+    let first = run();
+    assert_eq!(first, run(), "two runs with one seed wrote different weights");
+    // The model's dropout (0.1) is on by default: without it the same run trains other weights.
+    let off = tiny_job("dropout=0");
+    assert_eq!(off.run(&[]).code, 0);
+    let plain = std::fs::read(off.out().join("latest/finetuned_model/model.safetensors")).expect("model");
+    assert_ne!(first, plain, "dropout = 0 trained the same weights as the default");
 }
 
 #[test]
@@ -139,7 +149,7 @@ fn unusable_settings_are_config_errors_with_their_key() {
         ("objective='mlm'\nmlm_probability=1.5", "finetune.mlm_probability"),
         ("mlm_probability=0.2", "finetune.mlm_probability"),
         ("objective='mask'", "finetune.objective"),
-        ("dropout=0.1", "finetune.dropout"),
+        ("dropout=1.0", "finetune.dropout"),
         ("scale=0.0", "finetune.scale"),
         ("holdout=1.0", "finetune.holdout"),
         ("warmup_ratio=1.5", "finetune.warmup_ratio"),

@@ -5,8 +5,8 @@
 
 use embjob::backend::cpu::encoder_grad as twin;
 use embjob::backend::{
-    Activation, AdamWStep, AttentionShape, Backend, EmbeddingTables, Indices, LayerNorm, PoolMode, SeqShape, Tensor,
-    TokenRows,
+    Activation, AdamWStep, AttentionShape, Backend, Dropout, EmbeddingTables, Indices, LayerNorm, PoolMode, SeqShape,
+    Tensor, TokenRows,
 };
 
 use crate::backend_ops::{assert_close, poison, random};
@@ -121,25 +121,39 @@ fn gradient_operations_equal_their_cpu_twins(be: &dyn Backend) {
         assert_close(&read(be, &g, x.len()), &want, &format!("activation_backward {act:?}"));
     }
 
-    // Attention's backward: d_qkv and the statistics of the queries' pass.
+    // Attention's backward: d_qkv and the statistics of the queries' pass, without and with the probabilities'
+    // dropout (the same mask on both backends).
     let qkv = random(9, rows * 3 * cols, 1.5);
     let d_out = random(10, rows * cols, 1.0);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let (mut dq, mut st) = (poison(rows * 3 * cols), poison(rows * heads * 2));
-    twin::attention_backward(
-        &qkv,
-        &lens,
-        twin::AttnDims { batch, seq, heads, head_dim, scale },
-        &d_out,
-        &mut dq,
-        &mut st,
-    );
-    let (gdq, gst) = (tensor(be, &poison(rows * 3 * cols)), tensor(be, &poison(rows * heads * 2)));
-    let shape = AttentionShape { batch, seq, heads, head_dim, scale };
-    be.attention_backward(&tensor(be, &qkv), &glens, shape, &tensor(be, &d_out), &gdq, &gst)
-        .expect("attention_backward");
-    assert_close(&read(be, &gdq, rows * 3 * cols), &dq, "attention_backward");
-    assert_close(&read(be, &gst, rows * heads * 2), &st, "attention_backward statistics");
+    for dropout in [None, Dropout::new(0.3, 3, 1, 4)] {
+        let (mut dq, mut st) = (poison(rows * 3 * cols), poison(rows * heads * 2));
+        twin::attention_backward(
+            &qkv,
+            &lens,
+            twin::AttnDims { batch, seq, heads, head_dim, scale, dropout },
+            &d_out,
+            &mut dq,
+            &mut st,
+        );
+        let (gdq, gst) = (tensor(be, &poison(rows * 3 * cols)), tensor(be, &poison(rows * heads * 2)));
+        let shape = AttentionShape { batch, seq, heads, head_dim, scale, dropout };
+        be.attention_backward(&tensor(be, &qkv), &glens, shape, &tensor(be, &d_out), &gdq, &gst)
+            .expect("attention_backward");
+        assert_close(&read(be, &gdq, rows * 3 * cols), &dq, &format!("attention_backward, dropout {dropout:?}"));
+        assert_close(&read(be, &gst, rows * heads * 2), &st, "attention_backward statistics");
+    }
+
+    // Dropout (and its backward, the same product): the twin's mask on every backend, 1 − p of the values kept.
+    let x = random(12, 4099, 1.0);
+    let d = Dropout::new(0.25, 9, 3, 1).expect("mask");
+    let mut want = x.clone();
+    embjob::backend::dropout::apply(&mut want, 0, &d);
+    let g = tensor(be, &x);
+    be.dropout(&g, x.len(), d).expect("dropout");
+    assert_close(&read(be, &g, x.len()), &want, "dropout");
+    let kept = want.iter().filter(|&&v| v != 0.0).count() as f64 / x.len() as f64;
+    assert!((kept - 0.75).abs() < 0.03, "kept {kept}");
 
     // Pooling's and normalisation's backward.
     let d_pooled = random(11, batch * cols, 1.0);
@@ -242,19 +256,23 @@ fn attention_gradient_equals_finite_differences(be: &dyn Backend) {
     let (batch, seq, heads, head_dim) = (2usize, 5usize, 2usize, 3usize);
     let (cols, rows) = (heads * head_dim, batch * seq);
     let lens = indices(be, &[5, 3]);
-    let shape = AttentionShape { batch, seq, heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
     let qkv = random(41, rows * 3 * cols, 1.0);
-    let forward = |x: &[f32]| {
-        let out = tensor(be, &poison(rows * cols));
-        be.attention(&tensor(be, x), &lens, shape, &out).expect("attention");
-        read(be, &out, rows * cols)
-    };
-    let grad = |x: &[f32], r: &[f32]| {
-        let (d, st) = (tensor(be, &poison(rows * 3 * cols)), tensor(be, &poison(rows * heads * 2)));
-        be.attention_backward(&tensor(be, x), &lens, shape, &tensor(be, r), &d, &st).expect("backward");
-        read(be, &d, rows * 3 * cols)
-    };
-    check_fd("attention", &qkv, rows * cols, forward, grad);
+    // With dropout the mask is a function of the step's key, so the same forward pass is differentiated.
+    for dropout in [None, Dropout::new(0.3, 5, 2, 7)] {
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let shape = AttentionShape { batch, seq, heads, head_dim, scale, dropout };
+        let forward = |x: &[f32]| {
+            let out = tensor(be, &poison(rows * cols));
+            be.attention(&tensor(be, x), &lens, shape, &out).expect("attention");
+            read(be, &out, rows * cols)
+        };
+        let grad = |x: &[f32], r: &[f32]| {
+            let (d, st) = (tensor(be, &poison(rows * 3 * cols)), tensor(be, &poison(rows * heads * 2)));
+            be.attention_backward(&tensor(be, x), &lens, shape, &tensor(be, r), &d, &st).expect("backward");
+            read(be, &d, rows * 3 * cols)
+        };
+        check_fd(&format!("attention, dropout {dropout:?}"), &qkv, rows * cols, forward, grad);
+    }
 }
 
 fn pooling_and_normalisation_gradients_equal_finite_differences(be: &dyn Backend) {

@@ -64,6 +64,7 @@ pub fn attention(
     heads: usize,
     head_dim: usize,
     scale: f32,
+    dropout: Option<crate::backend::Dropout>,
     out: &mut [f32],
 ) -> Result<()> {
     use faer::{Accum, MatMut, MatRef};
@@ -116,6 +117,12 @@ pub fn attention(
         let (k, v) = (part(1, len), part(2, len));
         gemm_seq(MatMut::from_row_major_slice_mut(s, seq, len), Accum::Replace, q, k.transpose(), scale);
         s.chunks_mut(len).for_each(softmax_row);
+        if let Some(d) = &dropout {
+            // Training: the probabilities' dropout, value (i, j) at index ((b·heads + h)·seq + i)·seq + j.
+            for (i, row) in s.chunks_mut(len).enumerate() {
+                crate::backend::dropout::apply(row, ((bh * seq + i) * seq) as u32, d);
+            }
+        }
         gemm_seq(o, Accum::Replace, MatRef::from_row_major_slice(s, seq, len), v, 1.0f32);
     });
     Ok(())

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::elementwise::{activate, erf_approx};
-use crate::backend::{Activation, AdamWStep, PoolMode};
+use crate::backend::{Activation, AdamWStep, Dropout, PoolMode};
 
 /// `out[r] = word[ids[r]] + pos[r % seq + offset] + types[type_ids[r]]`, rows of width `cols`.
 pub fn embed_sum(
@@ -120,7 +120,13 @@ pub fn activation_backward(pre: &[f32], grad: &mut [f32], act: Activation) {
     });
 }
 
-/// The shape of a batch's attention for its backward pass.
+/// A row-major view of `rows` × `cols` with rows `stride` apart. (faer 0.24.4's
+/// `MatMut::from_row_major_slice_with_stride_mut` swaps the strides: it makes a column-major view.)
+fn rows_with_stride(slice: &mut [f32], rows: usize, cols: usize, stride: usize) -> faer::MatMut<'_, f32> {
+    faer::MatMut::from_column_major_slice_with_stride_mut(slice, cols, rows, stride).transpose_mut()
+}
+
+/// The shape of a batch's attention for its backward pass, and the dropout of its probabilities in training.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnDims {
     pub batch: usize,
@@ -128,77 +134,108 @@ pub struct AttnDims {
     pub heads: usize,
     pub head_dim: usize,
     pub scale: f32,
+    pub dropout: Option<Dropout>,
 }
 
-/// Attention's backward, as shaders/encoder_grad.wgsl computes it: per (sequence, head), first each query i
-/// (log-sum-exp of its scores over the real keys, D = Σ_j P·dP, dq = scale·Σ_j P·(dP − D)·k_j), then each real
-/// key j (dk = scale·Σ_i P·(dP − D)·q_i, dv = Σ_i P·dO_i, over every query row); padding keys get zero gradients.
+/// Attention's backward: the same function as shaders/encoder_grad.wgsl's two passes, computed per (sequence, head)
+/// with products. Over the real keys: S = scale·Q·Kᵀ, P = softmax(S) by row (its log-sum-exp kept), P̃ = P ⊙ M
+/// (M: the dropout's factors, all ones without it), dP = (dO·Vᵀ) ⊙ M, D = Σ_j P·dP per row, dS = P ⊙ (dP − D),
+/// dQ = scale·dS·K, dK = scale·dSᵀ·Q, dV = P̃ᵀ·dO; every query row counts, padding keys get zero gradients.
+/// Sequences run in parallel, heads in order, each product single-threaded, so results do not depend on the
+/// thread count. `stats` rows × heads × 2 receives each query's log-sum-exp and D.
 pub fn attention_backward(qkv: &[f32], lens: &[u32], s: AttnDims, d_out: &[f32], d_qkv: &mut [f32], stats: &mut [f32]) {
-    let (hd, h_all) = (s.head_dim, s.heads * s.head_dim);
+    use faer::{Accum, MatMut, MatRef};
+    let (seq, hd, heads) = (s.seq, s.head_dim, s.heads);
+    let h_all = heads * hd;
     let width = 3 * h_all;
-    // One sequence per task: its rows of d_qkv and stats are its own.
-    let rows_per = s.seq * width;
+    let rows_per = seq * width;
+    if rows_per == 0 || s.batch == 0 {
+        return;
+    }
     d_qkv[..s.batch * rows_per]
-        .par_chunks_mut(rows_per.max(1))
-        .zip(stats[..s.batch * s.seq * s.heads * 2].par_chunks_mut((s.seq * s.heads * 2).max(1)))
+        .par_chunks_mut(rows_per)
+        .zip(stats[..s.batch * seq * heads * 2].par_chunks_mut(seq * heads * 2))
         .enumerate()
-        .for_each(|(b, (dq_b, st_b))| {
-            let len = (lens[b] as usize).min(s.seq);
-            let at = |t: usize, part: usize, h: usize| (b * s.seq + t) * width + part * h_all + h * hd;
-            let dot = |x: usize, xs: &[f32], y: usize, ys: &[f32]| {
-                let mut acc = 0f32;
-                for d in 0..hd {
-                    acc += xs[x + d] * ys[y + d];
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(p, dp), (b, (dq_b, st_b))| {
+                let len = (lens[b] as usize).min(seq);
+                dq_b.iter_mut().for_each(|v| *v = 0.0);
+                st_b.iter_mut().for_each(|v| *v = 0.0);
+                if len == 0 {
+                    return;
                 }
-                acc
-            };
-            dq_b.iter_mut().for_each(|v| *v = 0.0);
-            for h in 0..s.heads {
-                let o_at = |t: usize| (b * s.seq + t) * h_all + h * hd;
-                // The queries' pass.
-                for i in 0..s.seq {
-                    let (mut m, mut l) = (-3.0e38f32, 0f32);
-                    for j in 0..len {
-                        let sc = s.scale * dot(at(i, 0, h), qkv, at(j, 1, h), qkv);
-                        let m_new = m.max(sc);
-                        l = l * (m - m_new).exp() + (sc - m_new).exp();
-                        m = m_new;
+                let base = b * rows_per;
+                let view = |at: usize, rows: usize| {
+                    MatRef::from_row_major_slice_with_stride(
+                        &qkv[base + at..base + at + (rows - 1) * width + hd],
+                        rows,
+                        hd,
+                        width,
+                    )
+                };
+                for h in 0..heads {
+                    let (q, k, v) = (view(h * hd, seq), view(h_all + h * hd, len), view(2 * h_all + h * hd, len));
+                    let o_at = b * seq * h_all + h * hd;
+                    let d_o = MatRef::from_row_major_slice_with_stride(
+                        &d_out[o_at..o_at + (seq - 1) * h_all + hd],
+                        seq,
+                        hd,
+                        h_all,
+                    );
+                    p.resize(seq * len, 0f32);
+                    dp.resize(seq * len, 0f32);
+                    super::gemm::gemm_seq(
+                        MatMut::from_row_major_slice_mut(p, seq, len),
+                        Accum::Replace,
+                        q,
+                        k.transpose(),
+                        s.scale,
+                    );
+                    for (i, row) in p.chunks_mut(len).enumerate() {
+                        let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                        let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+                        let lse = m + sum.ln();
+                        row.iter_mut().for_each(|x| *x = (*x - lse).exp());
+                        st_b[(i * heads + h) * 2] = lse;
                     }
-                    let lse = if len == 0 { 0.0 } else { m + l.ln() };
-                    let mut dsum = 0f32;
-                    for j in 0..len {
-                        let p = (s.scale * dot(at(i, 0, h), qkv, at(j, 1, h), qkv) - lse).exp();
-                        dsum += p * dot(o_at(i), d_out, at(j, 2, h), qkv);
-                    }
-                    let si = (i * s.heads + h) * 2;
-                    st_b[si] = lse;
-                    st_b[si + 1] = dsum;
-                    let local = i * width + h * hd;
-                    for j in 0..len {
-                        let p = (s.scale * dot(at(i, 0, h), qkv, at(j, 1, h), qkv) - lse).exp();
-                        let ds = p * (dot(o_at(i), d_out, at(j, 2, h), qkv) - dsum) * s.scale;
-                        for d in 0..hd {
-                            dq_b[local + d] += ds * qkv[at(j, 1, h) + d];
+                    super::gemm::gemm_seq(
+                        MatMut::from_row_major_slice_mut(dp, seq, len),
+                        Accum::Replace,
+                        d_o,
+                        v.transpose(),
+                        1.0,
+                    );
+                    let dv_at = 2 * h_all + h * hd;
+                    let dv = rows_with_stride(&mut dq_b[dv_at..], len, hd, width);
+                    if let Some(d) = &s.dropout {
+                        // dV = (P ⊙ M)ᵀ·dO from P ⊙ M, made in dS's place before dS is.
+                        let mut pm = p.clone();
+                        for i in 0..seq {
+                            let first = (((b * heads + h) * seq + i) * seq) as u32;
+                            crate::backend::dropout::apply(&mut pm[i * len..(i + 1) * len], first, d);
+                            crate::backend::dropout::apply(&mut dp[i * len..(i + 1) * len], first, d);
                         }
+                        let pm = MatRef::from_row_major_slice(&pm, seq, len);
+                        super::gemm::gemm_seq(dv, Accum::Replace, pm.transpose(), d_o, 1.0);
+                    } else {
+                        let pr = MatRef::from_row_major_slice(p, seq, len);
+                        super::gemm::gemm_seq(dv, Accum::Replace, pr.transpose(), d_o, 1.0);
                     }
-                }
-                // The keys' pass.
-                for j in 0..len {
-                    let (dk_at, dv_at) = (j * width + h_all + h * hd, j * width + 2 * h_all + h * hd);
-                    for i in 0..s.seq {
-                        let si = (i * s.heads + h) * 2;
-                        let (lse, dsum) = (st_b[si], st_b[si + 1]);
-                        let p = (s.scale * dot(at(i, 0, h), qkv, at(j, 1, h), qkv) - lse).exp();
-                        let dp = dot(o_at(i), d_out, at(j, 2, h), qkv);
-                        let ds = p * (dp - dsum) * s.scale;
-                        for d in 0..hd {
-                            dq_b[dk_at + d] += ds * qkv[at(i, 0, h) + d];
-                            dq_b[dv_at + d] += p * d_out[o_at(i) + d];
-                        }
+                    // dS in dP's place.
+                    for (i, (pr, dr)) in p.chunks(len).zip(dp.chunks_mut(len)).enumerate() {
+                        let dsum: f32 = pr.iter().zip(dr.iter()).map(|(&a, &b)| a * b).sum();
+                        st_b[(i * heads + h) * 2 + 1] = dsum;
+                        dr.iter_mut().zip(pr).for_each(|(g, &a)| *g = a * (*g - dsum));
                     }
+                    let ds = MatRef::from_row_major_slice(dp, seq, len);
+                    let dq = rows_with_stride(&mut dq_b[h * hd..], seq, hd, width);
+                    super::gemm::gemm_seq(dq, Accum::Replace, ds, k, s.scale);
+                    let dk = rows_with_stride(&mut dq_b[h_all + h * hd..], len, hd, width);
+                    super::gemm::gemm_seq(dk, Accum::Replace, ds.transpose(), q, s.scale);
                 }
-            }
-        });
+            },
+        );
 }
 
 /// Pooling's backward: mean spreads each sequence's gradient over its real tokens, first-token puts it on token 0.

@@ -5,8 +5,8 @@ use super::len_of;
 use super::{r, ri, w};
 use crate::backend::ops::*;
 use crate::backend::{
-    check_distinct, Activation, AdamWStep, AttentionShape, BackendKind, EmbeddingTables, Indices, LayerNorm, PoolMode,
-    SeqShape, Tensor, TokenRows,
+    check_distinct, Activation, AdamWStep, AttentionShape, BackendKind, Dropout, EmbeddingTables, Indices, LayerNorm,
+    PoolMode, SeqShape, Tensor, TokenRows,
 };
 use crate::error::{Error, Result};
 
@@ -119,7 +119,14 @@ impl EncoderGradOps for super::Cpu {
             return Err(Error::Internal(format!("{op}: lengths")));
         }
         let (mut dq, mut st) = (w(d_qkv)?, w(stats)?);
-        let dims = AttnDims { batch: s.batch, seq: s.seq, heads: s.heads, head_dim: s.head_dim, scale: s.scale };
+        let dims = AttnDims {
+            batch: s.batch,
+            seq: s.seq,
+            heads: s.heads,
+            head_dim: s.head_dim,
+            scale: s.scale,
+            dropout: s.dropout,
+        };
         k::attention_backward(
             front(&q, len_of(&[rows, 3, h], op)?, op)?,
             &l,
@@ -166,6 +173,12 @@ impl EncoderGradOps for super::Cpu {
     fn scale(&self, x: &Tensor, len: usize, alpha: f32) -> Result<()> {
         let mut v = w(x)?;
         k::scale(front_mut(&mut v, len, "scale")?, alpha);
+        Ok(())
+    }
+
+    fn dropout(&self, x: &Tensor, len: usize, d: Dropout) -> Result<()> {
+        let mut v = w(x)?;
+        crate::backend::dropout::apply(front_mut(&mut v, len, "dropout")?, 0, &d);
         Ok(())
     }
 

@@ -72,7 +72,7 @@ impl EncoderOps for super::Cpu {
         let mut o = w(out)?;
         let o =
             o.get_mut(..len_of(&[rows, h], "attention")?).ok_or_else(|| Error::Internal("attention: output".into()))?;
-        super::attention(&qkv, &lens, s.batch, s.seq, s.heads, s.head_dim, s.scale, o)
+        super::attention(&qkv, &lens, s.batch, s.seq, s.heads, s.head_dim, s.scale, s.dropout, o)
     }
 
     fn pool(&self, hidden: &Tensor, lens: &Indices, s: SeqShape, mode: PoolMode, out: &Tensor) -> Result<()> {

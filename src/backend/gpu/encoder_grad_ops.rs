@@ -2,13 +2,13 @@
 //! each operation checks its operands' shapes on the host, then records its dispatch.
 
 use super::kernels::Kernel;
-use super::params::{AdamWParams, EncoderParams};
+use super::params::{with_dropout, AdamWParams, EncoderParams};
 use super::pipelines::{groups_1d, groups_per_row};
 use super::recorder::{bind, idx, Gpu};
 use crate::backend::ops::*;
 use crate::backend::{
-    check_distinct, Activation, AdamWStep, AttentionShape, BackendKind, EmbeddingTables, Indices, LayerNorm, PoolMode,
-    SeqShape, Tensor, TokenRows, MAX_SEQ,
+    check_distinct, Activation, AdamWStep, AttentionShape, BackendKind, Dropout, EmbeddingTables, Indices, LayerNorm,
+    PoolMode, SeqShape, Tensor, TokenRows, MAX_SEQ,
 };
 use crate::error::{Error, Result};
 
@@ -187,6 +187,7 @@ impl EncoderGradOps for Gpu {
                 mode: 0,
                 eps: s.scale,
                 batch: s.batch as u32,
+                ..with_dropout(s.dropout)
             };
             let entries =
                 [(1, lens.buffer()), (2, bind(qkv)?), (3, bind(d_out)?), (5, bind(d_qkv)?), (6, bind(stats)?)];
@@ -235,6 +236,15 @@ impl EncoderGradOps for Gpu {
             let p = EncoderParams { rows: rows as u32, cols: cols as u32, ..Default::default() };
             let entries = [(2, bind(x)?), (3, bind(dy)?), (5, bind(dx)?)];
             ctx.dispatch(enc, Kernel::L2NormalizeBackward, 0, &p, &entries, groups_per_row(rows))
+        })
+    }
+
+    fn dropout(&self, x: &Tensor, len: usize, d: Dropout) -> Result<()> {
+        let n = count(&[len], "dropout")?;
+        fits("dropout", &[(x, n)])?;
+        self.record(|ctx, enc| {
+            let p = EncoderParams { rows: n, ..with_dropout(Some(d)) };
+            ctx.dispatch(enc, Kernel::Dropout, 0, &p, &[(5, bind(x)?)], groups_1d(len))
         })
     }
 

@@ -129,6 +129,7 @@ impl EncoderOps for Gpu {
                 mode: 0,
                 eps: s.scale,
                 batch: s.batch as u32,
+                ..super::params::with_dropout(s.dropout)
             };
             let entries = [(1, lens.buffer()), (3, bind(qkv)?), (8, bind(out)?)];
             let blocks = s.batch * s.heads * s.seq.div_ceil(ATTENTION_QUERY_BLOCK);

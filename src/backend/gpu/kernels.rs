@@ -31,6 +31,7 @@ kernel_files!(
     gemm_tile_load,
     gemm_epilogue,
     activation,
+    dropout,
     gemm,
     gemm_tiled,
     gemm_tiled128,
@@ -133,6 +134,7 @@ kernels! {
     L2NormalizeBackward => "encoder_grad", "l2_normalize_backward", EncoderParams;
     ScaleValues => "encoder_grad", "scale_values", EncoderParams;
     SumSquares => "encoder_grad", "sum_squares", EncoderParams;
+    Dropout => "encoder_grad", "dropout", EncoderParams;
     AdamW => "optim", "adamw", AdamWParams;
 }
 

@@ -169,9 +169,29 @@ macro_rules! impl_params {
 
 kernel_params!(
     /// encoder.wgsl: token rows, width, padded sequence length, heads, head width, the pooling mode (or the position
-    /// offset), the LayerNorm epsilon (or the attention scale), sequences.
-    EncoderParams { rows: u32, cols: u32, seq: u32, heads: u32, head_dim: u32, mode: u32, eps: f32, batch: u32 }
+    /// offset), the LayerNorm epsilon (or the attention scale), sequences; in training, a dropout mask (key,
+    /// threshold, scale; threshold 0 drops nothing).
+    EncoderParams {
+        rows: u32,
+        cols: u32,
+        seq: u32,
+        heads: u32,
+        head_dim: u32,
+        mode: u32,
+        eps: f32,
+        batch: u32,
+        drop_key: u32,
+        drop_threshold: u32,
+        drop_scale: f32,
+        drop_pad: u32,
+    }
 );
+
+/// Encoder parameters that carry only a dropout mask (none: threshold 0, nothing dropped); the rest to fill in.
+pub fn with_dropout(d: Option<crate::backend::Dropout>) -> EncoderParams {
+    let (drop_key, drop_threshold, drop_scale) = crate::backend::Dropout::params(d);
+    EncoderParams { drop_key, drop_threshold, drop_scale, ..Default::default() }
+}
 
 impl_params!(
     AdamWParams,

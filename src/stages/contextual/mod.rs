@@ -5,11 +5,13 @@
 //! * `model.rs`: the encoder on the backend with its memory plan, one forward pass per batch;
 //! * `words.rs`: word vectors in context (`contextual.words`, the sense file's words) from the batch's hidden states;
 //! * `senses.rs`: `eval.senses`, scored once every document is encoded;
+//! * `compare.rs`: `contextual.compare`, the comparison words encoded alone once the documents are;
 //! * `writing.rs`: each window written in input order as one row group of `text_embeddings.parquet` (and its
 //!   word rows) straight into the run's staging folder.
 //!
 //! Memory holds the weights, one batch's activations and one window.
 
+mod compare;
 mod model;
 mod reuse;
 mod senses;
@@ -138,7 +140,10 @@ pub fn run(ctx: &Context<'_>, artifacts: &mut Artifacts, metrics: &mut Metrics) 
         artifacts.cache_store = Some(store_dir);
         artifacts.cache_segments.extend(new);
     }
-    let (written, kept) = writing.finish(ctx.reporter, words.as_ref(), tally.occurrences)?;
+    let (mut written, kept) = writing.finish(ctx.reporter, words.as_ref(), tally.occurrences)?;
+    if let Some(wp) = words.as_ref().filter(|_| !plan.compare.is_empty()) {
+        written.push(compare::write(&mut model, &tokenizer, &plan.compare, wp, ctx.out_dir, metrics)?);
+    }
     if let Some(values) = kept {
         artifacts.doc_vectors.push(DocVectors { method: "contextual", dim: model.dim(), values });
     }

@@ -106,6 +106,11 @@ impl<'b> Model<'b> {
         layers: &[usize],
     ) -> Result<(Vec<f32>, usize, Vec<Vec<f32>>)> {
         let docs: Vec<Tokens> = batch.iter().map(|&d| window.tokens[d].clone()).collect();
-        self.encoder.embed_keeping(&docs, self.params.pooling, self.params.normalize, layers)
+        self.encode_tokens(&docs, layers)
+    }
+
+    /// [`Self::encode`] of texts already tokenized.
+    pub fn encode_tokens(&mut self, docs: &[Tokens], layers: &[usize]) -> Result<(Vec<f32>, usize, Vec<Vec<f32>>)> {
+        self.encoder.embed_keeping(docs, self.params.pooling, self.params.normalize, layers)
     }
 }

@@ -142,31 +142,33 @@ pub fn word_vectors(
     states: &[Vec<f32>],
     static_table: Option<&[f32]>,
 ) -> FoundRows {
-    let mean = |rows: &mut dyn Iterator<Item = &[f32]>| -> Vec<f32> {
-        let mut acc = vec![0f64; h];
-        let mut n = 0usize;
-        for r in rows {
-            for (a, &v) in acc.iter_mut().zip(r) {
-                *a += f64::from(v);
-            }
-            n += 1;
-        }
-        acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
-    };
     let mut out = Vec::with_capacity(wanted.len() * (wp.layers.len() + 1));
     for &(slot, position, w) in wanted {
         let doc = window.start + batch[slot];
         for (state, &layer) in states.iter().zip(&wp.layers) {
-            let v = mean(&mut w.pieces.clone().map(|t| &state[(slot * seq + t) * h..(slot * seq + t + 1) * h]));
+            let v = mean_rows(w.pieces.clone().map(|t| &state[(slot * seq + t) * h..(slot * seq + t + 1) * h]), h);
             out.push(FoundRow { doc, word: w.text.clone(), position, layer: Some(layer), vector: v });
         }
         if let Some(table) = static_table {
             let ids = &window.tokens[batch[slot]].ids;
-            let v = mean(&mut w.pieces.clone().map(|t| &table[ids[t] as usize * h..(ids[t] as usize + 1) * h]));
+            let v = mean_rows(w.pieces.clone().map(|t| &table[ids[t] as usize * h..(ids[t] as usize + 1) * h]), h);
             out.push(FoundRow { doc, word: w.text.clone(), position, layer: None, vector: v });
         }
     }
     FoundRows(out)
+}
+
+/// The mean of `h`-wide rows, summed in f64.
+pub fn mean_rows<'a>(rows: impl Iterator<Item = &'a [f32]>, h: usize) -> Vec<f32> {
+    let mut acc = vec![0f64; h];
+    let mut n = 0usize;
+    for r in rows {
+        for (a, &v) in acc.iter_mut().zip(r) {
+            *a += f64::from(v);
+        }
+        n += 1;
+    }
+    acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
 }
 
 /// Keeps the vectors of the sense file's rows found in this batch: each row's word at its first position in its

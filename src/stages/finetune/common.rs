@@ -52,6 +52,7 @@ pub fn save(
         "epochs": plan.epochs,
         "batch_size": plan.batch_size,
         "optimizer": plan.optimizer,
+        "dropout": plan.dropout,
         "max_tokens": plan.max_tokens,
         "seed": plan.seed,
         "backend": ctx.backend.kind(),

@@ -63,6 +63,7 @@ pub fn run(
         sequences_max,
         total,
     )?;
+    trainer.net.set_dropout(plan.dropout, plan.seed);
     let (steps, seconds) = train(ctx, &mut trainer, &examples, &tokens)?;
     let dir = ctx.out_dir.join(MODEL_DIR);
     let trained = trainer.net.weights.export(ctx.backend)?;

@@ -126,7 +126,8 @@ fn trainer<'b>(
         bytes: MaskedLm::bytes(c.hidden_size, c.vocab_size, rows) as u64,
     };
     check_memory(ctx, plan, rows, Some(loss_item))?;
-    let trainer = MlmTrainer::new(ctx.backend, c.clone(), weights, plan.optimizer, total, plan.seed)?;
+    let mut trainer = MlmTrainer::new(ctx.backend, c.clone(), weights, plan.optimizer, total, plan.seed)?;
+    trainer.net.set_dropout(plan.dropout, plan.seed);
     if trainer.fresh_head {
         ctx.reporter.notice(&format!(
             "{STAGE}: {} has no masked-LM head (cls.predictions); training a fresh one drawn with seed {}",

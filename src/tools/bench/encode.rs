@@ -99,6 +99,7 @@ pub fn encode(opts: &EncodeBenchOptions, log: &mut dyn Write) -> Result<Vec<Enco
         static_control: true,
         cache: false,
         precision: opts.precision,
+        compare: None,
     };
     let plan = crate::plan::contextual_plan(&cfg, crate::encoder::ModelFolder::open(&opts.model)?)?;
     let (be, report) = crate::backend::open(opts.backend)?;

@@ -293,7 +293,9 @@ fn finetune_loss(m: &MetricMap, out: &Path) -> Result<bool> {
     let mean: Vec<(f64, f64)> =
         (w..=loss.len()).map(|e| (loss[e - 1].0, loss[e - w..e].iter().map(|p| p.1).sum::<f64>() / w as f64)).collect();
     let lines = vec![("step".to_owned(), loss), (format!("mean of {w}"), mean)];
-    draw::curves(out, "fine-tuning", &[("contrastive loss per step".to_owned(), "loss".to_owned(), lines)])?;
+    let mlm = m.contains_key(&("finetune".to_owned(), "held_out_mlm_loss_start".to_owned(), None));
+    let what = if mlm { "masked-LM loss per step" } else { "contrastive loss per step" };
+    draw::curves(out, "fine-tuning", &[(what.to_owned(), "loss".to_owned(), lines)])?;
     Ok(true)
 }
 
@@ -318,7 +320,8 @@ fn documents_of(
     Ok(true)
 }
 
-/// For each word of the sense evaluation: its occurrences' static vectors and those of its best layer.
+/// For each word of the sense evaluation: its occurrences' static vectors and those of its best layer, with the
+/// comparison words of `contextual.compare` (encoded alone) beside them when the run wrote them.
 fn senses(root: &Path, dir: &Path, m: &MetricMap, labels: Option<&HashMap<String, String>>) -> Result<Vec<String>> {
     let path = root.join("token_embeddings.parquet");
     // (word, best layer by AUC), for the words the sense evaluation scored.
@@ -336,8 +339,6 @@ fn senses(root: &Path, dir: &Path, m: &MetricMap, labels: Option<&HashMap<String
     if best.is_empty() || !path.is_file() {
         return Ok(Vec::new());
     }
-    // (word, layer or None for static) → (rows, vectors).
-    type Occurrences = (Vec<String>, Vec<f32>);
     let mut found: BTreeMap<(String, Option<i64>), Occurrences> = BTreeMap::new();
     let mut dim = 0;
     data::for_each_slice(&path, &["row", "word", "layer", "vector"], 65_536, |t| {
@@ -357,24 +358,156 @@ fn senses(root: &Path, dir: &Path, m: &MetricMap, labels: Option<&HashMap<String
         }
         Ok(())
     })?;
+    let compared = read_compared(root)?;
     let mut files = Vec::new();
     for (word, (layer, auc)) in &best {
         for space in [None, Some(*layer)] {
-            let Some((rows, values)) = found.get(&(word.clone(), space)) else { continue };
+            let Some(occurrences) = found.get(&(word.clone(), space)) else { continue };
+            let alone: Vec<(String, Vec<f32>)> = compared
+                .iter()
+                .filter(|(of, _, l, _)| of == word && *l == space)
+                .map(|(_, w, _, v)| (w.clone(), v.clone()))
+                .collect();
             let safe: String = word.chars().map(|c| if c.is_alphanumeric() { c } else { '_' }).collect();
-            let (name, title) = match space {
-                None => (
-                    format!("senses_{safe}_static.png"),
-                    format!("\"{word}\": static control ({} occurrences; one vector for all)", rows.len()),
-                ),
-                Some(l) => (
-                    format!("senses_{safe}_layer{l}.png"),
-                    format!("\"{word}\": hidden state {l}, its best (AUC {auc:.2})"),
-                ),
+            let name = match space {
+                None => format!("senses_{safe}_static.png"),
+                Some(l) => format!("senses_{safe}_layer{l}.png"),
             };
-            vectors_plot(&dir.join(&name), &title, (rows, values, dim), labels, &[])?;
+            let out = dir.join(&name);
+            match space {
+                None if !alone.is_empty() => static_picture(&out, word, occurrences.0.len(), &alone, dim)?,
+                None => vectors_plot(
+                    &out,
+                    &format!("\"{word}\": static control ({} occurrences; one vector for all)", occurrences.0.len()),
+                    (&occurrences.0, &occurrences.1, dim),
+                    labels,
+                    &[],
+                )?,
+                Some(l) => {
+                    let title = format!("\"{word}\": hidden state {l}, its best (AUC {auc:.2})");
+                    layer_picture(&out, &title, word, occurrences, &alone, labels, dim)?
+                }
+            }
             files.push(name);
         }
     }
     Ok(files)
+}
+
+/// (rows, row-major vectors) of one word's occurrences in one space.
+type Occurrences = (Vec<String>, Vec<f32>);
+
+/// One row of `compare_embeddings.parquet`: (compared word, word, hidden state or None for static, vector).
+type Compared = (String, String, Option<i64>, Vec<f32>);
+
+/// `compare_embeddings.parquet`'s rows.
+fn read_compared(root: &Path) -> Result<Vec<Compared>> {
+    let path = root.join("compare_embeddings.parquet");
+    let mut rows = Vec::new();
+    if !path.is_file() {
+        return Ok(rows);
+    }
+    data::for_each_slice(&path, &["of", "word", "layer", "vector"], 65_536, |t| {
+        if let (Some(of), Some(word), Some(ColumnData::OptI64(layer)), Some(ColumnData::Vectors { dim: d, values })) =
+            (column(t, "of"), column(t, "word"), column(t, "layer"), column(t, "vector"))
+        {
+            for i in 0..layer.len() {
+                rows.push((cell(of, i), cell(word, i), layer[i], values[i * d..(i + 1) * d].to_vec()));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// The static control beside the comparison words' (`alone`: the word itself first among them): one vector for
+/// every occurrence, so the picture is where that one vector lies; the cosines in the title.
+fn static_picture(out: &Path, word: &str, occurrences: usize, alone: &[(String, Vec<f32>)], dim: usize) -> Result<()> {
+    let own = alone.iter().find(|(w, _)| w == word).map(|(_, v)| v.as_slice());
+    let cosines: Vec<String> = alone
+        .iter()
+        .filter(|(w, _)| w != word)
+        .map(|(w, v)| format!("{w} {:.2}", own.map_or(0.0, |o| crate::eval::senses::cosine(o, v))))
+        .collect();
+    let title = format!("\"{word}\" static ({occurrences} occurrences, one vector); cosine: {}", cosines.join(", "));
+    let keys: Vec<String> = alone.iter().map(|(w, _)| w.clone()).collect();
+    let values: Vec<f32> = alone.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    let points = project_2d(&values, keys.len(), dim).map_err(|e| plot_error(out, e))?;
+    let groups: Vec<Option<usize>> = keys.iter().map(|k| Some(usize::from(k != word))).collect();
+    let names = vec![format!("\"{word}\": every occurrence"), "comparison words".to_owned()];
+    let named: Vec<(usize, String)> = keys.iter().cloned().enumerate().collect();
+    draw::scatter(
+        out,
+        &draw::Scatter {
+            title: &title,
+            x_desc: "PC 1",
+            y_desc: "PC 2",
+            points: &points,
+            groups: &groups,
+            names: &names,
+            named: &named,
+        },
+    )
+}
+
+/// The occurrences at one hidden state coloured by sense, with the comparison words and the word itself encoded
+/// alone in the same projection; each sense's legend entry names the comparison word its occurrences are nearest
+/// on average (mean cosine).
+fn layer_picture(
+    out: &Path,
+    title: &str,
+    word: &str,
+    (rows, values): &Occurrences,
+    alone: &[(String, Vec<f32>)],
+    labels: Option<&HashMap<String, String>>,
+    dim: usize,
+) -> Result<()> {
+    if alone.is_empty() {
+        return vectors_plot(out, title, (rows, values, dim), labels, &[]);
+    }
+    let (mut groups, mut names) = groups(rows, labels);
+    if names.is_empty() {
+        names.push(format!("\"{word}\" in context"));
+    }
+    // Each sense's nearest comparison word.
+    for (g, name) in names.iter_mut().enumerate() {
+        let members: Vec<&[f32]> =
+            (0..rows.len()).filter(|&i| groups[i] == Some(g)).map(|i| &values[i * dim..(i + 1) * dim]).collect();
+        let nearest = alone
+            .iter()
+            .filter(|(w, _)| w != word)
+            .map(|(w, v)| {
+                let mean = members.iter().map(|m| crate::eval::senses::cosine(m, v)).sum::<f64>();
+                (w, mean / members.len().max(1) as f64)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((w, c)) = nearest {
+            name.push_str(&format!(": nearest {w} ({c:.2})"));
+        }
+    }
+    let (compared, itself) = (names.len(), names.len() + 1);
+    names.push("comparison words, alone".to_owned());
+    names.push(format!("\"{word}\" alone"));
+    let mut keys = rows.clone();
+    let mut all = values.clone();
+    let mut named = Vec::new();
+    for (w, v) in alone {
+        named.push((keys.len(), w.clone()));
+        groups.push(Some(if w == word { itself } else { compared }));
+        keys.push(w.clone());
+        all.extend_from_slice(v);
+    }
+    let points = project_2d(&all, keys.len(), dim).map_err(|e| plot_error(out, e))?;
+    draw::scatter(
+        out,
+        &draw::Scatter {
+            title,
+            x_desc: "PC 1",
+            y_desc: "PC 2",
+            points: &points,
+            groups: &groups,
+            names: &names,
+            named: &named,
+        },
+    )
 }
