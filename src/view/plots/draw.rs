@@ -69,6 +69,9 @@ pub struct Scatter<'a> {
 
 pub fn scatter(path: &Path, s: &Scatter<'_>) -> Result<()> {
     font()?;
+    // Headroom for the legend (upper right), a line per entry, so it covers no point.
+    let mut ys = range(s.points.iter().map(|p| p.1));
+    ys.end += (ys.end - ys.start) * 0.06 * s.names.len().min(PALETTE.len() + 1) as f64;
     let e = drawn(path);
     let root = BitMapBackend::new(path, (960, 760)).into_drawing_area();
     root.fill(&WHITE).map_err(&e)?;
@@ -77,7 +80,7 @@ pub fn scatter(path: &Path, s: &Scatter<'_>) -> Result<()> {
         .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(range(s.points.iter().map(|p| p.0)), range(s.points.iter().map(|p| p.1)))
+        .build_cartesian_2d(range(s.points.iter().map(|p| p.0)), ys)
         .map_err(&e)?;
     chart
         .configure_mesh()

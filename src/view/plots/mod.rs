@@ -451,8 +451,8 @@ fn static_picture(out: &Path, word: &str, occurrences: usize, alone: &[(String, 
 }
 
 /// The occurrences at one hidden state coloured by sense, with the comparison words and the word itself encoded
-/// alone in the same projection; each sense's legend entry names the comparison word its occurrences are nearest
-/// on average (mean cosine).
+/// alone in the same projection; each sense's legend entry lists its occurrences' mean cosine to each comparison
+/// word, nearest first.
 fn layer_picture(
     out: &Path,
     title: &str,
@@ -469,20 +469,22 @@ fn layer_picture(
     if names.is_empty() {
         names.push(format!("\"{word}\" in context"));
     }
-    // Each sense's nearest comparison word.
+    // Each sense's mean cosine to every comparison word, nearest first.
     for (g, name) in names.iter_mut().enumerate() {
         let members: Vec<&[f32]> =
             (0..rows.len()).filter(|&i| groups[i] == Some(g)).map(|i| &values[i * dim..(i + 1) * dim]).collect();
-        let nearest = alone
+        let mut near: Vec<(&str, f64)> = alone
             .iter()
-            .filter(|(w, _)| w != word)
+            .filter(|(w, _)| w != word && !members.is_empty())
             .map(|(w, v)| {
-                let mean = members.iter().map(|m| crate::eval::senses::cosine(m, v)).sum::<f64>();
-                (w, mean / members.len().max(1) as f64)
+                let sum = members.iter().map(|m| crate::eval::senses::cosine(m, v)).sum::<f64>();
+                (w.as_str(), sum / members.len() as f64)
             })
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((w, c)) = nearest {
-            name.push_str(&format!(": nearest {w} ({c:.2})"));
+            .collect();
+        near.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let listed: Vec<String> = near.iter().map(|(w, c)| format!("{w} {c:.2}")).collect();
+        if !listed.is_empty() {
+            name.push_str(&format!(": cosine {}", listed.join(", ")));
         }
     }
     let (compared, itself) = (names.len(), names.len() + 1);
