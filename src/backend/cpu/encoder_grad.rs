@@ -192,13 +192,7 @@ pub fn attention_backward(qkv: &[f32], lens: &[u32], s: AttnDims, d_out: &[f32],
                         k.transpose(),
                         s.scale,
                     );
-                    for (i, row) in p.chunks_mut(len).enumerate() {
-                        let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-                        let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
-                        let lse = m + sum.ln();
-                        row.iter_mut().for_each(|x| *x = (*x - lse).exp());
-                        st_b[(i * heads + h) * 2] = lse;
-                    }
+                    softmax_keeping_lse(p, len, |i, lse| st_b[(i * heads + h) * 2] = lse);
                     super::gemm::gemm_seq(
                         MatMut::from_row_major_slice_mut(dp, seq, len),
                         Accum::Replace,
@@ -208,26 +202,9 @@ pub fn attention_backward(qkv: &[f32], lens: &[u32], s: AttnDims, d_out: &[f32],
                     );
                     let dv_at = 2 * h_all + h * hd;
                     let dv = rows_with_stride(&mut dq_b[dv_at..], len, hd, width);
-                    if let Some(d) = &s.dropout {
-                        // dV = (P ⊙ M)ᵀ·dO from P ⊙ M, made in dS's place before dS is.
-                        let mut pm = p.clone();
-                        for i in 0..seq {
-                            let first = (((b * heads + h) * seq + i) * seq) as u32;
-                            crate::backend::dropout::apply(&mut pm[i * len..(i + 1) * len], first, d);
-                            crate::backend::dropout::apply(&mut dp[i * len..(i + 1) * len], first, d);
-                        }
-                        let pm = MatRef::from_row_major_slice(&pm, seq, len);
-                        super::gemm::gemm_seq(dv, Accum::Replace, pm.transpose(), d_o, 1.0);
-                    } else {
-                        let pr = MatRef::from_row_major_slice(p, seq, len);
-                        super::gemm::gemm_seq(dv, Accum::Replace, pr.transpose(), d_o, 1.0);
-                    }
-                    // dS in dP's place.
-                    for (i, (pr, dr)) in p.chunks(len).zip(dp.chunks_mut(len)).enumerate() {
-                        let dsum: f32 = pr.iter().zip(dr.iter()).map(|(&a, &b)| a * b).sum();
-                        st_b[(i * heads + h) * 2 + 1] = dsum;
-                        dr.iter_mut().zip(pr).for_each(|(g, &a)| *g = a * (*g - dsum));
-                    }
+                    let first = ((b * heads + h) * seq * seq) as u32;
+                    values_gradient((p, dp), (seq, len), d_o, s.dropout.map(|d| (d, first)), dv);
+                    softmax_backward_rows(p, dp, len, |i, dsum| st_b[(i * heads + h) * 2 + 1] = dsum);
                     let ds = MatRef::from_row_major_slice(dp, seq, len);
                     let dq = rows_with_stride(&mut dq_b[h * hd..], seq, hd, width);
                     super::gemm::gemm_seq(dq, Accum::Replace, ds, k, s.scale);
@@ -236,6 +213,49 @@ pub fn attention_backward(qkv: &[f32], lens: &[u32], s: AttnDims, d_out: &[f32],
                 }
             },
         );
+}
+
+/// dV = (P ⊙ M)ᵀ·dO into `dv`, and dP ⊙ M in `dp`'s place, for the dropout `mask` (M; its first value's index);
+/// without one dV = Pᵀ·dO.
+fn values_gradient(
+    (p, dp): (&[f32], &mut [f32]),
+    (seq, len): (usize, usize),
+    d_o: faer::MatRef<'_, f32>,
+    mask: Option<(Dropout, u32)>,
+    dv: faer::MatMut<'_, f32>,
+) {
+    use faer::{Accum, MatRef};
+    let Some((d, first)) = mask else {
+        super::gemm::gemm_seq(dv, Accum::Replace, MatRef::from_row_major_slice(p, seq, len).transpose(), d_o, 1.0);
+        return;
+    };
+    let mut pm = p.to_vec();
+    for i in 0..seq {
+        let at = first.wrapping_add((i * seq) as u32);
+        crate::backend::dropout::apply(&mut pm[i * len..(i + 1) * len], at, &d);
+        crate::backend::dropout::apply(&mut dp[i * len..(i + 1) * len], at, &d);
+    }
+    super::gemm::gemm_seq(dv, Accum::Replace, MatRef::from_row_major_slice(&pm, seq, len).transpose(), d_o, 1.0);
+}
+
+/// Softmax of each `len`-wide row of scores in place; `lse(i, log-sum-exp)` receives each row's.
+fn softmax_keeping_lse(p: &mut [f32], len: usize, mut lse: impl FnMut(usize, f32)) {
+    for (i, row) in p.chunks_mut(len).enumerate() {
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+        let l = m + sum.ln();
+        row.iter_mut().for_each(|x| *x = (*x - l).exp());
+        lse(i, l);
+    }
+}
+
+/// Softmax's backward by rows, in `dp`'s place: dS = P ⊙ (dP − D) with D = Σ_j P·dP, which `d(i, D)` receives.
+fn softmax_backward_rows(p: &[f32], dp: &mut [f32], len: usize, mut d: impl FnMut(usize, f32)) {
+    for (i, (pr, dr)) in p.chunks(len).zip(dp.chunks_mut(len)).enumerate() {
+        let dsum: f32 = pr.iter().zip(dr.iter()).map(|(&a, &b)| a * b).sum();
+        d(i, dsum);
+        dr.iter_mut().zip(pr).for_each(|(g, &a)| *g = a * (*g - dsum));
+    }
 }
 
 /// Pooling's backward: mean spreads each sequence's gradient over its real tokens, first-token puts it on token 0.

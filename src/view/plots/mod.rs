@@ -163,20 +163,21 @@ fn vectors_plot(
     labels: Option<&HashMap<String, String>>,
     named: &[(usize, String)],
 ) -> Result<()> {
-    let points = project_2d(values, keys.len(), dim).map_err(|e| plot_error(out, e))?;
     let (groups, names) = groups(keys, labels);
-    draw::scatter(
-        out,
-        &draw::Scatter {
-            title,
-            x_desc: "PC 1",
-            y_desc: "PC 2",
-            points: &points,
-            groups: &groups,
-            names: &names,
-            named,
-        },
-    )
+    pc_scatter(out, title, (values, dim), (&groups, &names), named)
+}
+
+/// Row-major vectors (`dim` wide) on their first two principal components: `groups` index `names`, `named` points
+/// get their text.
+fn pc_scatter(
+    out: &Path,
+    title: &str,
+    (values, dim): (&[f32], usize),
+    (groups, names): (&[Option<usize>], &[String]),
+    named: &[(usize, String)],
+) -> Result<()> {
+    let points = project_2d(values, groups.len(), dim).map_err(|e| plot_error(out, e))?;
+    draw::scatter(out, &draw::Scatter { title, x_desc: "PC 1", y_desc: "PC 2", points: &points, groups, names, named })
 }
 
 fn loadings(root: &Path, out: &Path, labels: Option<&HashMap<String, String>>) -> Result<bool> {
@@ -432,22 +433,10 @@ fn static_picture(out: &Path, word: &str, occurrences: usize, alone: &[(String, 
     let title = format!("\"{word}\" static ({occurrences} occurrences, one vector); cosine: {}", cosines.join(", "));
     let keys: Vec<String> = alone.iter().map(|(w, _)| w.clone()).collect();
     let values: Vec<f32> = alone.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-    let points = project_2d(&values, keys.len(), dim).map_err(|e| plot_error(out, e))?;
     let groups: Vec<Option<usize>> = keys.iter().map(|k| Some(usize::from(k != word))).collect();
     let names = vec![format!("\"{word}\": every occurrence"), "comparison words".to_owned()];
     let named: Vec<(usize, String)> = keys.iter().cloned().enumerate().collect();
-    draw::scatter(
-        out,
-        &draw::Scatter {
-            title: &title,
-            x_desc: "PC 1",
-            y_desc: "PC 2",
-            points: &points,
-            groups: &groups,
-            names: &names,
-            named: &named,
-        },
-    )
+    pc_scatter(out, &title, (&values, dim), (&groups, &names), &named)
 }
 
 /// The occurrences at one hidden state coloured by sense, with the comparison words and the word itself encoded
@@ -490,26 +479,12 @@ fn layer_picture(
     let (compared, itself) = (names.len(), names.len() + 1);
     names.push("comparison words, alone".to_owned());
     names.push(format!("\"{word}\" alone"));
-    let mut keys = rows.clone();
     let mut all = values.clone();
     let mut named = Vec::new();
     for (w, v) in alone {
-        named.push((keys.len(), w.clone()));
+        named.push((groups.len(), w.clone()));
         groups.push(Some(if w == word { itself } else { compared }));
-        keys.push(w.clone());
         all.extend_from_slice(v);
     }
-    let points = project_2d(&all, keys.len(), dim).map_err(|e| plot_error(out, e))?;
-    draw::scatter(
-        out,
-        &draw::Scatter {
-            title,
-            x_desc: "PC 1",
-            y_desc: "PC 2",
-            points: &points,
-            groups: &groups,
-            names: &names,
-            named: &named,
-        },
-    )
+    pc_scatter(out, title, (&all, dim), (&groups, &names), &named)
 }
