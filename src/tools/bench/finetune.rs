@@ -144,11 +144,13 @@ fn embjob_runs(
         let start = Instant::now();
         let mut first = f64::NAN;
         let mut last = f64::NAN;
+        let (mut rows, mut tokens) = (0usize, 0usize);
         for b in batches {
             let enc = |i: usize| tokenizer.encode(&texts[i]);
             let anchors: Vec<Tokens> = b.iter().map(|e| enc(e.anchor)).collect::<Result<_>>()?;
             let positives: Vec<Tokens> = b.iter().map(|e| enc(e.positive)).collect::<Result<_>>()?;
             let s = t.step(&anchors, &positives)?;
+            (rows, tokens) = (rows + s.rows, tokens + s.tokens);
             if first.is_nan() {
                 first = s.loss;
             }
@@ -157,8 +159,10 @@ fn embjob_runs(
         let secs = start.elapsed().as_secs_f64();
         let _ = writeln!(
             log,
-            "embjob run {r}: {secs:.2} s, {:.1} pairs/s, loss {first:.4} → {last:.4}",
-            pairs as f64 / secs
+            "embjob run {r}: {secs:.2} s, {:.1} pairs/s, loss {first:.4} → {last:.4}; {rows} token rows for {tokens} \
+             tokens ({:.0} % padding)",
+            pairs as f64 / secs,
+            100.0 * (1.0 - tokens as f64 / rows.max(1) as f64)
         );
         times.push(secs);
         losses = (first, last);
