@@ -157,8 +157,8 @@ pub fn attention_backward(qkv: &[f32], lens: &[u32], s: AttnDims, d_out: &[f32],
         .zip(stats[..s.batch * seq * heads * 2].par_chunks_mut(seq * heads * 2))
         .enumerate()
         .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(p, dp), (b, (dq_b, st_b))| {
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(p, dp, pm), (b, (dq_b, st_b))| {
                 let len = (lens[b] as usize).min(seq);
                 dq_b.iter_mut().for_each(|v| *v = 0.0);
                 st_b.iter_mut().for_each(|v| *v = 0.0);
@@ -203,7 +203,7 @@ pub fn attention_backward(qkv: &[f32], lens: &[u32], s: AttnDims, d_out: &[f32],
                     let dv_at = 2 * h_all + h * hd;
                     let dv = rows_with_stride(&mut dq_b[dv_at..], len, hd, width);
                     let first = ((b * heads + h) * seq * seq) as u32;
-                    values_gradient((p, dp), (seq, len), d_o, s.dropout.map(|d| (d, first)), dv);
+                    values_gradient((p, dp, pm), (seq, len), d_o, s.dropout.map(|d| (d, first)), dv);
                     softmax_backward_rows(p, dp, len, |i, dsum| st_b[(i * heads + h) * 2 + 1] = dsum);
                     let ds = MatRef::from_row_major_slice(dp, seq, len);
                     let dq = rows_with_stride(&mut dq_b[h * hd..], seq, hd, width);
@@ -215,10 +215,10 @@ pub fn attention_backward(qkv: &[f32], lens: &[u32], s: AttnDims, d_out: &[f32],
         );
 }
 
-/// dV = (P ⊙ M)ᵀ·dO into `dv`, and dP ⊙ M in `dp`'s place, for the dropout `mask` (M; its first value's index);
-/// without one dV = Pᵀ·dO.
+/// dV = (P ⊙ M)ᵀ·dO into `dv`, and dP ⊙ M in `dp`'s place, for the dropout `mask` (M; its first value's index;
+/// P ⊙ M is made in the scratch `pm`); without one dV = Pᵀ·dO.
 fn values_gradient(
-    (p, dp): (&[f32], &mut [f32]),
+    (p, dp, pm): (&[f32], &mut [f32], &mut Vec<f32>),
     (seq, len): (usize, usize),
     d_o: faer::MatRef<'_, f32>,
     mask: Option<(Dropout, u32)>,
@@ -229,13 +229,14 @@ fn values_gradient(
         super::gemm::gemm_seq(dv, Accum::Replace, MatRef::from_row_major_slice(p, seq, len).transpose(), d_o, 1.0);
         return;
     };
-    let mut pm = p.to_vec();
+    pm.clear();
+    pm.extend_from_slice(p);
     for i in 0..seq {
         let at = first.wrapping_add((i * seq) as u32);
         crate::backend::dropout::apply(&mut pm[i * len..(i + 1) * len], at, &d);
         crate::backend::dropout::apply(&mut dp[i * len..(i + 1) * len], at, &d);
     }
-    super::gemm::gemm_seq(dv, Accum::Replace, MatRef::from_row_major_slice(&pm, seq, len).transpose(), d_o, 1.0);
+    super::gemm::gemm_seq(dv, Accum::Replace, MatRef::from_row_major_slice(pm, seq, len).transpose(), d_o, 1.0);
 }
 
 /// Softmax of each `len`-wide row of scores in place; `lse(i, log-sum-exp)` receives each row's.

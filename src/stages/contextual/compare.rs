@@ -38,10 +38,12 @@ pub fn write(
     let alone = encode_alone(model, tokenizer, compare, wp)?;
     let dim = model.dim();
     let (mut of, mut word, mut layer, mut kind, mut values) = (vec![], vec![], vec![], vec![], vec![]);
+    // Every word was encoded (encode_alone takes each one of `compare`): a missing one is a bug.
+    let get = |w: &String| alone.get(w).ok_or_else(|| Error::Internal(format!("\"{w}\" was not encoded alone")));
     for (w, others) in compare {
-        let own = &alone[w];
+        let own = get(w)?;
         for other in std::iter::once(w).chain(others) {
-            let a = &alone[other];
+            let a = get(other)?;
             let spaces =
                 wp.layers.iter().map(|&l| Some(l as i64)).zip(&a.states).chain(a.fixed.iter().map(|f| (None, f)));
             for (l, v) in spaces {
