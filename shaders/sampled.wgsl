@@ -5,7 +5,8 @@
 // log Σ_active e^(z − max) − (z_target − max); the logits are replaced by the gradient of the mean loss,
 // (softmax − onehot) / rows on active columns and 0 elsewhere (column sums: elementwise.wgsl). Reductions are fixed
 // trees over 256 lanes.
-// gather: dst[j · width + e] = src[idx[j] · outer + e · inner]; invocation index = gid.x + gid.y · 65535 · 64, one
+// gather: dst[j · width + e] = src[idx[j] · outer + e · inner], zeros where idx[j] is 0xffffffff (NO_ROW: rows
+// of padding); invocation index = gid.x + gid.y · 65535 · 64, one
 // per output value; dispatch as groups_1d.
 // sampled_xent: row = wg.x + wg.y · 65535; dispatch (min(rows, 65535), ceil(rows / 65535), 1).
 //
@@ -52,7 +53,12 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let j = i / gp.width;
     let e = i % gp.width;
-    dst[i] = src[idx[j] * gp.outer + e * gp.inner];
+    let at = idx[j];
+    if (at == 0xffffffffu) {
+        dst[i] = 0.0;
+        return;
+    }
+    dst[i] = src[at * gp.outer + e * gp.inner];
 }
 
 var<workgroup> red: array<f32, 256>;

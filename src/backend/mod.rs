@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 /// up to this many keys in workgroup memory); the plan bounds `contextual.max_tokens` by it.
 pub const MAX_SEQ: usize = 512;
 
+/// The index that [`ModelOps::gather`] turns into a row of zeros (the rows of padding around packed tokens).
+pub const NO_ROW: u32 = u32::MAX;
+
 /// A backend: every operation family, and what it is. The stages and algorithms take `&dyn Backend`; the families
 /// are separate traits so that each backend implements each family in a file of its own (see [`ops`]). Bring the
 /// families into scope with `use crate::backend::ops::*`.

@@ -216,7 +216,7 @@ pub trait ModelOps {
 
     /// `dst[j][e] = src[idx[j]·stride.0 + e·stride.1]` for e < `width`: slices of `src` picked by `idx`, in `idx`
     /// order, into `dst` (idx.len()×width, row-major). Rows of a row-major matrix: stride (width, 1); single values:
-    /// width 1.
+    /// width 1. An index [`crate::backend::NO_ROW`] writes zeros (rows of padding).
     fn gather(&self, src: &Tensor, idx: &Indices, width: usize, stride: (usize, usize), dst: &Tensor) -> Result<()>;
 
     /// Sampled softmax cross-entropy (see [`SampledColumns`]): for each row r, over its active columns (the shared

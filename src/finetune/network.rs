@@ -1,7 +1,10 @@
 //! The encoder's forward pass for training, keeping what the backward pass reads, and the backward pass itself,
-//! on a [`Backend`]. Per token row and layer it keeps: the layer's input, q|k|v, the attention output, the two
-//! residual sums before their LayerNorms, the first LayerNorm's output, and the intermediate activation before and
-//! after GELU (see [`Network::activation_bytes`]); attention scores are recomputed in the backward pass.
+//! on a [`Backend`]. Token rows are packed: every row-wise layer (the dense layers, LayerNorms, GELU, dropout) runs
+//! on the batch's real tokens only, sequence after sequence; the embeddings, attention and the last hidden state
+//! keep the padded layout (sequences × longest), gathered to and from the packed rows (padding as zeros). Per token
+//! and layer it keeps: the layer's input, q|k|v, the attention output, the two residual sums before their
+//! LayerNorms, the first LayerNorm's output, and the intermediate activation before and after GELU (see
+//! [`Network::activation_bytes`]); attention scores are recomputed in the backward pass.
 //!
 //! ```text
 //! e = word[id] + pos[t] + type[ty];  x0 = LN(e)
@@ -13,12 +16,12 @@ use super::params::DropoutRates;
 use super::weights::{LayerParams, LnParams, TrainableWeights};
 use crate::backend::{
     Activation, AttentionShape, Backend, Bags, Dropout, EmbeddingTables, Indices, LayerNorm, MatDims, SeqShape, Tensor,
-    TokenRows,
+    TokenRows, NO_ROW,
 };
 use crate::encoder::{EncoderConfig, Tokens};
 use crate::error::{Error, Result};
 
-/// One layer's kept activations.
+/// One layer's kept activations (packed rows).
 struct LayerActs {
     qkv: Tensor,
     ctx: Tensor,
@@ -29,7 +32,7 @@ struct LayerActs {
     s2: Tensor,
 }
 
-/// The gradients' scratch space of the backward pass.
+/// The gradients' scratch space of the backward pass (packed rows).
 struct Scratch {
     d_x: Tensor,
     d_s: Tensor,
@@ -38,7 +41,25 @@ struct Scratch {
     d_ctx: Tensor,
     d_qkv: Tensor,
     dy_xhat: Tensor,
+}
+
+/// The tensors in the padded layout (sequences × longest rows).
+struct Padded {
+    /// The embeddings' sum (kept: their LayerNorm's input).
+    e: Tensor,
+    /// The embeddings' LayerNorm output; in the backward pass, its gradient.
+    x0: Tensor,
+    /// A layer's q|k|v, attention's input.
+    qkv: Tensor,
+    /// Attention's output; in the backward pass, its gradient.
+    ctx: Tensor,
+    d_qkv: Tensor,
     stats: Tensor,
+    last: Tensor,
+    d_last: Tensor,
+    /// The embeddings' sum's gradient, and γ's share of their LayerNorm's.
+    d_e: Tensor,
+    dy_xhat: Tensor,
     ones: Tensor,
 }
 
@@ -51,26 +72,36 @@ struct Segments {
     seg_examples: Indices,
 }
 
-/// Activations of a batch of up to `rows` token rows.
+/// Activations of a batch of up to `rows` padded rows and `tokens` real tokens.
 struct Workspace {
     rows: usize,
+    tokens: usize,
     ids: Indices,
     type_ids: Indices,
     lens: Indices,
-    e: Tensor,
+    /// Each padded row's packed row ([`NO_ROW`] for padding): gathers packed rows into the padded layout.
+    to_padded: Indices,
+    /// Each packed row's padded row: gathers the padded layout into packed rows.
+    to_packed: Indices,
+    pad: Padded,
     xs: Vec<Tensor>,
     layers: Vec<LayerActs>,
     scratch: Scratch,
     segments: [Segments; 3],
 }
 
-/// A batch laid out for training: `seq` tokens per sequence (padded), and each row's token.
+/// A batch laid out for training: `seq` tokens per sequence (padded), each row's token, and the packing of the
+/// real tokens.
 pub struct Batch {
     pub sequences: usize,
     pub seq: usize,
     ids: Vec<u32>,
     type_ids: Vec<u32>,
     lens: Vec<u32>,
+    /// Each real token's padded row, sequence after sequence (ascending).
+    packed: Vec<u32>,
+    /// Each padded row's packed row, [`NO_ROW`] for padding.
+    slots: Vec<u32>,
 }
 
 impl Batch {
@@ -78,22 +109,35 @@ impl Batch {
     pub fn new(tokens: &[Tokens]) -> Batch {
         let seq = tokens.iter().map(|t| t.ids.len()).max().unwrap_or(1).max(1);
         let n = tokens.len();
-        let mut b = Batch { sequences: n, seq, ids: vec![0; n * seq], type_ids: vec![0; n * seq], lens: Vec::new() };
+        let mut b = Batch {
+            sequences: n,
+            seq,
+            ids: vec![0; n * seq],
+            type_ids: vec![0; n * seq],
+            lens: Vec::new(),
+            packed: Vec::new(),
+            slots: vec![NO_ROW; n * seq],
+        };
         for (i, t) in tokens.iter().enumerate() {
             b.ids[i * seq..i * seq + t.ids.len()].copy_from_slice(&t.ids);
             b.type_ids[i * seq..i * seq + t.type_ids.len()].copy_from_slice(&t.type_ids);
             b.lens.push(t.ids.len() as u32);
+            for r in i * seq..i * seq + t.ids.len() {
+                b.slots[r] = b.packed.len() as u32;
+                b.packed.push(r as u32);
+            }
         }
         b
     }
 
+    /// Padded rows: what attention and the last hidden state take.
     pub fn rows(&self) -> usize {
         self.sequences * self.seq
     }
 
-    /// The real rows (not padding), ascending.
-    fn real_rows(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.rows()).filter(|r| (r % self.seq) < self.lens[r / self.seq] as usize)
+    /// Real tokens: the rows the dense layers run on.
+    pub fn tokens(&self) -> usize {
+        self.packed.len()
     }
 }
 
@@ -105,6 +149,7 @@ pub struct Network<'b> {
     work: Option<Workspace>,
     seq: usize,
     sequences: usize,
+    tokens: usize,
     dropout: DropoutRates,
     seed: u64,
     /// The training step of the batch under way (its dropout masks); `None`: no dropout.
@@ -140,7 +185,7 @@ impl<'b> Network<'b> {
     /// A network without dropout; see [`Self::set_dropout`].
     pub fn new(be: &'b dyn Backend, config: EncoderConfig, weights: TrainableWeights) -> Network<'b> {
         let dropout = DropoutRates::default();
-        Network { be, config, weights, work: None, seq: 0, sequences: 0, dropout, seed: 0, step: None }
+        Network { be, config, weights, work: None, seq: 0, sequences: 0, tokens: 0, dropout, seed: 0, step: None }
     }
 
     /// Dropout at these rates in training steps, its masks drawn from `seed`.
@@ -154,12 +199,14 @@ impl<'b> Network<'b> {
         Dropout::new(p, self.seed, self.step?, site.number())
     }
 
-    /// Bytes of the activations kept for the backward pass and its scratch, for `rows` token rows.
+    /// Bytes of the activations kept for the backward pass and its scratch, for batches of up to `rows` padded
+    /// rows (the real tokens are at most as many).
     pub fn activation_bytes(c: &EncoderConfig, rows: usize) -> usize {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let per_layer = 3 * h + h + h + h + i + i + h + h;
-        let scratch = h + h + h + i + h + 3 * h + h + 2 * c.heads + 1;
-        4 * rows * (h + h + c.layers * per_layer + scratch) + 4 * 5 * 4 * rows
+        let scratch = h + h + h + i + h + 3 * h + h;
+        let padded = h + h + 3 * h + h + 3 * h + 2 * c.heads + h + h + h + h + 1;
+        4 * rows * (h + c.layers * per_layer + scratch + padded) + 4 * (3 * 5 + 5) * rows
     }
 
     /// Bytes of the weights, their gradients and AdamW's moments.
@@ -167,24 +214,29 @@ impl<'b> Network<'b> {
         16 * self.weights.values()
     }
 
-    fn workspace(&mut self, rows: usize) -> Result<()> {
-        if self.work.as_ref().is_some_and(|w| w.rows >= rows) {
+    /// A workspace for at least `rows` padded rows and `tokens` real tokens (grown in powers of two).
+    fn workspace(&mut self, rows: usize, tokens: usize) -> Result<()> {
+        if self.work.as_ref().is_some_and(|w| w.rows >= rows && w.tokens >= tokens) {
             return Ok(());
         }
         let be = self.be;
-        let rows = rows.next_power_of_two();
+        let grown = |n: usize, had: Option<usize>| n.max(had.unwrap_or(0)).next_power_of_two();
+        let rows = grown(rows, self.work.as_ref().map(|w| w.rows));
+        let tokens = grown(tokens, self.work.as_ref().map(|w| w.tokens));
+        self.work = None;
         let (h, i, heads) = (self.config.hidden_size, self.config.intermediate_size, self.config.heads);
         let z = |n: usize| be.zeros(n);
+        let t = tokens;
         let mut layers = Vec::with_capacity(self.config.layers);
         for _ in 0..self.config.layers {
             layers.push(LayerActs {
-                qkv: z(rows * 3 * h)?,
-                ctx: z(rows * h)?,
-                s1: z(rows * h)?,
-                h1: z(rows * h)?,
-                u: z(rows * i)?,
-                a: z(rows * i)?,
-                s2: z(rows * h)?,
+                qkv: z(t * 3 * h)?,
+                ctx: z(t * h)?,
+                s1: z(t * h)?,
+                h1: z(t * h)?,
+                u: z(t * i)?,
+                a: z(t * i)?,
+                s2: z(t * h)?,
             });
         }
         let segments = || -> Result<Segments> {
@@ -198,22 +250,35 @@ impl<'b> Network<'b> {
         };
         self.work = Some(Workspace {
             rows,
+            tokens,
             ids: be.index_buffer(rows)?,
             type_ids: be.index_buffer(rows)?,
             lens: be.index_buffer(rows)?,
-            e: z(rows * h)?,
-            xs: (0..=self.config.layers).map(|_| z(rows * h)).collect::<Result<_>>()?,
+            to_padded: be.index_buffer(rows)?,
+            to_packed: be.index_buffer(t)?,
+            pad: Padded {
+                e: z(rows * h)?,
+                x0: z(rows * h)?,
+                qkv: z(rows * 3 * h)?,
+                ctx: z(rows * h)?,
+                d_qkv: z(rows * 3 * h)?,
+                stats: z(rows * heads * 2)?,
+                last: z(rows * h)?,
+                d_last: z(rows * h)?,
+                d_e: z(rows * h)?,
+                dy_xhat: z(rows * h)?,
+                ones: be.tensor(&vec![1.0; rows])?,
+            },
+            xs: (0..=self.config.layers).map(|_| z(t * h)).collect::<Result<_>>()?,
             layers,
             scratch: Scratch {
-                d_x: z(rows * h)?,
-                d_s: z(rows * h)?,
-                d_h1: z(rows * h)?,
-                d_u: z(rows * i)?,
-                d_ctx: z(rows * h)?,
-                d_qkv: z(rows * 3 * h)?,
-                dy_xhat: z(rows * 3 * h)?,
-                stats: z(rows * heads * 2)?,
-                ones: be.tensor(&vec![1.0; rows])?,
+                d_x: z(t * h)?,
+                d_s: z(t * h)?,
+                d_h1: z(t * h)?,
+                d_u: z(t * i)?,
+                d_ctx: z(t * h)?,
+                d_qkv: z(t * 3 * h)?,
+                dy_xhat: z(t * h)?,
             },
             segments: [segments()?, segments()?, segments()?],
         });
@@ -250,9 +315,9 @@ impl<'b> Network<'b> {
         if let Some(&t) = batch.type_ids.iter().find(|&&t| t as usize >= c.type_vocab_size) {
             return Err(Error::Internal(format!("token type {t} is outside the {} types", c.type_vocab_size)));
         }
-        let rows = batch.rows();
-        self.workspace(rows)?;
-        (self.seq, self.sequences, self.step) = (batch.seq, batch.sequences, step);
+        let (rows, tokens) = (batch.rows(), batch.tokens());
+        self.workspace(rows, tokens)?;
+        (self.seq, self.sequences, self.tokens, self.step) = (batch.seq, batch.sequences, tokens, step);
         let masks: Vec<[Option<Dropout>; 2]> = (0..self.config.layers)
             .map(|l| [self.mask(Site::AttentionOutput(l)), self.mask(Site::FeedForwardOutput(l))])
             .collect();
@@ -263,6 +328,8 @@ impl<'b> Network<'b> {
         be.write_indices(&mut w.ids, &batch.ids)?;
         be.write_indices(&mut w.type_ids, &batch.type_ids)?;
         be.write_indices(&mut w.lens, &batch.lens)?;
+        be.write_indices(&mut w.to_padded, &batch.slots)?;
+        be.write_indices(&mut w.to_packed, &batch.packed)?;
         write_segments(be, &mut w.segments, batch, c)?;
         let w = &*w;
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps as f32);
@@ -274,40 +341,48 @@ impl<'b> Network<'b> {
             cols: h,
             position_offset: c.position_offset,
         };
-        be.embed_sum(&tables, &TokenRows { ids: &w.ids, type_ids: &w.type_ids, seq: batch.seq }, &w.e)?;
-        be.layernorm_keep(&w.e, None, rows, &ln(&wts.ln, eps), &w.xs[0])?;
+        let pad = &w.pad;
+        let to_packed = |x: &Tensor, width: usize, out: &Tensor| be.gather(x, &w.to_packed, width, (width, 1), out);
+        let to_padded = |x: &Tensor, width: usize, out: &Tensor| be.gather(x, &w.to_padded, width, (width, 1), out);
+        be.embed_sum(&tables, &TokenRows { ids: &w.ids, type_ids: &w.type_ids, seq: batch.seq }, &pad.e)?;
+        be.layernorm_keep(&pad.e, None, rows, &ln(&wts.ln, eps), &pad.x0)?;
+        to_packed(&pad.x0, h, &w.xs[0])?;
         let drop = |x: &Tensor, n: usize, d: Option<Dropout>| d.map_or(Ok(()), |d| be.dropout(x, n, d));
-        drop(&w.xs[0], rows * h, embeddings_mask)?;
+        drop(&w.xs[0], tokens * h, embeddings_mask)?;
         let dense = |x: &Tensor, wt: &Tensor, b: &Tensor, out: &Tensor, n: usize, k: usize| {
-            be.linear(x, wt, out, MatDims { m: rows, n, k }, b, Activation::Identity)
+            be.linear(x, wt, out, MatDims { m: tokens, n, k }, b, Activation::Identity)
         };
         for (l, (p, a)) in wts.layers.iter().zip(&w.layers).enumerate() {
             let x = &w.xs[l];
             let [attention_out, ffn_out] = masks[l];
             dense(x, &p.qkv_w.value, &p.qkv_b.value, &a.qkv, 3 * h, h)?;
-            be.attention(&a.qkv, &w.lens, shapes[l], &a.ctx)?;
+            to_padded(&a.qkv, 3 * h, &pad.qkv)?;
+            be.attention(&pad.qkv, &w.lens, shapes[l], &pad.ctx)?;
+            to_packed(&pad.ctx, h, &a.ctx)?;
             dense(&a.ctx, &p.o_w.value, &p.o_b.value, &a.s1, h, h)?;
-            drop(&a.s1, rows * h, attention_out)?;
-            be.layernorm_keep(&a.s1, Some(x), rows, &ln(&p.ln1, eps), &a.h1)?;
+            drop(&a.s1, tokens * h, attention_out)?;
+            be.layernorm_keep(&a.s1, Some(x), tokens, &ln(&p.ln1, eps), &a.h1)?;
             dense(&a.h1, &p.i_w.value, &p.i_b.value, &a.u, i, h)?;
-            be.activation(&a.u, &a.a, rows * i, c.activation)?;
+            be.activation(&a.u, &a.a, tokens * i, c.activation)?;
             dense(&a.a, &p.out_w.value, &p.out_b.value, &a.s2, h, i)?;
-            drop(&a.s2, rows * h, ffn_out)?;
-            be.layernorm_keep(&a.s2, Some(&a.h1), rows, &ln(&p.ln2, eps), &w.xs[l + 1])?;
+            drop(&a.s2, tokens * h, ffn_out)?;
+            be.layernorm_keep(&a.s2, Some(&a.h1), tokens, &ln(&p.ln2, eps), &w.xs[l + 1])?;
         }
-        Ok(())
+        to_padded(&w.xs[c.layers], h, &pad.last)
     }
 
-    /// The last hidden state of the batch under way (rows × hidden) and the sequences' lengths.
+    /// The last hidden state of the batch under way (padded rows × hidden, padding zero) and the sequences'
+    /// lengths.
     pub fn last_hidden(&self) -> Result<(&Tensor, &Indices, SeqShape)> {
         let w = self.work.as_ref().ok_or_else(|| Error::Internal("no forward pass yet".into()))?;
         let shape = SeqShape { batch: self.sequences, seq: self.seq, cols: self.config.hidden_size };
-        Ok((&w.xs[self.config.layers], &w.lens, shape))
+        Ok((&w.pad.last, &w.lens, shape))
     }
 
-    /// A tensor for the last hidden state's gradient (rows × hidden), to fill before [`Self::backward`].
+    /// A tensor for the last hidden state's gradient (padded rows × hidden; padding rows are not read), to fill
+    /// before [`Self::backward`].
     pub fn d_last_hidden(&self) -> Result<&Tensor> {
-        Ok(&self.work.as_ref().ok_or_else(|| Error::Internal("no forward pass yet".into()))?.scratch.d_x)
+        Ok(&self.work.as_ref().ok_or_else(|| Error::Internal("no forward pass yet".into()))?.pad.d_last)
     }
 
     /// The backward pass of the batch of the last [`Self::forward`], from the last hidden state's gradient in
@@ -315,35 +390,45 @@ impl<'b> Network<'b> {
     pub fn backward(&mut self) -> Result<()> {
         let (be, c, wts) = (self.be, &self.config, &self.weights);
         let w = self.work.as_ref().ok_or_else(|| Error::Internal("no forward pass yet".into()))?;
-        let rows = self.sequences * self.seq;
+        let (rows, tokens) = (self.sequences * self.seq, self.tokens);
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps as f32);
-        let s = &w.scratch;
+        let (s, pad) = (&w.scratch, &w.pad);
+        be.gather(&pad.d_last, &w.to_packed, h, (h, 1), &s.d_x)?;
+        let maps = Maps { to_padded: &w.to_padded, to_packed: &w.to_packed, lens: &w.lens };
         for (l, (p, a)) in wts.layers.iter().zip(&w.layers).enumerate().rev() {
             let masks = [self.mask(Site::AttentionOutput(l)), self.mask(Site::FeedForwardOutput(l))];
-            let dims = (rows, h, i, eps, c.activation);
-            layer_backward(be, (p, a), &w.xs[l], s, (self.shape(l), masks), &w.lens, dims)?;
+            let dims = (tokens, h, i, eps, c.activation);
+            layer_backward(be, (p, a), &w.xs[l], (s, pad), (self.shape(l), masks), &maps, dims)?;
         }
-        // The embeddings: their dropout, LayerNorm, then each table's rows of the batch.
+        // The embeddings: their dropout, back to the padded layout, LayerNorm, then each table's rows of the batch.
         if let Some(d) = self.mask(Site::Embeddings) {
-            be.dropout(&s.d_x, rows * h, d)?;
+            be.dropout(&s.d_x, tokens * h, d)?;
         }
-        ln_backward(be, &w.e, &s.d_x, rows, &wts.ln, eps, &s.d_s, &s.dy_xhat)?;
+        be.gather(&s.d_x, &w.to_padded, h, (h, 1), &pad.x0)?;
+        ln_backward(be, &pad.e, &pad.x0, rows, &wts.ln, eps, &pad.d_e, &pad.dy_xhat)?;
         let tables = [&wts.word, &wts.position, &wts.token_type];
         for (param, seg) in tables.into_iter().zip(&w.segments) {
             let bags = Bags {
                 bags: rows,
                 items: &seg.items,
                 offsets: &seg.offsets,
-                weights: &s.ones,
-                seg_weights: &s.ones,
+                weights: &pad.ones,
+                seg_weights: &pad.ones,
                 seg_items: &seg.seg_items,
                 seg_offsets: &seg.seg_offsets,
                 seg_examples: &seg.seg_examples,
             };
-            be.embedding_bag_backward(&s.d_s, h, &bags, false, &param.grad, true)?;
+            be.embedding_bag_backward(&pad.d_e, h, &bags, false, &param.grad, true)?;
         }
         Ok(())
     }
+}
+
+/// The index buffers between the packed rows and the padded layout, and the sequences' lengths.
+struct Maps<'a> {
+    to_padded: &'a Indices,
+    to_packed: &'a Indices,
+    lens: &'a Indices,
 }
 
 /// The gradients of a LayerNorm from its input `pre` and its output's gradient `dy`: `dx`, γ's and β's.
@@ -376,15 +461,16 @@ fn linear_grads(
     be.column_sums(dy, rows, n, w.1)
 }
 
-/// One layer's backward: `s.d_x` holds the gradient of its output and receives that of its input `x`. `masks`:
-/// the dropout of the attention output and of the feed-forward output (the attention's own is in its shape).
+/// One layer's backward on `rows` packed rows: `s.d_x` holds the gradient of its output and receives that of its
+/// input `x`. `masks`: the dropout of the attention output and of the feed-forward output (the attention's own is
+/// in its shape). Attention's backward runs in the padded layout of `pad`.
 fn layer_backward(
     be: &dyn Backend,
     (p, a): (&LayerParams, &LayerActs),
     x: &Tensor,
-    s: &Scratch,
+    (s, pad): (&Scratch, &Padded),
     (shape, masks): (AttentionShape, [Option<Dropout>; 2]),
-    lens: &Indices,
+    maps: &Maps<'_>,
     (rows, h, i, eps, act): (usize, usize, usize, f32, Activation),
 ) -> Result<()> {
     let drop = |g: &Tensor, d: Option<Dropout>| d.map_or(Ok(()), |d| be.dropout(g, rows * h, d));
@@ -404,7 +490,11 @@ fn layer_backward(
     drop(&s.d_s, masks[0])?;
     linear_grads(be, &s.d_s, &a.ctx, (rows, h, h), (&p.o_w.grad, &p.o_b.grad))?;
     be.matmul(&s.d_s, false, &p.o_w.value, false, &s.d_ctx, MatDims { m: rows, n: h, k: h }, 0.0)?;
-    be.attention_backward(&a.qkv, lens, shape, &s.d_ctx, &s.d_qkv, &s.stats)?;
+    // Attention, padded: q|k|v scattered again from the kept packed rows, the gradient with zeros on padding.
+    be.gather(&a.qkv, maps.to_padded, 3 * h, (3 * h, 1), &pad.qkv)?;
+    be.gather(&s.d_ctx, maps.to_padded, h, (h, 1), &pad.ctx)?;
+    be.attention_backward(&pad.qkv, maps.lens, shape, &pad.ctx, &pad.d_qkv, &pad.stats)?;
+    be.gather(&pad.d_qkv, maps.to_packed, 3 * h, (3 * h, 1), &s.d_qkv)?;
     linear_grads(be, &s.d_qkv, x, (rows, 3 * h, h), (&p.qkv_w.grad, &p.qkv_b.grad))?;
     be.matmul(&s.d_qkv, false, &p.qkv_w.value, false, &s.d_x, MatDims { m: rows, n: h, k: 3 * h }, 1.0)
 }
@@ -420,7 +510,7 @@ fn write_segments(be: &dyn Backend, segs: &mut [Segments; 3], batch: &Batch, c: 
     ];
     let offsets: Vec<u32> = (0..=rows as u32).collect();
     for (seg, key) in segs.iter_mut().zip(keys) {
-        let mut real: Vec<(u32, u32)> = batch.real_rows().map(|r| (key(r), r as u32)).collect();
+        let mut real: Vec<(u32, u32)> = batch.packed.iter().map(|&r| (key(r as usize), r)).collect();
         real.sort_unstable();
         let (mut items, mut seg_offsets) = (Vec::new(), Vec::new());
         for (n, &(k, _)) in real.iter().enumerate() {

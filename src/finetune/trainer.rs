@@ -16,7 +16,7 @@ pub struct StepReport {
     /// The batch's mean loss (before the update).
     pub loss: f64,
     pub update: Update,
-    /// Token rows the batch took (padding included) and real tokens.
+    /// The batch's padded rows (attention's layout) and its real tokens (the rows of every other layer).
     pub rows: usize,
     pub tokens: usize,
 }

@@ -8,7 +8,7 @@
 use embjob::backend::cpu;
 use embjob::backend::{
     Activation, AdamStep, AttentionShape, Backend, Bags, Dropout, EmbeddingTables, Indices, LayerNorm, MatDims,
-    PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor, TokenRows,
+    PoolMode, RankMasks, SampledColumns, Selected, SeqShape, SgdStep, Tensor, TokenRows, NO_ROW,
 };
 use embjob::linalg::rng::SplitMix;
 use embjob::linalg::sparse::Csr;
@@ -559,7 +559,8 @@ fn attention_over_long_sequences_and_wide_heads(be: &dyn Backend) {
     }
 }
 
-/// The sampled softmax's operations on poisoned outputs: candidates' rows and columns gathered, the loss and
+/// The sampled softmax's operations on poisoned outputs: candidates' rows and columns gathered (rows of padding
+/// as zeros), the loss and
 /// gradient over shared negatives and each row's own target (inactive columns exactly 0), and lazy Adam on
 /// selected columns of a row-major matrix and on rows with a full-size gradient (everything else untouched).
 fn sampled_softmax_operations(be: &dyn Backend) {
@@ -585,6 +586,16 @@ fn sampled_softmax_operations(be: &dyn Backend) {
     for (j, &c) in columns.iter().enumerate() {
         assert_eq!(want_ws[j * pre], w0[c as usize], "column {c}");
         assert_eq!(want_wr[j * pre], w0[c as usize * pre], "row {c}");
+    }
+    // Rows of padding: NO_ROW gives zeros, the rows around it are the source's.
+    let holes: Vec<u32> = vec![3, NO_ROW, 0, NO_ROW, 49];
+    let wh = tensor(be, &poison(pre * holes.len()));
+    be.gather(&w, &indices(be, &holes), pre, (pre, 1), &wh).expect("gather with holes");
+    let got = read(be, &wh);
+    for (j, &c) in holes.iter().enumerate() {
+        let want: Vec<f32> =
+            if c == NO_ROW { vec![0.0; pre] } else { w0[c as usize * pre..(c as usize + 1) * pre].to_vec() };
+        assert_eq!(got[j * pre..(j + 1) * pre], want[..], "gathered row {j} ({c})");
     }
     // The loss and gradient.
     let (logits, bias, lq, sh) = (tensor(be, &logits0), tensor(be, &bias0), tensor(be, &log_q), tensor(be, &shared));

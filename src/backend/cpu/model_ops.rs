@@ -110,7 +110,9 @@ impl ModelOps for super::Cpu {
         check_distinct(BackendKind::Cpu, &[dst], &[src])?;
         let (src, idx, mut dst) = (r(src)?, ri(idx)?, w(dst)?);
         let last = |i: u32| i as usize * stride.0 + width.saturating_sub(1) * stride.1;
-        if dst.len() < idx.len() * width || (width > 0 && idx.iter().any(|&i| last(i) >= src.len())) {
+        if dst.len() < idx.len() * width
+            || (width > 0 && idx.iter().any(|&i| i != crate::backend::NO_ROW && last(i) >= src.len()))
+        {
             return Err(Error::Internal("gather: an index outside the source, or a short destination".into()));
         }
         super::gather(&src, &idx, width, stride, &mut dst);

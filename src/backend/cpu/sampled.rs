@@ -4,14 +4,28 @@
 use rayon::prelude::*;
 
 use super::elementwise::column_sums;
+use crate::backend::NO_ROW;
 
-/// `dst[j][e] = src[idx[j]·stride.0 + e·stride.1]`, `width` values per index.
+/// `dst[j][e] = src[idx[j]·stride.0 + e·stride.1]`, `width` values per index; an index [`NO_ROW`] gives zeros.
 pub fn gather(src: &[f32], idx: &[u32], width: usize, stride: (usize, usize), dst: &mut [f32]) {
-    for (j, &i) in idx.iter().enumerate() {
+    let one = |(&i, out): (&u32, &mut [f32])| {
+        if i == NO_ROW {
+            out.fill(0.0);
+            return;
+        }
         let base = i as usize * stride.0;
-        for (e, d) in dst[j * width..(j + 1) * width].iter_mut().enumerate() {
+        for (e, d) in out.iter_mut().enumerate() {
             *d = src[base + e * stride.1];
         }
+    };
+    if width == 0 {
+        return;
+    }
+    let dst = &mut dst[..idx.len() * width];
+    if idx.len() * width >= 1 << 16 {
+        idx.par_iter().zip(dst.par_chunks_mut(width)).for_each(one);
+    } else {
+        idx.iter().zip(dst.chunks_mut(width)).for_each(one);
     }
 }
 

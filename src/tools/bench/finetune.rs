@@ -159,8 +159,8 @@ fn embjob_runs(
         let secs = start.elapsed().as_secs_f64();
         let _ = writeln!(
             log,
-            "embjob run {r}: {secs:.2} s, {:.1} pairs/s, loss {first:.4} → {last:.4}; {rows} token rows for {tokens} \
-             tokens ({:.0} % padding)",
+            "embjob run {r}: {secs:.2} s, {:.1} pairs/s, loss {first:.4} → {last:.4}; dense layers on {tokens} \
+             tokens, attention on {rows} padded rows ({:.0} % padding)",
             pairs as f64 / secs,
             100.0 * (1.0 - tokens as f64 / rows.max(1) as f64)
         );
