@@ -200,13 +200,19 @@ impl<'b> Network<'b> {
     }
 
     /// Bytes of the activations kept for the backward pass and its scratch, for batches of up to `rows` padded
-    /// rows (the real tokens are at most as many).
-    pub fn activation_bytes(c: &EncoderConfig, rows: usize) -> usize {
+    /// rows holding up to `tokens` real tokens.
+    pub fn activation_bytes(c: &EncoderConfig, rows: usize, tokens: usize) -> usize {
         let (h, i) = (c.hidden_size, c.intermediate_size);
+        // Packed, per token: the embeddings' output, per layer q|k|v, ctx, s1, h1, u, a, s2 and the layer's output;
+        // the scratch d_x, d_s, d_h1, d_u, d_ctx, d_qkv, dy_xhat; its padded row's index.
         let per_layer = 3 * h + h + h + h + i + i + h + h;
         let scratch = h + h + h + i + h + 3 * h + h;
-        let padded = h + h + 3 * h + h + 3 * h + 2 * c.heads + h + h + h + h + 1;
-        4 * rows * (h + c.layers * per_layer + scratch + padded) + 4 * (3 * 5 + 5) * rows
+        let packed = 4 * tokens * (h + c.layers * per_layer + scratch + 1);
+        // Padded, per row: e, x0, q|k|v, ctx, d_qkv, the attention statistics, the last hidden state and its
+        // gradient, d_e, dy_xhat, ones; the index buffers (ids, types, lengths, packed rows, 3 × 5 of the
+        // embeddings' segments).
+        let padded = 4 * rows * (h + h + 3 * h + h + 3 * h + 2 * c.heads + h + h + h + h + 1 + 4 + 15);
+        packed + padded
     }
 
     /// Bytes of the weights, their gradients and AdamW's moments.

@@ -175,6 +175,23 @@ fn unusable_settings_are_config_errors_with_their_key() {
 }
 
 #[test]
+fn the_memory_plan_states_the_activations_kept_and_max_memory_refuses_before_training() {
+    for objective in ["contrastive", "mlm"] {
+        let job = tiny_job(&format!("objective='{objective}'"))
+            .edit_toml("backend='cpu'", "backend='cpu'\nmax_memory='64kB'");
+        let r = job.run(&[]);
+        assert_eq!(r.code, 3, "{objective}: {}", r.stderr);
+        let refusal =
+            r.stderr.lines().find(|l| l.contains("finetune: needs about")).unwrap_or_else(|| panic!("{}", r.stderr));
+        let largest = "largest: activations kept for the backward pass";
+        assert!(refusal.contains(largest) && refusal.contains("padded rows"), "{refusal}");
+        assert!(r.stderr.contains("over job.max_memory = 64.0 kB"), "{objective}: {}", r.stderr);
+        assert!(!r.stderr.contains("contextual"), "refused before the starting model encodes: {}", r.stderr);
+        job.assert_no_run();
+    }
+}
+
+#[test]
 fn a_folder_without_a_tokenizer_is_an_input_error() {
     let job = tiny_job("");
     let dir = job.path("model");

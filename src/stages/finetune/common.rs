@@ -73,14 +73,20 @@ pub fn save(
 
 /// The weights, their gradients and moments, the activations of the largest batch (and the loss's own, when
 /// large), against `job.max_memory`.
-pub fn check_memory(ctx: &Context<'_>, plan: &FinetunePlan, rows: usize, loss: Option<Item>) -> Result<()> {
+/// `(rows, tokens)`: the most padded rows and the most real tokens of a batch.
+pub fn check_memory(
+    ctx: &Context<'_>,
+    plan: &FinetunePlan,
+    (rows, tokens): (usize, usize),
+    loss: Option<Item>,
+) -> Result<()> {
     let c = &plan.folder.config;
     let weights = Encoder::weight_bytes(c, Precision::F32) as u64;
     let mut mem = vec![
         Item { what: format!("weights, gradients and AdamW's moments on {}", ctx.backend.kind()), bytes: 4 * weights },
         Item {
-            what: format!("activations kept for the backward pass ({rows} token rows)"),
-            bytes: Network::activation_bytes(c, rows) as u64,
+            what: format!("activations kept for the backward pass ({tokens} tokens, attention on {rows} padded rows)"),
+            bytes: Network::activation_bytes(c, rows, tokens) as u64,
         },
     ];
     mem.extend(loss);

@@ -48,10 +48,11 @@ pub fn run(
     let tokenizer = TextTokenizer::open(&plan.folder.tokenizer_file(), plan.max_tokens)?;
     let tokens: Vec<Tokens> = examples.texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<_>>()?;
     let weights = WeightsFile::open(&plan.folder.weights_file())?;
-    let start = start_vectors(ctx, plan, &weights, corpus)?;
     let most = examples.batches.iter().map(|b| sequences(b) * max_len(b, &tokens)).max().unwrap_or(0);
     let sequences_max = examples.batches.iter().map(|b| sequences(b)).max().unwrap_or(2);
-    check_memory(ctx, plan, most, None)?;
+    let real = examples.batches.iter().map(|b| real_tokens(b, &tokens)).max().unwrap_or(0);
+    check_memory(ctx, plan, (most, real), None)?;
+    let start = start_vectors(ctx, plan, &weights, corpus)?;
     let total = examples.batches.len();
     let mut trainer = ContrastiveTrainer::new(
         ctx.backend,
@@ -114,6 +115,11 @@ fn train(
 fn sequences(b: &[Example]) -> usize {
     let negatives = if b.iter().all(|e| e.negative.is_some()) { b.len() } else { 0 };
     2 * b.len() + negatives
+}
+
+/// The tokens of a batch's texts.
+fn real_tokens(b: &[Example], tokens: &[Tokens]) -> usize {
+    b.iter().flat_map(|e| [Some(e.anchor), Some(e.positive), e.negative]).flatten().map(|i| tokens[i].ids.len()).sum()
 }
 
 fn max_len(b: &[Example], tokens: &[Tokens]) -> usize {

@@ -56,9 +56,13 @@ pub fn run(
     }
     let total = per_epoch * plan.epochs;
     let weights = WeightsFile::open(&plan.folder.weights_file())?;
+    // A batch's most padded rows and real tokens: `batch_size` of the longest pieces.
+    let mut lens: Vec<usize> = train_pieces.iter().chain(&held_pieces).map(|(t, _)| t.ids.len()).collect();
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    let longest = lens.first().copied().unwrap_or(1);
+    let real = lens.iter().take(plan.batch_size).sum::<usize>();
+    let mut trainer = trainer(ctx, plan, &weights, (plan.batch_size * longest, real), total)?;
     let start = start_vectors(ctx, plan, &weights, corpus)?;
-    let longest = train_pieces.iter().chain(&held_pieces).map(|(t, _)| t.ids.len()).max().unwrap_or(1);
-    let mut trainer = trainer(ctx, plan, &weights, plan.batch_size * longest, total)?;
     let held_batches = held_out_batches(&held_pieces, plan, &masking);
     let mut score = HeldOut { start: evaluate(&mut trainer, &held_batches)?, ..HeldOut::default() };
     let (steps, seconds) = train(ctx, plan, &mut trainer, &train_pieces, &masking, total)?;
@@ -111,21 +115,21 @@ fn pieces(tokenizer: &TextTokenizer, texts: &[String], held: &[usize]) -> Result
     Ok((train, kept))
 }
 
-/// The trainer, once the memory plan for batches of up to `rows` token rows (every one of them chosen, at worst)
-/// is stated and within `job.max_memory`; a notice when the prediction head is fresh.
+/// The trainer, once the memory plan for batches of up to `rows` padded rows holding up to `tokens` tokens (every
+/// one of them chosen, at worst) is stated and within `job.max_memory`; a notice when the prediction head is fresh.
 fn trainer<'b>(
     ctx: &Context<'b>,
     plan: &FinetunePlan,
     weights: &WeightsFile,
-    rows: usize,
+    (rows, tokens): (usize, usize),
     total: usize,
 ) -> Result<MlmTrainer<'b>> {
     let c = &plan.folder.config;
     let loss_item = Item {
-        what: format!("the prediction head's logits ({rows} token rows at most, {} tokens)", c.vocab_size),
-        bytes: MaskedLm::bytes(c.hidden_size, c.vocab_size, rows) as u64,
+        what: format!("the prediction head's logits ({tokens} chosen tokens at most, {} word pieces)", c.vocab_size),
+        bytes: MaskedLm::bytes(c.hidden_size, c.vocab_size, tokens) as u64,
     };
-    check_memory(ctx, plan, rows, Some(loss_item))?;
+    check_memory(ctx, plan, (rows, tokens), Some(loss_item))?;
     let mut trainer = MlmTrainer::new(ctx.backend, c.clone(), weights, plan.optimizer, total, plan.seed)?;
     trainer.net.set_dropout(plan.dropout, plan.seed);
     if trainer.fresh_head {
