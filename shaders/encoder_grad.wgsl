@@ -9,10 +9,13 @@
 //                         out2 = dy·x̂; one workgroup per row.
 //   act_forward           out = act(a), act = mode (activation.wgsl's codes); one invocation per value.
 //   act_backward          out (the gradient, in place) *= act'(a); one invocation per value.
-//   attention_backward_q  one invocation per (sequence, head, query): recomputes its scores over the real keys,
-//                         writes its log-sum-exp and D = Σ_j P·dP to out2 (stats, rows × heads × 2) and its dq.
-//   attention_backward_kv one invocation per (sequence, head, key): dk = scale·Σ_i P·(dP − D)·q_i and
-//                         dv = Σ_i P·M·dO_i over every query row, from the stats; zero for padding keys.
+//   attention_backward_q  one workgroup per block of 64 queries of one (sequence, head), the real keys and values
+//                         streamed through workgroup memory in tiles (as the forward attention): recomputes the
+//                         scores, writes each query's log-sum-exp and D = Σ_j P·dP to out2 (stats, rows × heads ×
+//                         2) and its dq.
+//   attention_backward_kv one workgroup per block of 64 keys of one (sequence, head), every query row's q, dO and
+//                         stats streamed in tiles: dk = scale·Σ_i P·(dP − D)·q_i and dv = Σ_i P·M·dO_i, from the
+//                         stats; zero for padding keys.
 //                         In training dP = M·(dO_i·v_j), M the dropout mask's factor (dropout.wgsl; 1 without).
 //   pool_backward         one invocation per value of d_hidden (out) from d_pooled (b): mean (mode 0) or the first
 //                         token (mode 1); zero on padding.
@@ -21,7 +24,7 @@
 //                         values). Dropout's backward is the same product.
 //   scale_values          out *= eps; one invocation per value (rows values).
 //   sum_squares           out[w] = Σ a² over values w·4096 .. (w+1)·4096 (rows values); one workgroup each.
-// Workgroups: (min(n, 65535), ceil(n / 65535), 1) over rows or over invocations / 64.
+// Workgroups: (min(n, 65535), ceil(n / 65535), 1) over rows, blocks or invocations / 64.
 //
 // Bindings (group 0):
 //   0  uniform        EncoderParams (rows, cols, seq, heads, head_dim, mode, eps: LayerNorm ε / score scale /
@@ -166,100 +169,202 @@ fn act_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[i] = out[i] * derivative(a[i], p.mode);
 }
 
-// q_i · k_j of head h (qkv rows of width 3·cols): the score before its scale.
-fn qk(qi: u32, kj: u32) -> f32 {
-    var acc = 0.0;
-    for (var d = 0u; d < p.head_dim; d = d + 1u) { acc = acc + a[qi + d] * a[kj + d]; }
-    return acc;
-}
-
-// dO_i · v_j (dO rows of width cols, qkv rows of width 3·cols).
-fn dov(oi: u32, vj: u32) -> f32 {
-    var acc = 0.0;
-    for (var d = 0u; d < p.head_dim; d = d + 1u) { acc = acc + b[oi + d] * a[vj + d]; }
-    return acc;
-}
-
 // The dropout factor M of probability (i, j) of sequence bq, head h (1 without dropout).
 fn mask(bq: u32, h: u32, i: u32, j: u32) -> f32 {
     if (p.drop_threshold == 0u) { return 1.0; }
     return drop_factor(((bq * p.heads + h) * p.seq + i) * p.seq + j, p.drop_key, p.drop_threshold, p.drop_scale);
 }
 
-@compute @workgroup_size(64, 1, 1)
-fn attention_backward_q(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = index_of(gid);
-    if (n >= p.batch * p.heads * p.seq) { return; }
-    let i = n % p.seq;
-    let h = (n / p.seq) % p.heads;
-    let bq = n / (p.seq * p.heads);
-    let len = min(lens[bq], p.seq);
-    let hd = p.head_dim;
-    let width = 3u * p.cols;
-    let q_at = (bq * p.seq + i) * width + h * hd;
-    let o_at = (bq * p.seq + i) * p.cols + h * hd;
-    var m = -3.0e38;
-    var l = 0.0;
-    for (var j = 0u; j < len; j = j + 1u) {
-        let sc = p.eps * qk(q_at, (bq * p.seq + j) * width + p.cols + h * hd);
-        let m_new = max(m, sc);
-        l = l * exp(m - m_new) + exp(sc - m_new);
-        m = m_new;
-    }
-    var lse = 0.0;
-    if (len > 0u) { lse = m + log(l); }
-    var dsum = 0.0;
-    for (var j = 0u; j < len; j = j + 1u) {
-        let row = (bq * p.seq + j) * width;
-        let pr = exp(p.eps * qk(q_at, row + p.cols + h * hd) - lse);
-        dsum = dsum + pr * dov(o_at, row + 2u * p.cols + h * hd) * mask(bq, h, i, j);
-    }
-    let si = ((bq * p.seq + i) * p.heads + h) * 2u;
-    out2[si] = lse;
-    out2[si + 1u] = dsum;
-    var dq: array<f32, MAX_HEAD_DIM>;
-    for (var d = 0u; d < hd; d = d + 1u) { dq[d] = 0.0; }
-    for (var j = 0u; j < len; j = j + 1u) {
-        let row = (bq * p.seq + j) * width;
-        let pr = exp(p.eps * qk(q_at, row + p.cols + h * hd) - lse);
-        let ds = pr * (dov(o_at, row + 2u * p.cols + h * hd) * mask(bq, h, i, j) - dsum) * p.eps;
-        for (var d = 0u; d < hd; d = d + 1u) { dq[d] = dq[d] + ds * a[row + p.cols + h * hd + d]; }
-    }
-    for (var d = 0u; d < hd; d = d + 1u) { out[q_at + d] = dq[d]; }
+// Attention's backward streams rows of one (sequence, head) through workgroup memory a tile at a time, as the
+// forward kernel does (encoder.wgsl): `tile` rows of head_dim values in each of two arrays, and the tile's
+// statistics (the kv pass).
+const TILE_VALUES: u32 = 2048u;
+const MAX_TILE_ROWS: u32 = 64u;
+var<workgroup> tile_a: array<f32, TILE_VALUES>;
+var<workgroup> tile_b: array<f32, TILE_VALUES>;
+var<workgroup> tile_stats: array<f32, 128>;
+var<workgroup> block_len: u32;
+
+// The block of 64 rows of workgroup g, sequence b and head h: index (b · heads + h) · blocks + block (not valid
+// past the last).
+struct Block {
+    b: u32,
+    h: u32,
+    first: u32,
+    valid: bool,
 }
 
+fn block_of(wid: vec3<u32>) -> Block {
+    let blocks = (p.seq + LANES - 1u) / LANES;
+    let g = row_of(wid);
+    var k: Block;
+    k.valid = g < p.batch * p.heads * blocks;
+    k.first = (g % blocks) * LANES;
+    k.h = (g / blocks) % p.heads;
+    k.b = g / (blocks * p.heads);
+    return k;
+}
+
+// Keys j0 .. j0 + n of sequence bq, head h into tile_a and their values into tile_b (lane's share).
+fn load_keys(bq: u32, h: u32, j0: u32, n: u32, lane: u32) {
+    let hd = p.head_dim;
+    for (var e = lane; e < n * hd; e = e + LANES) {
+        let at = (bq * p.seq + j0 + e / hd) * 3u * p.cols + h * hd + e % hd;
+        tile_a[e] = a[at + p.cols];
+        tile_b[e] = a[at + 2u * p.cols];
+    }
+}
+
+// One workgroup per block of 64 query rows of one (sequence, head), one query per invocation. The real keys and
+// values stream through workgroup memory twice: first the running maximum m, the sum l of e^(s − m) and the sum u
+// of e^(s − m)·M·(dO_i·v_j) (rescaled as m grows), which give the log-sum-exp m + log l and D = Σ_j P·dP = u / l;
+// then dq = scale · Σ_j P·(M·(dO_i·v_j) − D)·k_j. Writes the statistics (lse, D) to out2 and dq to out.
 @compute @workgroup_size(64, 1, 1)
-fn attention_backward_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = index_of(gid);
-    if (n >= p.batch * p.heads * p.seq) { return; }
-    let j = n % p.seq;
-    let h = (n / p.seq) % p.heads;
-    let bq = n / (p.seq * p.heads);
-    let len = min(lens[bq], p.seq);
+fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let blk = block_of(wid);
+    if (!blk.valid) { return; }
+    let lane = lid.x;
+    let bq = blk.b;
+    let h = blk.h;
+    if (lane == 0u) { block_len = min(lens[bq], p.seq); }
+    let len = workgroupUniformLoad(&block_len);
     let hd = p.head_dim;
     let width = 3u * p.cols;
-    let row_j = (bq * p.seq + j) * width;
-    let k_at = row_j + p.cols + h * hd;
-    let v_at = row_j + 2u * p.cols + h * hd;
-    var dk: array<f32, MAX_HEAD_DIM>;
-    var dv: array<f32, MAX_HEAD_DIM>;
-    for (var d = 0u; d < hd; d = d + 1u) { dk[d] = 0.0; dv[d] = 0.0; }
-    if (j < len) {
-        for (var i = 0u; i < p.seq; i = i + 1u) {
-            let q_at = (bq * p.seq + i) * width + h * hd;
-            let o_at = (bq * p.seq + i) * p.cols + h * hd;
-            let si = ((bq * p.seq + i) * p.heads + h) * 2u;
-            let pr = exp(p.eps * qk(q_at, k_at) - out2[si]);
-            let f = mask(bq, h, i, j);
-            let ds = pr * (dov(o_at, v_at) * f - out2[si + 1u]) * p.eps;
-            let pm = pr * f;
-            for (var d = 0u; d < hd; d = d + 1u) {
-                dk[d] = dk[d] + ds * a[q_at + d];
-                dv[d] = dv[d] + pm * b[o_at + d];
+    let tile = min(MAX_TILE_ROWS, TILE_VALUES / hd);
+    let i = blk.first + lane;
+    let has_query = i < p.seq;
+    var q: array<f32, MAX_HEAD_DIM>;
+    var dout: array<f32, MAX_HEAD_DIM>;
+    var dq: array<f32, MAX_HEAD_DIM>;
+    let q_at = (bq * p.seq + i) * width + h * hd;
+    let o_at = (bq * p.seq + i) * p.cols + h * hd;
+    if (has_query) {
+        for (var d = 0u; d < hd; d = d + 1u) { q[d] = a[q_at + d]; dout[d] = b[o_at + d]; dq[d] = 0.0; }
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    var u = 0.0;
+    for (var j0 = 0u; j0 < len; j0 = j0 + tile) {
+        let n = min(tile, len - j0);
+        workgroupBarrier();
+        load_keys(bq, h, j0, n, lane);
+        workgroupBarrier();
+        if (has_query) {
+            for (var t = 0u; t < n; t = t + 1u) {
+                var sc = 0.0;
+                var dv = 0.0;
+                for (var d = 0u; d < hd; d = d + 1u) {
+                    sc = sc + q[d] * tile_a[t * hd + d];
+                    dv = dv + dout[d] * tile_b[t * hd + d];
+                }
+                sc = sc * p.eps;
+                let m_new = max(m, sc);
+                let r = exp(m - m_new);
+                let e = exp(sc - m_new);
+                l = l * r + e;
+                u = u * r + e * dv * mask(bq, h, i, j0 + t);
+                m = m_new;
             }
         }
     }
-    for (var d = 0u; d < hd; d = d + 1u) { out[k_at + d] = dk[d]; out[v_at + d] = dv[d]; }
+    var lse = 0.0;
+    var dsum = 0.0;
+    if (len > 0u) {
+        lse = m + log(l);
+        dsum = u / l;
+    }
+    for (var j0 = 0u; j0 < len; j0 = j0 + tile) {
+        let n = min(tile, len - j0);
+        workgroupBarrier();
+        load_keys(bq, h, j0, n, lane);
+        workgroupBarrier();
+        if (has_query) {
+            for (var t = 0u; t < n; t = t + 1u) {
+                var sc = 0.0;
+                var dv = 0.0;
+                for (var d = 0u; d < hd; d = d + 1u) {
+                    sc = sc + q[d] * tile_a[t * hd + d];
+                    dv = dv + dout[d] * tile_b[t * hd + d];
+                }
+                let pr = exp(p.eps * sc - lse);
+                let ds = pr * (dv * mask(bq, h, i, j0 + t) - dsum) * p.eps;
+                for (var d = 0u; d < hd; d = d + 1u) { dq[d] = dq[d] + ds * tile_a[t * hd + d]; }
+            }
+        }
+    }
+    if (has_query) {
+        let si = ((bq * p.seq + i) * p.heads + h) * 2u;
+        out2[si] = lse;
+        out2[si + 1u] = dsum;
+        for (var d = 0u; d < hd; d = d + 1u) { out[q_at + d] = dq[d]; }
+    }
+}
+
+// One workgroup per block of 64 key rows of one (sequence, head), one key per invocation. Every query row (padding
+// rows too: their gradient is the caller's) streams through workgroup memory with its statistics from the q pass:
+// dk = scale · Σ_i P·(M·(dO_i·v_j) − D_i)·q_i and dv = Σ_i P·M·dO_i. Padding keys get zeros.
+@compute @workgroup_size(64, 1, 1)
+fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let blk = block_of(wid);
+    if (!blk.valid) { return; }
+    let lane = lid.x;
+    let bq = blk.b;
+    let h = blk.h;
+    if (lane == 0u) { block_len = min(lens[bq], p.seq); }
+    let len = workgroupUniformLoad(&block_len);
+    let hd = p.head_dim;
+    let width = 3u * p.cols;
+    let tile = min(MAX_TILE_ROWS, TILE_VALUES / hd);
+    let j = blk.first + lane;
+    let has_key = j < len;
+    let row_j = (bq * p.seq + j) * width;
+    let k_at = row_j + p.cols + h * hd;
+    let v_at = row_j + 2u * p.cols + h * hd;
+    var k: array<f32, MAX_HEAD_DIM>;
+    var v: array<f32, MAX_HEAD_DIM>;
+    var dk: array<f32, MAX_HEAD_DIM>;
+    var dv: array<f32, MAX_HEAD_DIM>;
+    for (var d = 0u; d < hd; d = d + 1u) { dk[d] = 0.0; dv[d] = 0.0; }
+    if (has_key) {
+        for (var d = 0u; d < hd; d = d + 1u) { k[d] = a[k_at + d]; v[d] = a[v_at + d]; }
+    }
+    // Only blocks holding real keys read the queries (the loop's bound is the same in every invocation).
+    var queries = p.seq;
+    if (blk.first >= len) { queries = 0u; }
+    for (var i0 = 0u; i0 < queries; i0 = i0 + tile) {
+        let n = min(tile, queries - i0);
+        workgroupBarrier();
+        for (var e = lane; e < n * hd; e = e + LANES) {
+            let r = bq * p.seq + i0 + e / hd;
+            tile_a[e] = a[r * width + h * hd + e % hd];
+            tile_b[e] = b[r * p.cols + h * hd + e % hd];
+        }
+        for (var e = lane; e < 2u * n; e = e + LANES) {
+            tile_stats[e] = out2[((bq * p.seq + i0 + e / 2u) * p.heads + h) * 2u + e % 2u];
+        }
+        workgroupBarrier();
+        if (has_key) {
+            for (var t = 0u; t < n; t = t + 1u) {
+                var sc = 0.0;
+                var dov = 0.0;
+                for (var d = 0u; d < hd; d = d + 1u) {
+                    sc = sc + tile_a[t * hd + d] * k[d];
+                    dov = dov + tile_b[t * hd + d] * v[d];
+                }
+                let pr = exp(p.eps * sc - tile_stats[2u * t]);
+                let f = mask(bq, h, i0 + t, j);
+                let ds = pr * (dov * f - tile_stats[2u * t + 1u]) * p.eps;
+                let pm = pr * f;
+                for (var d = 0u; d < hd; d = d + 1u) {
+                    dk[d] = dk[d] + ds * tile_a[t * hd + d];
+                    dv[d] = dv[d] + pm * tile_b[t * hd + d];
+                }
+            }
+        }
+    }
+    if (j < p.seq) {
+        for (var d = 0u; d < hd; d = d + 1u) { out[k_at + d] = dk[d]; out[v_at + d] = dv[d]; }
+    }
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -17,6 +17,7 @@ on_each_backend!(
     layernorm_gradients_equal_finite_differences,
     activation_gradients_equal_finite_differences,
     attention_gradient_equals_finite_differences,
+    attention_backward_in_tiles_and_blocks_equals_its_cpu_twin,
     pooling_and_normalisation_gradients_equal_finite_differences,
 );
 
@@ -121,28 +122,7 @@ fn gradient_operations_equal_their_cpu_twins(be: &dyn Backend) {
         assert_close(&read(be, &g, x.len()), &want, &format!("activation_backward {act:?}"));
     }
 
-    // Attention's backward: d_qkv and the statistics of the queries' pass, without and with the probabilities'
-    // dropout (the same mask on both backends).
-    let qkv = random(9, rows * 3 * cols, 1.5);
-    let d_out = random(10, rows * cols, 1.0);
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    for dropout in [None, Dropout::new(0.3, 3, 1, 4)] {
-        let (mut dq, mut st) = (poison(rows * 3 * cols), poison(rows * heads * 2));
-        twin::attention_backward(
-            &qkv,
-            &lens,
-            twin::AttnDims { batch, seq, heads, head_dim, scale, dropout },
-            &d_out,
-            &mut dq,
-            &mut st,
-        );
-        let (gdq, gst) = (tensor(be, &poison(rows * 3 * cols)), tensor(be, &poison(rows * heads * 2)));
-        let shape = AttentionShape { batch, seq, heads, head_dim, scale, dropout };
-        be.attention_backward(&tensor(be, &qkv), &glens, shape, &tensor(be, &d_out), &gdq, &gst)
-            .expect("attention_backward");
-        assert_close(&read(be, &gdq, rows * 3 * cols), &dq, &format!("attention_backward, dropout {dropout:?}"));
-        assert_close(&read(be, &gst, rows * heads * 2), &st, "attention_backward statistics");
-    }
+    attention_backward_equals_its_twin(be, (batch, seq, heads, head_dim), &lens);
 
     // Dropout (and its backward, the same product): the twin's mask on every backend, 1 − p of the values kept.
     let x = random(12, 4099, 1.0);
@@ -305,4 +285,36 @@ fn pooling_and_normalisation_gradients_equal_finite_differences(be: &dyn Backend
         read(be, &out, x.len())
     };
     check_fd("l2_normalize", &x, x.len(), forward, grad);
+}
+
+/// Attention's backward: d_qkv and the statistics of the queries' pass, without and with the probabilities'
+/// dropout (the same mask on both backends), on poisoned outputs.
+fn attention_backward_equals_its_twin(
+    be: &dyn Backend,
+    (batch, seq, heads, head_dim): (usize, usize, usize, usize),
+    lens: &[u32],
+) {
+    let (cols, rows) = (heads * head_dim, batch * seq);
+    let qkv = random(9, rows * 3 * cols, 1.5);
+    let d_out = random(10, rows * cols, 1.0);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let glens = indices(be, lens);
+    for dropout in [None, Dropout::new(0.3, 3, 1, 4)] {
+        let (mut dq, mut st) = (poison(rows * 3 * cols), poison(rows * heads * 2));
+        let dims = twin::AttnDims { batch, seq, heads, head_dim, scale, dropout };
+        twin::attention_backward(&qkv, lens, dims, &d_out, &mut dq, &mut st);
+        let (gdq, gst) = (tensor(be, &poison(rows * 3 * cols)), tensor(be, &poison(rows * heads * 2)));
+        let shape = AttentionShape { batch, seq, heads, head_dim, scale, dropout };
+        be.attention_backward(&tensor(be, &qkv), &glens, shape, &tensor(be, &d_out), &gdq, &gst)
+            .expect("attention_backward");
+        let what = format!("attention_backward, {seq} tokens, heads of {head_dim}, dropout {dropout:?}");
+        assert_close(&read(be, &gdq, rows * 3 * cols), &dq, &what);
+        assert_close(&read(be, &gst, rows * heads * 2), &st, &format!("{what}: statistics"));
+    }
+}
+
+/// The GPU kernels stream keys and queries through workgroup memory in tiles (32 rows at heads of 64) and take
+/// 64 rows per workgroup: sequences longer than both (two blocks, three tiles), a short one, an empty one.
+fn attention_backward_in_tiles_and_blocks_equals_its_cpu_twin(be: &dyn Backend) {
+    attention_backward_equals_its_twin(be, (3, 70, 2, 64), &[70, 66, 0]);
 }

@@ -1,6 +1,7 @@
 //! [`EncoderGradOps`] on the GPU (shaders/encoder_grad.wgsl, encoder.wgsl's `embed_sum`, optim.wgsl's `adamw`):
 //! each operation checks its operands' shapes on the host, then records its dispatch.
 
+use super::encoder_ops::ATTENTION_QUERY_BLOCK;
 use super::kernels::Kernel;
 use super::params::{with_dropout, AdamWParams, EncoderParams};
 use super::pipelines::{groups_1d, groups_per_row};
@@ -176,7 +177,9 @@ impl EncoderGradOps for Gpu {
             )));
         }
         let lens = idx(lens)?;
-        let n = count(&[s.batch, s.heads, s.seq], op)? as usize;
+        count(&[s.batch, s.heads, s.seq], op)?;
+        // One workgroup per block of 64 queries (then keys) of one (sequence, head).
+        let blocks = s.batch * s.heads * s.seq.div_ceil(ATTENTION_QUERY_BLOCK);
         self.record(|ctx, enc| {
             let p = EncoderParams {
                 rows: (s.batch * s.seq) as u32,
@@ -191,8 +194,8 @@ impl EncoderGradOps for Gpu {
             };
             let entries =
                 [(1, lens.buffer()), (2, bind(qkv)?), (3, bind(d_out)?), (5, bind(d_qkv)?), (6, bind(stats)?)];
-            ctx.dispatch(enc, Kernel::AttentionBackwardQ, 0, &p, &entries, groups_1d(n))?;
-            ctx.dispatch(enc, Kernel::AttentionBackwardKv, 0, &p, &entries, groups_1d(n))
+            ctx.dispatch(enc, Kernel::AttentionBackwardQ, 0, &p, &entries, groups_per_row(blocks))?;
+            ctx.dispatch(enc, Kernel::AttentionBackwardKv, 0, &p, &entries, groups_per_row(blocks))
         })
     }
 

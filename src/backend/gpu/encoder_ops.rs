@@ -14,7 +14,7 @@ use crate::backend::{
 use crate::error::{Error, Result};
 
 /// Query rows per workgroup of the attention kernel (its workgroup size).
-const ATTENTION_QUERY_BLOCK: usize = 64;
+pub(super) const ATTENTION_QUERY_BLOCK: usize = 64;
 
 /// The widest head the attention kernel holds (its private arrays: MAX_HEAD_DIM in shaders/encoder.wgsl).
 const ATTENTION_MAX_HEAD_DIM: usize = 128;
