@@ -83,11 +83,14 @@ profile)
 finetune)
   # Contrastive fine-tuning (issue 27) on the GPU next to sentence-transformers on CUDA f32, the same MovieLens
   # pairs in the same order; then the MovieLens job and the Lee masked-LM job on the GPU.
-  step finetune 240 $E bench finetune --model /tmp/minilm --backend gpu --peer-device cuda --steps 40 --batch 64 --repeats 3
+  # Then where a step's GPU time goes (per kernel), for the next change. Limits sum to 540 s (one call).
+  step finetune 180 $E bench finetune --model /tmp/minilm --backend gpu --peer-device cuda --steps 40 --batch 64 --repeats 3
+  step profile_finetune 60 env EMBJOB_GPU_PROFILE=1 $E bench finetune --model /tmp/minilm --backend gpu --python none \
+    --steps 10 --batch 64 --repeats 1
   sed -e 's|../models/all-MiniLM-L6-v2|/tmp/minilm|' pipelines/finetune.toml > pipelines/finetune.tmp.toml
-  step finetune_job 240 $E run pipelines/finetune.tmp.toml --backend gpu --output /tmp/ft_gpu
+  step finetune_job 150 $E run pipelines/finetune.tmp.toml --backend gpu --output /tmp/ft_gpu
   sed -e 's|../models/all-MiniLM-L6-v2|/tmp/minilm|' pipelines/lee_mlm.toml > pipelines/lee_mlm.tmp.toml
-  step mlm_job 240 $E run pipelines/lee_mlm.tmp.toml --backend gpu --output /tmp/mlm_gpu ;;
+  step mlm_job 150 $E run pipelines/lee_mlm.tmp.toml --backend gpu --output /tmp/mlm_gpu ;;
 neighbors)
   # The cosine top-10 of 200,000 items on the host's cores and on the GPU's TopK kernel (equal lists counted).
   step neighbors 240 $E bench neighbors --items 200000 --repeats 1 ;;

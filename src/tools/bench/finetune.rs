@@ -95,6 +95,9 @@ pub fn finetune(opts: &FinetuneBenchOptions, log: &mut dyn Write) -> Result<Vec<
     let weights = WeightsFile::open(&folder.weights_file())?;
     let mut out = Vec::new();
     let (mut times, losses) = embjob_runs(opts, be.as_ref(), (&folder, &weights, &tokenizer), (&texts, &batches), log)?;
+    if let Some(profile) = be.profile_report() {
+        let _ = writeln!(log, "GPU kernel times (every run):\n{profile}");
+    }
     let s = median(&mut times);
     out.push(FinetuneMeasurement {
         tool: format!("embjob ({})", report.used),
