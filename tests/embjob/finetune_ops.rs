@@ -169,6 +169,13 @@ fn gradient_operations_equal_their_cpu_twins(be: &dyn Backend) {
     assert_close(&read(be, &g, 10_000), &want, "scale");
     let (got, exact) = (be.sum_squares(&tensor(be, &big), 9_999).expect("sum"), twin::sum_squares(&big[..9_999]));
     assert!((got - exact).abs() <= 1e-5 * exact, "sum_squares {got} vs {exact}");
+    // Past the CPU's parallel threshold (chunks summed apart, then in order): the plain sum, and reruns bit-equal.
+    let long = random(17, 300_007, 1.0);
+    let plain: f64 = long.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let t = tensor(be, &long);
+    let got = be.sum_squares(&t, long.len()).expect("sum");
+    assert!((got - plain).abs() <= 1e-5 * plain, "sum_squares of {} values: {got} vs {plain}", long.len());
+    assert_eq!(got.to_bits(), be.sum_squares(&t, long.len()).expect("sum").to_bits(), "rerun");
     let (p, gr, m, v) = (random(13, 1000, 1.0), random(14, 1000, 0.1), random(15, 1000, 0.01), random(16, 1000, 0.01));
     let v: Vec<f32> = v.iter().map(|x| x.abs()).collect();
     for (t, wd) in [(1u32, 0.01f32), (7, 0.0)] {

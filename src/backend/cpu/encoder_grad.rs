@@ -300,7 +300,24 @@ pub fn scale(x: &mut [f32], alpha: f32) {
 
 /// Σ x², in f64.
 pub fn sum_squares(x: &[f32]) -> f64 {
-    x.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+    // Chunks of 4,096 values, each summed in eight lanes (independent additions, so the adds pipeline instead of
+    // waiting on one another), the lanes and then the chunks added in order: the same sum on every run.
+    let chunk = |c: &[f32]| -> f64 {
+        let mut lanes = [0f64; 8];
+        let mut rows = c.chunks_exact(8);
+        for row in &mut rows {
+            for (acc, &v) in lanes.iter_mut().zip(row) {
+                *acc += f64::from(v) * f64::from(v);
+            }
+        }
+        let tail: f64 = rows.remainder().iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        lanes.iter().sum::<f64>() + tail
+    };
+    if x.len() < 1 << 16 {
+        return x.chunks(4096).map(chunk).sum();
+    }
+    let sums: Vec<f64> = x.par_chunks(4096).map(chunk).collect();
+    sums.iter().sum()
 }
 
 /// One AdamW step over a flat parameter (see [`AdamWStep`]).
