@@ -186,15 +186,17 @@ var<workgroup> tile_stats: array<f32, 128>;
 var<workgroup> block_len: u32;
 
 // The block of 64 rows of workgroup g, sequence b and head h: index (b · heads + h) · blocks + block (not valid
-// past the last).
+// past the last); the sequence's real tokens `len` (the same in every invocation) and the rows of a tile.
 struct Block {
     b: u32,
     h: u32,
     first: u32,
     valid: bool,
+    len: u32,
+    tile: u32,
 }
 
-fn block_of(wid: vec3<u32>) -> Block {
+fn block_of(wid: vec3<u32>, lane: u32) -> Block {
     let blocks = (p.seq + LANES - 1u) / LANES;
     let g = row_of(wid);
     var k: Block;
@@ -202,6 +204,9 @@ fn block_of(wid: vec3<u32>) -> Block {
     k.first = (g % blocks) * LANES;
     k.h = (g / blocks) % p.heads;
     k.b = g / (blocks * p.heads);
+    if (lane == 0u && k.valid) { block_len = min(lens[k.b], p.seq); }
+    k.len = workgroupUniformLoad(&block_len);
+    k.tile = min(MAX_TILE_ROWS, TILE_VALUES / p.head_dim);
     return k;
 }
 
@@ -215,22 +220,29 @@ fn load_keys(bq: u32, h: u32, j0: u32, n: u32, lane: u32) {
     }
 }
 
+// (q · k_t, dO · v_t) for key t of the tiles: the score before its scale, and dP before the mask.
+fn key_dots(q: ptr<function, array<f32, MAX_HEAD_DIM>>, dout: ptr<function, array<f32, MAX_HEAD_DIM>>, t: u32) -> vec2<f32> {
+    var sc = 0.0;
+    var dv = 0.0;
+    for (var d = 0u; d < p.head_dim; d = d + 1u) {
+        sc = sc + (*q)[d] * tile_a[t * p.head_dim + d];
+        dv = dv + (*dout)[d] * tile_b[t * p.head_dim + d];
+    }
+    return vec2<f32>(sc, dv);
+}
+
 // One workgroup per block of 64 query rows of one (sequence, head), one query per invocation. The real keys and
 // values stream through workgroup memory twice: first the running maximum m, the sum l of e^(s − m) and the sum u
 // of e^(s − m)·M·(dO_i·v_j) (rescaled as m grows), which give the log-sum-exp m + log l and D = Σ_j P·dP = u / l;
 // then dq = scale · Σ_j P·(M·(dO_i·v_j) − D)·k_j. Writes the statistics (lse, D) to out2 and dq to out.
 @compute @workgroup_size(64, 1, 1)
 fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let blk = block_of(wid);
-    if (!blk.valid) { return; }
     let lane = lid.x;
-    let bq = blk.b;
-    let h = blk.h;
-    if (lane == 0u) { block_len = min(lens[bq], p.seq); }
-    let len = workgroupUniformLoad(&block_len);
+    let blk = block_of(wid, lane);
+    if (!blk.valid) { return; }
+    let bq = blk.b; let h = blk.h; let len = blk.len; let tile = blk.tile;
     let hd = p.head_dim;
     let width = 3u * p.cols;
-    let tile = min(MAX_TILE_ROWS, TILE_VALUES / hd);
     let i = blk.first + lane;
     let has_query = i < p.seq;
     var q: array<f32, MAX_HEAD_DIM>;
@@ -251,13 +263,9 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         workgroupBarrier();
         if (has_query) {
             for (var t = 0u; t < n; t = t + 1u) {
-                var sc = 0.0;
-                var dv = 0.0;
-                for (var d = 0u; d < hd; d = d + 1u) {
-                    sc = sc + q[d] * tile_a[t * hd + d];
-                    dv = dv + dout[d] * tile_b[t * hd + d];
-                }
-                sc = sc * p.eps;
+                let dots = key_dots(&q, &dout, t);
+                let sc = dots.x * p.eps;
+                let dv = dots.y;
                 let m_new = max(m, sc);
                 let r = exp(m - m_new);
                 let e = exp(sc - m_new);
@@ -280,14 +288,9 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         workgroupBarrier();
         if (has_query) {
             for (var t = 0u; t < n; t = t + 1u) {
-                var sc = 0.0;
-                var dv = 0.0;
-                for (var d = 0u; d < hd; d = d + 1u) {
-                    sc = sc + q[d] * tile_a[t * hd + d];
-                    dv = dv + dout[d] * tile_b[t * hd + d];
-                }
-                let pr = exp(p.eps * sc - lse);
-                let ds = pr * (dv * mask(bq, h, i, j0 + t) - dsum) * p.eps;
+                let dots = key_dots(&q, &dout, t);
+                let pr = exp(p.eps * dots.x - lse);
+                let ds = pr * (dots.y * mask(bq, h, i, j0 + t) - dsum) * p.eps;
                 for (var d = 0u; d < hd; d = d + 1u) { dq[d] = dq[d] + ds * tile_a[t * hd + d]; }
             }
         }
@@ -305,16 +308,12 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
 // dk = scale · Σ_i P·(M·(dO_i·v_j) − D_i)·q_i and dv = Σ_i P·M·dO_i. Padding keys get zeros.
 @compute @workgroup_size(64, 1, 1)
 fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let blk = block_of(wid);
-    if (!blk.valid) { return; }
     let lane = lid.x;
-    let bq = blk.b;
-    let h = blk.h;
-    if (lane == 0u) { block_len = min(lens[bq], p.seq); }
-    let len = workgroupUniformLoad(&block_len);
+    let blk = block_of(wid, lane);
+    if (!blk.valid) { return; }
+    let bq = blk.b; let h = blk.h; let len = blk.len; let tile = blk.tile;
     let hd = p.head_dim;
     let width = 3u * p.cols;
-    let tile = min(MAX_TILE_ROWS, TILE_VALUES / hd);
     let j = blk.first + lane;
     let has_key = j < len;
     let row_j = (bq * p.seq + j) * width;
