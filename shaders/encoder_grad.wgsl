@@ -220,17 +220,6 @@ fn load_keys(bq: u32, h: u32, j0: u32, n: u32, lane: u32) {
     }
 }
 
-// (q · k_t, dO · v_t) for key t of the tiles: the score before its scale, and dP before the mask.
-fn key_dots(q: ptr<function, array<f32, MAX_HEAD_DIM>>, dout: ptr<function, array<f32, MAX_HEAD_DIM>>, t: u32) -> vec2<f32> {
-    var sc = 0.0;
-    var dv = 0.0;
-    for (var d = 0u; d < p.head_dim; d = d + 1u) {
-        sc = sc + (*q)[d] * tile_a[t * p.head_dim + d];
-        dv = dv + (*dout)[d] * tile_b[t * p.head_dim + d];
-    }
-    return vec2<f32>(sc, dv);
-}
-
 // One workgroup per block of 64 query rows of one (sequence, head), one query per invocation. The real keys and
 // values stream through workgroup memory twice: first the running maximum m, the sum l of e^(s − m) and the sum u
 // of e^(s − m)·M·(dO_i·v_j) (rescaled as m grows), which give the log-sum-exp m + log l and D = Σ_j P·dP = u / l;
@@ -263,9 +252,13 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         workgroupBarrier();
         if (has_query) {
             for (var t = 0u; t < n; t = t + 1u) {
-                let dots = key_dots(&q, &dout, t);
-                let sc = dots.x * p.eps;
-                let dv = dots.y;
+                var sc = 0.0;
+                var dv = 0.0;
+                for (var d = 0u; d < hd; d = d + 1u) {
+                    sc = sc + q[d] * tile_a[t * hd + d];
+                    dv = dv + dout[d] * tile_b[t * hd + d];
+                }
+                sc = sc * p.eps;
                 let m_new = max(m, sc);
                 let r = exp(m - m_new);
                 let e = exp(sc - m_new);
@@ -288,9 +281,14 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         workgroupBarrier();
         if (has_query) {
             for (var t = 0u; t < n; t = t + 1u) {
-                let dots = key_dots(&q, &dout, t);
-                let pr = exp(p.eps * dots.x - lse);
-                let ds = pr * (dots.y * mask(bq, h, i, j0 + t) - dsum) * p.eps;
+                var sc = 0.0;
+                var dv = 0.0;
+                for (var d = 0u; d < hd; d = d + 1u) {
+                    sc = sc + q[d] * tile_a[t * hd + d];
+                    dv = dv + dout[d] * tile_b[t * hd + d];
+                }
+                let pr = exp(p.eps * sc - lse);
+                let ds = pr * (dv * mask(bq, h, i, j0 + t) - dsum) * p.eps;
                 for (var d = 0u; d < hd; d = d + 1u) { dq[d] = dq[d] + ds * tile_a[t * hd + d]; }
             }
         }
