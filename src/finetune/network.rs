@@ -220,15 +220,23 @@ impl<'b> Network<'b> {
         16 * self.weights.values()
     }
 
-    /// A workspace for at least `rows` padded rows and `tokens` real tokens (grown in powers of two).
-    fn workspace(&mut self, rows: usize, tokens: usize) -> Result<()> {
+    /// Allocates the workspace for batches of up to `rows` padded rows and `tokens` real tokens, exactly (what
+    /// [`Self::activation_bytes`] counts), so that a run whose batches stay within them never allocates again.
+    pub fn reserve(&mut self, rows: usize, tokens: usize) -> Result<()> {
+        self.workspace(rows, tokens, false)
+    }
+
+    /// A workspace for at least `rows` padded rows and `tokens` real tokens: as asked, or grown in
+    /// powers of two beyond what it held (`grow`: a batch past the reservation).
+    fn workspace(&mut self, rows: usize, tokens: usize, grow: bool) -> Result<()> {
         if self.work.as_ref().is_some_and(|w| w.rows >= rows && w.tokens >= tokens) {
             return Ok(());
         }
         let be = self.be;
-        let grown = |n: usize, had: Option<usize>| n.max(had.unwrap_or(0)).next_power_of_two();
-        let rows = grown(rows, self.work.as_ref().map(|w| w.rows));
-        let tokens = grown(tokens, self.work.as_ref().map(|w| w.tokens));
+        let had = |f: fn(&Workspace) -> usize| self.work.as_ref().map_or(0, f);
+        let grown = |n: usize, had: usize| if grow { n.max(had).next_power_of_two() } else { n.max(had) };
+        let rows = grown(rows.max(1), had(|w| w.rows));
+        let tokens = grown(tokens.max(1), had(|w| w.tokens));
         self.work = None;
         let (h, i, heads) = (self.config.hidden_size, self.config.intermediate_size, self.config.heads);
         let z = |n: usize| be.zeros(n);
@@ -322,7 +330,7 @@ impl<'b> Network<'b> {
             return Err(Error::Internal(format!("token type {t} is outside the {} types", c.type_vocab_size)));
         }
         let (rows, tokens) = (batch.rows(), batch.tokens());
-        self.workspace(rows, tokens)?;
+        self.workspace(rows, tokens, true)?;
         (self.seq, self.sequences, self.tokens, self.step) = (batch.seq, batch.sequences, tokens, step);
         let masks: Vec<[Option<Dropout>; 2]> = (0..self.config.layers)
             .map(|l| [self.mask(Site::AttentionOutput(l)), self.mask(Site::FeedForwardOutput(l))])

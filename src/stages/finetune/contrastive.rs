@@ -64,6 +64,7 @@ pub fn run(
         sequences_max,
         total,
     )?;
+    trainer.net.reserve(most, real)?;
     trainer.net.set_dropout(plan.dropout, plan.seed);
     let (steps, seconds) = train(ctx, &mut trainer, &examples, &tokens)?;
     let dir = ctx.out_dir.join(MODEL_DIR);

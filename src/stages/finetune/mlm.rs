@@ -131,6 +131,7 @@ fn trainer<'b>(
     };
     check_memory(ctx, plan, (rows, tokens), Some(loss_item))?;
     let mut trainer = MlmTrainer::new(ctx.backend, c.clone(), weights, plan.optimizer, total, plan.seed)?;
+    trainer.net.reserve(rows, tokens)?;
     trainer.net.set_dropout(plan.dropout, plan.seed);
     if trainer.fresh_head {
         ctx.reporter.notice(&format!(
