@@ -1,8 +1,8 @@
 //! The encoder's forward pass for training, keeping what the backward pass reads, and the backward pass itself,
 //! on a [`Backend`]. Token rows are packed: every row-wise layer (the dense layers, LayerNorms, GELU, dropout) runs
-//! on the batch's real tokens only, sequence after sequence; the embeddings, attention and the last hidden state
-//! keep the padded layout (sequences × longest), gathered to and from the packed rows (padding as zeros). Per token
-//! and layer it keeps: the layer's input, q|k|v, the attention output, the two residual sums before their
+//! on the batch's real tokens only, sequence after sequence; the embeddings' lookup, attention and the last hidden
+//! state keep the padded layout (sequences × longest), gathered to and from the packed rows (padding as zeros). Per
+//! token and layer it keeps: the layer's input, q|k|v, the attention output, the two residual sums before their
 //! LayerNorms, the first LayerNorm's output, and the intermediate activation before and after GELU (see
 //! [`Network::activation_bytes`]); attention scores are recomputed in the backward pass.
 //!
@@ -45,10 +45,8 @@ struct Scratch {
 
 /// The tensors in the padded layout (sequences × longest rows).
 struct Padded {
-    /// The embeddings' sum (kept: their LayerNorm's input).
+    /// The embeddings' sum, before it is packed.
     e: Tensor,
-    /// The embeddings' LayerNorm output; in the backward pass, its gradient.
-    x0: Tensor,
     /// A layer's q|k|v, attention's input.
     qkv: Tensor,
     /// Attention's output; in the backward pass, its gradient.
@@ -57,10 +55,6 @@ struct Padded {
     stats: Tensor,
     last: Tensor,
     d_last: Tensor,
-    /// The embeddings' sum's gradient, and γ's share of their LayerNorm's.
-    d_e: Tensor,
-    dy_xhat: Tensor,
-    ones: Tensor,
 }
 
 /// The index buffers of the embeddings' gradients (one set per table): rows grouped by the row of the table.
@@ -84,6 +78,10 @@ struct Workspace {
     /// Each packed row's padded row: gathers the padded layout into packed rows.
     to_packed: Indices,
     pad: Padded,
+    /// The embeddings' sum, packed (kept: their LayerNorm's input).
+    e: Tensor,
+    /// One weight per token, for the embeddings' gradient.
+    ones: Tensor,
     xs: Vec<Tensor>,
     layers: Vec<LayerActs>,
     scratch: Scratch,
@@ -203,15 +201,15 @@ impl<'b> Network<'b> {
     /// rows holding up to `tokens` real tokens.
     pub fn activation_bytes(c: &EncoderConfig, rows: usize, tokens: usize) -> usize {
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        // Packed, per token: the embeddings' output, per layer q|k|v, ctx, s1, h1, u, a, s2 and the layer's output;
-        // the scratch d_x, d_s, d_h1, d_u, d_ctx, d_qkv, dy_xhat; its padded row's index.
+        // Packed, per token: the embeddings' sum and output, per layer q|k|v, ctx, s1, h1, u, a, s2 and the
+        // layer's output; the scratch d_x, d_s, d_h1, d_u, d_ctx, d_qkv, dy_xhat; its weight, its padded row's
+        // index and 3 × 5 indices of the embeddings' segments.
         let per_layer = 3 * h + h + h + h + i + i + h + h;
         let scratch = h + h + h + i + h + 3 * h + h;
-        let packed = 4 * tokens * (h + c.layers * per_layer + scratch + 1);
-        // Padded, per row: e, x0, q|k|v, ctx, d_qkv, the attention statistics, the last hidden state and its
-        // gradient, d_e, dy_xhat, ones; the index buffers (ids, types, lengths, packed rows, 3 × 5 of the
-        // embeddings' segments).
-        let padded = 4 * rows * (h + h + 3 * h + h + 3 * h + 2 * c.heads + h + h + h + h + 1 + 4 + 15);
+        let packed = 4 * tokens * (h + h + c.layers * per_layer + scratch + 1 + 1 + 15);
+        // Padded, per row: the embeddings' sum, q|k|v, ctx, d_qkv, the attention statistics, the last hidden state
+        // and its gradient; the index buffers (ids, types, lengths, packed rows).
+        let padded = 4 * rows * (h + 3 * h + h + 3 * h + 2 * c.heads + h + h + 4);
         packed + padded
     }
 
@@ -255,11 +253,11 @@ impl<'b> Network<'b> {
         }
         let segments = || -> Result<Segments> {
             Ok(Segments {
-                items: be.index_buffer(rows)?,
-                offsets: be.index_buffer(rows + 1)?,
-                seg_items: be.index_buffer(rows)?,
-                seg_offsets: be.index_buffer(rows + 1)?,
-                seg_examples: be.index_buffer(rows)?,
+                items: be.index_buffer(t)?,
+                offsets: be.index_buffer(t + 1)?,
+                seg_items: be.index_buffer(t)?,
+                seg_offsets: be.index_buffer(t + 1)?,
+                seg_examples: be.index_buffer(t)?,
             })
         };
         self.work = Some(Workspace {
@@ -272,17 +270,15 @@ impl<'b> Network<'b> {
             to_packed: be.index_buffer(t)?,
             pad: Padded {
                 e: z(rows * h)?,
-                x0: z(rows * h)?,
                 qkv: z(rows * 3 * h)?,
                 ctx: z(rows * h)?,
                 d_qkv: z(rows * 3 * h)?,
                 stats: z(rows * heads * 2)?,
                 last: z(rows * h)?,
                 d_last: z(rows * h)?,
-                d_e: z(rows * h)?,
-                dy_xhat: z(rows * h)?,
-                ones: be.tensor(&vec![1.0; rows])?,
             },
+            e: z(t * h)?,
+            ones: be.tensor(&vec![1.0; t])?,
             xs: (0..=self.config.layers).map(|_| z(t * h)).collect::<Result<_>>()?,
             layers,
             scratch: Scratch {
@@ -359,8 +355,8 @@ impl<'b> Network<'b> {
         let to_packed = |x: &Tensor, width: usize, out: &Tensor| be.gather(x, &w.to_packed, width, (width, 1), out);
         let to_padded = |x: &Tensor, width: usize, out: &Tensor| be.gather(x, &w.to_padded, width, (width, 1), out);
         be.embed_sum(&tables, &TokenRows { ids: &w.ids, type_ids: &w.type_ids, seq: batch.seq }, &pad.e)?;
-        be.layernorm_keep(&pad.e, None, rows, &ln(&wts.ln, eps), &pad.x0)?;
-        to_packed(&pad.x0, h, &w.xs[0])?;
+        to_packed(&pad.e, h, &w.e)?;
+        be.layernorm_keep(&w.e, None, tokens, &ln(&wts.ln, eps), &w.xs[0])?;
         let drop = |x: &Tensor, n: usize, d: Option<Dropout>| d.map_or(Ok(()), |d| be.dropout(x, n, d));
         drop(&w.xs[0], tokens * h, embeddings_mask)?;
         let dense = |x: &Tensor, wt: &Tensor, b: &Tensor, out: &Tensor, n: usize, k: usize| {
@@ -404,7 +400,7 @@ impl<'b> Network<'b> {
     pub fn backward(&mut self) -> Result<()> {
         let (be, c, wts) = (self.be, &self.config, &self.weights);
         let w = self.work.as_ref().ok_or_else(|| Error::Internal("no forward pass yet".into()))?;
-        let (rows, tokens) = (self.sequences * self.seq, self.tokens);
+        let tokens = self.tokens;
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps as f32);
         let (s, pad) = (&w.scratch, &w.pad);
         be.gather(&pad.d_last, &w.to_packed, h, (h, 1), &s.d_x)?;
@@ -414,25 +410,24 @@ impl<'b> Network<'b> {
             let dims = (tokens, h, i, eps, c.activation);
             layer_backward(be, (p, a), &w.xs[l], (s, pad), (self.shape(l), masks), &maps, dims)?;
         }
-        // The embeddings: their dropout, back to the padded layout, LayerNorm, then each table's rows of the batch.
+        // The embeddings: their dropout, LayerNorm, then each table's rows of the batch.
         if let Some(d) = self.mask(Site::Embeddings) {
             be.dropout(&s.d_x, tokens * h, d)?;
         }
-        be.gather(&s.d_x, &w.to_padded, h, (h, 1), &pad.x0)?;
-        ln_backward(be, &pad.e, &pad.x0, rows, &wts.ln, eps, &pad.d_e, &pad.dy_xhat)?;
+        ln_backward(be, &w.e, &s.d_x, tokens, &wts.ln, eps, &s.d_s, &s.dy_xhat)?;
         let tables = [&wts.word, &wts.position, &wts.token_type];
         for (param, seg) in tables.into_iter().zip(&w.segments) {
             let bags = Bags {
-                bags: rows,
+                bags: tokens,
                 items: &seg.items,
                 offsets: &seg.offsets,
-                weights: &pad.ones,
-                seg_weights: &pad.ones,
+                weights: &w.ones,
+                seg_weights: &w.ones,
                 seg_items: &seg.seg_items,
                 seg_offsets: &seg.seg_offsets,
                 seg_examples: &seg.seg_examples,
             };
-            be.embedding_bag_backward(&pad.d_e, h, &bags, false, &param.grad, true)?;
+            be.embedding_bag_backward(&s.d_s, h, &bags, false, &param.grad, true)?;
         }
         Ok(())
     }
@@ -513,18 +508,20 @@ fn layer_backward(
     be.matmul(&s.d_qkv, false, &p.qkv_w.value, false, &s.d_x, MatDims { m: rows, n: h, k: 3 * h }, 1.0)
 }
 
-/// The embeddings' gradient segments of a batch: for the word, position and token-type tables, the real rows
-/// grouped by the table row they read (ascending), as `embedding_bag_backward` takes them (one bag per token row).
+/// The embeddings' gradient segments of a batch: for the word, position and token-type tables, the packed tokens
+/// grouped by the table row they read (ascending), as `embedding_bag_backward` takes them (one bag per token).
 fn write_segments(be: &dyn Backend, segs: &mut [Segments; 3], batch: &Batch, c: &EncoderConfig) -> Result<()> {
-    let rows = batch.rows();
+    let tokens = batch.tokens();
     let keys: [Box<dyn Fn(usize) -> u32>; 3] = [
         Box::new(|r| batch.ids[r]),
         Box::new(|r| (r % batch.seq + c.position_offset) as u32),
         Box::new(|r| batch.type_ids[r]),
     ];
-    let offsets: Vec<u32> = (0..=rows as u32).collect();
+    let offsets: Vec<u32> = (0..=tokens as u32).collect();
     for (seg, key) in segs.iter_mut().zip(keys) {
-        let mut real: Vec<(u32, u32)> = batch.packed.iter().map(|&r| (key(r as usize), r)).collect();
+        // Each packed token's table row, with the token.
+        let all: Vec<u32> = batch.packed.iter().map(|&r| key(r as usize)).collect();
+        let mut real: Vec<(u32, u32)> = all.iter().enumerate().map(|(t, &k)| (k, t as u32)).collect();
         real.sort_unstable();
         let (mut items, mut seg_offsets) = (Vec::new(), Vec::new());
         for (n, &(k, _)) in real.iter().enumerate() {
@@ -534,8 +531,7 @@ fn write_segments(be: &dyn Backend, segs: &mut [Segments; 3], batch: &Batch, c: 
             }
         }
         seg_offsets.push(real.len() as u32);
-        let examples: Vec<u32> = real.iter().map(|&(_, r)| r).collect();
-        let all: Vec<u32> = (0..rows).map(&key).collect();
+        let examples: Vec<u32> = real.iter().map(|&(_, t)| t).collect();
         be.write_indices(&mut seg.items, &all)?;
         be.write_indices(&mut seg.offsets, &offsets)?;
         be.write_indices(&mut seg.seg_items, &items)?;

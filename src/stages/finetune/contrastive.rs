@@ -118,18 +118,18 @@ fn sequences(b: &[Example]) -> usize {
     2 * b.len() + negatives
 }
 
+/// The token count of each text of a batch (anchors, positives, hard negatives).
+fn lengths<'a>(b: &'a [Example], tokens: &'a [Tokens]) -> impl Iterator<Item = usize> + 'a {
+    b.iter().flat_map(|e| [Some(e.anchor), Some(e.positive), e.negative]).flatten().map(|i| tokens[i].ids.len())
+}
+
 /// The tokens of a batch's texts.
 fn real_tokens(b: &[Example], tokens: &[Tokens]) -> usize {
-    b.iter().flat_map(|e| [Some(e.anchor), Some(e.positive), e.negative]).flatten().map(|i| tokens[i].ids.len()).sum()
+    lengths(b, tokens).sum()
 }
 
 fn max_len(b: &[Example], tokens: &[Tokens]) -> usize {
-    b.iter()
-        .flat_map(|e| [Some(e.anchor), Some(e.positive), e.negative])
-        .flatten()
-        .map(|i| tokens[i].ids.len())
-        .max()
-        .unwrap_or(1)
+    lengths(b, tokens).max().unwrap_or(1)
 }
 
 /// The texts and batches the plan's pairs make.
